@@ -1,0 +1,307 @@
+/* diffusion.c - the forward process, conversions between prediction targets, the posterior, one
+ * step of each sampler and the reverse-process loop. None of it knows about networks: the loop
+ * takes the network as a callback, so it can be tested with an analytic model. */
+#include "internal.h"
+
+#include <math.h>
+
+/* ---- names ---------------------------------------------------------------------------------- */
+
+static int parse_name(const char *what, const char *const *names, int count, const char *name,
+                      int *out) {
+    for (int i = 0; i < count; i++)
+        if (strcmp(name, names[i]) == 0) {
+            *out = i;
+            return DDPM_OK;
+        }
+    char list[256] = "";
+    for (int i = 0; i < count; i++) {
+        strncat(list, names[i], sizeof list - strlen(list) - 1);
+        if (i + 1 < count) strncat(list, i + 2 == count ? " or " : ", ", sizeof list - strlen(list) - 1);
+    }
+    return ddpm_fail(DDPM_ERR_INVALID, "unknown %s '%s' (expected %s)", what, name, list);
+}
+
+static const char *const pred_names[] = {"eps", "x0", "v"};
+static const char *const var_names[] = {"small", "large"};
+static const char *const sampler_names[] = {"ddpm", "ddim"};
+static const char *const spacing_names[] = {"leading", "trailing", "linspace"};
+
+const char *ddpm_prediction_name(ddpm_prediction p) { return (unsigned)p < 3 ? pred_names[p] : "?"; }
+const char *ddpm_variance_name(ddpm_variance v) { return (unsigned)v < 2 ? var_names[v] : "?"; }
+const char *ddpm_sampler_name(ddpm_sampler s) { return (unsigned)s < 2 ? sampler_names[s] : "?"; }
+const char *ddpm_spacing_name(ddpm_spacing s) { return (unsigned)s < 3 ? spacing_names[s] : "?"; }
+
+int ddpm_prediction_parse(const char *name, ddpm_prediction *out) {
+    int v = 0, rc = parse_name("prediction type", pred_names, 3, name, &v);
+    if (!rc) *out = (ddpm_prediction)v;
+    return rc;
+}
+int ddpm_variance_parse(const char *name, ddpm_variance *out) {
+    int v = 0, rc = parse_name("variance", var_names, 2, name, &v);
+    if (!rc) *out = (ddpm_variance)v;
+    return rc;
+}
+int ddpm_sampler_parse(const char *name, ddpm_sampler *out) {
+    int v = 0, rc = parse_name("sampler", sampler_names, 2, name, &v);
+    if (!rc) *out = (ddpm_sampler)v;
+    return rc;
+}
+int ddpm_spacing_parse(const char *name, ddpm_spacing *out) {
+    int v = 0, rc = parse_name("timestep spacing", spacing_names, 3, name, &v);
+    if (!rc) *out = (ddpm_spacing)v;
+    return rc;
+}
+
+/* ---- forward process and conversions (per-item t) --------------------------------------------- */
+
+/* out = a[t] * x + b[t] * y over B items of d floats: every conversion has this shape. */
+static void axpby_per_t(const float *a, const float *b, const float *x, const float *y,
+                        const int *t, int B, size_t d, float *out) {
+    for (int i = 0; i < B; i++) {
+        const float ai = a[t[i]], bi = b[t[i]];
+        const float *xi = x + (size_t)i * d, *yi = y + (size_t)i * d;
+        float *oi = out + (size_t)i * d;
+        for (size_t j = 0; j < d; j++) oi[j] = ai * xi[j] + bi * yi[j];
+    }
+}
+
+void ddpm_q_sample(const ddpm_schedule *s, const float *x0, const float *eps, const int *t, int B,
+                   size_t d, float *xt) {
+    axpby_per_t(s->sqrt_alphas_cumprod, s->sqrt_one_minus_alphas_cumprod, x0, eps, t, B, d, xt);
+}
+
+void ddpm_x0_from_eps(const ddpm_schedule *s, const float *xt, const float *eps, const int *t,
+                      int B, size_t d, float *x0) {
+    for (int i = 0; i < B; i++) {
+        const float a = s->sqrt_recip_alphas_cumprod[t[i]], b = s->sqrt_recipm1_alphas_cumprod[t[i]];
+        for (size_t j = 0; j < d; j++) {
+            size_t k = (size_t)i * d + j;
+            x0[k] = a * xt[k] - b * eps[k];
+        }
+    }
+}
+
+void ddpm_eps_from_x0(const ddpm_schedule *s, const float *xt, const float *x0, const int *t,
+                      int B, size_t d, float *eps) {
+    for (int i = 0; i < B; i++) {
+        const float a = s->sqrt_recip_alphas_cumprod[t[i]], b = s->sqrt_recipm1_alphas_cumprod[t[i]];
+        for (size_t j = 0; j < d; j++) {
+            size_t k = (size_t)i * d + j;
+            eps[k] = (a * xt[k] - x0[k]) / b;
+        }
+    }
+}
+
+void ddpm_v_from_x0_eps(const ddpm_schedule *s, const float *x0, const float *eps, const int *t,
+                        int B, size_t d, float *v) {
+    for (int i = 0; i < B; i++) {
+        const float a = s->sqrt_alphas_cumprod[t[i]], b = s->sqrt_one_minus_alphas_cumprod[t[i]];
+        for (size_t j = 0; j < d; j++) {
+            size_t k = (size_t)i * d + j;
+            v[k] = a * eps[k] - b * x0[k];
+        }
+    }
+}
+
+void ddpm_x0_from_v(const ddpm_schedule *s, const float *xt, const float *v, const int *t, int B,
+                    size_t d, float *x0) {
+    for (int i = 0; i < B; i++) {
+        const float a = s->sqrt_alphas_cumprod[t[i]], b = s->sqrt_one_minus_alphas_cumprod[t[i]];
+        for (size_t j = 0; j < d; j++) {
+            size_t k = (size_t)i * d + j;
+            x0[k] = a * xt[k] - b * v[k];
+        }
+    }
+}
+
+void ddpm_eps_from_v(const ddpm_schedule *s, const float *xt, const float *v, const int *t, int B,
+                     size_t d, float *eps) {
+    axpby_per_t(s->sqrt_one_minus_alphas_cumprod, s->sqrt_alphas_cumprod, xt, v, t, B, d, eps);
+}
+
+void ddpm_target(const ddpm_schedule *s, ddpm_prediction p, const float *x0, const float *eps,
+                 const int *t, int B, size_t d, float *target) {
+    size_t n = (size_t)B * d;
+    switch (p) {
+    case DDPM_PRED_EPS: memcpy(target, eps, n * sizeof(float)); break;
+    case DDPM_PRED_X0: memcpy(target, x0, n * sizeof(float)); break;
+    case DDPM_PRED_V: ddpm_v_from_x0_eps(s, x0, eps, t, B, d, target); break;
+    default: DDPM_CHECK(!"unknown prediction type");
+    }
+}
+
+void ddpm_split_prediction(const ddpm_schedule *s, ddpm_prediction p, const float *xt,
+                           const float *out, const int *t, int B, size_t d, int clip, float *eps,
+                           float *x0) {
+    for (int i = 0; i < B; i++) {
+        const int ti = t[i];
+        const float sa = s->sqrt_alphas_cumprod[ti], s1m = s->sqrt_one_minus_alphas_cumprod[ti];
+        const float ra = s->sqrt_recip_alphas_cumprod[ti], rm1 = s->sqrt_recipm1_alphas_cumprod[ti];
+        for (size_t j = 0; j < d; j++) {
+            const size_t k = (size_t)i * d + j;
+            float e, x;
+            switch (p) {
+            case DDPM_PRED_EPS: e = out[k]; x = ra * xt[k] - rm1 * e; break;
+            case DDPM_PRED_X0: x = out[k]; e = (ra * xt[k] - x) / rm1; break;
+            default: x = sa * xt[k] - s1m * out[k]; e = s1m * xt[k] + sa * out[k]; break;
+            }
+            if (clip) {
+                float xc = x < -1.0f ? -1.0f : x > 1.0f ? 1.0f : x;
+                if (xc != x) e = (ra * xt[k] - xc) / rm1;
+                x = xc;
+            }
+            if (eps) eps[k] = e;
+            if (x0) x0[k] = x;
+        }
+    }
+}
+
+void ddpm_q_posterior(const ddpm_schedule *s, const float *x0, const float *xt, const int *t,
+                      int B, size_t d, float *mean, float *var, float *log_var) {
+    if (mean) axpby_per_t(s->posterior_mean_coef1, s->posterior_mean_coef2, x0, xt, t, B, d, mean);
+    for (int i = 0; i < B; i++) {
+        if (var) var[i] = s->posterior_variance[t[i]];
+        if (log_var) log_var[i] = s->posterior_log_variance_clipped[t[i]];
+    }
+}
+
+/* ---- one reverse step ---------------------------------------------------------------------- */
+
+void ddpm_step_ddpm(const ddpm_schedule *s, const ddpm_step_opts *o, int t, const float *xt,
+                    const float *model_out, const float *noise, int B, size_t d, float *x_prev,
+                    float *x0_out) {
+    DDPM_CHECK(t >= s->t0 && t < s->n);
+    const float c1 = s->posterior_mean_coef1[t], c2 = s->posterior_mean_coef2[t];
+    float sigma = 0.0f;
+    if (t > s->t0 && !o->no_noise)
+        sigma = o->variance == DDPM_VAR_LARGE ? sqrtf(s->betas[t])
+                                              : expf(0.5f * s->posterior_log_variance_clipped[t]);
+    DDPM_CHECK(sigma == 0.0f || noise != NULL);
+#pragma omp parallel for schedule(static) if ((size_t)B * d > 65536)
+    for (int i = 0; i < B; i++) {
+        const size_t off = (size_t)i * d;
+        float x0buf[256];
+        for (size_t j0 = 0; j0 < d; j0 += 256) {
+            const size_t len = d - j0 < 256 ? d - j0 : 256;
+            const int ti = t;
+            ddpm_split_prediction(s, o->prediction, xt + off + j0, model_out + off + j0, &ti, 1,
+                                  len, o->clip_x0, NULL, x0buf);
+            for (size_t j = 0; j < len; j++) {
+                const size_t k = off + j0 + j;
+                float m = c1 * x0buf[j] + c2 * xt[k];
+                if (x0_out) x0_out[k] = x0buf[j];
+                x_prev[k] = sigma != 0.0f ? m + sigma * noise[k] : m;
+            }
+        }
+    }
+}
+
+void ddpm_step_ddim(const ddpm_schedule *s, const ddpm_step_opts *o, int t, int t_prev, float eta,
+                    const float *xt, const float *model_out, const float *noise, int B, size_t d,
+                    float *x_prev, float *x0_out) {
+    DDPM_CHECK(t >= s->t0 && t < s->n && t_prev < t);
+    const double ab = s->alphas_cumprod[t];
+    const double ab_prev = t_prev >= s->t0 ? s->alphas_cumprod[t_prev] : 1.0;
+    const double sig = eta * sqrt((1.0 - ab_prev) / (1.0 - ab) * (1.0 - ab / ab_prev));
+    const double c2 = 1.0 - ab_prev - sig * sig;
+    const float a = (float)sqrt(ab_prev), c = (float)sqrt(c2 > 0.0 ? c2 : 0.0), sigma = (float)sig;
+    DDPM_CHECK(sigma == 0.0f || noise != NULL);
+#pragma omp parallel for schedule(static) if ((size_t)B * d > 65536)
+    for (int i = 0; i < B; i++) {
+        const size_t off = (size_t)i * d;
+        float e[256], x0[256];
+        for (size_t j0 = 0; j0 < d; j0 += 256) {
+            const size_t len = d - j0 < 256 ? d - j0 : 256;
+            ddpm_split_prediction(s, o->prediction, xt + off + j0, model_out + off + j0, &t, 1,
+                                  len, o->clip_x0, e, x0);
+            for (size_t j = 0; j < len; j++) {
+                const size_t k = off + j0 + j;
+                float v = a * x0[j] + c * e[j];
+                if (sigma != 0.0f) v += sigma * noise[k];
+                if (x0_out) x0_out[k] = x0[j];
+                x_prev[k] = v;
+            }
+        }
+    }
+}
+
+int ddpm_timesteps(const ddpm_schedule *s, int K, ddpm_spacing spacing, int *out) {
+    const int T = s->n - s->t0;
+    if (K < 1 || K > T)
+        return ddpm_fail(DDPM_ERR_INVALID, "number of sampling steps must be in 1..%d (got %d)", T,
+                         K);
+    for (int k = 0; k < K; k++) {
+        double v;
+        switch (spacing) {
+        case DDPM_SPACING_LEADING: v = (double)(K - 1 - k) * (T / K); break;
+        case DDPM_SPACING_TRAILING: v = rint(T - k * ((double)T / K)) - 1.0; break;
+        case DDPM_SPACING_LINSPACE:
+            v = K == 1 ? 0.0 : rint((double)(K - 1 - k) * (T - 1) / (K - 1));
+            break;
+        default: return ddpm_fail(DDPM_ERR_INVALID, "unknown timestep spacing %d", (int)spacing);
+        }
+        out[k] = (int)v + s->t0;
+    }
+    for (int k = 0; k < K; k++)
+        DDPM_CHECK(out[k] >= s->t0 && out[k] < s->n && (k == 0 || out[k] < out[k - 1]));
+    return DDPM_OK;
+}
+
+/* ---- the reverse-process loop ---------------------------------------------------------------- */
+
+void ddpm_sample_opts_default(ddpm_sample_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->sampler = DDPM_SAMPLER_DDPM;
+    o->steps = 50;
+    o->spacing = DDPM_SPACING_LEADING;
+    o->eta = 0.0f;
+    o->step.prediction = DDPM_PRED_EPS;
+    o->step.variance = DDPM_VAR_SMALL;
+    o->seed = 0;
+}
+
+int ddpm_sample_loop(const ddpm_schedule *s, const ddpm_sample_opts *o, ddpm_denoise_fn f,
+                     void *ctx, int B, size_t d, float *x) {
+    if (B < 1 || d < 1) return ddpm_fail(DDPM_ERR_INVALID, "nothing to sample (B=%d, d=%zu)", B, d);
+    const size_t n = ddpm_size_mul((size_t)B, d);
+    const int ddim = o->sampler == DDPM_SAMPLER_DDIM;
+    const int K = ddim ? o->steps : s->n - s->t0;
+    int *ts = ddpm_alloc((size_t)K > 0 ? (size_t)K : 1, sizeof(int));
+    float *out = ddpm_alloc_aligned(n, sizeof(float));
+    float *x0 = ddpm_alloc_aligned(n, sizeof(float));
+    float *noise = ddpm_alloc_aligned(n, sizeof(float));
+    int rc = (!ts || !out || !x0 || !noise) ? DDPM_ERR_NOMEM : DDPM_OK;
+    if (!rc && ddim) rc = ddpm_timesteps(s, K, o->spacing, ts);
+    if (!rc && !ddim)
+        for (int k = 0; k < K; k++) ts[k] = s->n - 1 - k;
+    if (!rc && !o->x_is_init)
+        for (int i = 0; i < B; i++)
+            ddpm_randn(o->seed, DDPM_STREAM_SAMPLE_INIT, o->first_item + (uint64_t)i, 0,
+                       x + (size_t)i * d, d);
+    for (int k = 0; !rc && k < K; k++) {
+        const int t = ts[k];
+        const int t_prev = k + 1 < K ? ts[k + 1] : s->t0 - 1;
+        rc = f(ctx, x, B, t, k > 0 ? x0 : NULL, out);
+        if (rc) break;
+        int need_noise = ddim ? (o->eta > 0.0f && t_prev >= s->t0)
+                              : (t > s->t0 && !o->step.no_noise);
+        if (need_noise) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+            for (int i = 0; i < B; i++)
+                ddpm_randn(o->seed, DDPM_STREAM_SAMPLE_STEP, o->first_item + (uint64_t)i,
+                           (uint32_t)t, noise + (size_t)i * d, d);
+        }
+        if (ddim)
+            ddpm_step_ddim(s, &o->step, t, t_prev, o->eta, x, out, noise, B, d, x, x0);
+        else
+            ddpm_step_ddpm(s, &o->step, t, x, out, noise, B, d, x, x0);
+        if (o->progress && o->progress(o->progress_ctx, k + 1, K, t, x, x0))
+            rc = ddpm_fail(DDPM_ERR_INTERRUPTED, "sampling stopped at step %d of %d", k + 1, K);
+    }
+    free(ts);
+    free(out);
+    free(x0);
+    free(noise);
+    return rc;
+}

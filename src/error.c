@@ -1,0 +1,146 @@
+/* error.c - the thread-local last error message and small allocation and file helpers. */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static _Thread_local char last_error[1024];
+
+const char *ddpm_last_error(void) { return last_error; }
+
+int ddpm_fail(int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+const char *ddpm_status_name(int code) {
+    switch (code) {
+    case DDPM_OK: return "ok";
+    case DDPM_ERR_INVALID: return "invalid input";
+    case DDPM_ERR_IO: return "I/O error";
+    case DDPM_ERR_FORMAT: return "malformed file";
+    case DDPM_ERR_NOMEM: return "out of memory";
+    case DDPM_ERR_NUMERIC: return "numerical error";
+    case DDPM_ERR_INTERRUPTED: return "interrupted";
+    default: return "unknown error";
+    }
+}
+
+void *ddpm_alloc(size_t n, size_t size) {
+    if (ddpm_size_mul(n, size) == SIZE_MAX) {
+        ddpm_fail(DDPM_ERR_NOMEM, "allocation of %zu x %zu bytes overflows", n, size);
+        return NULL;
+    }
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) ddpm_fail(DDPM_ERR_NOMEM, "out of memory allocating %zu bytes", n * size);
+    return p;
+}
+
+void *ddpm_alloc_aligned(size_t n, size_t size) {
+    size_t bytes = ddpm_size_mul(n, size);
+    if (bytes == SIZE_MAX) {
+        ddpm_fail(DDPM_ERR_NOMEM, "allocation of %zu x %zu bytes overflows", n, size);
+        return NULL;
+    }
+    bytes = (bytes + 63) / 64 * 64;
+    if (bytes == 0) bytes = 64;
+    void *p = aligned_alloc(64, bytes);
+    if (!p) {
+        ddpm_fail(DDPM_ERR_NOMEM, "out of memory allocating %zu bytes", bytes);
+        return NULL;
+    }
+    memset(p, 0, bytes);
+    return p;
+}
+
+int ddpm_read_file(const char *path, unsigned char **data, size_t *size) {
+    *data = NULL;
+    *size = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return ddpm_fail(DDPM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return ddpm_fail(DDPM_ERR_IO, "%s: not a regular file", path);
+    }
+    size_t n = (size_t)st.st_size;
+    unsigned char *buf = malloc(n + 1);
+    if (!buf) {
+        fclose(f);
+        return ddpm_fail(DDPM_ERR_NOMEM, "%s: out of memory reading %zu bytes", path, n);
+    }
+    if (n && fread(buf, 1, n, f) != n) {
+        int e = ferror(f) ? errno : 0;
+        free(buf);
+        fclose(f);
+        return ddpm_fail(DDPM_ERR_IO, "%s: read failed: %s", path, e ? strerror(e) : "short read");
+    }
+    fclose(f);
+    buf[n] = 0;
+    *data = buf;
+    *size = n;
+    return DDPM_OK;
+}
+
+int ddpm_write_file_atomic(const char *path, const void *const *parts, const size_t *sizes,
+                           size_t n_parts) {
+    size_t len = strlen(path);
+    char *tmp = malloc(len + 32);
+    if (!tmp) return ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+    snprintf(tmp, len + 32, "%s.tmp.%ld", path, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) {
+        int rc = ddpm_fail(DDPM_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+        free(tmp);
+        return rc;
+    }
+    for (size_t i = 0; i < n_parts; i++) {
+        const unsigned char *p = parts[i];
+        size_t left = sizes[i];
+        while (left > 0) {
+            ssize_t w = write(fd, p, left);
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) {
+                int rc = ddpm_fail(DDPM_ERR_IO, "%s: write failed: %s", tmp,
+                                   w < 0 ? strerror(errno) : "no progress");
+                close(fd);
+                unlink(tmp);
+                free(tmp);
+                return rc;
+            }
+            p += w;
+            left -= (size_t)w;
+        }
+    }
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        int rc = ddpm_fail(DDPM_ERR_IO, "%s: fsync/close failed: %s", tmp, strerror(errno));
+        unlink(tmp);
+        free(tmp);
+        return rc;
+    }
+    if (rename(tmp, path) != 0) {
+        int rc = ddpm_fail(DDPM_ERR_IO, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
+        unlink(tmp);
+        free(tmp);
+        return rc;
+    }
+    /* Make the rename itself durable. */
+    char *dircopy = strdup(path);
+    if (dircopy) {
+        int dfd = open(dirname(dircopy), O_RDONLY | O_DIRECTORY);
+        if (dfd >= 0) {
+            fsync(dfd);
+            close(dfd);
+        }
+        free(dircopy);
+    }
+    free(tmp);
+    return DDPM_OK;
+}

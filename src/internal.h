@@ -1,0 +1,38 @@
+/* internal.h - helpers shared by the library's source files (not installed). */
+#ifndef DDPM_INTERNAL_H
+#define DDPM_INTERNAL_H
+
+#include "ddpm.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* An invariant that must hold whatever the input; never compiled out (unlike assert). */
+#define DDPM_CHECK(cond)                                                                        \
+    do {                                                                                        \
+        if (!(cond)) {                                                                          \
+            fprintf(stderr, "ddpm: internal error: %s (%s:%d)\n", #cond, __FILE__, __LINE__);   \
+            abort();                                                                            \
+        }                                                                                       \
+    } while (0)
+
+/* a * b for sizes, or SIZE_MAX on overflow (which then fails the allocation). */
+static inline size_t ddpm_size_mul(size_t a, size_t b) {
+    size_t r;
+    if (__builtin_mul_overflow(a, b, &r)) return SIZE_MAX;
+    return r;
+}
+
+/* Allocations that report failure through ddpm_fail; the caller returns DDPM_ERR_NOMEM. */
+void *ddpm_alloc(size_t n, size_t size);  /* zeroed; NULL (with the error set) on failure */
+/* 64-byte aligned, zeroed; free with free(). */
+void *ddpm_alloc_aligned(size_t n, size_t size);
+
+/* Reads a whole file into a malloc'd, NUL-terminated buffer. Errors name the path. */
+int ddpm_read_file(const char *path, unsigned char **data, size_t *size);
+/* Writes data to path atomically: path.tmp.<pid>, fsync, rename, fsync of the directory. */
+int ddpm_write_file_atomic(const char *path, const void *const *parts, const size_t *sizes,
+                           size_t n_parts);
+
+#endif

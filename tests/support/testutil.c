@@ -1,0 +1,116 @@
+/* testutil.c - helpers for the cmocka test executables. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+const char *tu_fixture_path(const char *name) {
+    static char buf[4096];
+    const char *dir = getenv("DDPM_FIXTURES");
+    snprintf(buf, sizeof buf, "%s/%s", dir ? dir : "tests/fixtures", name);
+    return buf;
+}
+
+void tu_load_fixture(const char *name, ddpm_safetensors *st) {
+    const char *path = tu_fixture_path(name);
+    if (ddpm_safetensors_read(path, st) != DDPM_OK)
+        fail_msg("cannot load fixture %s: %s (regenerate with scripts/fixtures/gen_all.sh)", path,
+                 ddpm_last_error());
+}
+
+float *tu_tensor(const ddpm_safetensors *st, const char *name, size_t numel, size_t *numel_out) {
+    const ddpm_tensor *t = ddpm_safetensors_find(st, name);
+    if (!t) fail_msg("fixture has no tensor '%s'", name);
+    if (numel && t->numel != numel)
+        fail_msg("fixture tensor '%s' has %zu elements, expected %zu", name, t->numel, numel);
+    float *v = malloc((t->numel ? t->numel : 1) * sizeof(float));
+    assert_non_null(v);
+    if (ddpm_tensor_to_f32(t, v)) fail_msg("%s", ddpm_last_error());
+    if (numel_out) *numel_out = t->numel;
+    return v;
+}
+
+double tu_scalar(const ddpm_safetensors *st, const char *name) {
+    float *v = tu_tensor(st, name, 1, NULL);
+    double x = v[0];
+    free(v);
+    return x;
+}
+
+double tu_max_rel_err(const float *a, const float *b, size_t n, double floor) {
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - b[i]) / (fabs(b[i]) > floor ? fabs(b[i]) : floor);
+        if (e > worst || isnan(e)) worst = isnan(e) ? INFINITY : e;
+    }
+    return worst;
+}
+
+void tu_assert_close_(const float *a, const float *b, size_t n, double rtol, double atol,
+                      const char *what, const char *file, int line) {
+    size_t worst = 0, bad = 0;
+    double worst_excess = -1;
+    for (size_t i = 0; i < n; i++) {
+        double diff = fabs((double)a[i] - (double)b[i]);
+        double tol = atol + rtol * fabs((double)b[i]);
+        double excess = isnan(diff) ? INFINITY : diff - tol;
+        if (excess > 0) bad++;
+        if (excess > worst_excess) {
+            worst_excess = excess;
+            worst = i;
+        }
+    }
+    if (bad) {
+        _fail(file, line);
+        print_error("%s: %zu of %zu elements differ; worst at [%zu]: got %.9g, expected %.9g "
+                    "(rtol %g, atol %g)\n",
+                    what, bad, n, worst, (double)a[worst], (double)b[worst], rtol, atol);
+    }
+}
+
+static char tmpdir[256];
+
+static void cleanup(void) {
+    if (tmpdir[0]) {
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+    }
+}
+
+const char *tu_tmpdir(void) {
+    if (!tmpdir[0]) {
+        snprintf(tmpdir, sizeof tmpdir, "/tmp/ddpm-test-XXXXXX");
+        if (!mkdtemp(tmpdir)) fail_msg("mkdtemp failed");
+        atexit(cleanup);
+    }
+    return tmpdir;
+}
+
+const char *tu_tmp(const char *name) {
+    static char bufs[8][512];
+    static int k;
+    char *b = bufs[k++ & 7];
+    snprintf(b, 512, "%s/%s", tu_tmpdir(), name);
+    return b;
+}
+
+int tu_system(const char *fmt, ...) {
+    char cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int st = system(cmd);
+    if (st == -1 || !WIFEXITED(st)) return -1;
+    return WEXITSTATUS(st);
+}
+
+const char *tu_ddpm_bin(void) {
+    const char *b = getenv("DDPM_BIN");
+    return b ? b : "./ddpm";
+}

@@ -1,0 +1,118 @@
+/* cli.c - option parsing shared by every subcommand. */
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int cli_usage_error(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "ddpm %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, " (see 'ddpm %s --help')\n", cmd);
+    va_end(ap);
+    return CLI_EXIT_USAGE;
+}
+
+int cli_fail(const char *cmd, int status) {
+    if (status == DDPM_OK) return CLI_EXIT_OK;
+    fprintf(stderr, "ddpm %s: %s\n", cmd, ddpm_last_error()[0] ? ddpm_last_error()
+                                                                 : ddpm_status_name(status));
+    switch (status) {
+    case DDPM_ERR_INVALID:
+    case DDPM_ERR_FORMAT:
+    case DDPM_ERR_IO: return CLI_EXIT_USAGE;
+    case DDPM_ERR_INTERRUPTED: return CLI_EXIT_INTERRUPTED;
+    default: return CLI_EXIT_FAIL;
+    }
+}
+
+static void print_help(const char *cmd, const char *usage, const cli_opt *opts, int n) {
+    printf("usage: ddpm %s [options]\n\n%s\n\noptions:\n", cmd, usage);
+    for (int i = 0; i < n; i++) {
+        char left[64];
+        if (opts[i].type == CLI_FLAG)
+            snprintf(left, sizeof left, "--%s", opts[i].name);
+        else
+            snprintf(left, sizeof left, "--%s %s", opts[i].name,
+                     opts[i].metavar ? opts[i].metavar : "VALUE");
+        printf("  %-26s %s\n", left, opts[i].help);
+    }
+    printf("  %-26s %s\n", "--help", "show this help");
+}
+
+static int set_value(const char *cmd, const cli_opt *o, const char *v) {
+    char *end;
+    errno = 0;
+    switch (o->type) {
+    case CLI_INT: {
+        long x = strtol(v, &end, 10);
+        if (!*v || *end || errno || x < -2147483647L || x > 2147483647L)
+            return cli_usage_error(cmd, "--%s expects an integer, got '%s'", o->name, v);
+        *(int *)o->ptr = (int)x;
+        break;
+    }
+    case CLI_U64: {
+        if (*v == '-') return cli_usage_error(cmd, "--%s expects a non-negative integer, got '%s'", o->name, v);
+        unsigned long long x = strtoull(v, &end, 10);
+        if (!*v || *end || errno)
+            return cli_usage_error(cmd, "--%s expects a non-negative integer, got '%s'", o->name, v);
+        *(uint64_t *)o->ptr = (uint64_t)x;
+        break;
+    }
+    case CLI_FLOAT:
+    case CLI_DOUBLE: {
+        double x = strtod(v, &end);
+        if (!*v || *end || errno || !isfinite(x))
+            return cli_usage_error(cmd, "--%s expects a number, got '%s'", o->name, v);
+        if (o->type == CLI_FLOAT)
+            *(float *)o->ptr = (float)x;
+        else
+            *(double *)o->ptr = x;
+        break;
+    }
+    case CLI_STRING:
+        if (!*v) return cli_usage_error(cmd, "--%s expects a value, got an empty string", o->name);
+        *(const char **)o->ptr = v;
+        break;
+    case CLI_FLAG: *(int *)o->ptr = 1; break;
+    }
+    if (o->was_set) *o->was_set = 1;
+    return 0;
+}
+
+int cli_parse(const char *cmd, const char *usage, int argc, char **argv, const cli_opt *opts,
+              int n_opts) {
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            print_help(cmd, usage, opts, n_opts);
+            return -1;
+        }
+        if (strncmp(a, "--", 2) != 0)
+            return cli_usage_error(cmd, "unexpected argument '%s'", a);
+        const char *name = a + 2, *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        const cli_opt *o = NULL;
+        for (int k = 0; k < n_opts; k++)
+            if (strlen(opts[k].name) == len && strncmp(opts[k].name, name, len) == 0) o = &opts[k];
+        if (!o) return cli_usage_error(cmd, "unknown option '--%.*s'", (int)len, name);
+        const char *value;
+        if (o->type == CLI_FLAG) {
+            if (eq) return cli_usage_error(cmd, "--%s takes no value", o->name);
+            value = "1";
+        } else if (eq) {
+            value = eq + 1;
+        } else {
+            if (i + 1 >= argc) return cli_usage_error(cmd, "--%s needs a value", o->name);
+            value = argv[++i];
+        }
+        int rc = set_value(cmd, o, value);
+        if (rc) return rc;
+    }
+    return 0;
+}

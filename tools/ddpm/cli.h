@@ -1,0 +1,38 @@
+/* cli.h - the command-line tool's option parser and shared helpers. */
+#ifndef DDPM_CLI_H
+#define DDPM_CLI_H
+
+#include "ddpm.h"
+
+#include <stdint.h>
+
+typedef enum { CLI_INT, CLI_U64, CLI_FLOAT, CLI_DOUBLE, CLI_STRING, CLI_FLAG } cli_type;
+
+typedef struct {
+    const char *name;    /* without the leading "--" */
+    cli_type type;
+    void *ptr;           /* int*, uint64_t*, float*, double*, const char**, int* */
+    const char *metavar; /* e.g. "T"; NULL for flags */
+    const char *help;
+    int *was_set;        /* optional: set to 1 when the option appears */
+} cli_opt;
+
+/* Exit codes: 0 success, 1 a failure at run time, 2 bad usage or bad input, 130 interrupted. */
+enum { CLI_EXIT_OK = 0, CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2, CLI_EXIT_INTERRUPTED = 130 };
+
+/* Parses argv[1..argc) ("--name value" or "--name=value"). Returns -1 after printing help
+ * (the caller exits 0), 0 on success, or CLI_EXIT_USAGE after printing a one-line error that names
+ * the offending flag. */
+int cli_parse(const char *cmd, const char *usage, int argc, char **argv, const cli_opt *opts,
+              int n_opts);
+/* Prints "ddpm CMD: message" to stderr and returns CLI_EXIT_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Prints "ddpm CMD: <last library error>" and maps a ddpm_status to an exit code. */
+int cli_fail(const char *cmd, int status);
+
+/* The subcommands. */
+int cmd_schedule(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
+
+#endif
