@@ -315,15 +315,274 @@ int ddpm_safetensors_write(const char *path, const ddpm_tensor *tensors, size_t 
                            size_t n_meta);
 
 /* ==== SECTION: models and training (2-D issue) ==== */
+
+/* ---- the fully connected layer (shared by every network) ---- */
+/* out [B, O] = inp [B, I] @ weight^T + bias; weight [O, I] as nn.Linear; bias may be NULL. */
+void ddpm_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
+                         int B, int in_features, int out_features);
+/* Backward of ddpm_linear_forward. ACCUMULATES (+=) into dinp [B, I], dweight [O, I] and
+ * dbias [O]; any of the three may be NULL to skip it. */
+void ddpm_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                          const float *inp, const float *weight, int B, int in_features,
+                          int out_features);
 /* ==== END SECTION: models and training ==== */
 
 /* ==== SECTION: data, plots and evaluation (2-D issue) ==== */
+
+/* A set of n points of dim floats each, row-major: x[i * dim + j]. // [n, dim] */
+typedef struct {
+    float *x;
+    size_t n;
+    int dim;
+} ddpm_points;
+
+/* Allocates n zeroed points of dim floats (n may be 0; dim >= 1). Free with ddpm_points_free. */
+int ddpm_points_init(ddpm_points *p, size_t n, int dim);
+/* Frees p->x and zeroes *p (safe on a zeroed struct and twice in a row). */
+void ddpm_points_free(ddpm_points *p);
+
+/* The built-in 2-D data sets, as one string for messages and --help:
+ * "s-curve, swiss-roll, moons, circles, 8-gaussians, checkerboard". */
+const char *ddpm_points_dataset_names(void);
+/* Draws n points of the named 2-D data set. Point i uses only the draws (seed, DDPM_STREAM_DATA,
+ * item i, steps 0 and 1), so the same seed gives the same first k points whatever n is.
+ *   s-curve      the tutorial's data: sklearn make_s_curve(n, noise=0.1), columns x and z, / 10.
+ *                About [-0.1, 0.1] x [-0.2, 0.2] (noise sd 0.01 after scaling).
+ *   swiss-roll   sklearn make_swiss_roll(noise=0.5) columns x and z (t cos t, t sin t,
+ *                t = 1.5 pi (1 + 2U)), / 15: about [-1, 1]^2.
+ *   moons        sklearn make_moons(noise=0.05), a uniformly random position along each moon
+ *                (even points on the upper moon, odd on the lower one), centred by (-0.5, -0.25)
+ *                and scaled by 2/3: about [-1, 1] x [-0.5, 0.5], mean ~ 0.
+ *   circles      sklearn make_circles(factor=0.5, noise=0.05): even points on the unit circle,
+ *                odd on radius 0.5, uniformly random angle; not rescaled (about [-1.1, 1.1]^2).
+ *   8-gaussians  FFJORD's toy data / 4: centres (4 (cos, sin) of k pi/4) / 1.414 / 4, i.e. on
+ *                radius 0.7072, sd 0.5 / 1.414 / 4 = 0.0884, uniformly chosen: about [-1, 1]^2.
+ *   checkerboard FFJORD's toy data / 4: uniform on the 8 dark squares of a 4x4 board covering
+ *                [-1, 1)^2 (cells of side 0.5 whose floor(2x) + floor(2y) is even).
+ * An unknown name fails with DDPM_ERR_INVALID and a message listing the names. On success out
+ * owns a new allocation (dim 2); free it with ddpm_points_free. */
+int ddpm_points_generate(const char *name, size_t n, uint64_t seed, ddpm_points *out);
+
+/* Reads a CSV of N rows x D numbers (any D >= 1, the same on every row). Fields are separated by
+ * a comma (spaces around it allowed) or by spaces/tabs; blank lines and '#' comments are skipped;
+ * CRLF line ends and a UTF-8 BOM are accepted. The first row is a header, and skipped, when none
+ * of its fields is a number. Errors name the file and the line: DDPM_ERR_IO if the file cannot be
+ * read; DDPM_ERR_FORMAT for a field that is not a number ("points.csv:17: column 2: 'abc' is not
+ * a number"), NaN or inf, an empty field, a ragged row ("points.csv:9: 3 columns, expected 2 as
+ * on line 1") or no data rows. On success out owns a new allocation. */
+int ddpm_points_read_csv(const char *path, ddpm_points *out);
+/* Writes p as CSV: a header "x0,x1,..." and one row per point, each value with 9 significant
+ * digits (floats round-trip exactly). The file is replaced atomically. */
+int ddpm_points_write_csv(const char *path, const ddpm_points *p);
+
+/* Plots (cairo, PNG). Only the first two coordinates of each point are drawn; a 1-D point set is
+ * drawn as value (y) against point index (x). Non-finite values are skipped. Text may contain a
+ * subscript written "_{...}" or "_" followed by digits ("q(x_{0})" or "q(x_5)"). Files are
+ * replaced atomically; an unwritable path fails with DDPM_ERR_IO naming it. */
+
+/* A scatter plot of a (label_a, red) and optionally b (label_b, blue) overlaid, with equal x and
+ * y scales, ticks, a title and a legend (when either label is non-NULL). width/height in pixels
+ * (0 = 720); at least 200. a and b must both have dim 1 or both dim >= 2. */
+int ddpm_plot_scatter(const char *png_path, const char *title, const ddpm_points *a,
+                      const char *label_a, const ddpm_points *b, const char *label_b, int width,
+                      int height);
+/* A grid of n_panels scatter panels in rows of n_cols, each with its title (panel_titles may be
+ * NULL), under an overall title (may be NULL). All panels share the same square axis limits:
+ * limits = {xmin, xmax, ymin, ymax}, or NULL for the smallest square box around every panel's
+ * points. Tick labels are drawn on the left column and the bottom row only. panel_px is the
+ * side of each panel in pixels (0 = 200; at least 80). The tutorial's forward process is 20
+ * panels, n_cols 10, titled "q(x_0)", "q(x_5)", ...; its reverse process 10 panels. */
+int ddpm_plot_scatter_grid(const char *png_path, const char *title, const ddpm_points *panels,
+                           const char *const *panel_titles, int n_panels, int n_cols,
+                           const float *limits, int panel_px);
+/* A line plot of n_series series ys[k][0..n-1] against x[0..n-1] (x NULL: 0, 1, ..., n-1), e.g.
+ * a loss curve and its smoothed version. labels (may be NULL, or hold NULLs) feed the legend.
+ * With several series the first is drawn lighter (the raw curve under its smoothing). log_y
+ * uses a base-10 y axis (values <= 0 are skipped). width/height 0 = 900 x 540. */
+int ddpm_plot_lines(const char *png_path, const char *title, const char *xlabel,
+                    const char *ylabel, const float *x, const float *const *ys,
+                    const char *const *labels, int n_series, size_t n, int log_y, int width,
+                    int height);
+
+/* Sample-quality metrics between two point sets of the same dim (sizes may differ). Both fail
+ * with DDPM_ERR_INVALID for an empty set or a dim mismatch and DDPM_ERR_NUMERIC for a NaN/inf
+ * coordinate (naming the set and the point). Results do not depend on the thread count. */
+
+/* Sliced Wasserstein-1 distance: the mean over n_projections random unit directions u_k
+ * (0 = 256; normal draws (seed, DDPM_STREAM_EVAL, item k, step 0), normalised) of the exact
+ * W1 distance between the projected 1-D empirical distributions, int_0^1 |F^-1 - G^-1| (for
+ * equal sizes the mean |a_(i) - b_(i)| of the sorted projections). Shifting a set by s changes
+ * it by |s| E|<u, s/|s|>| (2|s|/pi in 2-D). Parallel over projections (OpenMP). */
+int ddpm_sliced_wasserstein(const ddpm_points *a, const ddpm_points *b, int n_projections,
+                            uint64_t seed, double *out);
+/* Unbiased squared MMD (Gretton et al. 2012, eq. 3) with the RBF kernel
+ * k(x, y) = exp(-|x - y|^2 / (2 bandwidth^2)):
+ *   mean_{i!=j} k(a_i, a_j) + mean_{i!=j} k(b_i, b_j) - 2 mean_{i,j} k(a_i, b_j).
+ * Zero in expectation for two samples of one distribution, so it can be slightly negative
+ * (about -1/m to 1/m); identical sets of m points give a small negative value. A set larger
+ * than max_points (0 = 2000) is first subsampled without replacement (partial Fisher-Yates with
+ * (seed, DDPM_STREAM_EVAL, item k, step 1 for a / 2 for b)). bandwidth <= 0 selects the median
+ * heuristic: the median distance over all pairs among the first 500 (subsampled) points of each
+ * set pooled (1 if that median is 0). *bandwidth_used (may be NULL) receives the bandwidth.
+ * Needs at least 2 points per set. Parallel over rows (OpenMP); 2000 x 2000 takes ~0.1 s. */
+int ddpm_mmd_rbf(const ddpm_points *a, const ddpm_points *b, double bandwidth, size_t max_points,
+                 uint64_t seed, double *mmd2, double *bandwidth_used);
+
 /* ==== END SECTION: data, plots and evaluation ==== */
 
 /* ==== SECTION: image operators (image networks issue) ==== */
 /* ==== END SECTION: image operators ==== */
 
 /* ==== SECTION: image I/O and datasets (image diffusion issue) ==== */
+
+/* ---- NumPy .npy files ---------------------------------------------------------------------- */
+
+/* An array read from a .npy file. dtype is the kind and size without the byte order: "f4", "f8",
+ * "f2", "u1", "i1", "b1", "i2", "u2", "i4", "u4", "i8", "u8" (the file must be little-endian or
+ * byte-sized). data holds numel items in C order, malloc'd and aligned for the dtype. */
+typedef struct {
+    int ndim;                     /* 0 (a scalar) .. DDPM_MAX_DIMS */
+    int64_t shape[DDPM_MAX_DIMS];
+    char dtype[4];
+    size_t itemsize;              /* bytes per item */
+    size_t numel;
+    void *data;
+} ddpm_npy;
+
+/* Reads a .npy file of format version 1.0, 2.0 or 3.0. Fails (DDPM_ERR_IO for a missing or
+ * unreadable file, DDPM_ERR_FORMAT otherwise, the message naming the file) on a bad magic, a
+ * malformed header dict, fortran_order True, a big-endian or unsupported dtype (structured arrays
+ * included), or data shorter or longer than the shape needs. Free with ddpm_npy_free. */
+int ddpm_npy_read(const char *path, ddpm_npy *out);
+void ddpm_npy_free(ddpm_npy *a);
+/* Converts every element of a to float32 into dst[a->numel] (bool -> 0/1). */
+int ddpm_npy_to_f32(const ddpm_npy *a, float *dst);
+/* Write a C-order float32 ('<f4') or uint8 ('|u1') array of any rank 0..DDPM_MAX_DIMS as a
+ * version 1.0 .npy file (header padded to 64 bytes as numpy does), atomically. */
+int ddpm_npy_write_f32(const char *path, const float *data, int ndim, const int64_t *shape);
+int ddpm_npy_write_u8(const char *path, const uint8_t *data, int ndim, const int64_t *shape);
+
+/* ---- Image output: PNG, grids, animated GIF -------------------------------------------------- */
+
+/* Maps a model-space value in [-1, 1] to a pixel: round((x + 1) / 2 * 255), clamped to 0..255
+ * (NaN -> 0). */
+uint8_t ddpm_pixel_from_unit(float x);
+
+/* Writes an 8-bit PNG atomically. pixels: h rows of w * channels bytes, interleaved; channels 1
+ * (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA). Errors name the path. */
+int ddpm_png_write(const char *path, const uint8_t *pixels, int w, int h, int channels);
+
+/* Lays N images [N, C, H, W] with values in [-1, 1] out in a grid as torchvision's make_grid does:
+ * ncol = min(nrow, N) images per row, ceil(N / ncol) rows, `padding` pixels of value pad_value
+ * (0..255) around and between the images. Each image is first enlarged scale times (nearest
+ * neighbour; padding is not scaled). C must be 1 (the grid is gray) or 3 (RGB).
+ * On success *pixels_out (malloc'd, interleaved, C bytes per pixel) is *h_out rows of *w_out
+ * pixels: w = ncol * (W * scale + padding) + padding, likewise h. */
+int ddpm_image_grid(const float *images, int N, int C, int H, int W, int nrow, int padding,
+                    int pad_value, int scale, uint8_t **pixels_out, int *w_out, int *h_out);
+/* ddpm_image_grid with padding 2 and pad value 0, written as a PNG. */
+int ddpm_grid_write_png(const char *path, const float *images, int N, int C, int H, int W,
+                        int nrow, int scale);
+
+/* An animated GIF being written (frames are kept in memory; the file appears on close). */
+typedef struct ddpm_gif ddpm_gif;
+/* Starts an animated GIF of w x h frames with channels 1 (gray: a 256-level gray palette) or 3
+ * (RGB: each frame gets its own palette, exact when the frame has at most 256 colours, otherwise
+ * a 256-colour median-cut palette with nearest-colour mapping). delay_cs: the delay of each frame
+ * in centiseconds. The GIF loops forever (NETSCAPE2.0 extension) and holds its last frame longer
+ * (see ddpm_gif_set_final_delay). Fails if the directory of path does not exist. */
+int ddpm_gif_open(const char *path, int w, int h, int channels, int delay_cs, ddpm_gif **out);
+/* The delay of the last frame in centiseconds (default max(200, delay_cs)). */
+void ddpm_gif_set_final_delay(ddpm_gif *g, int delay_cs);
+/* Appends a frame: h rows of w * channels bytes (the layout ddpm_image_grid produces). */
+int ddpm_gif_add_frame(ddpm_gif *g, const uint8_t *pixels);
+/* Encodes the last frame and writes the file atomically (temporary name, then rename); frees g
+ * whatever happens. Fails if no frame was added. */
+int ddpm_gif_close(ddpm_gif *g);
+/* Frees g without writing anything (for error paths). NULL is fine. */
+void ddpm_gif_discard(ddpm_gif *g);
+
+/* ---- Image input ----------------------------------------------------------------------------- */
+
+/* File name extensions (lower case) the image reader recognises: .png .jpg .jpeg .bmp .gif .tga
+ * .psd .hdr .pic .ppm .pgm .pnm (whatever stb_image decodes; a GIF gives its first frame). */
+int ddpm_image_ext_supported(const char *path);
+
+/* Reads one image file into dst [channels, size, size] with values in [-1, 1]:
+ *  - transparency is composited onto white (so transparent sprite backgrounds become white);
+ *  - channels 3 gives RGB (gray files are replicated), channels 1 gives the luminance
+ *    0.299 R + 0.587 G + 0.114 B (exact for gray pixels);
+ *  - the image is scaled so its shorter side is `size` and the centre size x size square is kept
+ *    (torchvision's Resize(size) + CenterCrop(size)), resampling in 8-bit value space with an area
+ *    average (box filter) when shrinking and bilinear interpolation when enlarging; when the
+ *    shorter side already equals size the pixels are copied exactly (integer centre crop).
+ * Errors: DDPM_ERR_IO if the file cannot be read, DDPM_ERR_FORMAT with stb_image's reason if it
+ * cannot be decoded (truncated, corrupt, unknown format); messages name the file. */
+int ddpm_image_read(const char *path, int size, int channels, float *dst);
+
+/* ---- Image datasets -------------------------------------------------------------------------- */
+
+/* Images as float32 [n, c, h, w] in [-1, 1], with optional labels.
+ *  - class labels: labels[n] (class index, or -1 for an image with no class) and n_classes > 0;
+ *    cond is then the one-hot matrix [n, n_classes] (a zero row for label -1), cond_dim =
+ *    n_classes, and class_names has n_classes strings;
+ *  - context vectors that are not one-hot (multi-hot or real-valued, e.g. from a .npy): cond
+ *    [n, cond_dim] only, labels NULL, n_classes 0, class_names NULL;
+ *  - unlabelled: cond, labels and class_names NULL, n_classes = cond_dim = 0. */
+typedef struct {
+    float *x;          /* [n, c, h, w] */
+    int n, c, h, w;
+    int n_classes;     /* 0 = no class labels */
+    int cond_dim;      /* K of the context vectors; n_classes for class labels; 0 = none */
+    float *cond;       /* [n, cond_dim] or NULL */
+    int *labels;       /* [n] or NULL */
+    char **class_names;/* [n_classes] or NULL */
+} ddpm_image_dataset;
+
+/* Where Debian's dataset-fashion-mnist package installs the data. */
+#define DDPM_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
+
+/* Fashion-MNIST (or any IDX pair with the same file names, e.g. MNIST): reads
+ * {train,t10k}-images-idx3-ubyte[.gz] and {train,t10k}-labels-idx1-ubyte[.gz] from dir
+ * (DDPM_FASHION_MNIST_DIR if NULL), gzip'd or not. Validates the magic numbers (0x00000803 for
+ * images, 0x00000801 for labels), equal counts, sane dimensions, labels 0..9 and the data length.
+ * Gives [n, 1, 28, 28] with 10 classes named "T-shirt/top", "Trouser", ... "Ankle boot".
+ * max_items > 0 keeps only the first max_items images (0 = all). */
+int ddpm_dataset_fashion_mnist(const char *dir, int train, int max_items, ddpm_image_dataset *out);
+
+/* Every image file under dir (recursively; names starting with '.' are skipped; files in sorted
+ * byte order of their paths, so the order is deterministic), each read with ddpm_image_read at
+ * image_size x image_size with channels 1 or 3. With labels_from_subdirs, the class of an image
+ * is its first-level sub-folder: the sub-folders holding images, in sorted order, are classes
+ * 0, 1, ... with their names as class names; images directly in dir get label -1.
+ * Errors: a missing directory (DDPM_ERR_IO), no images ("DIR: no images found (looked for .png
+ * .jpg ...)", DDPM_ERR_INVALID), an unreadable image (the file and stb_image's reason). */
+int ddpm_dataset_folder(const char *dir, int image_size, int channels, int labels_from_subdirs,
+                        ddpm_image_dataset *out);
+
+/* Images from a .npy array: [N, H, W, C] (C = 1 or 3; the course's sprites layout), [N, H, W]
+ * (gray), or [N, C, H, W] when the last dimension is not 1 or 3 but the second is. Values:
+ * uint8 (and other integer types) must lie in 0..255 and map to [-1, 1]; float arrays in [0, 1]
+ * are mapped to [-1, 1], float arrays with a negative minimum are taken as [-1, 1] already (and
+ * must lie in it), float arrays in [0, 255] are taken as 8-bit values; anything else fails.
+ * Optional labels (labels_path not NULL): a vector [N] (or [N, 1]) of non-negative integer class
+ * indices (n_classes = max + 1, class names "0", "1", ...), or a matrix [N, K] of context
+ * vectors (float or int): when every row is one-hot they are also class labels (n_classes = K),
+ * otherwise they are kept as context only. Errors name the file: wrong rank or dtype, values out
+ * of range, and a count mismatch ("labels.npy has 100 rows but images.npy has 1788 images"). */
+int ddpm_dataset_npy(const char *images_path, const char *labels_path, ddpm_image_dataset *out);
+
+/* Frees everything a dataset holds and zeroes it. NULL and zeroed datasets are fine. */
+void ddpm_dataset_free(ddpm_image_dataset *d);
+
+/* Random horizontal flips, deterministic: item b of the batch [B, C, H, W] is flipped when
+ * ddpm_randu(seed, DDPM_STREAM_AUGMENT, item, epoch) < 0.5, where item = first_item + b. */
+void ddpm_images_hflip_random(float *batch, int B, int C, int H, int W, uint64_t seed,
+                              uint64_t first_item, uint32_t epoch);
+/* The same with the dataset index of every batch item given (items[B]), for shuffled batches. */
+void ddpm_images_hflip_random_items(float *batch, int B, int C, int H, int W, uint64_t seed,
+                                    const uint64_t *items, uint32_t epoch);
+
 /* ==== END SECTION: image I/O and datasets ==== */
 
 #ifdef __cplusplus

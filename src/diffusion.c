@@ -172,7 +172,14 @@ void ddpm_step_ddpm(const ddpm_schedule *s, const ddpm_step_opts *o, int t, cons
                     const float *model_out, const float *noise, int B, size_t d, float *x_prev,
                     float *x0_out) {
     DDPM_CHECK(t >= s->t0 && t < s->n);
+    /* Without clipping the mean is Ho et al.'s Algorithm 2, as both tutorials write it:
+     * (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t). With clipping it is the posterior
+     * mean of the clipped x_0. The two agree for every schedule whose abar is the product of its
+     * alphas; the course's T+1-point schedule is not (abar_1 keeps a_0), and its own sampler uses
+     * the first form. */
     const float c1 = s->posterior_mean_coef1[t], c2 = s->posterior_mean_coef2[t];
+    const float ra = 1.0f / sqrtf(s->alphas[t]);
+    const float ce = s->betas[t] / s->sqrt_one_minus_alphas_cumprod[t];
     float sigma = 0.0f;
     if (t > s->t0 && !o->no_noise)
         sigma = o->variance == DDPM_VAR_LARGE ? sqrtf(s->betas[t])
@@ -181,16 +188,15 @@ void ddpm_step_ddpm(const ddpm_schedule *s, const ddpm_step_opts *o, int t, cons
 #pragma omp parallel for schedule(static) if ((size_t)B * d > 65536)
     for (int i = 0; i < B; i++) {
         const size_t off = (size_t)i * d;
-        float x0buf[256];
+        float e[256], x0[256];
         for (size_t j0 = 0; j0 < d; j0 += 256) {
             const size_t len = d - j0 < 256 ? d - j0 : 256;
-            const int ti = t;
-            ddpm_split_prediction(s, o->prediction, xt + off + j0, model_out + off + j0, &ti, 1,
-                                  len, o->clip_x0, NULL, x0buf);
+            ddpm_split_prediction(s, o->prediction, xt + off + j0, model_out + off + j0, &t, 1,
+                                  len, o->clip_x0, e, x0);
             for (size_t j = 0; j < len; j++) {
                 const size_t k = off + j0 + j;
-                float m = c1 * x0buf[j] + c2 * xt[k];
-                if (x0_out) x0_out[k] = x0buf[j];
+                float m = o->clip_x0 ? c1 * x0[j] + c2 * xt[k] : ra * (xt[k] - ce * e[j]);
+                if (x0_out) x0_out[k] = x0[j];
                 x_prev[k] = sigma != 0.0f ? m + sigma * noise[k] : m;
             }
         }
