@@ -224,6 +224,13 @@ int ddpm_schedule_init(ddpm_schedule *s, const ddpm_schedule_config *c) {
         for (int i = 0; i < n; i++) ac[i] = acc *= alpha[i];
     }
     for (int i = 0; i < n; i++) acp[i] = i == 0 ? 1.0 : ac[i - 1];
+    s->betas_f64 = malloc(sizeof(double) * (size_t)n);
+    if (!s->betas_f64) {
+        free(w);
+        free(store);
+        return ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+    }
+    memcpy(s->betas_f64, beta, sizeof(double) * (size_t)n);
 
     s->config = *c;
     s->config.betas = NULL;
@@ -270,6 +277,7 @@ int ddpm_schedule_init(ddpm_schedule *s, const ddpm_schedule_config *c) {
 void ddpm_schedule_free(ddpm_schedule *s) {
     if (!s) return;
     free(s->storage_);
+    free(s->betas_f64);
     memset(s, 0, sizeof *s);
 }
 

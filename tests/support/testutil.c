@@ -65,10 +65,10 @@ void tu_assert_close_(const float *a, const float *b, size_t n, double rtol, dou
         }
     }
     if (bad) {
-        _fail(file, line);
         print_error("%s: %zu of %zu elements differ; worst at [%zu]: got %.9g, expected %.9g "
                     "(rtol %g, atol %g)\n",
                     what, bad, n, worst, (double)a[worst], (double)b[worst], rtol, atol);
+        _fail(file, line); /* longjmps: print first */
     }
 }
 

@@ -1,0 +1,358 @@
+/* train.c - the training loop shared by every model: batches from a per-epoch shuffle, the
+ * forward process, the loss, Adam/AdamW, gradient clipping and EMA, each one loop over the
+ * model's contiguous buffers.
+ *
+ * Every random choice of a step is addressed by the global index of the item drawn
+ * (epoch * n + position), so a run resumed from a checkpoint at step k is bitwise the run that
+ * never stopped. */
+#include "model_internal.h"
+
+#include <math.h>
+
+static const char *const opt_names[] = {"adam", "adamw"};
+static const char *const decay_names[] = {"constant", "cosine", "linear"};
+static const char *const loss_names[] = {"l2", "l1"};
+
+const char *ddpm_optimizer_name(ddpm_optimizer o) { return (unsigned)o < 2 ? opt_names[o] : "?"; }
+const char *ddpm_lr_decay_name(ddpm_lr_decay d) { return (unsigned)d < 3 ? decay_names[d] : "?"; }
+const char *ddpm_loss_name(ddpm_loss l) { return (unsigned)l < 2 ? loss_names[l] : "?"; }
+
+static int parse_in(const char *what, const char *const *names, int n, const char *s, int *out) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(s, names[i]) == 0) {
+            *out = i;
+            return DDPM_OK;
+        }
+    char list[128] = "";
+    for (int i = 0; i < n; i++) {
+        strncat(list, names[i], sizeof list - strlen(list) - 1);
+        if (i + 1 < n) strncat(list, i + 2 == n ? " or " : ", ", sizeof list - strlen(list) - 1);
+    }
+    return ddpm_fail(DDPM_ERR_INVALID, "unknown %s '%s' (expected %s)", what, s, list);
+}
+int ddpm_optimizer_parse(const char *s, ddpm_optimizer *out) {
+    int v = 0, rc = parse_in("optimizer", opt_names, 2, s, &v);
+    *out = (ddpm_optimizer)v;
+    return rc;
+}
+int ddpm_lr_decay_parse(const char *s, ddpm_lr_decay *out) {
+    int v = 0, rc = parse_in("learning-rate decay", decay_names, 3, s, &v);
+    *out = (ddpm_lr_decay)v;
+    return rc;
+}
+int ddpm_loss_parse(const char *s, ddpm_loss *out) {
+    int v = 0, rc = parse_in("loss", loss_names, 2, s, &v);
+    *out = (ddpm_loss)v;
+    return rc;
+}
+
+void ddpm_train_config_default(ddpm_train_config *c) {
+    memset(c, 0, sizeof *c);
+    c->prediction = DDPM_PRED_EPS;
+    c->loss = DDPM_LOSS_L2;
+    c->optimizer = DDPM_OPT_ADAM;
+    c->lr = 1e-3;
+    c->beta1 = 0.9;
+    c->beta2 = 0.999;
+    c->adam_eps = 1e-8;
+    c->weight_decay = 0.0;
+    c->decay = DDPM_LR_CONSTANT;
+    c->grad_clip = 1.0f;
+    c->ema_decay = 0.999f;
+    c->ema_warmup = 1;
+    c->batch_size = 128;
+    c->total_steps = 1000;
+}
+
+/* ---- the pieces of a step ------------------------------------------------------------------- */
+
+float ddpm_lr_at(const ddpm_train_config *c, int64_t step) {
+    if (c->warmup_steps > 0 && step < c->warmup_steps)
+        return (float)(c->lr * (double)(step + 1) / (double)c->warmup_steps);
+    if (c->decay == DDPM_LR_CONSTANT) return (float)c->lr;
+    int64_t span = c->total_steps - c->warmup_steps;
+    double p = span > 0 ? (double)(step - c->warmup_steps) / (double)span : 1.0;
+    p = p < 0 ? 0 : p > 1 ? 1 : p;
+    if (c->decay == DDPM_LR_COSINE)
+        return (float)(c->min_lr + (c->lr - c->min_lr) * 0.5 * (1.0 + cos(M_PI * p)));
+    return (float)(c->lr + (c->min_lr - c->lr) * p);
+}
+
+void ddpm_adam_update(float *params, const float *grads, float *m, float *v, size_t n,
+                      const ddpm_train_config *c, float lr, int64_t step) {
+    /* As torch.optim.Adam / AdamW (PyTorch 1.13, single-tensor path): Python-float scalars are
+     * combined in double and enter the float32 kernels rounded once. */
+    const float b1 = (float)c->beta1, b2 = (float)c->beta2, eps = (float)c->adam_eps;
+    const float one_m_b1 = (float)(1.0 - c->beta1), one_m_b2 = (float)(1.0 - c->beta2);
+    const float wd = (float)c->weight_decay;
+    const double bc1 = 1.0 - pow(c->beta1, (double)step);
+    const double bc2 = 1.0 - pow(c->beta2, (double)step);
+    const float step_size = (float)(lr / bc1);
+    const float bc2_sqrt = (float)sqrt(bc2);
+    const int adamw = c->optimizer == DDPM_OPT_ADAMW;
+    const float decay = (float)(1.0 - (double)lr * c->weight_decay);
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        float g = grads[i];
+        float p = params[i];
+        if (adamw)
+            p *= decay;
+        else if (wd != 0.0f)
+            g += wd * p;
+        float mi = b1 * m[i] + one_m_b1 * g;
+        float vi = b2 * v[i] + one_m_b2 * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        params[i] = p - step_size * (mi / (sqrtf(vi) / bc2_sqrt + eps));
+    }
+}
+
+float ddpm_clip_grad_norm(float *grads, size_t n, float max_norm) {
+    double ss = 0.0;
+#pragma omp parallel for simd reduction(+ : ss) schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) ss += (double)grads[i] * grads[i];
+    const float norm = (float)sqrt(ss);
+    if (max_norm > 0.0f && isfinite(norm)) {
+        /* torch: clip_coef = max_norm / (norm + 1e-6), clamped at 1 */
+        float coef = max_norm / (norm + 1e-6f);
+        if (coef < 1.0f) {
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+            for (size_t i = 0; i < n; i++) grads[i] *= coef;
+        }
+    }
+    return norm;
+}
+
+void ddpm_ema_update(float *ema, const float *params, size_t n, float decay) {
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) ema[i] = decay * ema[i] + (1.0f - decay) * params[i];
+}
+
+float ddpm_ema_decay_at(const ddpm_train_config *c, int64_t step) {
+    if (!c->ema_warmup) return c->ema_decay;
+    float w = (float)(1.0 + (double)step) / (float)(10.0 + (double)step);
+    return w < c->ema_decay ? w : c->ema_decay;
+}
+
+double ddpm_loss_and_grad(ddpm_loss loss, const float *out, const float *target, const float *w,
+                          int B, size_t d, float *dout) {
+    double total = 0.0;
+    const double inv = 1.0 / ((double)B * (double)d);
+    for (int i = 0; i < B; i++) {
+        const float wi = w ? w[i] : 1.0f;
+        const float g = (float)(wi * inv);
+        double s = 0.0;
+        for (size_t j = 0; j < d; j++) {
+            const size_t k = (size_t)i * d + j;
+            const float r = out[k] - target[k];
+            if (loss == DDPM_LOSS_L1) {
+                s += fabsf(r);
+                if (dout) dout[k] = r > 0.0f ? g : r < 0.0f ? -g : 0.0f;
+            } else {
+                s += (double)r * r;
+                if (dout) dout[k] = 2.0f * g * r;
+            }
+        }
+        total += wi * s;
+    }
+    return total * inv;
+}
+
+void ddpm_min_snr_weights(const ddpm_schedule *s, ddpm_prediction p, float gamma, const int *t,
+                          int B, float *w) {
+    for (int i = 0; i < B; i++) {
+        const double snr = s->snr[t[i]];
+        const double clipped = snr < gamma ? snr : gamma;
+        w[i] = (float)(p == DDPM_PRED_EPS ? clipped / snr
+                       : p == DDPM_PRED_X0 ? clipped
+                                           : clipped / (snr + 1.0));
+    }
+}
+
+/* ---- the trainer ---------------------------------------------------------------------------- */
+
+int64_t ddpm_steps_per_epoch(const ddpm_trainer *tr) {
+    return ((int64_t)tr->data.n + tr->cfg.batch_size - 1) / tr->cfg.batch_size;
+}
+
+void ddpm_trainer_free(ddpm_trainer *tr) {
+    if (!tr) return;
+    free(tr->adam_m);
+    free(tr->adam_v);
+    free(tr->ema);
+    free(tr->x0_);
+    free(tr->eps_);
+    free(tr->xt_);
+    free(tr->target_);
+    free(tr->out_);
+    free(tr->dout_);
+    free(tr->cond_);
+    free(tr->w_);
+    free(tr->sc_);
+    free(tr->t_);
+    free(tr->perm_);
+    memset(tr, 0, sizeof *tr);
+}
+
+int ddpm_trainer_init(ddpm_trainer *tr, ddpm_model *model, const ddpm_schedule *schedule,
+                      const ddpm_train_config *cfg, const ddpm_train_data *data) {
+    memset(tr, 0, sizeof *tr);
+    if (cfg->batch_size < 1)
+        return ddpm_fail(DDPM_ERR_INVALID, "batch size must be at least 1 (got %d)", cfg->batch_size);
+    if (data->n < 1) return ddpm_fail(DDPM_ERR_INVALID, "no training data");
+    if (data->n > UINT32_MAX) return ddpm_fail(DDPM_ERR_INVALID, "too many training items");
+    if (!(cfg->lr > 0.0)) return ddpm_fail(DDPM_ERR_INVALID, "learning rate must be positive");
+    if (!(cfg->ema_decay >= 0.0f && cfg->ema_decay < 1.0f))
+        return ddpm_fail(DDPM_ERR_INVALID, "EMA decay must be in [0, 1) (got %g)", cfg->ema_decay);
+    if (!(cfg->beta1 >= 0 && cfg->beta1 < 1 && cfg->beta2 >= 0 && cfg->beta2 < 1))
+        return ddpm_fail(DDPM_ERR_INVALID, "Adam betas must be in [0, 1)");
+    if (!(cfg->cond_drop_prob >= 0 && cfg->cond_drop_prob <= 1))
+        return ddpm_fail(DDPM_ERR_INVALID, "conditioning drop probability must be in [0, 1]");
+    if (schedule->n != model->num_timesteps)
+        return ddpm_fail(DDPM_ERR_INVALID,
+                         "the model embeds %d timesteps but the schedule has %d entries",
+                         model->num_timesteps, schedule->n);
+    if (cfg->self_cond && !model->self_cond)
+        return ddpm_fail(DDPM_ERR_INVALID, "self-conditioning needs a model built with it");
+    tr->model = model;
+    tr->schedule = schedule;
+    tr->cfg = *cfg;
+    tr->data = *data;
+    tr->perm_epoch_ = -1;
+    const size_t np = model->n_params, d = model->sample_numel, B = (size_t)cfg->batch_size;
+    const size_t cd = model->cond_dim > 0 ? (size_t)model->cond_dim : 1;
+    tr->adam_m = ddpm_alloc_aligned(np, sizeof(float));
+    tr->adam_v = ddpm_alloc_aligned(np, sizeof(float));
+    tr->ema = cfg->ema_decay > 0 ? ddpm_alloc_aligned(np, sizeof(float)) : NULL;
+    tr->x0_ = ddpm_alloc_aligned(B * d, sizeof(float));
+    tr->eps_ = ddpm_alloc_aligned(B * d, sizeof(float));
+    tr->xt_ = ddpm_alloc_aligned(B * d, sizeof(float));
+    tr->target_ = ddpm_alloc_aligned(B * d, sizeof(float));
+    tr->out_ = ddpm_alloc_aligned(B * d, sizeof(float));
+    tr->dout_ = ddpm_alloc_aligned(B * d, sizeof(float));
+    tr->sc_ = ddpm_alloc_aligned(B * d, sizeof(float));
+    tr->cond_ = ddpm_alloc(B * cd, sizeof(float));
+    tr->w_ = ddpm_alloc(B, sizeof(float));
+    tr->t_ = ddpm_alloc(B, sizeof(int));
+    tr->perm_ = ddpm_alloc(data->n, sizeof(uint32_t));
+    if (!tr->adam_m || !tr->adam_v || (cfg->ema_decay > 0 && !tr->ema) || !tr->x0_ || !tr->eps_ ||
+        !tr->xt_ || !tr->target_ || !tr->out_ || !tr->dout_ || !tr->sc_ || !tr->cond_ || !tr->w_ ||
+        !tr->t_ || !tr->perm_) {
+        ddpm_trainer_free(tr);
+        return DDPM_ERR_NOMEM;
+    }
+    if (tr->ema) memcpy(tr->ema, model->params, np * sizeof(float));
+    int rc = ddpm_model_reserve(model, cfg->batch_size);
+    if (rc) ddpm_trainer_free(tr);
+    return rc;
+}
+
+/* The epoch's order: Fisher-Yates driven by (seed, SHUFFLE, position, epoch). */
+static void shuffle_for_epoch(ddpm_trainer *tr, int64_t epoch) {
+    const size_t n = tr->data.n;
+    for (size_t i = 0; i < n; i++) tr->perm_[i] = (uint32_t)i;
+    for (size_t i = n - 1; i > 0; i--) {
+        uint32_t j = ddpm_rand_below(tr->cfg.seed, DDPM_STREAM_SHUFFLE, i, (uint32_t)epoch,
+                                     (uint32_t)(i + 1));
+        uint32_t tmp = tr->perm_[i];
+        tr->perm_[i] = tr->perm_[j];
+        tr->perm_[j] = tmp;
+    }
+    tr->perm_epoch_ = epoch;
+}
+
+static void hflip(float *x, int C, int H, int W) {
+    for (int c = 0; c < C; c++)
+        for (int y = 0; y < H; y++) {
+            float *row = x + ((size_t)c * H + y) * W;
+            for (int a = 0, b = W - 1; a < b; a++, b--) {
+                float tmp = row[a];
+                row[a] = row[b];
+                row[b] = tmp;
+            }
+        }
+}
+
+int ddpm_trainer_step(ddpm_trainer *tr) {
+    ddpm_model *m = tr->model;
+    const ddpm_schedule *s = tr->schedule;
+    const ddpm_train_config *c = &tr->cfg;
+    const size_t d = m->sample_numel, n = tr->data.n;
+    const size_t cd = (size_t)m->cond_dim;
+    const int64_t spe = ddpm_steps_per_epoch(tr);
+    const int64_t epoch = tr->step / spe;
+    const size_t start = (size_t)(tr->step % spe) * (size_t)c->batch_size;
+    const int B = (int)(n - start < (size_t)c->batch_size ? n - start : (size_t)c->batch_size);
+    if (tr->perm_epoch_ != epoch) shuffle_for_epoch(tr, epoch);
+
+    /* The batch: x_0 from the shuffle, t, eps, conditioning (with dropout), flips. */
+    const uint32_t usable = (uint32_t)(s->n - s->t0);
+    for (int i = 0; i < B; i++) {
+        const uint64_t item = (uint64_t)epoch * n + start + (size_t)i;
+        const size_t src = tr->perm_[start + (size_t)i];
+        memcpy(tr->x0_ + (size_t)i * d, tr->data.x + src * d, sizeof(float) * d);
+        if (tr->data.hflip && m->width > 1) {
+            float u;
+            ddpm_randu(c->seed, DDPM_STREAM_AUGMENT, item, 0, &u, 1);
+            if (u < 0.5f) hflip(tr->x0_ + (size_t)i * d, m->channels, m->height, m->width);
+        }
+        tr->t_[i] = s->t0 + (int)ddpm_rand_below(c->seed, DDPM_STREAM_TRAIN_T, item, 0, usable);
+        ddpm_randn(c->seed, DDPM_STREAM_TRAIN_NOISE, item, 0, tr->eps_ + (size_t)i * d, d);
+        if (cd) {
+            float *ci = tr->cond_ + (size_t)i * cd;
+            if (tr->data.cond)
+                memcpy(ci, tr->data.cond + src * cd, sizeof(float) * cd);
+            else
+                memset(ci, 0, sizeof(float) * cd);
+            if (c->cond_drop_prob > 0.0f) {
+                float u;
+                ddpm_randu(c->seed, DDPM_STREAM_DROPOUT, item, 0, &u, 1);
+                if (u < c->cond_drop_prob) memset(ci, 0, sizeof(float) * cd);
+            }
+        }
+    }
+    ddpm_q_sample(s, tr->x0_, tr->eps_, tr->t_, B, d, tr->xt_);
+    ddpm_target(s, c->prediction, tr->x0_, tr->eps_, tr->t_, B, d, tr->target_);
+
+    ddpm_model_input in = {.x = tr->xt_, .t = tr->t_, .cond = cd ? tr->cond_ : NULL, .B = B,
+                           .train = 1, .seed = c->seed, .step = (uint64_t)tr->step};
+    int rc;
+    if (m->self_cond) {
+        memset(tr->sc_, 0, sizeof(float) * (size_t)B * d);
+        float u = 0.0f;
+        ddpm_randu(c->seed, DDPM_STREAM_DROPOUT, (uint64_t)tr->step, 1, &u, 1);
+        if (c->self_cond && u < 0.5f) {
+            /* Half of the steps: condition on the network's own (detached) x_0 estimate. */
+            in.self_cond = tr->sc_;
+            in.train = 0;
+            if ((rc = m->ops->forward(m, &in, tr->out_))) return rc;
+            ddpm_split_prediction(s, c->prediction, tr->xt_, tr->out_, tr->t_, B, d, 1, NULL, tr->sc_);
+            in.train = 1;
+        }
+        in.self_cond = tr->sc_;
+    }
+    if ((rc = m->ops->forward(m, &in, tr->out_))) return rc;
+    const float *w = NULL;
+    if (c->min_snr_gamma > 0.0f) {
+        ddpm_min_snr_weights(s, c->prediction, c->min_snr_gamma, tr->t_, B, tr->w_);
+        w = tr->w_;
+    }
+    const double loss = ddpm_loss_and_grad(c->loss, tr->out_, tr->target_, w, B, d, tr->dout_);
+    if (!isfinite(loss))
+        return ddpm_fail(DDPM_ERR_NUMERIC, "loss is %g at step %lld: training diverged", loss,
+                         (long long)tr->step + 1);
+    memset(m->grads, 0, sizeof(float) * m->n_params);
+    if ((rc = m->ops->backward(m, tr->dout_))) return rc;
+    const float norm = ddpm_clip_grad_norm(m->grads, m->n_params, c->grad_clip);
+    if (!isfinite(norm))
+        return ddpm_fail(DDPM_ERR_NUMERIC, "gradient norm is %g at step %lld: training diverged",
+                         norm, (long long)tr->step + 1);
+    const float lr = ddpm_lr_at(c, tr->step);
+    ddpm_adam_update(m->params, m->grads, tr->adam_m, tr->adam_v, m->n_params, c, lr, tr->step + 1);
+    tr->step++;
+    if (tr->ema) ddpm_ema_update(tr->ema, m->params, m->n_params, ddpm_ema_decay_at(c, tr->step));
+    tr->last_loss = (float)loss;
+    tr->last_grad_norm = norm;
+    tr->last_lr = lr;
+    return DDPM_OK;
+}
