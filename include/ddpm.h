@@ -599,7 +599,7 @@ int ddpm_points_generate(const char *name, size_t n, uint64_t seed, ddpm_points 
 
 /* Reads a CSV of N rows x D numbers (any D >= 1, the same on every row). Fields are separated by
  * a comma (spaces around it allowed) or by spaces/tabs; blank lines and '#' comments are skipped;
- * CRLF line ends and a UTF-8 BOM are accepted. The first row is a header, and skipped, when none
+ * CRLF line ends, a UTF-8 BOM and numbers in double quotes are accepted. The first row is a header, and skipped, when none
  * of its fields is a number. Errors name the file and the line: DDPM_ERR_IO if the file cannot be
  * read; DDPM_ERR_FORMAT for a field that is not a number ("points.csv:17: column 2: 'abc' is not
  * a number"), NaN or inf, an empty field, a ragged row ("points.csv:9: 3 columns, expected 2 as
@@ -610,9 +610,14 @@ int ddpm_points_read_csv(const char *path, ddpm_points *out);
 int ddpm_points_write_csv(const char *path, const ddpm_points *p);
 
 /* Plots (cairo, PNG). Only the first two coordinates of each point are drawn; a 1-D point set is
- * drawn as value (y) against point index (x). Non-finite values are skipped. Text may contain a
- * subscript written "_{...}" or "_" followed by digits ("q(x_{0})" or "q(x_5)"). Files are
- * replaced atomically; an unwritable path fails with DDPM_ERR_IO naming it. */
+ * drawn as value (y) against point index (x). Non-finite values are skipped. Text (titles,
+ * labels) may contain subscripts, "_{...}", "_" + digits or "_" + one letter ("q(x_{t-1})",
+ * "q(x_5)", "x_t"; "model_final" stays as is), and superscripts "^{...}". Ticks are 1-2-5 steps
+ * whose labels never collide; very large or small values get a shared "x10^k" factor. Text uses
+ * the "DejaVu Sans" font through fontconfig. Files are replaced atomically; an unwritable path
+ * fails with DDPM_ERR_IO naming it. Note for ASan builds: fontconfig and cairo's toy fonts leak
+ * ~1 KB once per process; programs that plot under LeakSanitizer need the suppression
+ * "leak:libfontconfig.so" (see tests/test_plot.c). */
 
 /* A scatter plot of a (label_a, red) and optionally b (label_b, blue) overlaid, with equal x and
  * y scales, ticks, a title and a legend (when either label is non-NULL). width/height in pixels
@@ -621,9 +626,10 @@ int ddpm_plot_scatter(const char *png_path, const char *title, const ddpm_points
                       const char *label_a, const ddpm_points *b, const char *label_b, int width,
                       int height);
 /* A grid of n_panels scatter panels in rows of n_cols, each with its title (panel_titles may be
- * NULL), under an overall title (may be NULL). All panels share the same square axis limits:
- * limits = {xmin, xmax, ymin, ymax}, or NULL for the smallest square box around every panel's
- * points. Tick labels are drawn on the left column and the bottom row only. panel_px is the
+ * NULL), under an overall title (may be NULL). All panels share the same axis limits:
+ * limits = {xmin, xmax, ymin, ymax} as given, or NULL for the smallest square box (5% margin)
+ * around every panel's finite points. Tick labels are drawn on the left column and under the
+ * last panel of each column only. panel_px is the
  * side of each panel in pixels (0 = 200; at least 80). The tutorial's forward process is 20
  * panels, n_cols 10, titled "q(x_0)", "q(x_5)", ...; its reverse process 10 panels. */
 int ddpm_plot_scatter_grid(const char *png_path, const char *title, const ddpm_points *panels,
@@ -656,8 +662,8 @@ int ddpm_sliced_wasserstein(const ddpm_points *a, const ddpm_points *b, int n_pr
  * (about -1/m to 1/m); identical sets of m points give a small negative value. A set larger
  * than max_points (0 = 2000) is first subsampled without replacement (partial Fisher-Yates with
  * (seed, DDPM_STREAM_EVAL, item k, step 1 for a / 2 for b)). bandwidth <= 0 selects the median
- * heuristic: the median distance over all pairs among the first 500 (subsampled) points of each
- * set pooled (1 if that median is 0). *bandwidth_used (may be NULL) receives the bandwidth.
+ * heuristic: the median distance over all pairs of a pool of up to 500 evenly strided points of
+ * each (subsampled) set (1 if that median is 0). *bandwidth_used (may be NULL) receives the bandwidth.
  * Needs at least 2 points per set. Parallel over rows (OpenMP); 2000 x 2000 takes ~0.1 s. */
 int ddpm_mmd_rbf(const ddpm_points *a, const ddpm_points *b, double bandwidth, size_t max_points,
                  uint64_t seed, double *mmd2, double *bandwidth_used);

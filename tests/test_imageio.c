@@ -1,0 +1,587 @@
+/* test_imageio.c - PNG writing, image grids (size, padding, placement, scaling), animated GIFs
+ * (frame count, size, palette, delays, loop extension) and reading single images (exact values,
+ * transparency, gray conversion, crops, resizing, JPEG/BMP/GIF, truncated and missing files). */
+#include "testutil.h"
+
+#include <dirent.h>
+#include <gif_lib.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wshadow"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#pragma GCC diagnostic ignored "-Wunused-but-set-variable"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
+#define STB_IMAGE_STATIC
+#define STB_IMAGE_IMPLEMENTATION
+#include <stb/stb_image.h>
+__attribute__((unused)) static void stbi_set_unpremultiply_on_load_thread(int flag) {
+    stbi__unpremultiply_on_load_thread(flag);
+}
+#define STB_IMAGE_WRITE_STATIC
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#include <stb/stb_image_write.h>
+#pragma GCC diagnostic pop
+
+/* JPEG files made once with stb_image_write (its encoder has a signed shift that UBSan rejects,
+ * so the tests carry the bytes; decoding still runs under the sanitizers). Pixel (y, x) of the
+ * 8x8 image was (x * 32, y * 32, 100). */
+static const unsigned char JPEG_8x8[674] = {
+    0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10, 0x4a, 0x46, 0x49, 0x46, 0x00, 0x01, 0x01, 0x00, 0x00, 0x01,
+    0x00, 0x01, 0x00, 0x00, 0xff, 0xdb, 0x00, 0x84, 0x00, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01,
+    0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01,
+    0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01,
+    0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01,
+    0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01,
+    0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01,
+    0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01,
+    0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01,
+    0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0xff, 0xc0, 0x00, 0x11, 0x08, 0x00,
+    0x08, 0x00, 0x08, 0x03, 0x01, 0x11, 0x00, 0x02, 0x11, 0x01, 0x03, 0x11, 0x01, 0xff, 0xc4, 0x01,
+    0xa2, 0x00, 0x00, 0x01, 0x05, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x10, 0x00,
+    0x02, 0x01, 0x03, 0x03, 0x02, 0x04, 0x03, 0x05, 0x05, 0x04, 0x04, 0x00, 0x00, 0x01, 0x7d, 0x01,
+    0x02, 0x03, 0x00, 0x04, 0x11, 0x05, 0x12, 0x21, 0x31, 0x41, 0x06, 0x13, 0x51, 0x61, 0x07, 0x22,
+    0x71, 0x14, 0x32, 0x81, 0x91, 0xa1, 0x08, 0x23, 0x42, 0xb1, 0xc1, 0x15, 0x52, 0xd1, 0xf0, 0x24,
+    0x33, 0x62, 0x72, 0x82, 0x09, 0x0a, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x25, 0x26, 0x27, 0x28, 0x29,
+    0x2a, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3a, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4a,
+    0x53, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59, 0x5a, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6a,
+    0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7a, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8a,
+    0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9a, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8,
+    0xa9, 0xaa, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7, 0xb8, 0xb9, 0xba, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6,
+    0xc7, 0xc8, 0xc9, 0xca, 0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8, 0xd9, 0xda, 0xe1, 0xe2, 0xe3,
+    0xe4, 0xe5, 0xe6, 0xe7, 0xe8, 0xe9, 0xea, 0xf1, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8, 0xf9,
+    0xfa, 0x01, 0x00, 0x03, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x11, 0x00,
+    0x02, 0x01, 0x02, 0x04, 0x04, 0x03, 0x04, 0x07, 0x05, 0x04, 0x04, 0x00, 0x01, 0x02, 0x77, 0x00,
+    0x01, 0x02, 0x03, 0x11, 0x04, 0x05, 0x21, 0x31, 0x06, 0x12, 0x41, 0x51, 0x07, 0x61, 0x71, 0x13,
+    0x22, 0x32, 0x81, 0x08, 0x14, 0x42, 0x91, 0xa1, 0xb1, 0xc1, 0x09, 0x23, 0x33, 0x52, 0xf0, 0x15,
+    0x62, 0x72, 0xd1, 0x0a, 0x16, 0x24, 0x34, 0xe1, 0x25, 0xf1, 0x17, 0x18, 0x19, 0x1a, 0x26, 0x27,
+    0x28, 0x29, 0x2a, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3a, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49,
+    0x4a, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59, 0x5a, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69,
+    0x6a, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7a, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88,
+    0x89, 0x8a, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9a, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6,
+    0xa7, 0xa8, 0xa9, 0xaa, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7, 0xb8, 0xb9, 0xba, 0xc2, 0xc3, 0xc4,
+    0xc5, 0xc6, 0xc7, 0xc8, 0xc9, 0xca, 0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8, 0xd9, 0xda, 0xe2,
+    0xe3, 0xe4, 0xe5, 0xe6, 0xe7, 0xe8, 0xe9, 0xea, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8, 0xf9,
+    0xfa, 0xff, 0xda, 0x00, 0x0c, 0x03, 0x01, 0x00, 0x02, 0x11, 0x03, 0x11, 0x00, 0x3f, 0x00, 0xf9,
+    0xd3, 0xf6, 0x51, 0xff, 0x00, 0x82, 0x54, 0xff, 0x00, 0xc8, 0x37, 0xfe, 0x29, 0xbf, 0xf9, 0xe5,
+    0xff, 0x00, 0x2e, 0x9f, 0x4f, 0xf6, 0x2b, 0xe3, 0xfc, 0x62, 0xfa, 0x60, 0xff, 0x00, 0xbd, 0x7f,
+    0xc2, 0xa7, 0xf3, 0xff, 0x00, 0xcb, 0xef, 0x5f, 0xef, 0x1d, 0x1f, 0xb3, 0x6f, 0xe9, 0xe9, 0xff,
+    0x00, 0x22, 0x1f, 0xf8, 0x5a, 0xff, 0x00, 0xa0, 0x6f, 0xf9, 0x88, 0xff, 0x00, 0x0f, 0xf7, 0x8f,
+    0xff, 0xd9,
+};
+
+static void expect_error(int rc, int want, const char *path, const char *fragment) {
+    const char *msg = ddpm_last_error();
+    if (rc != want) fail_msg("expected status %d, got %d (%s)", want, rc, msg);
+    if (!strstr(msg, path)) fail_msg("message '%s' does not name %s", msg, path);
+    if (fragment && !strstr(msg, fragment))
+        fail_msg("message '%s' does not mention '%s'", msg, fragment);
+}
+
+/* Reads a PNG back with stb_image at its own channel count. */
+static unsigned char *read_png(const char *path, int *w, int *h, int *c) {
+    unsigned char *px = stbi_load(path, w, h, c, 0);
+    if (!px) fail_msg("cannot read back %s: %s", path, stbi_failure_reason());
+    return px;
+}
+
+static float unit(int p) { return p / 127.5f - 1.0f; } /* the exact mapping of 8-bit values */
+
+/* ---- PNG -------------------------------------------------------------------------------- */
+
+static void test_pixel_mapping(void **state) {
+    (void)state;
+    assert_int_equal(ddpm_pixel_from_unit(-1.0f), 0);
+    assert_int_equal(ddpm_pixel_from_unit(1.0f), 255);
+    assert_int_equal(ddpm_pixel_from_unit(0.0f), 128); /* 127.5 rounds up */
+    assert_int_equal(ddpm_pixel_from_unit(-0.5f), 64);  /* 63.75 */
+    assert_int_equal(ddpm_pixel_from_unit(-7.0f), 0);
+    assert_int_equal(ddpm_pixel_from_unit(3.0f), 255);
+    assert_int_equal(ddpm_pixel_from_unit(NAN), 0);
+    assert_int_equal(ddpm_pixel_from_unit(INFINITY), 255);
+    /* Every 8-bit value survives the round trip through [-1, 1]. */
+    for (int p = 0; p < 256; p++) assert_int_equal(ddpm_pixel_from_unit(unit(p)), p);
+}
+
+static void test_png_write(void **state) {
+    (void)state;
+    for (int ch = 1; ch <= 4; ch++) {
+        const int w = 5, h = 3;
+        unsigned char px[5 * 3 * 4];
+        for (int i = 0; i < w * h * ch; i++) px[i] = (unsigned char)(i * 17 + ch);
+        char name[32];
+        snprintf(name, sizeof name, "png%d.png", ch);
+        const char *path = tu_tmp(name);
+        assert_int_equal(ddpm_png_write(path, px, w, h, ch), DDPM_OK);
+        int rw, rh, rc;
+        unsigned char *back = read_png(path, &rw, &rh, &rc);
+        assert_int_equal(rw, w);
+        assert_int_equal(rh, h);
+        assert_int_equal(rc, ch);
+        assert_memory_equal(back, px, (size_t)w * h * ch);
+        stbi_image_free(back);
+    }
+    unsigned char px[4] = {0};
+    expect_error(ddpm_png_write(tu_tmp("bad.png"), px, 2, 2, 5), DDPM_ERR_INVALID, "bad.png", NULL);
+    expect_error(ddpm_png_write(tu_tmp("bad.png"), px, 0, 2, 1), DDPM_ERR_INVALID, "bad.png", NULL);
+    const char *nodir = tu_tmp("no/such/dir/x.png");
+    expect_error(ddpm_png_write(nodir, px, 2, 2, 1), DDPM_ERR_IO, "no/such/dir/x.png", NULL);
+}
+
+/* ---- grids ------------------------------------------------------------------------------- */
+
+/* A distinct value in [-1, 1] for image n, channel c, pixel (y, x) that maps to an exact byte. */
+static int cell_byte(int n, int c, int y, int x) {
+    return (n * 50 + c * 20 + y * 7 + x * 3 + 9) % 256;
+}
+
+static void test_grid_layout(void **state) {
+    (void)state;
+    const int N = 5, C = 3, H = 2, W = 3;
+    float imgs[5 * 3 * 2 * 3];
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++)
+            for (int y = 0; y < H; y++)
+                for (int x = 0; x < W; x++)
+                    imgs[((n * C + c) * H + y) * W + x] = unit(cell_byte(n, c, y, x));
+    for (int scale = 1; scale <= 3; scale += 2) {
+        uint8_t *px;
+        int gw, gh;
+        const int pad = 2, nrow = 2, padv = 200;
+        assert_int_equal(ddpm_image_grid(imgs, N, C, H, W, nrow, pad, padv, scale, &px, &gw, &gh),
+                         DDPM_OK);
+        /* 2 columns, 3 rows, as make_grid: ncol * (W*s + pad) + pad. */
+        assert_int_equal(gw, 2 * (W * scale + pad) + pad);
+        assert_int_equal(gh, 3 * (H * scale + pad) + pad);
+        for (int gy = 0; gy < gh; gy++)
+            for (int gx = 0; gx < gw; gx++) {
+                /* Which cell, if any, covers (gx, gy)? */
+                int col = (gx - pad) / (W * scale + pad), row = (gy - pad) / (H * scale + pad);
+                int lx = (gx - pad) % (W * scale + pad), ly = (gy - pad) % (H * scale + pad);
+                int n = row * nrow + col;
+                int inside = gx >= pad && gy >= pad && lx < W * scale && ly < H * scale && n < N;
+                for (int c = 0; c < C; c++) {
+                    int want = inside ? cell_byte(n, c, ly / scale, lx / scale) : padv;
+                    int got = px[((size_t)gy * gw + gx) * C + c];
+                    if (got != want)
+                        fail_msg("scale %d pixel (%d, %d) channel %d: got %d, expected %d", scale,
+                                 gx, gy, c, got, want);
+                }
+            }
+        free(px);
+    }
+    /* Fewer images than nrow: one row of N; gray images give a gray grid. */
+    float g[2 * 1 * 4 * 4];
+    for (int i = 0; i < 32; i++) g[i] = i < 16 ? -1.0f : 1.0f;
+    uint8_t *px;
+    int gw, gh;
+    assert_int_equal(ddpm_image_grid(g, 2, 1, 4, 4, 8, 1, 0, 1, &px, &gw, &gh), DDPM_OK);
+    assert_int_equal(gw, 2 * 5 + 1);
+    assert_int_equal(gh, 6);
+    assert_int_equal(px[1 * gw + 1], 0);       /* image 0 */
+    assert_int_equal(px[1 * gw + 6], 255);     /* image 1 */
+    assert_int_equal(px[1 * gw + 5], 0);       /* padding */
+    free(px);
+    /* Bad arguments. */
+    assert_int_equal(ddpm_image_grid(g, 2, 2, 4, 4, 8, 1, 0, 1, &px, &gw, &gh), DDPM_ERR_INVALID);
+    assert_null(px);
+    assert_int_equal(ddpm_image_grid(g, 2, 1, 4, 4, 0, 1, 0, 1, &px, &gw, &gh), DDPM_ERR_INVALID);
+    assert_int_equal(ddpm_image_grid(g, 2, 1, 4, 4, 2, 1, 0, 0, &px, &gw, &gh), DDPM_ERR_INVALID);
+}
+
+static void test_grid_png(void **state) {
+    (void)state;
+    float imgs[3 * 3 * 4 * 4];
+    for (int i = 0; i < 3 * 3 * 16; i++) imgs[i] = sinf((float)i);
+    const char *path = tu_tmp("grid.png");
+    assert_int_equal(ddpm_grid_write_png(path, imgs, 3, 3, 4, 4, 2, 4), DDPM_OK);
+    int w, h, c;
+    unsigned char *px = read_png(path, &w, &h, &c);
+    assert_int_equal(w, 2 * (16 + 2) + 2);
+    assert_int_equal(h, 2 * (16 + 2) + 2);
+    assert_int_equal(c, 3);
+    assert_int_equal(px[0], 0); /* padding 0 */
+    /* Image 0, pixel (0, 0), channel 1 at grid (2, 2) and its 4x4 enlargement. */
+    const int want = ddpm_pixel_from_unit(imgs[16]);
+    assert_int_equal(px[(2 * w + 2) * 3 + 1], want);
+    assert_int_equal(px[(5 * w + 5) * 3 + 1], want);
+    stbi_image_free(px);
+    expect_error(ddpm_grid_write_png(path, imgs, 3, 2, 4, 4, 2, 4), DDPM_ERR_INVALID, "grid.png",
+                 NULL);
+}
+
+/* ---- GIF -------------------------------------------------------------------------------- */
+
+typedef struct {
+    int frames, w, h, loops;
+    int delays[16];
+} gif_info;
+
+/* Reads a GIF with giflib and returns its frames as RGB (frame k at rgb + k * w * h * 3). */
+static unsigned char *read_gif(const char *path, gif_info *info) {
+    int err = 0;
+    GifFileType *gf = DGifOpenFileName(path, &err);
+    if (!gf) fail_msg("DGifOpenFileName(%s): %s", path, GifErrorString(err));
+    if (DGifSlurp(gf) != GIF_OK) fail_msg("DGifSlurp(%s): %s", path, GifErrorString(gf->Error));
+    memset(info, 0, sizeof *info);
+    info->frames = gf->ImageCount;
+    info->w = gf->SWidth;
+    info->h = gf->SHeight;
+    info->loops = -1;
+    /* giflib attaches the extensions before the first image to that image. */
+    if (gf->ImageCount > 0) {
+        const SavedImage *im0 = &gf->SavedImages[0];
+        for (int i = 0; i + 1 < im0->ExtensionBlockCount; i++) {
+            const ExtensionBlock *e = &im0->ExtensionBlocks[i];
+            if (e->Function == APPLICATION_EXT_FUNC_CODE && e->ByteCount == 11 &&
+                memcmp(e->Bytes, "NETSCAPE2.0", 11) == 0) {
+                const ExtensionBlock *d = &im0->ExtensionBlocks[i + 1];
+                if (d->Function == CONTINUE_EXT_FUNC_CODE && d->ByteCount == 3 &&
+                    d->Bytes[0] == 1)
+                    info->loops = d->Bytes[1] | d->Bytes[2] << 8;
+            }
+        }
+    }
+    const size_t fsz = (size_t)info->w * info->h * 3;
+    unsigned char *rgb = malloc(fsz * (size_t)(info->frames ? info->frames : 1));
+    assert_non_null(rgb);
+    for (int k = 0; k < gf->ImageCount; k++) {
+        SavedImage *im = &gf->SavedImages[k];
+        assert_int_equal(im->ImageDesc.Width, info->w);
+        assert_int_equal(im->ImageDesc.Height, info->h);
+        GraphicsControlBlock gcb;
+        assert_int_equal(DGifSavedExtensionToGCB(gf, k, &gcb), GIF_OK);
+        if (k < 16) info->delays[k] = gcb.DelayTime;
+        ColorMapObject *map = im->ImageDesc.ColorMap ? im->ImageDesc.ColorMap : gf->SColorMap;
+        assert_non_null(map);
+        for (size_t i = 0; i < (size_t)info->w * info->h; i++) {
+            int idx = im->RasterBits[i];
+            assert_true(idx < map->ColorCount);
+            rgb[k * fsz + 3 * i] = map->Colors[idx].Red;
+            rgb[k * fsz + 3 * i + 1] = map->Colors[idx].Green;
+            rgb[k * fsz + 3 * i + 2] = map->Colors[idx].Blue;
+        }
+    }
+    DGifCloseFile(gf, &err);
+    return rgb;
+}
+
+/* No temporary files are left next to path's file. */
+static void assert_no_temp_files(void) {
+    DIR *d = opendir(tu_tmpdir());
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strstr(e->d_name, ".tmp.")) fail_msg("temporary file %s left behind", e->d_name);
+    closedir(d);
+}
+
+static void test_gif_gray(void **state) {
+    (void)state;
+    const int w = 10, h = 7, frames = 3;
+    const char *path = tu_tmp("gray.gif");
+    ddpm_gif *g;
+    assert_int_equal(ddpm_gif_open(path, w, h, 1, 5, &g), DDPM_OK);
+    unsigned char px[3][70];
+    for (int k = 0; k < frames; k++) {
+        for (int i = 0; i < w * h; i++) px[k][i] = (unsigned char)(i * 3 + k * 40);
+        assert_int_equal(ddpm_gif_add_frame(g, px[k]), DDPM_OK);
+    }
+    assert_int_equal(access(path, F_OK), -1); /* nothing before close */
+    assert_int_equal(ddpm_gif_close(g), DDPM_OK);
+    gif_info info;
+    unsigned char *rgb = read_gif(path, &info);
+    assert_int_equal(info.frames, frames);
+    assert_int_equal(info.w, w);
+    assert_int_equal(info.h, h);
+    assert_int_equal(info.loops, 0); /* forever */
+    assert_int_equal(info.delays[0], 5);
+    assert_int_equal(info.delays[1], 5);
+    assert_int_equal(info.delays[2], 200); /* the last frame is held */
+    for (int k = 0; k < frames; k++)
+        for (int i = 0; i < w * h; i++)
+            for (int c = 0; c < 3; c++) assert_int_equal(rgb[(k * w * h + i) * 3 + c], px[k][i]);
+    free(rgb);
+    assert_no_temp_files();
+}
+
+static void test_gif_rgb(void **state) {
+    (void)state;
+    /* Frame 0: few colours (exact palette). Frame 1: a smooth 64x64 gradient with 4096 colours
+     * (median cut). Frame 2: the grid of a few sprites. */
+    const int w = 64, h = 64;
+    const char *path = tu_tmp("rgb.gif");
+    ddpm_gif *g;
+    assert_int_equal(ddpm_gif_open(path, w, h, 3, 10, &g), DDPM_OK);
+    ddpm_gif_set_final_delay(g, 77);
+    unsigned char *f0 = malloc(w * h * 3), *f1 = malloc(w * h * 3);
+    assert_non_null(f0);
+    assert_non_null(f1);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            unsigned char *p = f0 + (y * w + x) * 3;
+            p[0] = (unsigned char)((x / 8) * 36);
+            p[1] = (unsigned char)((y / 8) * 36);
+            p[2] = (unsigned char)(((x + y) % 4) * 60); /* 8 * 8 * 4 = 256 colours */
+            unsigned char *q = f1 + (y * w + x) * 3;
+            q[0] = (unsigned char)(x * 4);
+            q[1] = (unsigned char)(y * 4);
+            q[2] = (unsigned char)(255 - (x + y) * 2);
+        }
+    assert_int_equal(ddpm_gif_add_frame(g, f0), DDPM_OK);
+    assert_int_equal(ddpm_gif_add_frame(g, f1), DDPM_OK);
+    assert_int_equal(ddpm_gif_close(g), DDPM_OK);
+    gif_info info;
+    unsigned char *rgb = read_gif(path, &info);
+    assert_int_equal(info.frames, 2);
+    assert_int_equal(info.w, w);
+    assert_int_equal(info.h, h);
+    assert_int_equal(info.delays[0], 10);
+    assert_int_equal(info.delays[1], 77);
+    assert_memory_equal(rgb, f0, (size_t)w * h * 3);
+    double sum = 0;
+    int worst = 0;
+    for (int i = 0; i < w * h * 3; i++) {
+        int d = abs(rgb[w * h * 3 + i] - f1[i]);
+        sum += d;
+        if (d > worst) worst = d;
+    }
+    const double mean = sum / (w * h * 3);
+    print_message("gradient frame: mean |error| %.2f, worst %d levels\n", mean, worst);
+    assert_true(mean < 4.0);
+    assert_true(worst <= 16);
+    free(rgb);
+    free(f0);
+    free(f1);
+    assert_no_temp_files();
+}
+
+static void test_gif_errors(void **state) {
+    (void)state;
+    ddpm_gif *g;
+    const char *nodir = tu_tmp("no/such/dir/a.gif");
+    expect_error(ddpm_gif_open(nodir, 4, 4, 3, 5, &g), DDPM_ERR_IO, "no/such/dir/a.gif", NULL);
+    assert_null(g);
+    expect_error(ddpm_gif_open(tu_tmp("c2.gif"), 4, 4, 2, 5, &g), DDPM_ERR_INVALID, "c2.gif",
+                 NULL);
+    expect_error(ddpm_gif_open(tu_tmp("w0.gif"), 0, 4, 1, 5, &g), DDPM_ERR_INVALID, "w0.gif",
+                 NULL);
+    const char *empty = tu_tmp("empty.gif");
+    assert_int_equal(ddpm_gif_open(empty, 4, 4, 1, 5, &g), DDPM_OK);
+    expect_error(ddpm_gif_close(g), DDPM_ERR_INVALID, "empty.gif", "no frames");
+    assert_int_equal(access(empty, F_OK), -1);
+    /* Discarding writes nothing. */
+    const char *disc = tu_tmp("discard.gif");
+    assert_int_equal(ddpm_gif_open(disc, 4, 4, 3, 5, &g), DDPM_OK);
+    unsigned char px[48] = {0};
+    assert_int_equal(ddpm_gif_add_frame(g, px), DDPM_OK);
+    assert_int_equal(ddpm_gif_add_frame(g, px), DDPM_OK);
+    ddpm_gif_discard(g);
+    ddpm_gif_discard(NULL);
+    assert_int_equal(access(disc, F_OK), -1);
+}
+
+/* ---- reading images ---------------------------------------------------------------------- */
+
+static void test_read_exact(void **state) {
+    (void)state;
+    /* A 3x2 RGB image at its own size: every value exactly p / 127.5 - 1, CHW order. Being
+     * non-square, the centre 2x2 (columns 0..1 of 3: offset (3 - 2) / 2 = 0) is kept. */
+    const unsigned char rgb[2 * 3 * 3] = {10, 20, 30,  40, 50, 60,  70, 80, 90,
+                                          255, 0, 128, 1, 2, 3,    4, 5, 6};
+    const char *p = tu_tmp("rgb32.png");
+    assert_int_equal(ddpm_png_write(p, rgb, 3, 2, 3), DDPM_OK);
+    float out[3 * 2 * 2];
+    assert_int_equal(ddpm_image_read(p, 2, 3, out), DDPM_OK);
+    for (int c = 0; c < 3; c++)
+        for (int y = 0; y < 2; y++)
+            for (int x = 0; x < 2; x++)
+                assert_true(out[(c * 2 + y) * 2 + x] == unit(rgb[(y * 3 + x) * 3 + c]));
+    /* A 4-wide image keeps columns 1..2. */
+    unsigned char wide[1 * 4 * 3] = {0, 0, 0, 10, 10, 10, 20, 20, 20, 30, 30, 30};
+    p = tu_tmp("wide.png");
+    assert_int_equal(ddpm_png_write(p, wide, 4, 1, 3), DDPM_OK);
+    float o1[3];
+    assert_int_equal(ddpm_image_read(p, 1, 3, o1), DDPM_OK);
+    /* 4x1 -> 1x1 at scale 1: integer crop at x0 = (4 - 1) / 2 = 1. */
+    assert_true(o1[0] == unit(10));
+
+    /* Gray: replicated to RGB, and luminance of colour pixels for channels 1. */
+    const unsigned char gray[4] = {0, 77, 200, 255};
+    p = tu_tmp("gray.png");
+    assert_int_equal(ddpm_png_write(p, gray, 2, 2, 1), DDPM_OK);
+    float g3[12], g1[4];
+    assert_int_equal(ddpm_image_read(p, 2, 3, g3), DDPM_OK);
+    assert_int_equal(ddpm_image_read(p, 2, 1, g1), DDPM_OK);
+    for (int i = 0; i < 4; i++) {
+        assert_true(g1[i] == unit(gray[i]));
+        for (int c = 0; c < 3; c++) assert_true(g3[c * 4 + i] == unit(gray[i]));
+    }
+    float l1[4];
+    p = tu_tmp("rgb22.png");
+    const unsigned char col[12] = {255, 0, 0, 0, 255, 0, 0, 0, 255, 100, 150, 200};
+    assert_int_equal(ddpm_png_write(p, col, 2, 2, 3), DDPM_OK);
+    assert_int_equal(ddpm_image_read(p, 2, 1, l1), DDPM_OK);
+    const float lum[4] = {0.299f * 255, 0.587f * 255, 0.114f * 255,
+                          0.299f * 100 + 0.587f * 150 + 0.114f * 200};
+    for (int i = 0; i < 4; i++) assert_float_equal(l1[i], lum[i] / 127.5f - 1.0f, 1e-5);
+
+    /* RGBA: composited onto white. Opaque red, transparent black, half-transparent blue. */
+    const unsigned char rgba[16] = {255, 0, 0, 255, 0, 0, 0, 0, 0, 0, 255, 128, 10, 20, 30, 255};
+    p = tu_tmp("rgba.png");
+    assert_int_equal(ddpm_png_write(p, rgba, 2, 2, 4), DDPM_OK);
+    float a3[12];
+    assert_int_equal(ddpm_image_read(p, 2, 3, a3), DDPM_OK);
+    assert_true(a3[0] == 1.0f && a3[4] == -1.0f && a3[8] == -1.0f);       /* red */
+    assert_true(a3[1] == 1.0f && a3[5] == 1.0f && a3[9] == 1.0f);         /* white */
+    const float half = 255.0f * (1.0f - 128 / 255.0f);                    /* 127 */
+    assert_float_equal(a3[2], half / 127.5f - 1.0f, 1e-5);                /* blue over white */
+    assert_float_equal(a3[10], 1.0f, 1e-5);
+    assert_true(a3[3] == unit(10) && a3[7] == unit(20) && a3[11] == unit(30));
+}
+
+static void test_read_resize(void **state) {
+    (void)state;
+    /* 4x4 -> 2x2 by an area average of each 2x2 block. */
+    unsigned char g[16];
+    for (int i = 0; i < 16; i++) g[i] = (unsigned char)(i * 16);
+    const char *p = tu_tmp("g44.png");
+    assert_int_equal(ddpm_png_write(p, g, 4, 4, 1), DDPM_OK);
+    float o[4];
+    assert_int_equal(ddpm_image_read(p, 2, 1, o), DDPM_OK);
+    for (int by = 0; by < 2; by++)
+        for (int bx = 0; bx < 2; bx++) {
+            int s = 0;
+            for (int y = 0; y < 2; y++)
+                for (int x = 0; x < 2; x++) s += g[(2 * by + y) * 4 + 2 * bx + x];
+            assert_float_equal(o[by * 2 + bx], (s / 4.0f) / 127.5f - 1.0f, 1e-4);
+        }
+    /* 8x4 (wide) -> 2x2: the centre 4x4 square (columns 2..5), averaged in 2x2 blocks. */
+    unsigned char wg[32];
+    for (int i = 0; i < 32; i++) wg[i] = (unsigned char)((i % 8) * 30 + (i / 8) * 5);
+    p = tu_tmp("g84.png");
+    assert_int_equal(ddpm_png_write(p, wg, 8, 4, 1), DDPM_OK);
+    assert_int_equal(ddpm_image_read(p, 2, 1, o), DDPM_OK);
+    for (int by = 0; by < 2; by++)
+        for (int bx = 0; bx < 2; bx++) {
+            int s = 0;
+            for (int y = 0; y < 2; y++)
+                for (int x = 0; x < 2; x++) s += wg[(2 * by + y) * 8 + 2 + 2 * bx + x];
+            assert_float_equal(o[by * 2 + bx], (s / 4.0f) / 127.5f - 1.0f, 1e-4);
+        }
+    /* Enlarging a constant image keeps it constant; a ramp stays within its range and monotone. */
+    unsigned char r[4] = {0, 255, 0, 255};
+    p = tu_tmp("ramp.png");
+    assert_int_equal(ddpm_png_write(p, r, 2, 2, 1), DDPM_OK);
+    float big[36];
+    assert_int_equal(ddpm_image_read(p, 6, 1, big), DDPM_OK);
+    for (int y = 0; y < 6; y++) {
+        for (int x = 0; x < 6; x++) {
+            assert_true(big[y * 6 + x] >= -1.0f && big[y * 6 + x] <= 1.0f);
+            if (x) assert_true(big[y * 6 + x] >= big[y * 6 + x - 1]);
+        }
+        assert_float_equal(big[y * 6], -1.0f, 1e-5);
+        assert_float_equal(big[y * 6 + 5], 1.0f, 1e-5);
+    }
+}
+
+static void test_read_formats(void **state) {
+    (void)state;
+    unsigned char px[8 * 8 * 3];
+    for (int y = 0; y < 8; y++)
+        for (int x = 0; x < 8; x++) {
+            px[(y * 8 + x) * 3] = (unsigned char)(x * 32);
+            px[(y * 8 + x) * 3 + 1] = (unsigned char)(y * 32);
+            px[(y * 8 + x) * 3 + 2] = 100;
+        }
+    float out[3 * 64];
+    /* BMP: lossless. */
+    const char *p = tu_tmp("a.bmp");
+    assert_true(stbi_write_bmp(p, 8, 8, 3, px) != 0);
+    assert_int_equal(ddpm_image_read(p, 8, 3, out), DDPM_OK);
+    for (int c = 0; c < 3; c++)
+        for (int i = 0; i < 64; i++) assert_true(out[c * 64 + i] == unit(px[i * 3 + c]));
+    /* JPEG at quality 100: close. Upper-case extension. */
+    p = tu_tmp("a.JPG");
+    FILE *f = fopen(p, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(JPEG_8x8, 1, sizeof JPEG_8x8, f), sizeof JPEG_8x8);
+    assert_int_equal(fclose(f), 0);
+    assert_true(ddpm_image_ext_supported(p));
+    assert_int_equal(ddpm_image_read(p, 8, 3, out), DDPM_OK);
+    for (int c = 0; c < 3; c++)
+        for (int i = 0; i < 64; i++) assert_float_equal(out[c * 64 + i], unit(px[i * 3 + c]), 0.05);
+    /* GIF: the first frame (written by our own writer). */
+    p = tu_tmp("two.gif");
+    ddpm_gif *g;
+    unsigned char f0[64], f1[64];
+    for (int i = 0; i < 64; i++) {
+        f0[i] = (unsigned char)(i * 4);
+        f1[i] = 7;
+    }
+    assert_int_equal(ddpm_gif_open(p, 8, 8, 1, 10, &g), DDPM_OK);
+    assert_int_equal(ddpm_gif_add_frame(g, f0), DDPM_OK);
+    assert_int_equal(ddpm_gif_add_frame(g, f1), DDPM_OK);
+    assert_int_equal(ddpm_gif_close(g), DDPM_OK);
+    assert_int_equal(ddpm_image_read(p, 8, 1, out), DDPM_OK);
+    for (int i = 0; i < 64; i++) assert_true(out[i] == unit(f0[i]));
+
+    assert_true(ddpm_image_ext_supported("x/y.jpeg"));
+    assert_true(ddpm_image_ext_supported("y.Png"));
+    assert_false(ddpm_image_ext_supported("y.txt"));
+    assert_false(ddpm_image_ext_supported("png"));
+    assert_false(ddpm_image_ext_supported("dir.png/file"));
+}
+
+static void test_read_errors(void **state) {
+    (void)state;
+    float out[3 * 16 * 16];
+    const char *p = tu_tmp("nothere.png");
+    expect_error(ddpm_image_read(p, 16, 3, out), DDPM_ERR_IO, p, NULL);
+    /* A truncated PNG. */
+    unsigned char px[16 * 16 * 3];
+    for (int i = 0; i < (int)sizeof px; i++) px[i] = (unsigned char)(i * 7919 % 251);
+    p = tu_tmp("trunc.png");
+    assert_int_equal(ddpm_png_write(p, px, 16, 16, 3), DDPM_OK);
+    FILE *f = fopen(p, "rb");
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fclose(f);
+    assert_int_equal(truncate(p, len / 2), 0);
+    expect_error(ddpm_image_read(p, 16, 3, out), DDPM_ERR_FORMAT, p, "cannot decode");
+    /* Not an image at all. */
+    p = tu_tmp("text.png");
+    f = fopen(p, "wb");
+    fputs("hello, I am not a PNG\n", f);
+    fclose(f);
+    expect_error(ddpm_image_read(p, 16, 3, out), DDPM_ERR_FORMAT, p, "cannot decode");
+    /* An empty file. */
+    p = tu_tmp("empty.jpg");
+    f = fopen(p, "wb");
+    fclose(f);
+    expect_error(ddpm_image_read(p, 16, 3, out), DDPM_ERR_FORMAT, p, NULL);
+    /* Bad arguments. */
+    expect_error(ddpm_image_read(p, 16, 2, out), DDPM_ERR_INVALID, p, NULL);
+    expect_error(ddpm_image_read(p, 0, 3, out), DDPM_ERR_INVALID, p, NULL);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pixel_mapping), cmocka_unit_test(test_png_write),
+        cmocka_unit_test(test_grid_layout),   cmocka_unit_test(test_grid_png),
+        cmocka_unit_test(test_gif_gray),      cmocka_unit_test(test_gif_rgb),
+        cmocka_unit_test(test_gif_errors),    cmocka_unit_test(test_read_exact),
+        cmocka_unit_test(test_read_resize),   cmocka_unit_test(test_read_formats),
+        cmocka_unit_test(test_read_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
