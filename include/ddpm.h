@@ -615,9 +615,9 @@ int ddpm_points_write_csv(const char *path, const ddpm_points *p);
  * "q(x_5)", "x_t"; "model_final" stays as is), and superscripts "^{...}". Ticks are 1-2-5 steps
  * whose labels never collide; very large or small values get a shared "x10^k" factor. Text uses
  * the "DejaVu Sans" font through fontconfig. Files are replaced atomically; an unwritable path
- * fails with DDPM_ERR_IO naming it. Note for ASan builds: fontconfig and cairo's toy fonts leak
- * ~1 KB once per process; programs that plot under LeakSanitizer need the suppression
- * "leak:libfontconfig.so" (see tests/test_plot.c). */
+ * fails with DDPM_ERR_IO naming it. ASan builds: fontconfig and cairo's toy fonts leak ~1 KB once
+ * per process, so the library then defines a weak __lsan_default_suppressions returning
+ * "leak:libfontconfig.so\n" (a program's own definition replaces it). */
 
 /* A scatter plot of a (label_a, red) and optionally b (label_b, blue) overlaid, with equal x and
  * y scales, ticks, a title and a legend (when either label is non-NULL). width/height in pixels

@@ -35,10 +35,11 @@ static void print_help(const char *cmd, const char *usage, const cli_opt *opts, 
     printf("usage: ddpm %s [options]\n\n%s\n\noptions:\n", cmd, usage);
     for (int i = 0; i < n; i++) {
         char left[64];
+        const char *dash = opts[i].name[1] ? "--" : "-";
         if (opts[i].type == CLI_FLAG)
-            snprintf(left, sizeof left, "--%s", opts[i].name);
+            snprintf(left, sizeof left, "%s%s", dash, opts[i].name);
         else
-            snprintf(left, sizeof left, "--%s %s", opts[i].name,
+            snprintf(left, sizeof left, "%s%s %s", dash, opts[i].name,
                      opts[i].metavar ? opts[i].metavar : "VALUE");
         printf("  %-26s %s\n", left, opts[i].help);
     }
@@ -93,9 +94,11 @@ int cli_parse(const char *cmd, const char *usage, int argc, char **argv, const c
             print_help(cmd, usage, opts, n_opts);
             return -1;
         }
-        if (strncmp(a, "--", 2) != 0)
+        /* "--name", or "-x" for the one-letter options (-n) */
+        const int shortopt = a[0] == '-' && a[1] && a[1] != '-' && a[2] == 0;
+        if (strncmp(a, "--", 2) != 0 && !shortopt)
             return cli_usage_error(cmd, "unexpected argument '%s'", a);
-        const char *name = a + 2, *eq = strchr(name, '=');
+        const char *name = a + (shortopt ? 1 : 2), *eq = strchr(name, '=');
         size_t len = eq ? (size_t)(eq - name) : strlen(name);
         const cli_opt *o = NULL;
         for (int k = 0; k < n_opts; k++)

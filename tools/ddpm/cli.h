@@ -34,5 +34,9 @@ int cli_fail(const char *cmd, int status);
 /* The subcommands. */
 int cmd_schedule(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_sample(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_noise(int argc, char **argv);
 
 #endif
