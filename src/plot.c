@@ -15,7 +15,12 @@
 #define M_PI 3.14159265358979323846
 #endif
 
-#if defined(__SANITIZE_ADDRESS__) || (defined(__has_feature) && __has_feature(address_sanitizer))
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define DDPM_PLOT_ASAN 1 /* clang */
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(DDPM_PLOT_ASAN)
 /* ASan builds only: fontconfig and cairo's toy font faces (Debian's cairo 1.16) leak ~1 KB once
  * per process and font face, however many plots are drawn; not ours. This weak default
  * LeakSanitizer suppression lets every program that plots (the CLI, the tests) pass under LSan;

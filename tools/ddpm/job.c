@@ -69,7 +69,53 @@ void job_data_free(job_data *d) {
     free(d->x);
     free(d->cond);
     free(d->json);
+    for (int i = 0; d->class_names && i < d->n_class_names; i++) free(d->class_names[i]);
+    free(d->class_names);
     memset(d, 0, sizeof *d);
+}
+
+/* Images: {"type":"images","source":"fashion-mnist"|"folder"|"npy", ...}. */
+static int load_images(const cJSON *o, job_data *d) {
+    const char *src = jstr(o, "source");
+    const cJSON *v;
+    ddpm_image_dataset ds;
+    int rc;
+    if (!src) return ddpm_fail(DDPM_ERR_INVALID, "image data description names no source");
+    if (strcmp(src, "fashion-mnist") == 0) {
+        v = cJSON_GetObjectItemCaseSensitive(o, "max_items");
+        rc = ddpm_dataset_fashion_mnist(jstr(o, "dir"), 1, cJSON_IsNumber(v) ? (int)v->valuedouble : 0, &ds);
+    } else if (strcmp(src, "folder") == 0) {
+        const cJSON *size = cJSON_GetObjectItemCaseSensitive(o, "image_size");
+        const cJSON *ch = cJSON_GetObjectItemCaseSensitive(o, "channels");
+        rc = ddpm_dataset_folder(jstr(o, "path") ? jstr(o, "path") : "",
+                                 cJSON_IsNumber(size) ? (int)size->valuedouble : 32,
+                                 cJSON_IsNumber(ch) ? (int)ch->valuedouble : 3,
+                                 cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "labels_from_dirs")), &ds);
+    } else if (strcmp(src, "npy") == 0) {
+        rc = ddpm_dataset_npy(jstr(o, "path") ? jstr(o, "path") : "", jstr(o, "labels"), &ds);
+    } else {
+        return ddpm_fail(DDPM_ERR_INVALID, "unknown image source '%s'", src);
+    }
+    if (rc) return rc;
+    d->x = ds.x;
+    d->cond = ds.cond;
+    d->n = (size_t)ds.n;
+    d->channels = ds.c;
+    d->height = ds.h;
+    d->width = ds.w;
+    d->dim = ds.c * ds.h * ds.w;
+    d->cond_dim = ds.cond ? ds.cond_dim : 0;
+    d->n_classes = ds.n_classes;
+    d->class_names = ds.class_names;
+    d->n_class_names = ds.n_classes;
+    ds.x = NULL; /* moved */
+    ds.cond = NULL;
+    ds.class_names = NULL;
+    ds.n_classes = 0;
+    ddpm_dataset_free(&ds);
+    v = cJSON_GetObjectItemCaseSensitive(o, "hflip");
+    d->hflip = cJSON_IsBool(v) ? cJSON_IsTrue(v) : strcmp(src, "folder") == 0;
+    return DDPM_OK;
 }
 
 int job_data_load(const char *json, job_data *d) {
@@ -79,7 +125,9 @@ int job_data_load(const char *json, job_data *d) {
     const char *type = jstr(o, "type"), *name = jstr(o, "name"), *path = jstr(o, "path");
     int rc = DDPM_OK;
     ddpm_points p = {0};
-    if (!type || strcmp(type, "points") != 0) {
+    if (type && strcmp(type, "images") == 0) {
+        rc = load_images(o, d);
+    } else if (!type || strcmp(type, "points") != 0) {
         rc = ddpm_fail(DDPM_ERR_INVALID, "unknown data type in %s", json);
     } else if (path) {
         rc = ddpm_points_read_csv(path, &p);
@@ -92,10 +140,15 @@ int job_data_load(const char *json, job_data *d) {
         rc = ddpm_fail(DDPM_ERR_INVALID, "data description names no data set: %s", json);
     }
     cJSON_Delete(o);
-    if (rc) return rc;
-    d->x = p.x;
-    d->n = p.n;
-    d->dim = p.dim;
+    if (rc) {
+        job_data_free(d);
+        return rc;
+    }
+    if (p.x) {
+        d->x = p.x;
+        d->n = p.n;
+        d->dim = p.dim;
+    }
     d->json = strdup(json);
     if (!d->json) {
         job_data_free(d);

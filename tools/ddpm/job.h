@@ -14,6 +14,9 @@ typedef struct {
     int dim;      /* points: D */
     int channels, height, width; /* images */
     int cond_dim;
+    int n_classes;      /* class labels (one-hot cond) or 0 */
+    char **class_names; /* n_class_names names, or NULL */
+    int n_class_names;
     int hflip;
     char *json;   /* the description (malloc'd) */
 } job_data;
