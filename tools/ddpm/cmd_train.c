@@ -1,9 +1,11 @@
 /* cmd_train.c - `ddpm train`: train a diffusion model on points (or, later, images). */
 #include "job.h"
 
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* Every flag of `ddpm train`, with its value after parsing. */
 typedef struct {
@@ -17,7 +19,101 @@ typedef struct {
     float min_snr, grad_clip, ema_decay;
     int steps;
     int set_steps, set_epochs, set_bs, set_be, set_T, set_schedule;
+    /* images */
+    const char *labels, *channel_mult, *attn_res, *unet_channels;
+    int image_size, channels, labels_from_dirs, max_items, hflip, no_hflip, n_feat, base_channels,
+        num_res_blocks, heads, groups, time_emb_dim, self_cond, sample_every, sample_n;
+    float dropout, cond_drop;
+    int set_lr, set_batch, set_decay, set_warmup, set_cond_drop, set_loss, set_model, set_T_img;
 } train_args;
+
+/* Is --data an image source? fashion-mnist, a directory, or an .npy file. */
+static int data_is_images(const char *data) {
+    const char *dot = strrchr(data, '.');
+    struct stat st;
+    return strcmp(data, "fashion-mnist") == 0 || (dot && strcmp(dot, ".npy") == 0) ||
+           (stat(data, &st) == 0 && S_ISDIR(st.st_mode));
+}
+
+static char *images_json(const train_args *a) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "images");
+    const char *dot = strrchr(a->data, '.');
+    if (strcmp(a->data, "fashion-mnist") == 0) {
+        cJSON_AddStringToObject(o, "source", "fashion-mnist");
+        if (a->max_items > 0) cJSON_AddNumberToObject(o, "max_items", a->max_items);
+    } else if (dot && strcmp(dot, ".npy") == 0) {
+        cJSON_AddStringToObject(o, "source", "npy");
+        cJSON_AddStringToObject(o, "path", a->data);
+        if (a->labels) cJSON_AddStringToObject(o, "labels", a->labels);
+    } else {
+        cJSON_AddStringToObject(o, "source", "folder");
+        cJSON_AddStringToObject(o, "path", a->data);
+        cJSON_AddNumberToObject(o, "image_size", a->image_size);
+        cJSON_AddNumberToObject(o, "channels", a->channels);
+        cJSON_AddBoolToObject(o, "labels_from_dirs", a->labels_from_dirs);
+    }
+    if (a->hflip || a->no_hflip) cJSON_AddBoolToObject(o, "hflip", a->hflip && !a->no_hflip);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+/* "1,2,2" -> JSON array */
+static int add_int_list(cJSON *o, const char *key, const char *list) {
+    cJSON *arr = cJSON_AddArrayToObject(o, key);
+    const char *p = list;
+    while (*p) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 0 || v > 100000) return -1;
+        cJSON_AddItemToArray(arr, cJSON_CreateNumber((double)v));
+        p = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') return -1;
+    }
+    return cJSON_GetArraySize(arr) > 0 ? 0 : -1;
+}
+
+/* The network's configuration from the flags and the data. */
+static int build_image_model_json(const train_args *a, const job_data *d, int n_timesteps, char **out) {
+    if (d->height != d->width)
+        return ddpm_fail(DDPM_ERR_INVALID, "the networks take square images; the data are %dx%d", d->height, d->width);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "kind", a->model);
+    cJSON_AddNumberToObject(o, "in_channels", d->channels);
+    cJSON_AddNumberToObject(o, "height", d->height);
+    cJSON_AddNumberToObject(o, "num_timesteps", n_timesteps);
+    int bad = 0;
+    if (strcmp(a->model, "context-unet") == 0) {
+        cJSON_AddNumberToObject(o, "n_feat", a->n_feat > 0 ? a->n_feat : 64);
+        cJSON_AddNumberToObject(o, "n_cfeat", d->cond_dim);
+    } else if (strcmp(a->model, "simple-unet") == 0) {
+        if (a->unet_channels) bad |= add_int_list(o, "channels", a->unet_channels);
+        if (a->time_emb_dim > 0) cJSON_AddNumberToObject(o, "time_emb_dim", a->time_emb_dim);
+        if (d->cond_dim > 0)
+            fprintf(stderr, "note: simple-unet is unconditional; the labels are not used\n");
+    } else if (strcmp(a->model, "unet") == 0) {
+        if (a->base_channels > 0) cJSON_AddNumberToObject(o, "base_channels", a->base_channels);
+        if (a->channel_mult) bad |= add_int_list(o, "channel_mult", a->channel_mult);
+        if (a->num_res_blocks > 0) cJSON_AddNumberToObject(o, "num_res_blocks", a->num_res_blocks);
+        if (a->attn_res) bad |= add_int_list(o, "attn_resolutions", a->attn_res);
+        if (a->heads > 0) cJSON_AddNumberToObject(o, "heads", a->heads);
+        if (a->groups > 0) cJSON_AddNumberToObject(o, "groups", a->groups);
+        cJSON_AddNumberToObject(o, "dropout", a->dropout);
+        cJSON_AddNumberToObject(o, "num_classes", d->cond_dim);
+        cJSON_AddBoolToObject(o, "self_cond", a->self_cond);
+    } else {
+        cJSON_Delete(o);
+        return ddpm_fail(DDPM_ERR_INVALID, "unknown --model '%s' for images (expected unet, context-unet or simple-unet)", a->model);
+    }
+    if (bad) {
+        cJSON_Delete(o);
+        return ddpm_fail(DDPM_ERR_INVALID, "a list flag (--channel-mult, --attn-resolutions, --unet-channels) must be like 1,2,2");
+    }
+    *out = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return *out ? DDPM_OK : ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+}
 
 int train_print_config(const ddpm_model *m, const ddpm_schedule *s, const ddpm_train_config *c,
                        const char *data_json, size_t n_data) {
@@ -43,41 +139,63 @@ int cmd_train(int argc, char **argv) {
                     .n_points = 10000, .hidden = 128, .depth = 3, .timesteps = 100, .batch = 128,
                     .save_every = 1000, .log_every = 1000, .steps = 10000, .lr = 1e-3,
                     .beta1 = 0.9, .beta2 = 0.999, .adam_eps = 1e-8, .grad_clip = 1.0f,
-                    .ema_decay = 0.999f};
+                    .ema_decay = 0.999f, .image_size = 32, .channels = 3, .dropout = 0.0f,
+                    .cond_drop = 0.1f, .sample_every = 1000, .sample_n = 40};
     const cli_opt opts[] = {
-        {"data", CLI_STRING, &a.data, "NAME|FILE.csv", "built-in 2-D data set (s-curve, swiss-roll, moons, circles, 8-gaussians, checkerboard) or a CSV of points (default s-curve)", NULL},
+        {"data", CLI_STRING, &a.data, "SOURCE", "points: s-curve (default), swiss-roll, moons, circles, 8-gaussians, checkerboard or FILE.csv; images: fashion-mnist, a folder of images or FILE.npy (N x H x W x C)", NULL},
         {"n-points", CLI_INT, &a.n_points, "N", "points drawn from a built-in data set (default 10000)", NULL},
         {"data-seed", CLI_U64, &a.data_seed, "S", "seed of the built-in data set (default 0)", NULL},
-        {"model", CLI_STRING, &a.model, "NAME", "network: mlp (default)", NULL},
-        {"hidden", CLI_INT, &a.hidden, "H", "MLP width (default 128)", NULL},
-        {"depth", CLI_INT, &a.depth, "L", "MLP hidden layers (default 3)", NULL},
-        {"time-embedding", CLI_STRING, &a.time_embedding, "KIND", "MLP time embedding: learned (tutorial) or sinusoidal", NULL},
-        {"schedule", CLI_STRING, &a.schedule, "NAME", "beta schedule (default sigmoid-2d, the 2-D tutorial's)", &a.set_schedule},
-        {"timesteps", CLI_INT, &a.timesteps, "T", "diffusion steps (default 100)", &a.set_T},
+        {"labels", CLI_STRING, &a.labels, "FILE.npy", "labels for .npy images: class indices [N] or context vectors [N, K]", NULL},
+        {"image-size", CLI_INT, &a.image_size, "S", "folder images: resize and center-crop to S x S (default 32)", NULL},
+        {"channels", CLI_INT, &a.channels, "C", "folder images: 3 (RGB, default) or 1 (grayscale)", NULL},
+        {"labels-from-dirs", CLI_FLAG, &a.labels_from_dirs, NULL, "folder images: class labels from the sub-folder names", NULL},
+        {"max-items", CLI_INT, &a.max_items, "N", "fashion-mnist: use the first N training images", NULL},
+        {"hflip", CLI_FLAG, &a.hflip, NULL, "random horizontal flips (default on for folders)", NULL},
+        {"no-hflip", CLI_FLAG, &a.no_hflip, NULL, "no random flips", NULL},
+        {"model", CLI_STRING, &a.model, "NAME", "mlp (points, default), unet (DDPM paper, images default), context-unet (DeepLearning.AI course), simple-unet (diffusion-from-scratch tutorial)", &a.set_model},
+        {"hidden", CLI_INT, &a.hidden, "H", "mlp: width (default 128)", NULL},
+        {"depth", CLI_INT, &a.depth, "L", "mlp: hidden layers (default 3)", NULL},
+        {"time-embedding", CLI_STRING, &a.time_embedding, "KIND", "mlp: learned (tutorial, default) or sinusoidal", NULL},
+        {"n-feat", CLI_INT, &a.n_feat, "N", "context-unet: feature width n_feat (default 64)", NULL},
+        {"base-channels", CLI_INT, &a.base_channels, "C", "unet: base channels (default 32)", NULL},
+        {"channel-mult", CLI_STRING, &a.channel_mult, "LIST", "unet: per-level channel multipliers (default 1,2,2)", NULL},
+        {"num-res-blocks", CLI_INT, &a.num_res_blocks, "N", "unet: residual blocks per level (default 2)", NULL},
+        {"attn-resolutions", CLI_STRING, &a.attn_res, "LIST", "unet: resolutions with self-attention (default 7 or 8)", NULL},
+        {"heads", CLI_INT, &a.heads, "N", "unet: attention heads", NULL},
+        {"groups", CLI_INT, &a.groups, "G", "unet: group-norm groups (default 8)", NULL},
+        {"dropout", CLI_FLOAT, &a.dropout, "P", "unet: dropout in the residual blocks (default 0)", NULL},
+        {"self-cond", CLI_FLAG, &a.self_cond, NULL, "unet: self-conditioning on the previous x_0 estimate", NULL},
+        {"unet-channels", CLI_STRING, &a.unet_channels, "LIST", "simple-unet: channels per level (default 64,128,256,512,1024)", NULL},
+        {"time-emb-dim", CLI_INT, &a.time_emb_dim, "D", "simple-unet: time embedding width (default 32)", NULL},
+        {"cond-drop", CLI_FLOAT, &a.cond_drop, "P", "labelled images: drop the label with probability P so the model also learns to sample unconditionally (default 0.1)", &a.set_cond_drop},
+        {"schedule", CLI_STRING, &a.schedule, "NAME", "beta schedule (points: sigmoid-2d; unet: linear; context-unet: linear-course; simple-unet: linear)", &a.set_schedule},
+        {"timesteps", CLI_INT, &a.timesteps, "T", "diffusion steps (points 100, unet 1000, context-unet 500, simple-unet 300)", &a.set_T},
         {"beta-start", CLI_DOUBLE, &a.beta_start, "A", "first beta", &a.set_bs},
         {"beta-end", CLI_DOUBLE, &a.beta_end, "B", "last beta", &a.set_be},
         {"betas", CLI_STRING, &a.betas_file, "FILE", "custom schedule from a file of betas", NULL},
         {"prediction", CLI_STRING, &a.prediction, "KIND", "training target: eps (default), x0 or v", NULL},
-        {"loss", CLI_STRING, &a.loss, "KIND", "l2 (default) or l1", NULL},
+        {"loss", CLI_STRING, &a.loss, "KIND", "l2 (default; simple-unet: l1 as its tutorial) or l1", &a.set_loss},
         {"min-snr-gamma", CLI_FLOAT, &a.min_snr, "G", "min-SNR-gamma loss weighting (5 is usual; default off)", NULL},
         {"optimizer", CLI_STRING, &a.optimizer, "NAME", "adam (default) or adamw", NULL},
-        {"lr", CLI_DOUBLE, &a.lr, "LR", "learning rate (default 1e-3)", NULL},
+        {"lr", CLI_DOUBLE, &a.lr, "LR", "learning rate (default 1e-3; unet 2e-4)", &a.set_lr},
         {"beta1", CLI_DOUBLE, &a.beta1, "B1", "Adam beta1 (default 0.9)", NULL},
         {"beta2", CLI_DOUBLE, &a.beta2, "B2", "Adam beta2 (default 0.999)", NULL},
         {"adam-eps", CLI_DOUBLE, &a.adam_eps, "E", "Adam epsilon (default 1e-8)", NULL},
         {"weight-decay", CLI_DOUBLE, &a.weight_decay, "W", "weight decay (L2 for adam, decoupled for adamw)", NULL},
-        {"warmup", CLI_INT, &a.warmup, "N", "linear learning-rate warm-up steps (default 0)", NULL},
-        {"lr-decay", CLI_STRING, &a.lr_decay, "KIND", "constant (default), cosine or linear decay to --min-lr", NULL},
+        {"warmup", CLI_INT, &a.warmup, "N", "linear learning-rate warm-up steps (default 0; unet 500)", &a.set_warmup},
+        {"lr-decay", CLI_STRING, &a.lr_decay, "KIND", "constant (default), cosine or linear (context-unet, as the course) decay to --min-lr", &a.set_decay},
         {"min-lr", CLI_DOUBLE, &a.min_lr, "LR", "final learning rate of the decay (default 0)", NULL},
         {"grad-clip", CLI_FLOAT, &a.grad_clip, "N", "max gradient norm, 0 = off (default 1)", NULL},
         {"ema-decay", CLI_FLOAT, &a.ema_decay, "D", "EMA decay of the weights, 0 = off (default 0.999)", NULL},
         {"no-ema-warmup", CLI_FLAG, &a.no_ema_warmup, NULL, "use the EMA decay from the first step", NULL},
-        {"batch-size", CLI_INT, &a.batch, "B", "batch size (default 128)", NULL},
+        {"batch-size", CLI_INT, &a.batch, "B", "batch size (default 128; context-unet 100, unet 64)", &a.set_batch},
         {"steps", CLI_INT, &a.steps, "N", "optimizer steps (default 10000)", &a.set_steps},
         {"epochs", CLI_INT, &a.epochs, "E", "train for E passes over the data instead of --steps", &a.set_epochs},
         {"seed", CLI_U64, &a.seed, "S", "seed of initialisation, shuffling, t and noise (default 0)", NULL},
         {"out", CLI_STRING, &a.out, "DIR", "run directory (default runs/train)", NULL},
         {"save-every", CLI_INT, &a.save_every, "N", "checkpoint every N steps (default 1000)", NULL},
+        {"sample-every", CLI_INT, &a.sample_every, "N", "images: a sample grid in DIR/samples every N steps, 0 = off (default 1000)", NULL},
+        {"sample-n", CLI_INT, &a.sample_n, "N", "images: samples in those grids (default 40)", NULL},
         {"log-every", CLI_INT, &a.log_every, "N", "progress line every N steps when not on a terminal", NULL},
         {"resume", CLI_STRING, &a.resume, "CKPT", "continue a run from its checkpoint (exactly)", NULL},
         {"quiet", CLI_FLAG, &a.quiet, NULL, "no progress display", NULL},
@@ -90,11 +208,28 @@ int cmd_train(int argc, char **argv) {
                        argc, argv, opts, n_opts);
     if (rc) return rc < 0 ? 0 : rc;
     if (a.n_points < 1) return cli_usage_error("train", "--n-points must be at least 1");
-    if (a.batch < 1) return cli_usage_error("train", "--batch-size must be at least 1");
     if (a.steps < 1 || (a.set_epochs && a.epochs < 1))
         return cli_usage_error("train", "--steps and --epochs must be at least 1");
     if (a.set_steps && a.set_epochs) return cli_usage_error("train", "give --steps or --epochs, not both");
-    if (a.save_every < 0 || a.log_every < 0) return cli_usage_error("train", "--save-every and --log-every must be >= 0");
+    if (a.save_every < 0 || a.log_every < 0 || a.sample_every < 0)
+        return cli_usage_error("train", "--save-every, --sample-every and --log-every must be >= 0");
+    if (a.channels != 1 && a.channels != 3) return cli_usage_error("train", "--channels must be 1 or 3");
+    if (a.image_size < 4 || a.image_size > 1024) return cli_usage_error("train", "--image-size must be in 4..1024");
+
+    const int images = !a.resume && data_is_images(a.data);
+    if (images) {
+        /* Each network's own tutorial settings, unless given. */
+        if (!a.set_model) a.model = "unet";
+        const int course = strcmp(a.model, "context-unet") == 0, simple = strcmp(a.model, "simple-unet") == 0;
+        if (!a.set_schedule) a.schedule = course ? "linear-course" : "linear";
+        if (!a.set_T) a.timesteps = course ? 500 : simple ? 300 : 1000;
+        if (!a.set_batch) a.batch = course ? 100 : simple ? 128 : 64;
+        if (!a.set_lr) a.lr = course || simple ? 1e-3 : 2e-4;
+        if (!a.set_decay && course) a.lr_decay = "linear";
+        if (!a.set_warmup && !course && !simple) a.warmup = 500;
+        if (!a.set_loss && simple) a.loss = "l1";
+    }
+    if (a.batch < 1) return cli_usage_error("train", "--batch-size must be at least 1");
 
     ddpm_model *model = NULL;
     ddpm_schedule sched = {0};
@@ -141,6 +276,7 @@ int cmd_train(int argc, char **argv) {
         tc.ema_warmup = !a.no_ema_warmup;
         tc.batch_size = a.batch;
         tc.seed = a.seed;
+        tc.self_cond = a.self_cond;
         /* Schedule */
         ddpm_schedule_kind kind;
         if (ddpm_schedule_kind_parse(a.schedule, &kind)) return cli_usage_error("train", "%s", ddpm_last_error());
@@ -161,25 +297,28 @@ int cmd_train(int argc, char **argv) {
         free(betas);
         if (rc) return cli_fail("train", rc);
         /* Data */
-        char *dj = job_points_json(a.data, (size_t)a.n_points, a.data_seed);
+        char *dj = images ? images_json(&a) : job_points_json(a.data, (size_t)a.n_points, a.data_seed);
         rc = dj ? job_data_load(dj, &data) : ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
         free(dj);
         if (rc) goto out;
         tc.total_steps = a.set_epochs ? (int64_t)a.epochs * (((int64_t)data.n + a.batch - 1) / a.batch) : a.steps;
+        if (data.cond_dim > 0) tc.cond_drop_prob = a.cond_drop;
         /* Model */
-        if (strcmp(a.model, "mlp") != 0) {
+        char *mj = NULL;
+        if (images) {
+            rc = build_image_model_json(&a, &data, sched.n, &mj);
+        } else if (strcmp(a.model, "mlp") != 0) {
             rc = ddpm_fail(DDPM_ERR_INVALID, "--model %s does not take points (use mlp)", a.model);
-            goto out;
+        } else {
+            ddpm_mlp_config mc = {.dim = data.dim, .hidden = a.hidden, .depth = a.depth,
+                                  .num_timesteps = sched.n,
+                                  .sinusoidal = strcmp(a.time_embedding, "sinusoidal") == 0};
+            if (!mc.sinusoidal && strcmp(a.time_embedding, "learned") != 0)
+                rc = ddpm_fail(DDPM_ERR_INVALID, "--time-embedding must be learned or sinusoidal (got '%s')", a.time_embedding);
+            else if (!(mj = ddpm_mlp_config_json(&mc)))
+                rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
         }
-        ddpm_mlp_config mc = {.dim = data.dim, .hidden = a.hidden, .depth = a.depth,
-                              .num_timesteps = sched.n,
-                              .sinusoidal = strcmp(a.time_embedding, "sinusoidal") == 0};
-        if (!mc.sinusoidal && strcmp(a.time_embedding, "learned") != 0) {
-            rc = ddpm_fail(DDPM_ERR_INVALID, "--time-embedding must be learned or sinusoidal (got '%s')", a.time_embedding);
-            goto out;
-        }
-        char *mj = ddpm_mlp_config_json(&mc);
-        rc = mj ? ddpm_model_create(mj, a.seed, &model) : ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+        if (!rc) rc = ddpm_model_create(mj, a.seed, &model);
         free(mj);
         if (rc) goto out;
     }
@@ -192,7 +331,9 @@ int cmd_train(int argc, char **argv) {
         printf("run dir   %s\n", a.out);
         fflush(stdout);
     }
-    job_run_opts ro = {.out_dir = a.out, .save_every = a.save_every, .log_every = a.log_every, .quiet = a.quiet};
+    job_run_opts ro = {.out_dir = a.out, .save_every = a.save_every, .log_every = a.log_every,
+                       .quiet = a.quiet, .sample_every = model->height > 0 ? a.sample_every : 0,
+                       .sample_n = a.sample_n};
     rc = job_train(&tr, &data, &ro);
     if (!rc && !a.quiet) {
         printf("final loss %.5f after %lld steps\n", tr.last_loss, (long long)tr.step);

@@ -207,6 +207,10 @@ int job_train(ddpm_trainer *tr, const job_data *data, const job_run_opts *o) {
     if (tr->step == 0) fprintf(log, "step,loss,lr,grad_norm\n");
 
     const int tty = isatty(STDERR_FILENO) && !o->quiet;
+    if (o->sample_every > 0 && (rc = job_mkdirs(job_path(o->out_dir, "samples")))) {
+        fclose(log);
+        return rc;
+    }
     const int64_t total = tr->cfg.total_steps, first = tr->step;
     interrupted = 0;
     void (*old)(int) = signal(SIGINT, on_sigint);
@@ -240,6 +244,13 @@ int job_train(ddpm_trainer *tr, const job_data *data, const job_run_opts *o) {
         if (o->save_every > 0 && tr->step % o->save_every == 0 && tr->step < total &&
             (rc = save(tr, data, ckpt)))
             break;
+        if (o->sample_every > 0 && (tr->step % o->sample_every == 0 || done)) {
+            char name[64];
+            snprintf(name, sizeof name, "samples/step_%07lld.png", (long long)tr->step);
+            if ((rc = job_sample_grid(tr->model, tr->schedule, tr->cfg.prediction, tr->ema,
+                                      o->sample_n, tr->cfg.seed, job_path(o->out_dir, name))))
+                break;
+        }
         if (interrupted) {
             if (tty) fputc('\n', stderr);
             rc = save(tr, data, ckpt);
@@ -369,3 +380,40 @@ void sampler_use_ema(ddpm_checkpoint *ck, int no_ema, int quiet) {
     }
 }
 
+
+/* ---- sample grids during training -------------------------------------------------------- */
+
+int job_sample_grid(ddpm_model *m, const ddpm_schedule *s, ddpm_prediction pred,
+                    const float *weights, int n, uint64_t seed, const char *png) {
+    const size_t d = m->sample_numel, np = m->n_params;
+    float *saved = weights ? malloc(sizeof(float) * np) : NULL;
+    float *x = malloc(sizeof(float) * (size_t)n * d);
+    float *cond = m->cond_dim > 0 ? calloc((size_t)n * m->cond_dim, sizeof(float)) : NULL;
+    int rc = (x && (!weights || saved) && (m->cond_dim == 0 || cond)) ? DDPM_OK
+                                                                     : ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+    if (!rc && weights) {
+        memcpy(saved, m->params, sizeof(float) * np);
+        memcpy(m->params, weights, sizeof(float) * np);
+    }
+    for (int i = 0; cond && i < n; i++) cond[(size_t)i * m->cond_dim + i % m->cond_dim] = 1.0f;
+    ddpm_sample_opts o;
+    ddpm_sample_opts_default(&o);
+    o.sampler = DDPM_SAMPLER_DDIM;
+    o.steps = 25 < s->n - s->t0 ? 25 : s->n - s->t0;
+    o.step.prediction = pred;
+    o.step.clip_x0 = 1;
+    o.seed = seed;
+    if (!rc) rc = job_sample(m, s, &o, cond, 0.0f, (size_t)n, n, NULL, x, NULL, NULL);
+    if (!rc) {
+        const int nrow = m->cond_dim > 0 && m->cond_dim <= 16 ? m->cond_dim : 10;
+        rc = ddpm_grid_write_png(png, x, n, m->channels, m->height, m->width, nrow,
+                                 m->height < 32 ? 2 : 1);
+    }
+    if (saved) {
+        memcpy(m->params, saved, sizeof(float) * np);
+        free(saved);
+    }
+    free(x);
+    free(cond);
+    return rc;
+}
