@@ -1,0 +1,187 @@
+/* ops_norm.c - batch norm and group norm, forward and backward.
+ *
+ * Statistics are accumulated row by row: a float SIMD partial sum over one contiguous row of HW
+ * values (the omp simd reduction lets the compiler vectorise without -ffast-math), added into a
+ * double. The variance is the two-pass sum of squared deviations, not E[x^2] - E[x]^2, which
+ * cancels catastrophically for inputs with a large mean. */
+#include "internal.h"
+
+#include <math.h>
+
+#define OMP_MIN_WORK 32768
+
+static inline float row_sum(const float *x, size_t n) {
+    float s = 0;
+#pragma omp simd reduction(+ : s)
+    for (size_t i = 0; i < n; i++) s += x[i];
+    return s;
+}
+
+static inline float row_sqdev(const float *x, size_t n, float m) {
+    float s = 0;
+#pragma omp simd reduction(+ : s)
+    for (size_t i = 0; i < n; i++) s += (x[i] - m) * (x[i] - m);
+    return s;
+}
+
+/* sum dy and sum dy * xhat over one row, xhat = (x - m) r. */
+static inline void row_dsums(const float *dy, const float *x, size_t n, float m, float r,
+                             double *s_dy, double *s_dyx) {
+    float a = 0, b = 0;
+#pragma omp simd reduction(+ : a, b)
+    for (size_t i = 0; i < n; i++) {
+        a += dy[i];
+        b += dy[i] * (x[i] - m) * r;
+    }
+    *s_dy += a;
+    *s_dyx += b;
+}
+
+/* ---- batch norm: statistics per channel over (B, HW) ---- */
+
+void ddpm_batchnorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                            const float *weight, const float *bias, float *running_mean,
+                            float *running_var, int training, float momentum, int B, int C,
+                            size_t HW) {
+    const size_t M = (size_t)B * HW;
+    if (training)
+        DDPM_CHECK(M > 1 || !running_var);
+    else
+        DDPM_CHECK(running_mean && running_var);
+#pragma omp parallel for schedule(static) if ((size_t)C * M > OMP_MIN_WORK)
+    for (int c = 0; c < C; c++) {
+        float m, r;
+        if (training) {
+            double s = 0;
+            for (int b = 0; b < B; b++) s += row_sum(inp + ((size_t)b * C + c) * HW, HW);
+            const double mu = s / (double)M;
+            double v = 0;
+            for (int b = 0; b < B; b++)
+                v += row_sqdev(inp + ((size_t)b * C + c) * HW, HW, (float)mu);
+            const double var = v / (double)M;
+            m = (float)mu;
+            r = (float)(1.0 / sqrt(var + (double)DDPM_NORM_EPS));
+            if (running_mean)
+                running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * (float)mu;
+            if (running_var)
+                running_var[c] =
+                    (1.0f - momentum) * running_var[c] + momentum * (float)(v / (double)(M - 1));
+        } else {
+            m = running_mean[c];
+            r = (float)(1.0 / sqrt((double)running_var[c] + (double)DDPM_NORM_EPS));
+        }
+        mean[c] = m;
+        rstd[c] = r;
+        const float g = weight ? weight[c] * r : r, sh = bias ? bias[c] : 0.0f;
+        for (int b = 0; b < B; b++) {
+            const float *x = inp + ((size_t)b * C + c) * HW;
+            float *y = out + ((size_t)b * C + c) * HW;
+            for (size_t i = 0; i < HW; i++) y[i] = (x[i] - m) * g + sh;
+        }
+    }
+}
+
+void ddpm_batchnorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                             const float *inp, const float *mean, const float *rstd,
+                             const float *weight, int training, int B, int C, size_t HW) {
+    const size_t M = (size_t)B * HW;
+#pragma omp parallel for schedule(static) if ((size_t)C * M > OMP_MIN_WORK)
+    for (int c = 0; c < C; c++) {
+        const float m = mean[c], r = rstd[c];
+        double s_dy = 0, s_dyx = 0;
+        for (int b = 0; b < B; b++) {
+            const size_t o = ((size_t)b * C + c) * HW;
+            row_dsums(dout + o, inp + o, HW, m, r, &s_dy, &s_dyx);
+        }
+        if (dweight) dweight[c] += (float)s_dyx;
+        if (dbias) dbias[c] += (float)s_dy;
+        if (!dinp) continue;
+        const float g = (weight ? weight[c] : 1.0f) * r;
+        /* Training: x enters the mean and the variance too, which removes the gradient's
+         * component along 1 and along xhat. Eval: the statistics are constants. */
+        const float a = training ? (float)(s_dy / (double)M) : 0.0f;
+        const float k = training ? (float)(s_dyx / (double)M) : 0.0f;
+        for (int b = 0; b < B; b++) {
+            const size_t o = ((size_t)b * C + c) * HW;
+            const float *x = inp + o, *dy = dout + o;
+            float *dx = dinp + o;
+            for (size_t i = 0; i < HW; i++) dx[i] += g * (dy[i] - a - (x[i] - m) * r * k);
+        }
+    }
+}
+
+/* ---- group norm: statistics per (item, group); a group's channels are contiguous ---- */
+
+void ddpm_groupnorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                            const float *weight, const float *bias, int B, int C, size_t HW,
+                            int G) {
+    const int Cg = C / G;
+    DDPM_CHECK(Cg * G == C);
+    const size_t n = (size_t)Cg * HW;
+#pragma omp parallel for schedule(static) if ((size_t)B * C * HW > OMP_MIN_WORK)
+    for (int bg = 0; bg < B * G; bg++) {
+        const float *x = inp + (size_t)bg * n; /* [b, g*Cg .. (g+1)*Cg) x HW is one block */
+        float *y = out + (size_t)bg * n;
+        double s = 0, v = 0;
+        for (int c = 0; c < Cg; c++) s += row_sum(x + c * HW, HW);
+        const double mu = s / (double)n;
+        for (int c = 0; c < Cg; c++) v += row_sqdev(x + c * HW, HW, (float)mu);
+        const float m = (float)mu, r = (float)(1.0 / sqrt(v / (double)n + DDPM_NORM_EPS));
+        mean[bg] = m;
+        rstd[bg] = r;
+        const int c0 = (bg % G) * Cg;
+        for (int c = 0; c < Cg; c++) {
+            const float g = weight ? weight[c0 + c] * r : r, sh = bias ? bias[c0 + c] : 0.0f;
+            const float *xr = x + c * HW;
+            float *yr = y + c * HW;
+            for (size_t i = 0; i < HW; i++) yr[i] = (xr[i] - m) * g + sh;
+        }
+    }
+}
+
+void ddpm_groupnorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                             const float *inp, const float *mean, const float *rstd,
+                             const float *weight, int B, int C, size_t HW, int G) {
+    const int Cg = C / G;
+    DDPM_CHECK(Cg * G == C);
+    const size_t n = (size_t)Cg * HW;
+    const size_t work = (size_t)B * C * HW;
+    if (dinp) {
+#pragma omp parallel for schedule(static) if (work > OMP_MIN_WORK)
+        for (int bg = 0; bg < B * G; bg++) {
+            const size_t o = (size_t)bg * n;
+            const float m = mean[bg], r = rstd[bg];
+            const int c0 = (bg % G) * Cg;
+            /* With dxhat = dy * gamma: dx = r (dxhat - mean(dxhat) - xhat mean(dxhat xhat)). */
+            double s_dxh = 0, s_dxhx = 0;
+            for (int c = 0; c < Cg; c++) {
+                double a = 0, b = 0;
+                row_dsums(dout + o + c * HW, inp + o + c * HW, HW, m, r, &a, &b);
+                const double g = weight ? weight[c0 + c] : 1.0;
+                s_dxh += g * a;
+                s_dxhx += g * b;
+            }
+            const float a = (float)(s_dxh / (double)n), k = (float)(s_dxhx / (double)n);
+            for (int c = 0; c < Cg; c++) {
+                const float g = weight ? weight[c0 + c] : 1.0f;
+                const float *x = inp + o + c * HW, *dy = dout + o + c * HW;
+                float *dx = dinp + o + c * HW;
+                for (size_t i = 0; i < HW; i++) dx[i] += r * (g * dy[i] - a - (x[i] - m) * r * k);
+            }
+        }
+    }
+    if (dweight || dbias) {
+        /* Separate pass over channels so each thread owns its dweight/dbias entries. */
+#pragma omp parallel for schedule(static) if (work > OMP_MIN_WORK)
+        for (int c = 0; c < C; c++) {
+            const int g = c / Cg;
+            double s_dy = 0, s_dyx = 0;
+            for (int b = 0; b < B; b++) {
+                const size_t o = ((size_t)b * C + c) * HW;
+                row_dsums(dout + o, inp + o, HW, mean[b * G + g], rstd[b * G + g], &s_dy, &s_dyx);
+            }
+            if (dweight) dweight[c] += (float)s_dyx;
+            if (dbias) dbias[c] += (float)s_dy;
+        }
+    }
+}
