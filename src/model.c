@@ -14,6 +14,9 @@ typedef struct {
 
 static registry_entry registry[16] = {
     {"mlp", ddpm_mlp_create},
+    {"context-unet", ddpm_context_unet_create},
+    {"simple-unet", ddpm_simple_unet_create},
+    {"unet", ddpm_unet_create},
 };
 
 int ddpm_model_register(const char *kind, ddpm_model_factory factory) {

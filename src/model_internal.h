@@ -55,5 +55,8 @@ void ddpm_model_free_common(ddpm_model *m);
 
 /* Factories of the built-in networks. */
 int ddpm_mlp_create(const void *config_cjson, uint64_t seed, ddpm_model **out);
+int ddpm_context_unet_create(const void *config_cjson, uint64_t seed, ddpm_model **out); /* net_context_unet.c */
+int ddpm_simple_unet_create(const void *config_cjson, uint64_t seed, ddpm_model **out);  /* net_simple_unet.c */
+int ddpm_unet_create(const void *config_cjson, uint64_t seed, ddpm_model **out);         /* net_unet.c */
 
 #endif

@@ -1,0 +1,8 @@
+/* net_context_unet.c - placeholder until the network lands: creating one fails with a clear message. */
+#include "model_internal.h"
+
+int ddpm_context_unet_create(const void *config_cjson, uint64_t seed, ddpm_model **out) {
+    (void)config_cjson, (void)seed;
+    *out = NULL;
+    return ddpm_fail(DDPM_ERR_INVALID, "the context_unet network is not implemented yet");
+}
