@@ -1,49 +1,191 @@
 /* cmd_sample.c - `ddpm sample`: draw samples from a checkpoint with DDPM or DDIM. */
 #include "job.h"
 
+#include <cjson/cJSON.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* A plain state-dict export (no ddpm metadata): the network and schedule come from the flags. */
+typedef struct {
+    const char *weights, *model, *schedule, *prediction, *channel_mult, *attn_res, *unet_channels;
+    int n_feat, n_cfeat, height, channels, timesteps, base_channels, num_res_blocks, heads, groups,
+        num_classes, self_cond, time_emb_dim, hidden, depth, dim, set_T;
+    double beta_start, beta_end;
+    int set_bs, set_be;
+} weights_args;
+
+static int add_list(cJSON *o, const char *key, const char *list) {
+    cJSON *arr = cJSON_AddArrayToObject(o, key);
+    for (const char *p = list; *p;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || (*end && *end != ',')) return -1;
+        cJSON_AddItemToArray(arr, cJSON_CreateNumber((double)v));
+        p = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
+static int load_plain_weights(const weights_args *w, ddpm_checkpoint *ck) {
+    memset(ck, 0, sizeof *ck);
+    if (!w->model) return cli_usage_error("sample", "--weights needs --model (unet, context-unet, simple-unet or mlp)");
+    const int course = strcmp(w->model, "context-unet") == 0;
+    ddpm_schedule_kind kind;
+    const char *sname = w->schedule ? w->schedule : course ? "linear-course" : "linear";
+    if (ddpm_schedule_kind_parse(sname, &kind) || kind == DDPM_SCHEDULE_CUSTOM)
+        return cli_usage_error("sample", "%s", kind == DDPM_SCHEDULE_CUSTOM ? "--weights takes a named schedule" : ddpm_last_error());
+    ddpm_schedule_config sc;
+    const int T = w->set_T ? w->timesteps : course ? 500 : strcmp(w->model, "simple-unet") == 0 ? 300 : 1000;
+    ddpm_schedule_config_default(&sc, kind, T);
+    if (w->set_bs) sc.beta_start = w->beta_start;
+    if (w->set_be) sc.beta_end = w->beta_end;
+    int rc = ddpm_schedule_init(&ck->schedule, &sc);
+    if (rc) return cli_fail("sample", rc);
+    ddpm_train_config_default(&ck->train);
+    if (w->prediction && ddpm_prediction_parse(w->prediction, &ck->train.prediction)) {
+        ddpm_checkpoint_free(ck);
+        return cli_usage_error("sample", "%s", ddpm_last_error());
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "kind", w->model);
+    cJSON_AddNumberToObject(o, "num_timesteps", ck->schedule.n);
+    int bad = 0;
+    if (strcmp(w->model, "mlp") == 0) {
+        cJSON_AddNumberToObject(o, "dim", w->dim);
+        cJSON_AddNumberToObject(o, "hidden", w->hidden);
+        cJSON_AddNumberToObject(o, "depth", w->depth);
+    } else {
+        cJSON_AddNumberToObject(o, "in_channels", w->channels);
+        cJSON_AddNumberToObject(o, "height", w->height);
+        if (w->n_feat > 0) cJSON_AddNumberToObject(o, "n_feat", w->n_feat);
+        if (course) cJSON_AddNumberToObject(o, "n_cfeat", w->n_cfeat);
+        if (w->base_channels > 0) cJSON_AddNumberToObject(o, "base_channels", w->base_channels);
+        if (w->num_res_blocks > 0) cJSON_AddNumberToObject(o, "num_res_blocks", w->num_res_blocks);
+        if (w->heads > 0) cJSON_AddNumberToObject(o, "heads", w->heads);
+        if (w->groups > 0) cJSON_AddNumberToObject(o, "groups", w->groups);
+        if (w->num_classes > 0) cJSON_AddNumberToObject(o, "num_classes", w->num_classes);
+        if (w->self_cond) cJSON_AddBoolToObject(o, "self_cond", 1);
+        if (w->time_emb_dim > 0) cJSON_AddNumberToObject(o, "time_emb_dim", w->time_emb_dim);
+        if (w->channel_mult) bad |= add_list(o, "channel_mult", w->channel_mult);
+        if (w->attn_res) bad |= add_list(o, "attn_resolutions", w->attn_res);
+        if (w->unet_channels) bad |= add_list(o, "channels", w->unet_channels);
+    }
+    char *json = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (bad) {
+        free(json);
+        ddpm_checkpoint_free(ck);
+        return cli_usage_error("sample", "list flags take comma-separated integers, like 1,2,2");
+    }
+    rc = ddpm_model_create(json, 0, &ck->model);
+    free(json);
+    if (!rc) rc = ddpm_safetensors_read(w->weights, &ck->st);
+    if (!rc) rc = ddpm_model_load_tensors(ck->model, &ck->st, NULL, w->weights);
+    if (rc) {
+        ddpm_checkpoint_free(ck);
+        return cli_fail("sample", rc);
+    }
+    return 0;
+}
+
 int cmd_sample(int argc, char **argv) {
-    const char *ckpt = NULL, *out = NULL, *traj = NULL, *plot = NULL;
-    int n = 1000, quiet = 0;
+    const char *ckpt = NULL, *traj = NULL, *plot = NULL;
+    int quiet = 0, no_clip = 0;
     sampler_args sa = {.sampler = "ddpm", .variance = "small", .spacing = "leading"};
+    sample_image_args ia = {.n = 1000, .class_id = -1};
+    weights_args wa = {.channels = 3, .height = 32, .n_cfeat = 5, .hidden = 128, .depth = 3, .dim = 2};
+    int set_n = 0;
     const cli_opt opts[] = {
-        {"ckpt", CLI_STRING, &ckpt, "FILE", "checkpoint written by ddpm train (required)", NULL},
-        {"n", CLI_INT, &n, "N", "number of samples (default 1000)", NULL},
+        {"ckpt", CLI_STRING, &ckpt, "FILE", "checkpoint written by ddpm train (carries model, schedule and prediction type)", NULL},
+        {"n", CLI_INT, &ia.n, "N", "number of samples (default 1000; images 40 unless --per-class)", &set_n},
         {"sampler", CLI_STRING, &sa.sampler, "NAME", "ddpm (every step, default) or ddim", NULL},
         {"steps", CLI_INT, &sa.steps, "K", "DDIM steps (default min(50, T))", NULL},
         {"eta", CLI_FLOAT, &sa.eta, "E", "DDIM eta: 0 deterministic (default), 1 DDPM-like", NULL},
         {"spacing", CLI_STRING, &sa.spacing, "KIND", "DDIM timesteps: leading (default), trailing or linspace", NULL},
         {"variance", CLI_STRING, &sa.variance, "KIND", "DDPM variance: small (posterior, default) or large (beta)", NULL},
         {"no-noise", CLI_FLAG, &sa.no_noise, NULL, "DDPM without the added noise (to see why it is needed)", NULL},
-        {"clip", CLI_FLAG, &sa.clip, NULL, "clamp the predicted x_0 to [-1, 1]", NULL},
+        {"clip", CLI_FLAG, &sa.clip, NULL, "points: clamp the predicted x_0 to [-1, 1] (images always do unless --no-clip)", NULL},
+        {"no-clip", CLI_FLAG, &no_clip, NULL, "images: do not clamp the predicted x_0", NULL},
         {"no-ema", CLI_FLAG, &sa.no_ema, NULL, "use the raw weights instead of the EMA weights", NULL},
         {"seed", CLI_U64, &sa.seed, "S", "sampling seed (default 0)", NULL},
-        {"out", CLI_STRING, &out, "FILE", "samples as .csv or .npy (required)", NULL},
-        {"trajectory", CLI_STRING, &traj, "DIR", "write the reverse process (10 snapshots and a plot)", NULL},
-        {"plot", CLI_STRING, &plot, "FILE.png", "scatter plot of the samples over the data", NULL},
+        {"out", CLI_STRING, &ia.out, "FILE", "points: .csv or .npy; images: a grid .png or the samples .npy", NULL},
+        {"trajectory", CLI_STRING, &traj, "DIR", "points: write the reverse process (10 snapshots and a plot)", NULL},
+        {"plot", CLI_STRING, &plot, "FILE.png", "points: scatter plot of the samples over the data", NULL},
+        {"class", CLI_INT, &ia.class_id, "K", "images: sample class K (0-based)", NULL},
+        {"per-class", CLI_INT, &ia.per_class, "K", "images: K samples of every class, one row per class", NULL},
+        {"context", CLI_STRING, &ia.context, "V", "images: a context vector for every sample, e.g. 1,0,0.6,0,0", NULL},
+        {"context-file", CLI_STRING, &ia.context_file, "FILE.npy", "images: one context vector per sample [N, K]", NULL},
+        {"guidance", CLI_FLOAT, &ia.guidance, "W", "classifier-free guidance: eps = (1 + W) eps_cond - W eps_uncond (default 0)", NULL},
+        {"nrow", CLI_INT, &ia.nrow, "R", "images per grid row", NULL},
+        {"scale", CLI_INT, &ia.scale, "S", "grid pixel scale (default 2 below 32 pixels)", NULL},
+        {"npy", CLI_STRING, &ia.npy, "FILE", "images: also write the samples [N, C, H, W] as .npy", NULL},
+        {"gif", CLI_STRING, &ia.gif, "FILE.gif", "images: the denoising process as an animated GIF", NULL},
+        {"gif-every", CLI_INT, &ia.gif_every, "K", "a GIF frame every K steps (default: 25 frames)", NULL},
+        {"x-init", CLI_STRING, &ia.x_init, "FILE.npy", "images: start from this x_T [N, C, H, W] float32", NULL},
+        {"batch", CLI_INT, &ia.batch, "B", "images per forward pass (default 100)", NULL},
+        {"weights", CLI_STRING, &wa.weights, "FILE", "a plain state-dict safetensors export (with --model and its flags)", NULL},
+        {"model", CLI_STRING, &wa.model, "NAME", "with --weights: unet, context-unet, simple-unet or mlp", NULL},
+        {"height", CLI_INT, &wa.height, "H", "with --weights: image height = width (default 32)", NULL},
+        {"channels", CLI_INT, &wa.channels, "C", "with --weights: image channels (default 3)", NULL},
+        {"n-feat", CLI_INT, &wa.n_feat, "N", "with --weights: context-unet n_feat", NULL},
+        {"n-cfeat", CLI_INT, &wa.n_cfeat, "K", "with --weights: context-unet context size (default 5)", NULL},
+        {"base-channels", CLI_INT, &wa.base_channels, "C", "with --weights: unet base channels", NULL},
+        {"channel-mult", CLI_STRING, &wa.channel_mult, "LIST", "with --weights: unet channel multipliers", NULL},
+        {"num-res-blocks", CLI_INT, &wa.num_res_blocks, "N", "with --weights: unet res blocks per level", NULL},
+        {"attn-resolutions", CLI_STRING, &wa.attn_res, "LIST", "with --weights: unet attention resolutions", NULL},
+        {"heads", CLI_INT, &wa.heads, "N", "with --weights: unet attention heads", NULL},
+        {"groups", CLI_INT, &wa.groups, "G", "with --weights: unet group-norm groups", NULL},
+        {"num-classes", CLI_INT, &wa.num_classes, "K", "with --weights: unet classes", NULL},
+        {"self-cond", CLI_FLAG, &wa.self_cond, NULL, "with --weights: unet self-conditioning", NULL},
+        {"unet-channels", CLI_STRING, &wa.unet_channels, "LIST", "with --weights: simple-unet channels", NULL},
+        {"time-emb-dim", CLI_INT, &wa.time_emb_dim, "D", "with --weights: simple-unet time embedding width", NULL},
+        {"schedule", CLI_STRING, &wa.schedule, "NAME", "with --weights: the schedule it was trained with", NULL},
+        {"timesteps", CLI_INT, &wa.timesteps, "T", "with --weights: diffusion steps", &wa.set_T},
+        {"beta-start", CLI_DOUBLE, &wa.beta_start, "A", "with --weights: first beta", &wa.set_bs},
+        {"beta-end", CLI_DOUBLE, &wa.beta_end, "B", "with --weights: last beta", &wa.set_be},
+        {"prediction", CLI_STRING, &wa.prediction, "KIND", "with --weights: what the network predicts (eps, x0, v)", NULL},
         {"quiet", CLI_FLAG, &quiet, NULL, "print nothing but errors", NULL},
     };
-    int rc = cli_parse("sample", "Draws samples from a trained model; the checkpoint carries the model, schedule and prediction type.",
+    int rc = cli_parse("sample", "Draws samples from a trained model with DDPM or DDIM.",
                        argc, argv, opts, (int)(sizeof opts / sizeof opts[0]));
     if (rc) return rc < 0 ? 0 : rc;
-    if (!ckpt) return cli_usage_error("sample", "--ckpt FILE is required");
-    if (!out) return cli_usage_error("sample", "--out FILE is required (.csv or .npy)");
-    if (n < 1) return cli_usage_error("sample", "-n must be at least 1");
-    const char *ext = strrchr(out, '.');
-    if (!ext || (strcmp(ext, ".csv") != 0 && strcmp(ext, ".npy") != 0))
-        return cli_usage_error("sample", "--out must end in .csv or .npy (got '%s')", out);
+    if (!ckpt == !wa.weights) return cli_usage_error("sample", "give --ckpt FILE (or --weights FILE with --model)");
+    if (ia.n < 1) return cli_usage_error("sample", "-n must be at least 1");
 
     ddpm_checkpoint ck;
-    if ((rc = ddpm_checkpoint_load(ckpt, &ck))) return cli_fail("sample", rc);
+    if (ckpt) {
+        if ((rc = ddpm_checkpoint_load(ckpt, &ck))) return cli_fail("sample", rc);
+    } else if ((rc = load_plain_weights(&wa, &ck))) {
+        return rc;
+    }
+    const int images = ck.model->height > 0;
+    if (images) sa.clip = !no_clip;
     ddpm_sample_opts so;
     if ((rc = sampler_args_resolve("sample", &sa, &ck, &so))) {
         ddpm_checkpoint_free(&ck);
         return rc;
     }
     sampler_use_ema(&ck, sa.no_ema, quiet);
+    if (images) {
+        if (!set_n) ia.n = 40;
+        ia.quiet = quiet;
+        rc = sample_images(&ia, &ck, &so);
+        ddpm_checkpoint_free(&ck);
+        return rc;
+    }
+    const int n = ia.n;
+    const char *out = ia.out;
+    if (!out) {
+        ddpm_checkpoint_free(&ck);
+        return cli_usage_error("sample", "--out FILE is required (.csv or .npy)");
+    }
+    const char *ext = strrchr(out, '.');
+    if (!ext || (strcmp(ext, ".csv") != 0 && strcmp(ext, ".npy") != 0)) {
+        ddpm_checkpoint_free(&ck);
+        return cli_usage_error("sample", "--out must end in .csv or .npy (got '%s')", out);
+    }
     ddpm_model *m = ck.model;
     const size_t d = m->sample_numel;
     ddpm_points samples = {0};

@@ -80,6 +80,15 @@ int sampler_args_resolve(const char *cmd, const sampler_args *a, const ddpm_chec
 /* Puts the checkpoint's EMA weights in place of the raw ones unless no_ema. */
 void sampler_use_ema(ddpm_checkpoint *ck, int no_ema, int quiet);
 
+/* The image flags of `ddpm sample`. */
+typedef struct {
+    int n, class_id, per_class, nrow, scale, gif_every, batch, quiet;
+    const char *context, *context_file, *out, *npy, *gif, *x_init;
+    float guidance;
+} sample_image_args;
+/* Samples images from ck (EMA weights already in place) and writes the outputs. */
+int sample_images(const sample_image_args *a, ddpm_checkpoint *ck, const ddpm_sample_opts *so);
+
 #endif
 
 /* ---- 2-D points ---- */

@@ -1,0 +1,177 @@
+/* sample_images.c - the image half of `ddpm sample`: conditioning (class, context vector, file),
+ * classifier-free guidance, grids, .npy, the denoising GIF and a given x_T. */
+#include "job.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    float *frames;       /* [n_frames, N, d] */
+    int every, n_frames;
+    size_t n_total, offset, chunk, d;
+} gif_recorder;
+
+static int record_frame(void *ctx, int k, int steps, int t, const float *x, const float *x0) {
+    (void)t, (void)x0;
+    gif_recorder *g = ctx;
+    if (k % g->every != 0 && k != steps) return 0;
+    const int f = (k + g->every - 1) / g->every - 1;
+    if (f < 0 || f >= g->n_frames) return 0;
+    memcpy(g->frames + ((size_t)f * g->n_total + g->offset) * g->d, x, sizeof(float) * g->chunk * g->d);
+    return 0;
+}
+
+/* Parses "1,0,0.6" into exactly n floats. */
+static int parse_vector(const char *s, float *out, int n) {
+    int k = 0;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        double v = strtod(p, &end);
+        if (end == p || k >= n) return -1;
+        out[k++] = (float)v;
+        if (*end == ',') end++;
+        else if (*end) return -1;
+        p = end;
+    }
+    return k == n ? 0 : -1;
+}
+
+int sample_images(const sample_image_args *a, ddpm_checkpoint *ck, const ddpm_sample_opts *so_in) {
+    ddpm_model *m = ck->model;
+    const size_t d = m->sample_numel;
+    const int K = m->cond_dim;
+    int n = a->n, rc = DDPM_OK;
+    if (!a->out && !a->npy && !a->gif)
+        return cli_usage_error("sample", "give --out FILE.png|FILE.npy, --npy or --gif");
+    if ((a->class_id >= 0 || a->context || a->context_file || a->per_class > 0) && K == 0)
+        return cli_usage_error("sample", "this model is unconditional: --class, --context and --per-class do not apply");
+    if (a->class_id >= K && K > 0)
+        return cli_usage_error("sample", "--class %d is out of range: the model has %d classes (0..%d)", a->class_id, K, K - 1);
+    if (a->guidance != 0.0f && K == 0)
+        return cli_usage_error("sample", "--guidance needs a conditional model");
+    ddpm_npy ctx_file = {0}, xinit = {0};
+    float *cond = NULL, *x_init = NULL;
+    if (a->per_class > 0) n = a->per_class * K;
+    if (a->context_file) {
+        if ((rc = ddpm_npy_read(a->context_file, &ctx_file))) return cli_fail("sample", rc);
+        if (ctx_file.ndim != 2 || ctx_file.shape[1] != K) {
+            ddpm_npy_free(&ctx_file);
+            return cli_usage_error("sample", "%s must be an array [N, %d] of context vectors", a->context_file, K);
+        }
+        n = (int)ctx_file.shape[0];
+    }
+    if (n < 1) return cli_usage_error("sample", "nothing to sample (n = %d)", n);
+    if (K > 0) {
+        cond = calloc((size_t)n * K, sizeof(float));
+        float *vec = calloc((size_t)K, sizeof(float));
+        if (!cond || !vec) rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+        else if (a->context && parse_vector(a->context, vec, K)) {
+            free(cond);
+            free(vec);
+            return cli_usage_error("sample", "--context needs %d comma-separated numbers (got '%s')", K, a->context);
+        }
+        for (int i = 0; !rc && i < n; i++) {
+            float *c = cond + (size_t)i * K;
+            if (a->per_class > 0) c[i / a->per_class] = 1.0f;
+            else if (a->class_id >= 0) c[a->class_id] = 1.0f;
+            else if (a->context) memcpy(c, vec, sizeof(float) * K);
+        }
+        if (!rc && a->context_file) rc = ddpm_npy_to_f32(&ctx_file, cond);
+        free(vec);
+        /* no class and no context: unconditional samples (zero rows) */
+        if (!rc && a->class_id < 0 && !a->context && !a->context_file && a->per_class <= 0) {
+            free(cond);
+            cond = NULL;
+        }
+    }
+    if (!rc && a->x_init) {
+        if ((rc = ddpm_npy_read(a->x_init, &xinit))) goto done;
+        if (xinit.ndim != 4 || xinit.shape[0] != n || xinit.shape[1] != m->channels ||
+            xinit.shape[2] != m->height || xinit.shape[3] != m->width) {
+            rc = ddpm_fail(DDPM_ERR_INVALID, "%s: x_T must be an array [%d, %d, %d, %d] (N x C x H x W)",
+                           a->x_init, n, m->channels, m->height, m->width);
+            goto done;
+        }
+        x_init = malloc(sizeof(float) * (size_t)n * d);
+        if (!x_init) rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+        else rc = ddpm_npy_to_f32(&xinit, x_init);
+        if (rc) goto done;
+    }
+    float *x = rc ? NULL : malloc(sizeof(float) * (size_t)n * d);
+    if (!rc && !x) rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+    const int steps = so_in->sampler == DDPM_SAMPLER_DDIM ? so_in->steps : ck->schedule.n - ck->schedule.t0;
+    gif_recorder gr = {0};
+    if (!rc && a->gif) {
+        gr.every = a->gif_every > 0 ? a->gif_every : (steps + 24) / 25;
+        gr.n_frames = (steps + gr.every - 1) / gr.every;
+        gr.n_total = (size_t)n;
+        gr.d = d;
+        gr.frames = malloc(sizeof(float) * (size_t)gr.n_frames * n * d);
+        if (!gr.frames) rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory for %d GIF frames", gr.n_frames);
+    }
+    if (!rc) {
+        if (!a->quiet)
+            printf("sampling %d images %dx%dx%d with %s (%d steps)%s%s\n", n, m->channels, m->height,
+                   m->width, ddpm_sampler_name(so_in->sampler), steps,
+                   cond ? (a->guidance != 0.0f ? ", conditional with guidance" : ", conditional") : "",
+                   x_init ? ", from the given x_T" : "");
+        /* Chunks of --batch images; each image's noise depends only on its index. */
+        const int B = a->batch > 0 ? a->batch : 100;
+        for (int start = 0; !rc && start < n; start += B) {
+            const int b = n - start < B ? n - start : B;
+            ddpm_sample_opts so = *so_in;
+            so.first_item = (uint64_t)start;
+            gr.offset = (size_t)start;
+            gr.chunk = (size_t)b;
+            rc = job_sample(m, &ck->schedule, &so, cond ? cond + (size_t)start * K : NULL,
+                            a->guidance, (size_t)b, b, x_init ? x_init + (size_t)start * d : NULL,
+                            x + (size_t)start * d, a->gif ? record_frame : NULL, &gr);
+            if (!a->quiet && n > B) fprintf(stderr, "\r%d/%d images", start + b, n);
+        }
+        if (!a->quiet && n > B) fputc('\n', stderr);
+    }
+    const int nrow = a->nrow > 0 ? a->nrow : a->per_class > 0 ? a->per_class : (n >= 10 ? 10 : n);
+    const int scale = a->scale > 0 ? a->scale : m->height < 32 ? 2 : 1;
+    if (!rc && a->out && strstr(a->out, ".png")) {
+        rc = ddpm_grid_write_png(a->out, x, n, m->channels, m->height, m->width, nrow, scale);
+        if (!rc && !a->quiet) job_wrote(a->out, "sample grid");
+    }
+    const char *npy = a->npy ? a->npy : (a->out && strstr(a->out, ".npy") ? a->out : NULL);
+    if (!rc && npy) {
+        int64_t shape[4] = {n, m->channels, m->height, m->width};
+        rc = ddpm_npy_write_f32(npy, x, 4, shape);
+        if (!rc && !a->quiet) job_wrote(npy, "samples [N, C, H, W] in [-1, 1]");
+    }
+    if (!rc && a->gif) {
+        uint8_t *px = NULL;
+        int w = 0, h = 0;
+        ddpm_gif *g = NULL;
+        for (int f = 0; !rc && f < gr.n_frames; f++) {
+            rc = ddpm_image_grid(gr.frames + (size_t)f * n * d, n, m->channels, m->height, m->width,
+                                 nrow, 2, 0, scale, &px, &w, &h);
+            if (!rc && f == 0) rc = ddpm_gif_open(a->gif, w, h, m->channels == 1 ? 1 : 3, 8, &g);
+            if (!rc) rc = ddpm_gif_add_frame(g, px);
+            free(px);
+            px = NULL;
+        }
+        if (g) {
+            if (rc) ddpm_gif_discard(g);
+            else rc = ddpm_gif_close(g);
+        }
+        if (!rc && !a->quiet) {
+            char what[96];
+            snprintf(what, sizeof what, "the denoising process, %d frames (every %d steps)", gr.n_frames, gr.every);
+            job_wrote(a->gif, what);
+        }
+    }
+    free(gr.frames);
+    free(x);
+done:
+    free(cond);
+    free(x_init);
+    ddpm_npy_free(&ctx_file);
+    ddpm_npy_free(&xinit);
+    return cli_fail("sample", rc);
+}
