@@ -619,6 +619,10 @@ int ddpm_points_write_csv(const char *path, const ddpm_points *p);
  * per process, so the library then defines a weak __lsan_default_suppressions returning
  * "leak:libfontconfig.so\n" (a program's own definition replaces it). */
 
+/* Frees the plotting libraries' process-wide caches (cairo, fontconfig) so leak checkers see a
+ * clean exit. Call once at the end of a program that plotted, after its last plot. */
+void ddpm_release_caches(void);
+
 /* A scatter plot of a (label_a, red) and optionally b (label_b, blue) overlaid, with equal x and
  * y scales, ticks, a title and a legend (when either label is non-NULL). width/height in pixels
  * (0 = 720); at least 200. a and b must both have dim 1 or both dim >= 2. */

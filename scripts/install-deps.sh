@@ -4,8 +4,8 @@
 # PyTorch side of the benchmarks; the library and the tests never need Python.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config
-      libopenblas-openmp-dev libcjson-dev libcmocka-dev libcairo2-dev libpng-dev zlib1g-dev
-      libgif-dev libstb-dev dataset-fashion-mnist)
+      libopenblas-openmp-dev libcjson-dev libcmocka-dev libcairo2-dev libfontconfig-dev libpng-dev zlib1g-dev
+      libgif-dev libstb-dev dataset-fashion-mnist valgrind)
 if [ "${DDPM_WITH_TORCH:-0}" = 1 ]; then pkgs+=(python3-torch python3-numpy); fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -54,7 +54,11 @@ int main(int argc, char **argv) {
         return 0;
     }
     for (int i = 0; i < N_COMMANDS; i++)
-        if (strcmp(name, commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
+        if (strcmp(name, commands[i].name) == 0) {
+            int rc = commands[i].run(argc - 1, argv + 1);
+            ddpm_release_caches();
+            return rc;
+        }
     fprintf(stderr, "ddpm: unknown command '%s' (see 'ddpm help')\n", name);
     return CLI_EXIT_USAGE;
 }
