@@ -1,8 +1,412 @@
-/* net_simple_unet.c - placeholder until the network lands: creating one fails with a clear message. */
+/* net_simple_unet.c - the "diffusion models from scratch" tutorial's SimpleUnet, written once on
+ * the tape: the forward below is also the backward.
+ *
+ *   temb = relu(Linear(sinusoidal(t)))                  time_mlp.1            [B, E]
+ *   x    = conv0(x)                                      3x3, C -> ch[0]       [B, ch[0], H, W]
+ *   for i in 0..L-1:  x = downs[i](x, temb), saved       Block(ch[i], ch[i+1])  halves H, W
+ *   for i in 0..L-1:  x = ups[i](cat(x, saved.pop()), temb)  Block(up = True)   doubles H, W
+ *   out  = output(x)                                     1x1, ch[0] -> C
+ *
+ * Block(in, out, E, up):
+ *   h = bnorm1(relu(conv1(x)))                conv1: 3x3, in (2 in when up) -> out
+ *   h = h + relu(time_mlp(temb))[:, :, None, None]
+ *   h = bnorm2(relu(conv2(h)))                conv2: 3x3, out -> out
+ *   return transform(h)                       Conv2d(out, out, 4, 2, 1), or ConvTranspose2d when up
+ *
+ * channels = down_channels (the tutorial's (64, 128, 256, 512, 1024)); up_channels is its
+ * reverse; L = len(channels) - 1 levels, so height must be divisible by 2^L. t is the integer
+ * schedule index (0..num_timesteps-1) as the tutorial feeds it. The tutorial hard-codes 3 image
+ * channels; here they are in_channels. Parameter names and their order are the PyTorch module's
+ * state_dict (without the batch norms' num_batches_tracked, which loading ignores). */
 #include "model_internal.h"
 
+#include <math.h>
+
+#define SU_MAX_LEVELS 8
+
+typedef struct {
+    int in_channels, height, time_emb_dim, num_timesteps;
+    int channels[SU_MAX_LEVELS + 1];
+    int n_channels; /* L + 1 */
+} su_config;
+
+typedef struct {
+    int w, b;
+} su_affine;
+
+typedef struct {
+    int w, b, rm, rv;
+} su_bn;
+
+typedef struct {
+    su_affine time_mlp, conv1, transform, conv2;
+    su_bn bnorm1, bnorm2;
+    int up;
+} su_block;
+
+/* The tape comes first: the tests read its allocation statistics through m->impl. */
+typedef struct {
+    ddpm_tape *tape;
+    su_config cfg;
+    su_affine time_lin, conv0, output;
+    su_block downs[SU_MAX_LEVELS], ups[SU_MAX_LEVELS];
+    ddpm_param *prm; /* a handle for every tensor (buffers: w only) */
+    ddpm_var *out;   /* output of the last training forward */
+    float *tbuf;     /* [max_batch] timesteps as floats */
+    size_t eval_item_floats; /* the floats an eval forward keeps per item */
+    int recorded;
+} su_net;
+
+/* Eval-mode forwards run in chunks of items whose activations take at most this much of the
+ * tape's arena (DDPM_EVAL_CHUNK=N overrides it with N items per chunk). */
+#define EVAL_CHUNK_BYTES ((size_t)256 << 20)
+
+static int eval_chunk(size_t item_floats, int B) {
+    const char *env = getenv("DDPM_EVAL_CHUNK");
+    long n = env ? strtol(env, NULL, 10) : 0;
+    if (n < 1) {
+        n = (long)(EVAL_CHUNK_BYTES / (sizeof(float) * (item_floats ? item_floats : 1)));
+        if (n < 2) n = 2; /* both threads busy in the per-item convolutions */
+    }
+    return n < B ? (int)n : B;
+}
+
+/* The activations one item keeps in an eval forward, as network() creates them. */
+static size_t eval_item_floats(const su_config *c) {
+    const int L = c->n_channels - 1, H = c->height;
+    const int *ch = c->channels;
+    size_t n = (size_t)c->in_channels * H * H * 2 + (size_t)ch[0] * H * H; /* x, out, conv0 */
+    size_t r = (size_t)H;
+    for (int i = 0; i < L; i++) { /* conv1, relu, bn, + temb, conv2, relu, bn; transform */
+        n += 7 * (size_t)ch[i + 1] * r * r + (size_t)ch[i + 1] * (r / 2) * (r / 2);
+        r /= 2;
+    }
+    for (int i = 0; i < L; i++) { /* concat, then the same at r, transform to 2r */
+        const size_t in = (size_t)ch[L - i], out = (size_t)ch[L - i - 1];
+        n += 2 * in * r * r + 7 * out * r * r + out * 4 * r * r;
+        r *= 2;
+    }
+    return n;
+}
+
+/* ---- the parameter table, in the PyTorch module's state_dict order --------------------------- */
+
+static su_affine decl(ddpm_param_table *pt, int d0, int d1, int d2, int d3, int nb,
+                      const char *name) {
+    su_affine a;
+    a.w = DDPM_PARAM(pt, d0, d1, d2, d3, "%s.weight", name);
+    a.b = DDPM_PARAM(pt, nb, 0, 0, 0, "%s.bias", name);
+    return a;
+}
+
+static su_bn decl_bn(ddpm_param_table *pt, int c, const char *name) {
+    su_bn n;
+    n.w = DDPM_PARAM(pt, c, 0, 0, 0, "%s.weight", name);
+    n.b = DDPM_PARAM(pt, c, 0, 0, 0, "%s.bias", name);
+    n.rm = DDPM_BUFFER(pt, c, 0, 0, 0, "%s.running_mean", name);
+    n.rv = DDPM_BUFFER(pt, c, 0, 0, 0, "%s.running_var", name);
+    return n;
+}
+
+/* Block.__init__ registers time_mlp, conv1, transform, conv2, bnorm1, bnorm2 in that order. */
+static su_block decl_block(ddpm_param_table *pt, int in, int out, int E, int up,
+                           const char *prefix) {
+    char name[96];
+    su_block k;
+    k.up = up;
+    snprintf(name, sizeof name, "%s.time_mlp", prefix);
+    k.time_mlp = decl(pt, out, E, 0, 0, out, name);
+    snprintf(name, sizeof name, "%s.conv1", prefix);
+    k.conv1 = decl(pt, out, up ? 2 * in : in, 3, 3, out, name);
+    snprintf(name, sizeof name, "%s.transform", prefix);
+    k.transform = decl(pt, out, out, 4, 4, out, name); /* [C_out, C_in] or [C_in, C_out]: same */
+    snprintf(name, sizeof name, "%s.conv2", prefix);
+    k.conv2 = decl(pt, out, out, 3, 3, out, name);
+    snprintf(name, sizeof name, "%s.bnorm1", prefix);
+    k.bnorm1 = decl_bn(pt, out, name);
+    snprintf(name, sizeof name, "%s.bnorm2", prefix);
+    k.bnorm2 = decl_bn(pt, out, name);
+    return k;
+}
+
+static void declare(su_net *p, ddpm_param_table *pt) {
+    const su_config *c = &p->cfg;
+    const int E = c->time_emb_dim, L = c->n_channels - 1;
+    const int *ch = c->channels;
+    char name[32];
+    p->time_lin = decl(pt, E, E, 0, 0, E, "time_mlp.1");
+    p->conv0 = decl(pt, ch[0], c->in_channels, 3, 3, ch[0], "conv0");
+    for (int i = 0; i < L; i++) {
+        snprintf(name, sizeof name, "downs.%d", i);
+        p->downs[i] = decl_block(pt, ch[i], ch[i + 1], E, 0, name);
+    }
+    for (int i = 0; i < L; i++) { /* up_channels[i] = ch[L - i] */
+        snprintf(name, sizeof name, "ups.%d", i);
+        p->ups[i] = decl_block(pt, ch[L - i], ch[L - i - 1], E, 1, name);
+    }
+    p->output = decl(pt, c->in_channels, ch[0], 1, 1, c->in_channels, "output");
+}
+
+/* ---- PyTorch's default initialisation -------------------------------------------------------- */
+
+/* Conv2d, ConvTranspose2d and Linear: weight and bias ~ U(+-1/sqrt(fan_in)), fan_in = weight
+ * dim 1 * kernel area (for ConvTranspose2d weight [C_in, C_out, k, k] that is C_out k k). */
+static void init_affine(ddpm_model *m, su_affine a, uint64_t seed) {
+    const ddpm_param_info *w = &m->tensors[a.w];
+    double fan_in = (double)w->shape[1];
+    for (int k = 2; k < w->ndim; k++) fan_in *= (double)w->shape[k];
+    const float bound = (float)(1.0 / sqrt(fan_in));
+    ddpm_init_uniform(m, a.w, bound, seed);
+    ddpm_init_uniform(m, a.b, bound, seed);
+}
+
+static void init_bn(ddpm_model *m, su_bn n) {
+    ddpm_init_const(m, n.w, 1.0f);
+    ddpm_init_const(m, n.b, 0.0f);
+    ddpm_init_const(m, n.rm, 0.0f);
+    ddpm_init_const(m, n.rv, 1.0f);
+}
+
+static void init_all(ddpm_model *m, su_net *p, uint64_t seed) {
+    const int L = p->cfg.n_channels - 1;
+    init_affine(m, p->time_lin, seed);
+    init_affine(m, p->conv0, seed);
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i < L; i++) {
+            const su_block *k = s ? &p->ups[i] : &p->downs[i];
+            init_affine(m, k->time_mlp, seed);
+            init_affine(m, k->conv1, seed);
+            init_affine(m, k->transform, seed);
+            init_affine(m, k->conv2, seed);
+            init_bn(m, k->bnorm1);
+            init_bn(m, k->bnorm2);
+        }
+    init_affine(m, p->output, seed);
+}
+
+/* ---- the forward, on the tape ---------------------------------------------------------------- */
+
+static ddpm_var *conv(su_net *p, ddpm_var *x, su_affine a, int stride, int pad) {
+    return ddpm_tape_conv2d(p->tape, x, &p->prm[a.w], &p->prm[a.b], stride, pad);
+}
+
+static ddpm_var *bn(su_net *p, ddpm_var *x, su_bn n) {
+    return ddpm_tape_batchnorm(p->tape, x, &p->prm[n.w], &p->prm[n.b], p->prm[n.rm].w,
+                               p->prm[n.rv].w);
+}
+
+/* Block.forward */
+static ddpm_var *block(su_net *p, ddpm_var *x, ddpm_var *temb, const su_block *k) {
+    ddpm_tape *t = p->tape;
+    ddpm_var *h = bn(p, ddpm_tape_relu(t, conv(p, x, k->conv1, 1, 1)), k->bnorm1);
+    ddpm_var *te = ddpm_tape_relu(t, ddpm_tape_linear(t, temb, &p->prm[k->time_mlp.w],
+                                                      &p->prm[k->time_mlp.b]));
+    h = ddpm_tape_channel_add(t, h, te);
+    h = bn(p, ddpm_tape_relu(t, conv(p, h, k->conv2, 1, 1)), k->bnorm2);
+    if (k->up)
+        return ddpm_tape_conv_transpose2d(t, h, &p->prm[k->transform.w], &p->prm[k->transform.b],
+                                          2, 1);
+    return conv(p, h, k->transform, 2, 1);
+}
+
+/* x [B, C, H, H], tt [B] timesteps -> [B, C, H, H] */
+static ddpm_var *network(su_net *p, const float *x, const float *tt, int B) {
+    const su_config *c = &p->cfg;
+    ddpm_tape *t = p->tape;
+    const int L = c->n_channels - 1, H = c->height;
+    ddpm_var *xin = ddpm_tape_input(t, x, 4, (int[]){B, c->in_channels, H, H}, 0);
+    ddpm_var *temb = ddpm_tape_timestep_embedding(t, tt, B, c->time_emb_dim);
+    temb = ddpm_tape_relu(t, ddpm_tape_linear(t, temb, &p->prm[p->time_lin.w],
+                                              &p->prm[p->time_lin.b]));
+    ddpm_var *h = conv(p, xin, p->conv0, 1, 1);
+    ddpm_var *residual[SU_MAX_LEVELS];
+    for (int i = 0; i < L; i++) residual[i] = h = block(p, h, temb, &p->downs[i]);
+    for (int i = 0; i < L; i++)
+        h = block(p, ddpm_tape_concat(t, h, residual[L - 1 - i]), temb, &p->ups[i]);
+    return conv(p, h, p->output, 1, 0);
+}
+
+/* ---- the model interface --------------------------------------------------------------------- */
+
+static int su_reserve(ddpm_model *m, int B) {
+    su_net *p = m->impl;
+    float *tb = ddpm_alloc_aligned((size_t)B, sizeof(float));
+    if (!tb) return DDPM_ERR_NOMEM;
+    free(p->tbuf);
+    p->tbuf = tb;
+    /* Activations live in the tape's arena, which grows during the first forward/backward of
+     * the largest batch and is reused afterwards. */
+    m->max_batch = B;
+    return DDPM_OK;
+}
+
+static int su_forward(ddpm_model *m, const ddpm_model_input *in, float *out) {
+    su_net *p = m->impl;
+    const su_config *c = &p->cfg;
+    const int B = in->B;
+    p->recorded = 0;
+    p->out = NULL;
+    if (B < 1 || B > m->max_batch)
+        return ddpm_fail(DDPM_ERR_INVALID, "simple-unet: batch of %d outside the reserved 1..%d",
+                         B, m->max_batch);
+    for (int b = 0; b < B; b++) {
+        if (in->t[b] < 0 || in->t[b] >= c->num_timesteps)
+            return ddpm_fail(DDPM_ERR_INVALID, "simple-unet: timestep %d outside 0..%d", in->t[b],
+                             c->num_timesteps - 1);
+        p->tbuf[b] = (float)in->t[b];
+    }
+    const size_t d = m->sample_numel;
+    /* Training: one pass (batch statistics). Eval: items are independent, so the batch runs in
+     * chunks that bound the tape's memory (it keeps every activation until the next reset). */
+    const int chunk = in->train ? B : eval_chunk(p->eval_item_floats, B);
+    for (int b0 = 0; b0 < B; b0 += chunk) {
+        const int nb = B - b0 < chunk ? B - b0 : chunk;
+        ddpm_tape_reset(p->tape);
+        ddpm_tape_set_training(p->tape, in->train);
+        ddpm_var *o = network(p, in->x + (size_t)b0 * d, p->tbuf + b0, nb);
+        int rc = ddpm_tape_status(p->tape);
+        if (rc) return rc;
+        DDPM_CHECK(o && o->numel == (size_t)nb * d);
+        memcpy(out + (size_t)b0 * d, o->data, o->numel * sizeof(float));
+        if (in->train) {
+            p->out = o;
+            p->recorded = 1;
+        }
+    }
+    return DDPM_OK;
+}
+
+static int su_backward(ddpm_model *m, const float *dout) {
+    su_net *p = m->impl;
+    if (!p->recorded)
+        return ddpm_fail(DDPM_ERR_INVALID, "simple-unet: backward without a training forward");
+    p->recorded = 0; /* the tape replays a forward once */
+    return ddpm_tape_backward(p->tape, p->out, dout);
+}
+
+static void su_destroy(ddpm_model *m) {
+    if (!m) return;
+    su_net *p = m->impl;
+    if (p) {
+        ddpm_tape_free(p->tape);
+        free(p->prm);
+        free(p->tbuf);
+        free(p);
+    }
+    ddpm_model_free_common(m);
+}
+
+static const ddpm_model_ops su_ops = {"simple-unet", su_forward, su_backward, su_reserve,
+                                      su_destroy};
+
+/* A key the network does not know is a mistake (a typo would otherwise silently give the
+ * default). */
+static int check_keys(const cJSON *j) {
+    static const char *const known[] = {"kind",     "in_channels",  "height",
+                                        "channels", "time_emb_dim", "num_timesteps"};
+    const size_t n = sizeof known / sizeof known[0];
+    for (const cJSON *e = j ? j->child : NULL; e; e = e->next) {
+        size_t k = 0;
+        while (k < n && strcmp(e->string, known[k]) != 0) k++;
+        if (k == n)
+            return ddpm_fail(DDPM_ERR_INVALID,
+                             "model config: unknown key \"%s\" for simple-unet (known: kind, "
+                             "in_channels, height, channels, time_emb_dim, num_timesteps)",
+                             e->string);
+    }
+    return DDPM_OK;
+}
+
+static int read_config(const cJSON *j, su_config *c) {
+    static const int def[5] = {64, 128, 256, 512, 1024};
+    int rc;
+    if ((rc = check_keys(j)) ||
+        (rc = ddpm_json_int(j, "in_channels", 3, 1, 4096, &c->in_channels)) ||
+        (rc = ddpm_json_int(j, "height", 64, 2, 1 << 14, &c->height)) ||
+        (rc = ddpm_json_int(j, "time_emb_dim", 32, 4, 1 << 16, &c->time_emb_dim)) ||
+        (rc = ddpm_json_int(j, "num_timesteps", 300, 1, 1 << 24, &c->num_timesteps)) ||
+        (rc = ddpm_json_int_list(j, "channels", def, 5, SU_MAX_LEVELS + 1, c->channels,
+                                 &c->n_channels)))
+        return rc;
+    if (c->n_channels < 2)
+        return ddpm_fail(DDPM_ERR_INVALID,
+                         "model config: \"channels\" needs at least 2 entries (one level down and "
+                         "up), got 1");
+    for (int i = 0; i < c->n_channels; i++)
+        if (c->channels[i] < 1 || c->channels[i] > 65536)
+            return ddpm_fail(DDPM_ERR_INVALID,
+                             "model config: \"channels\"[%d] must be in 1..65536 (got %d)", i,
+                             c->channels[i]);
+    if (c->time_emb_dim % 2)
+        return ddpm_fail(DDPM_ERR_INVALID,
+                         "model config: \"time_emb_dim\" must be even for the sinusoidal "
+                         "embedding (got %d)",
+                         c->time_emb_dim);
+    const int L = c->n_channels - 1;
+    if (c->height % (1 << L))
+        return ddpm_fail(DDPM_ERR_INVALID,
+                         "model config: \"height\" must be divisible by 2^%d = %d for %d "
+                         "\"channels\" (%d levels, each halving it; got %d)",
+                         L, 1 << L, c->n_channels, L, c->height);
+    return DDPM_OK;
+}
+
 int ddpm_simple_unet_create(const void *config_cjson, uint64_t seed, ddpm_model **out) {
-    (void)config_cjson, (void)seed;
     *out = NULL;
-    return ddpm_fail(DDPM_ERR_INVALID, "the simple_unet network is not implemented yet");
+    su_config c;
+    int rc = read_config(config_cjson, &c);
+    if (rc) return rc;
+    ddpm_model *m = ddpm_alloc(1, sizeof *m);
+    su_net *p = ddpm_alloc(1, sizeof *p);
+    if (!m || !p) {
+        free(m);
+        free(p);
+        return DDPM_ERR_NOMEM;
+    }
+    m->ops = &su_ops;
+    m->impl = p;
+    p->cfg = c;
+    m->channels = c.in_channels;
+    m->height = m->width = c.height;
+    m->sample_numel = (size_t)c.in_channels * c.height * c.height;
+    m->num_timesteps = c.num_timesteps;
+    char json[512], list[160] = "";
+    for (int i = 0, k = 0; i < c.n_channels; i++)
+        k += snprintf(list + k, sizeof list - (size_t)k, i ? ",%d" : "%d", c.channels[i]);
+    snprintf(json, sizeof json,
+             "{\"kind\":\"simple-unet\",\"in_channels\":%d,\"height\":%d,\"channels\":[%s],"
+             "\"time_emb_dim\":%d,\"num_timesteps\":%d}",
+             c.in_channels, c.height, list, c.time_emb_dim, c.num_timesteps);
+    m->config_json = strdup(json);
+
+    ddpm_param_table pt = {0};
+    declare(p, &pt);
+    rc = ddpm_model_alloc_params(m, &pt);
+    if (!rc && !m->config_json) rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+    if (!rc) {
+        p->prm = ddpm_alloc(m->n_tensors, sizeof *p->prm);
+        p->tape = ddpm_tape_new();
+        if (!p->prm || !p->tape) rc = DDPM_ERR_NOMEM;
+    }
+    if (rc) {
+        su_destroy(m);
+        return rc;
+    }
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const ddpm_param_info *ti = &m->tensors[i];
+        ddpm_param *h = &p->prm[i];
+        h->w = ddpm_w(m, (int)i);
+        h->g = ddpm_g(m, (int)i);
+        h->ndim = ti->ndim;
+        for (int k = 0; k < ti->ndim; k++) h->shape[k] = (int)ti->shape[k];
+    }
+    p->eval_item_floats = eval_item_floats(&c);
+    init_all(m, p, seed);
+    rc = su_reserve(m, 1);
+    if (rc) {
+        su_destroy(m);
+        return rc;
+    }
+    *out = m;
+    return DDPM_OK;
 }
