@@ -9,7 +9,8 @@
 
 /* A plain state-dict export (no ddpm metadata): the network and schedule come from the flags. */
 typedef struct {
-    const char *weights, *model, *schedule, *prediction, *channel_mult, *attn_res, *unet_channels;
+    const char *weights, *model, *schedule, *prediction, *channel_mult, *attn_res, *unet_channels,
+        *shortcut;
     int n_feat, n_cfeat, height, channels, timesteps, base_channels, num_res_blocks, heads, groups,
         num_classes, self_cond, time_emb_dim, hidden, depth, dim, set_T;
     double beta_start, beta_end;
@@ -61,6 +62,7 @@ static int load_plain_weights(const weights_args *w, ddpm_checkpoint *ck) {
         cJSON_AddNumberToObject(o, "height", w->height);
         if (w->n_feat > 0) cJSON_AddNumberToObject(o, "n_feat", w->n_feat);
         if (course) cJSON_AddNumberToObject(o, "n_cfeat", w->n_cfeat);
+        if (course && w->shortcut) cJSON_AddStringToObject(o, "shortcut", w->shortcut);
         if (w->base_channels > 0) cJSON_AddNumberToObject(o, "base_channels", w->base_channels);
         if (w->num_res_blocks > 0) cJSON_AddNumberToObject(o, "num_res_blocks", w->num_res_blocks);
         if (w->heads > 0) cJSON_AddNumberToObject(o, "heads", w->heads);
@@ -131,6 +133,7 @@ int cmd_sample(int argc, char **argv) {
         {"channels", CLI_INT, &wa.channels, "C", "with --weights: image channels (default 3)", NULL},
         {"n-feat", CLI_INT, &wa.n_feat, "N", "with --weights: context-unet n_feat", NULL},
         {"n-cfeat", CLI_INT, &wa.n_cfeat, "K", "with --weights: context-unet context size (default 5)", NULL},
+        {"shortcut", CLI_STRING, &wa.shortcut, "KIND", "with --weights: context-unet first-block shortcut, learned (ddpm) or none (weights exported from the course)", NULL},
         {"base-channels", CLI_INT, &wa.base_channels, "C", "with --weights: unet base channels", NULL},
         {"channel-mult", CLI_STRING, &wa.channel_mult, "LIST", "with --weights: unet channel multipliers", NULL},
         {"num-res-blocks", CLI_INT, &wa.num_res_blocks, "N", "with --weights: unet res blocks per level", NULL},

@@ -20,7 +20,7 @@ typedef struct {
     int steps;
     int set_steps, set_epochs, set_bs, set_be, set_T, set_schedule;
     /* images */
-    const char *labels, *channel_mult, *attn_res, *unet_channels;
+    const char *labels, *channel_mult, *attn_res, *unet_channels, *shortcut;
     int image_size, channels, labels_from_dirs, max_items, hflip, no_hflip, n_feat, base_channels,
         num_res_blocks, heads, groups, time_emb_dim, self_cond, sample_every, sample_n;
     float dropout, cond_drop;
@@ -87,6 +87,7 @@ static int build_image_model_json(const train_args *a, const job_data *d, int n_
     if (strcmp(a->model, "context-unet") == 0) {
         cJSON_AddNumberToObject(o, "n_feat", a->n_feat > 0 ? a->n_feat : 64);
         cJSON_AddNumberToObject(o, "n_cfeat", d->cond_dim);
+        if (a->shortcut) cJSON_AddStringToObject(o, "shortcut", a->shortcut);
     } else if (strcmp(a->model, "simple-unet") == 0) {
         if (a->unet_channels) bad |= add_int_list(o, "channels", a->unet_channels);
         if (a->time_emb_dim > 0) cJSON_AddNumberToObject(o, "time_emb_dim", a->time_emb_dim);
@@ -157,6 +158,7 @@ int cmd_train(int argc, char **argv) {
         {"depth", CLI_INT, &a.depth, "L", "mlp: hidden layers (default 3)", NULL},
         {"time-embedding", CLI_STRING, &a.time_embedding, "KIND", "mlp: learned (tutorial, default) or sinusoidal", NULL},
         {"n-feat", CLI_INT, &a.n_feat, "N", "context-unet: feature width n_feat (default 64)", NULL},
+        {"shortcut", CLI_STRING, &a.shortcut, "KIND", "context-unet: first-block shortcut, learned (default) or none (as the course's expected value)", NULL},
         {"base-channels", CLI_INT, &a.base_channels, "C", "unet: base channels (default 32)", NULL},
         {"channel-mult", CLI_STRING, &a.channel_mult, "LIST", "unet: per-level channel multipliers (default 1,2,2)", NULL},
         {"num-res-blocks", CLI_INT, &a.num_res_blocks, "N", "unet: residual blocks per level (default 2)", NULL},
