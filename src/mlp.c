@@ -6,43 +6,89 @@
  *
  * E_l is a learned table [T, H] (step_embeddings.{l-1}) or, with the sinusoidal option, a
  * projection of a fixed sinusoidal embedding of t (time_proj.{l-1}). The PyTorch module keeps its
- * Linear and ReLU layers in one ModuleList, hence the even indices linears.0, .2, .4, .6. */
+ * Linear and ReLU layers in one ModuleList, hence the even indices linears.0, .2, .4, .6.
+ *
+ * Two implementations of the same pass:
+ *  - fast (mlp_kernels.c, AVX2 + FMA): each hidden layer is one fused kernel call (x W^T, + bias,
+ *    + embedding row, ReLU) on packed W^T panels; the backward masks by the ReLU inside the GEMM
+ *    that produces each gradient. OpenMP threads split the batch rows (forward, input gradients)
+ *    and the output features (weight, bias and embedding gradients), so every number is computed
+ *    by one thread in one fixed order: results do not depend on the thread count.
+ *  - reference (ddpm_linear_forward/backward, i.e. BLAS, and plain loops): used when the CPU lacks
+ *    AVX2/FMA or DDPM_KERNELS=ref; tests/test_mlp_kernels.c checks the two agree. */
+#include "mlp_kernels.h"
 #include "model_internal.h"
 
 #include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define MLP_RB 96 /* rows per block of the fast forward (a block stays in L2 through all layers) */
 
 typedef struct {
     ddpm_mlp_config cfg;
     int w_idx[17], b_idx[17]; /* linears: depth + 1 of them */
     int emb_idx[16];          /* step_embeddings.l or time_proj.l weight */
     int embb_idx[16];         /* time_proj.l bias (sinusoidal) */
-    /* activations for the reserved batch */
+    int ld;                   /* fast path: row stride of h, temb, dh (H padded, see mlp_ld) */
+    /* activations for the reserved batch (the reference path uses row stride H) */
     float *x;     /* [B, D] copy of the input */
-    float *h;     /* [depth, B, H] post-ReLU */
-    float *temb;  /* [B, H] sinusoidal embedding (sinusoidal option) */
-    float *dh;    /* [2, B, H] ping-pong gradients */
-    float *tproj; /* [B, H] scratch for the projection */
+    float *h;     /* [depth, B, ld] post-ReLU */
+    float *temb;  /* [B, ld] sinusoidal embedding (sinusoidal option) */
+    float *dh;    /* [2, B, ld] ping-pong gradients */
+    float *tproj; /* [B, H] scratch for the projection (reference path) */
     int *t;       /* [B] */
+    /* fast path */
+    float *wt;            /* packed panels of W_l^T (forward), time_proj_l^T, W_out^T (D >= 8) */
+    size_t wt_off[33];    /* [l] hidden l, [depth] output layer, [depth + 1 + l] time_proj l */
+    float *tmp;           /* [D, H] dW_0^T */
+    float *scratch;       /* per thread [3, MLP_RB, ld]: inference ping-pong + projection */
+    int scratch_threads;
+    float *sin_table;     /* [T, H] sinusoidal embeddings (NULL if too big: computed per row) */
     int B;        /* items in the last forward */
     int recorded; /* the last forward had train = 1 */
+    int fast;     /* ... and used the fast path */
 } mlp;
+
+/* Row stride of the fast path's activations: H rounded up to 16 floats, plus 16 when that is an
+ * even number of cache lines, so that walking down a column does not keep hitting the same few
+ * L1 sets (H = 128 gives 144). */
+static int mlp_ld(int H) {
+    int ld = (H + 15) / 16 * 16;
+    if ((ld / 16) % 2 == 0) ld += 16;
+    return ld;
+}
+
+static int max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
 
 static int mlp_reserve(ddpm_model *m, int B) {
     mlp *p = m->impl;
-    const int H = p->cfg.hidden, D = p->cfg.dim, L = p->cfg.depth;
+    const int H = p->cfg.hidden, D = p->cfg.dim, L = p->cfg.depth, ld = p->ld;
+    const int nt = max_threads();
     free(p->x);
     free(p->h);
     free(p->temb);
     free(p->dh);
     free(p->tproj);
     free(p->t);
+    free(p->scratch);
     p->x = ddpm_alloc_aligned((size_t)B * D, sizeof(float));
-    p->h = ddpm_alloc_aligned((size_t)L * B * H, sizeof(float));
-    p->temb = ddpm_alloc_aligned((size_t)B * H, sizeof(float));
-    p->dh = ddpm_alloc_aligned((size_t)2 * B * H, sizeof(float));
+    p->h = ddpm_alloc_aligned(ddpm_size_mul((size_t)L * B, (size_t)ld), sizeof(float));
+    p->temb = ddpm_alloc_aligned((size_t)B * ld, sizeof(float));
+    p->dh = ddpm_alloc_aligned(ddpm_size_mul((size_t)2 * B, (size_t)ld), sizeof(float));
     p->tproj = ddpm_alloc_aligned((size_t)B * H, sizeof(float));
     p->t = ddpm_alloc((size_t)B, sizeof(int));
-    if (!p->x || !p->h || !p->temb || !p->dh || !p->tproj || !p->t) return DDPM_ERR_NOMEM;
+    p->scratch = ddpm_alloc_aligned((size_t)nt * 3 * MLP_RB * ld, sizeof(float));
+    p->scratch_threads = nt;
+    if (!p->x || !p->h || !p->temb || !p->dh || !p->tproj || !p->t || !p->scratch)
+        return DDPM_ERR_NOMEM;
     m->max_batch = B;
     return DDPM_OK;
 }
@@ -60,17 +106,10 @@ static void sinusoidal(float *out, const int *t, int B, int H) {
         }
 }
 
-static int mlp_forward(ddpm_model *m, const ddpm_model_input *in, float *out) {
-    mlp *p = m->impl;
-    const int B = in->B, H = p->cfg.hidden, D = p->cfg.dim, L = p->cfg.depth;
-    if (B > m->max_batch)
-        return ddpm_fail(DDPM_ERR_INVALID, "batch of %d exceeds the reserved %d", B, m->max_batch);
-    for (int b = 0; b < B; b++)
-        if (in->t[b] < 0 || in->t[b] >= p->cfg.num_timesteps)
-            return ddpm_fail(DDPM_ERR_INVALID, "timestep %d outside the model's 0..%d", in->t[b],
-                             p->cfg.num_timesteps - 1);
-    memcpy(p->x, in->x, sizeof(float) * (size_t)B * D);
-    memcpy(p->t, in->t, sizeof(int) * (size_t)B);
+/* ---- reference path: BLAS through ddpm_linear_*, activations with row stride H --------------- */
+
+static void mlp_forward_ref(ddpm_model *m, mlp *p, int B, float *out) {
+    const int H = p->cfg.hidden, D = p->cfg.dim, L = p->cfg.depth;
     if (p->cfg.sinusoidal) sinusoidal(p->temb, p->t, B, H);
     const float *prev = p->x;
     int fan_in = D;
@@ -94,14 +133,9 @@ static int mlp_forward(ddpm_model *m, const ddpm_model_input *in, float *out) {
         fan_in = H;
     }
     ddpm_linear_forward(out, prev, ddpm_w(m, p->w_idx[L]), ddpm_w(m, p->b_idx[L]), B, H, D);
-    p->B = B;
-    p->recorded = in->train;
-    return DDPM_OK;
 }
 
-static int mlp_backward(ddpm_model *m, const float *dout) {
-    mlp *p = m->impl;
-    if (!p->recorded) return ddpm_fail(DDPM_ERR_INVALID, "backward without a training forward");
+static void mlp_backward_ref(ddpm_model *m, mlp *p, const float *dout) {
     const int B = p->B, H = p->cfg.hidden, D = p->cfg.dim, L = p->cfg.depth;
     float *dh = p->dh, *dprev = p->dh + (size_t)B * H;
     memset(dh, 0, sizeof(float) * (size_t)B * H);
@@ -133,6 +167,232 @@ static int mlp_backward(ddpm_model *m, const float *dout) {
         dh = dprev;
         dprev = tmp;
     }
+}
+
+/* ---- fast path: fused kernels, activations with row stride p->ld ----------------------------- */
+
+/* The sinusoidal embedding of rows r0..r1-1 into p->temb. */
+static void temb_rows(mlp *p, int r0, int r1) {
+    const int H = p->cfg.hidden;
+    for (int b = r0; b < r1; b++) {
+        float *dst = p->temb + (size_t)b * p->ld;
+        if (p->sin_table)
+            memcpy(dst, p->sin_table + (size_t)p->t[b] * H, sizeof(float) * H);
+        else
+            sinusoidal(dst, p->t + b, 1, H);
+    }
+}
+
+/* Part `tid` of `nth` of the forward's weight packing: W_l^T panels for every layer. */
+static void pack_forward(ddpm_model *m, mlp *p, int tid, int nth) {
+    const int H = p->cfg.hidden, D = p->cfg.dim, L = p->cfg.depth;
+    const int np = (H + DDPM_MK_NR - 1) / DDPM_MK_NR;
+    int p0, p1;
+    ddpm_mk_split(np, nth, tid, 1, &p0, &p1);
+    for (int l = 0; l < L; l++) {
+        const int fan_in = l ? H : D;
+        ddpm_mk_pack_b_t(p->wt + p->wt_off[l], ddpm_w(m, p->w_idx[l]), fan_in, fan_in, H, p0, p1);
+        if (p->cfg.sinusoidal)
+            ddpm_mk_pack_b_t(p->wt + p->wt_off[L + 1 + l], ddpm_w(m, p->emb_idx[l]), H, H, H, p0,
+                             p1);
+    }
+    if (D >= 8) {
+        ddpm_mk_split((D + DDPM_MK_NR - 1) / DDPM_MK_NR, nth, tid, 1, &p0, &p1);
+        ddpm_mk_pack_b_t(p->wt + p->wt_off[L], ddpm_w(m, p->w_idx[L]), H, H, D, p0, p1);
+    }
+}
+
+/* Rows r0..r1-1 through every layer, MLP_RB rows at a time. With train, h_l goes to p->h (kept
+ * for the backward); otherwise through this thread's scratch. */
+static void forward_rows(ddpm_model *m, mlp *p, int B, int train, int r0, int r1, float *scr,
+                         float *out) {
+    const int H = p->cfg.hidden, D = p->cfg.dim, L = p->cfg.depth, ld = p->ld;
+    for (int b = r0; b < r1; b += MLP_RB) {
+        const int nb = r1 - b < MLP_RB ? r1 - b : MLP_RB;
+        const float *prev = p->x + (size_t)b * D;
+        ptrdiff_t prev_ld = D;
+        if (p->cfg.sinusoidal) temb_rows(p, b, b + nb);
+        for (int l = 0; l < L; l++) {
+            float *h = train ? p->h + ((size_t)l * B + b) * ld
+                             : scr + (size_t)(l % 2) * MLP_RB * ld;
+            // h [nb, H] = relu(prev [nb, fan_in] @ W_l^T + b_l + E_l[t])
+            ddpm_mk_gemm g = {.M = nb, .N = H, .K = l ? H : D, .a = prev, .sam = prev_ld, .sak = 1,
+                              .b = p->wt + p->wt_off[l], .b_packed = 1, .c = h, .ldc = ld,
+                              .bias = ddpm_w(m, p->b_idx[l]), .relu = 1};
+            if (p->cfg.sinusoidal) {
+                // tproj [nb, H] = temb @ time_proj_l^T + bias, added to h's accumulators
+                float *tp = scr + (size_t)2 * MLP_RB * ld;
+                ddpm_mk_gemm gp = {.M = nb, .N = H, .K = H, .a = p->temb + (size_t)b * ld,
+                                   .sam = ld, .sak = 1, .b = p->wt + p->wt_off[L + 1 + l],
+                                   .b_packed = 1, .c = tp, .ldc = ld,
+                                   .bias = ddpm_w(m, p->embb_idx[l])};
+                ddpm_mk_gemm_run(&gp, 0, nb, 0, H);
+                g.add = tp;
+                g.ld_add = ld;
+            } else {
+                g.add = ddpm_w(m, p->emb_idx[l]);
+                g.ld_add = H;
+                g.add_idx = p->t + b;
+            }
+            ddpm_mk_gemm_run(&g, 0, nb, 0, H);
+            prev = h;
+            prev_ld = ld;
+        }
+        // out [nb, D] = h @ W_out^T + b_out
+        float *o = out + (size_t)b * D;
+        if (D < 8) {
+            ddpm_mk_dot_rows(o, D, prev, prev_ld, ddpm_w(m, p->w_idx[L]), H, ddpm_w(m, p->b_idx[L]),
+                             H, D, 0, nb);
+        } else {
+            ddpm_mk_gemm g = {.M = nb, .N = D, .K = H, .a = prev, .sam = prev_ld, .sak = 1,
+                              .b = p->wt + p->wt_off[L], .b_packed = 1, .c = o, .ldc = D,
+                              .bias = ddpm_w(m, p->b_idx[L])};
+            ddpm_mk_gemm_run(&g, 0, nb, 0, D);
+        }
+    }
+}
+
+static void mlp_forward_fast(ddpm_model *m, mlp *p, int B, int train, float *out) {
+    const double H = p->cfg.hidden, D = p->cfg.dim, L = p->cfg.depth;
+    const double flops =
+        2.0 * B * (D * H + (L - 1) * H * H + H * D + (p->cfg.sinusoidal ? L * H * H : 0));
+    static _Thread_local ddpm_mk_gov gov;
+    int nt = ddpm_mk_gov_begin(&gov, flops);
+    if (nt > p->scratch_threads) nt = p->scratch_threads;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+#ifdef _OPENMP
+        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+        const int tid = 0, nth = 1;
+#endif
+        pack_forward(m, p, tid, nth);
+        if (nth > 1) {
+#pragma omp barrier
+        }
+        int r0, r1;
+        ddpm_mk_split(B, nth, tid, 1, &r0, &r1);
+        forward_rows(m, p, B, train, r0, r1, p->scratch + (size_t)tid * 3 * MLP_RB * p->ld, out);
+    }
+    ddpm_mk_gov_end(&gov);
+}
+
+static void mlp_backward_fast(ddpm_model *m, mlp *p, const float *dout) {
+    const int B = p->B, H = p->cfg.hidden, D = p->cfg.dim, L = p->cfg.depth, ld = p->ld;
+    const double flops = 4.0 * B * ((double)(L - 1) * H * H + 2.0 * H * D +
+                                    (p->cfg.sinusoidal ? 0.5 * L * H * H : 0.0));
+    static _Thread_local ddpm_mk_gov gov;
+    const int nt = ddpm_mk_gov_begin(&gov, flops);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+#ifdef _OPENMP
+        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+        const int tid = 0, nth = 1;
+#endif
+        int r0, r1, c0, c1;
+        ddpm_mk_split(B, nth, tid, 1, &r0, &r1);          /* batch rows: input gradients */
+        ddpm_mk_split(H, nth, tid, DDPM_MK_NR, &c0, &c1); /* features: parameter gradients */
+        float *dh = p->dh, *dprev = p->dh + (size_t)B * ld;
+        const float *hL = p->h + (size_t)(L - 1) * B * ld;
+        {
+            // dh [B, H] = (dout [B, D] @ W_out [D, H]) * (h_L > 0)
+            ddpm_mk_gemm g = {.M = B, .N = H, .K = D, .a = dout, .sam = D, .sak = 1,
+                              .b = ddpm_w(m, p->w_idx[L]), .ldb = H, .c = dh, .ldc = ld,
+                              .mask = hL, .ld_mask = ld};
+            ddpm_mk_gemm_run(&g, r0, r1, 0, H);
+            // dW_out [D, H] += dout^T [D, B] @ h_L [B, H]
+            ddpm_mk_gemm gw = {.M = D, .N = H, .K = B, .a = dout, .sam = 1, .sak = D, .b = hL,
+                               .ldb = ld, .c = ddpm_g(m, p->w_idx[L]), .ldc = H, .accumulate = 1};
+            ddpm_mk_gemm_run(&gw, 0, D, c0, c1);
+            if (tid == 0) {
+                float *db = ddpm_g(m, p->b_idx[L]);
+                for (int b = 0; b < B; b++)
+                    for (int j = 0; j < D; j++) db[j] += dout[(size_t)b * D + j];
+            }
+        }
+        if (nth > 1) {
+#pragma omp barrier
+        }
+        for (int l = L - 1; l >= 0; l--) {
+            const float *prev = l > 0 ? p->h + (size_t)(l - 1) * B * ld : p->x;
+            const int fan_in = l > 0 ? H : D;
+            const ptrdiff_t prev_ld = l > 0 ? ld : D;
+            float *dW = ddpm_g(m, p->w_idx[l]);
+            if (l > 0 || D >= 8) {
+                // dW_l [H, fan_in] += dh^T [H, B] @ prev [B, fan_in], rows c0..c1
+                ddpm_mk_gemm g = {.M = H, .N = fan_in, .K = B, .a = dh, .sam = 1, .sak = ld,
+                                  .b = prev, .ldb = prev_ld, .c = dW, .ldc = fan_in,
+                                  .accumulate = 1};
+                ddpm_mk_gemm_run(&g, c0, c1, 0, fan_in);
+            } else {
+                // dW_0^T [D, H] = x^T [D, B] @ dh [B, H], columns c0..c1; then dW_0 += it
+                ddpm_mk_gemm g = {.M = D, .N = H, .K = B, .a = p->x, .sam = 1, .sak = D, .b = dh,
+                                  .ldb = ld, .c = p->tmp, .ldc = H};
+                ddpm_mk_gemm_run(&g, 0, D, c0, c1);
+                for (int o = c0; o < c1; o++)
+                    for (int i = 0; i < D; i++) dW[(size_t)o * D + i] += p->tmp[(size_t)i * H + o];
+            }
+            ddpm_mk_colsum(ddpm_g(m, p->b_idx[l]), dh, ld, B, c0, c1);
+            if (p->cfg.sinusoidal) {
+                // d time_proj_l [H, H] += dh^T @ temb, d bias += column sums
+                ddpm_mk_gemm g = {.M = H, .N = H, .K = B, .a = dh, .sam = 1, .sak = ld,
+                                  .b = p->temb, .ldb = ld, .c = ddpm_g(m, p->emb_idx[l]), .ldc = H,
+                                  .accumulate = 1};
+                ddpm_mk_gemm_run(&g, c0, c1, 0, H);
+                ddpm_mk_colsum(ddpm_g(m, p->embb_idx[l]), dh, ld, B, c0, c1);
+            } else {
+                ddpm_mk_scatter_rows(ddpm_g(m, p->emb_idx[l]), H, p->t, dh, ld, B, c0, c1);
+            }
+            if (l > 0) {
+                // dh_{l-1} [B, H] = (dh [B, H] @ W_l [H, H]) * (h_{l-1} > 0), rows r0..r1
+                // (W_l's rows are B's rows as they are: packing them costs more than it saves)
+                ddpm_mk_gemm g = {.M = B, .N = H, .K = H, .a = dh, .sam = ld, .sak = 1,
+                                  .b = ddpm_w(m, p->w_idx[l]), .ldb = H, .c = dprev, .ldc = ld,
+                                  .mask = prev, .ld_mask = ld};
+                ddpm_mk_gemm_run(&g, r0, r1, 0, H);
+                if (nth > 1) {
+#pragma omp barrier
+                }
+                float *tmp = dh;
+                dh = dprev;
+                dprev = tmp;
+            }
+        }
+    }
+    ddpm_mk_gov_end(&gov);
+}
+
+/* ---- the model interface --------------------------------------------------------------------- */
+
+static int mlp_forward(ddpm_model *m, const ddpm_model_input *in, float *out) {
+    mlp *p = m->impl;
+    const int B = in->B, D = p->cfg.dim;
+    if (B > m->max_batch)
+        return ddpm_fail(DDPM_ERR_INVALID, "batch of %d exceeds the reserved %d", B, m->max_batch);
+    for (int b = 0; b < B; b++)
+        if (in->t[b] < 0 || in->t[b] >= p->cfg.num_timesteps)
+            return ddpm_fail(DDPM_ERR_INVALID, "timestep %d outside the model's 0..%d", in->t[b],
+                             p->cfg.num_timesteps - 1);
+    memcpy(p->x, in->x, sizeof(float) * (size_t)B * D);
+    memcpy(p->t, in->t, sizeof(int) * (size_t)B);
+    p->fast = ddpm_mk_fast();
+    if (p->fast)
+        mlp_forward_fast(m, p, B, in->train, out);
+    else
+        mlp_forward_ref(m, p, B, out);
+    p->B = B;
+    p->recorded = in->train;
+    return DDPM_OK;
+}
+
+static int mlp_backward(ddpm_model *m, const float *dout) {
+    mlp *p = m->impl;
+    if (!p->recorded) return ddpm_fail(DDPM_ERR_INVALID, "backward without a training forward");
+    if (p->fast)
+        mlp_backward_fast(m, p, dout);
+    else
+        mlp_backward_ref(m, p, dout);
     return DDPM_OK;
 }
 
@@ -146,6 +406,10 @@ static void mlp_destroy(ddpm_model *m) {
         free(p->dh);
         free(p->tproj);
         free(p->t);
+        free(p->wt);
+        free(p->tmp);
+        free(p->scratch);
+        free(p->sin_table);
         free(p);
     }
     ddpm_model_free_common(m);
@@ -230,6 +494,32 @@ int ddpm_mlp_create(const void *config_cjson, uint64_t seed, ddpm_model **out) {
         } else {
             ddpm_init_normal(m, p->emb_idx[l], 1.0f, seed); /* nn.Embedding: N(0, 1) */
         }
+    }
+    /* the fast path's packed weights (sized by the configuration) and sinusoidal table */
+    p->ld = mlp_ld(H);
+    size_t nwt = 0;
+    for (int l = 0; l < L; l++) {
+        p->wt_off[l] = nwt;
+        nwt += ddpm_mk_packed_size(l ? H : D, H);
+    }
+    p->wt_off[L] = nwt;
+    if (D >= 8) nwt += ddpm_mk_packed_size(H, D);
+    for (int l = 0; c.sinusoidal && l < L; l++) {
+        p->wt_off[L + 1 + l] = nwt;
+        nwt += ddpm_mk_packed_size(H, H);
+    }
+    p->wt = ddpm_alloc_aligned(nwt, sizeof(float));
+    p->tmp = ddpm_alloc_aligned((size_t)D * H, sizeof(float));
+    const int want_table = c.sinusoidal && (size_t)c.num_timesteps * H <= ((size_t)1 << 22);
+    if (want_table) {
+        p->sin_table = ddpm_alloc_aligned((size_t)c.num_timesteps * H, sizeof(float));
+        if (p->sin_table)
+            for (int t = 0; t < c.num_timesteps; t++)
+                sinusoidal(p->sin_table + (size_t)t * H, &t, 1, H);
+    }
+    if (!p->wt || !p->tmp || (want_table && !p->sin_table)) {
+        mlp_destroy(m);
+        return DDPM_ERR_NOMEM;
     }
     rc = mlp_reserve(m, 1);
     if (rc) {

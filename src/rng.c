@@ -77,11 +77,11 @@ static inline void box_muller(uint32_t a, uint32_t b, float *z0, float *z1) {
 void ddpm_randn(uint64_t seed, uint32_t stream, uint64_t item, uint32_t step, float *out,
                 size_t n) {
     uint32_t r[4];
-    float z[4];
+    float z[4] = {0};
     for (size_t i = 0; i < n; i += 4) {
         block(seed, stream, item, step, (uint32_t)(i / 4), r);
         box_muller(r[0], r[1], &z[0], &z[1]);
-        box_muller(r[2], r[3], &z[2], &z[3]);
+        if (n - i > 2) box_muller(r[2], r[3], &z[2], &z[3]); /* the second pair only if needed */
         for (size_t j = 0; j < 4 && i + j < n; j++) out[i + j] = z[j];
     }
 }

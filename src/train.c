@@ -5,9 +5,13 @@
  * Every random choice of a step is addressed by the global index of the item drawn
  * (epoch * n + position), so a run resumed from a checkpoint at step k is bitwise the run that
  * never stopped. */
+#include "mlp_kernels.h"
 #include "model_internal.h"
 
 #include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 static const char *const opt_names[] = {"adam", "adamw"};
 static const char *const decay_names[] = {"constant", "cosine", "linear"};
@@ -64,7 +68,7 @@ void ddpm_train_config_default(ddpm_train_config *c) {
     c->total_steps = 1000;
 }
 
-/* ---- the pieces of a step ------------------------------------------------------------------- */
+/* ---- the pieces of a step -------------------------------------------------------------------- */
 
 float ddpm_lr_at(const ddpm_train_config *c, int64_t step) {
     if (c->warmup_steps > 0 && step < c->warmup_steps)
@@ -78,54 +82,105 @@ float ddpm_lr_at(const ddpm_train_config *c, int64_t step) {
     return (float)(c->lr + (c->min_lr - c->lr) * p);
 }
 
-void ddpm_adam_update(float *params, const float *grads, float *m, float *v, size_t n,
-                      const ddpm_train_config *c, float lr, int64_t step) {
+/* The optimizer's loops run in NCHUNK fixed pieces (boundaries at multiples of 16 elements), on
+ * however many threads: element-wise updates do not care, and the gradient norm adds the pieces'
+ * partial sums in piece order, so every result is the same for any thread count. */
+#define NCHUNK 64
+
+static void chunk_range(size_t n, int k, size_t *lo, size_t *hi) {
+    const size_t cs = ((n + NCHUNK - 1) / NCHUNK + 15) / 16 * 16;
+    *lo = (size_t)k * cs < n ? (size_t)k * cs : n;
+    *hi = (size_t)(k + 1) * cs < n ? (size_t)(k + 1) * cs : n;
+}
+
+/* Threads for an optimizer pass over n parameters: an Adam element costs two divisions, a square
+ * root and ~40 bytes of memory traffic, about what ~60 flops of GEMM work cost (measured: 72k
+ * parameters take ~40 us on one core), so the tutorial MLP's 72k parameters use 2 threads. */
+static int optim_threads(size_t n) { return ddpm_mk_threads(60.0 * (double)n); }
+
+static void adam_args(ddpm_mk_adam_args *a, const ddpm_train_config *c, float lr, int64_t step) {
     /* As torch.optim.Adam / AdamW (PyTorch 1.13, single-tensor path): Python-float scalars are
      * combined in double and enter the float32 kernels rounded once. */
-    const float b1 = (float)c->beta1, b2 = (float)c->beta2, eps = (float)c->adam_eps;
-    const float one_m_b1 = (float)(1.0 - c->beta1), one_m_b2 = (float)(1.0 - c->beta2);
-    const float wd = (float)c->weight_decay;
+    memset(a, 0, sizeof *a);
+    a->b1 = (float)c->beta1;
+    a->b2 = (float)c->beta2;
+    a->eps = (float)c->adam_eps;
+    a->one_m_b1 = (float)(1.0 - c->beta1);
+    a->one_m_b2 = (float)(1.0 - c->beta2);
+    a->wd = (float)c->weight_decay;
     const double bc1 = 1.0 - pow(c->beta1, (double)step);
     const double bc2 = 1.0 - pow(c->beta2, (double)step);
-    const float step_size = (float)(lr / bc1);
-    const float bc2_sqrt = (float)sqrt(bc2);
-    const int adamw = c->optimizer == DDPM_OPT_ADAMW;
-    const float decay = (float)(1.0 - (double)lr * c->weight_decay);
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) {
-        float g = grads[i];
-        float p = params[i];
-        if (adamw)
-            p *= decay;
-        else if (wd != 0.0f)
-            g += wd * p;
-        float mi = b1 * m[i] + one_m_b1 * g;
-        float vi = b2 * v[i] + one_m_b2 * g * g;
-        m[i] = mi;
-        v[i] = vi;
-        params[i] = p - step_size * (mi / (sqrtf(vi) / bc2_sqrt + eps));
+    a->step_size = (float)(lr / bc1);
+    a->bc2_sqrt = (float)sqrt(bc2);
+    a->adamw = c->optimizer == DDPM_OPT_ADAMW;
+    a->decay_w = (float)(1.0 - (double)lr * c->weight_decay);
+}
+
+static void adam_pass(float *params, float *grads, float *m, float *v, size_t n,
+                      const ddpm_mk_adam_args *a) {
+    const int nt = optim_threads(n);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int k = 0; k < NCHUNK; k++) {
+        size_t lo, hi;
+        chunk_range(n, k, &lo, &hi);
+        ddpm_mk_adam(params, grads, m, v, lo, hi, a);
     }
 }
 
-float ddpm_clip_grad_norm(float *grads, size_t n, float max_norm) {
-    double ss = 0.0;
-#pragma omp parallel for simd reduction(+ : ss) schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) ss += (double)grads[i] * grads[i];
-    const float norm = (float)sqrt(ss);
+void ddpm_adam_update(float *params, const float *grads, float *m, float *v, size_t n,
+                      const ddpm_train_config *c, float lr, int64_t step) {
+    ddpm_mk_adam_args a;
+    adam_args(&a, c, lr, step);
+    adam_pass(params, (float *)grads, m, v, n, &a); /* grads are only written when clipping */
+}
+
+/* torch: clip_coef = max_norm / (norm + 1e-6), clamped at 1; 0 = leave the gradients alone. */
+static float clip_coef(float norm, float max_norm) {
     if (max_norm > 0.0f && isfinite(norm)) {
-        /* torch: clip_coef = max_norm / (norm + 1e-6), clamped at 1 */
-        float coef = max_norm / (norm + 1e-6f);
-        if (coef < 1.0f) {
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-            for (size_t i = 0; i < n; i++) grads[i] *= coef;
+        const float coef = max_norm / (norm + 1e-6f);
+        if (coef < 1.0f) return coef;
+    }
+    return 0.0f;
+}
+
+static float grad_norm(const float *grads, size_t n) {
+    double part[NCHUNK];
+    const int nt = optim_threads(n);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int k = 0; k < NCHUNK; k++) {
+        size_t lo, hi;
+        chunk_range(n, k, &lo, &hi);
+        part[k] = ddpm_mk_sumsq(grads, lo, hi);
+    }
+    double ss = 0.0;
+    for (int k = 0; k < NCHUNK; k++) ss += part[k];
+    return (float)sqrt(ss);
+}
+
+float ddpm_clip_grad_norm(float *grads, size_t n, float max_norm) {
+    const float norm = grad_norm(grads, n);
+    const float coef = clip_coef(norm, max_norm);
+    if (coef > 0.0f) {
+        const int nt = optim_threads(n / 4);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+        for (int k = 0; k < NCHUNK; k++) {
+            size_t lo, hi;
+            chunk_range(n, k, &lo, &hi);
+            for (size_t i = lo; i < hi; i++) grads[i] *= coef;
         }
     }
     return norm;
 }
 
 void ddpm_ema_update(float *ema, const float *params, size_t n, float decay) {
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) ema[i] = decay * ema[i] + (1.0f - decay) * params[i];
+    const float one_m = 1.0f - decay;
+    const int nt = optim_threads(n / 4); /* a quarter of an Adam element's cost */
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int k = 0; k < NCHUNK; k++) {
+        size_t lo, hi;
+        chunk_range(n, k, &lo, &hi);
+        for (size_t i = lo; i < hi; i++) ema[i] = decay * ema[i] + one_m * params[i];
+    }
 }
 
 float ddpm_ema_decay_at(const ddpm_train_config *c, int64_t step) {
@@ -169,7 +224,7 @@ void ddpm_min_snr_weights(const ddpm_schedule *s, ddpm_prediction p, float gamma
     }
 }
 
-/* ---- the trainer ---------------------------------------------------------------------------- */
+/* ---- the trainer ----------------------------------------------------------------------------- */
 
 int64_t ddpm_steps_per_epoch(const ddpm_trainer *tr) {
     return ((int64_t)tr->data.n + tr->cfg.batch_size - 1) / tr->cfg.batch_size;
@@ -273,21 +328,14 @@ static void hflip(float *x, int C, int H, int W) {
         }
 }
 
-int ddpm_trainer_step(ddpm_trainer *tr) {
-    ddpm_model *m = tr->model;
+/* Items i0..i1-1 of the step's batch (which starts at position `start` of the epoch's order). */
+static void assemble_items(ddpm_trainer *tr, int64_t epoch, size_t start, int i0, int i1) {
+    const ddpm_model *m = tr->model;
     const ddpm_schedule *s = tr->schedule;
     const ddpm_train_config *c = &tr->cfg;
-    const size_t d = m->sample_numel, n = tr->data.n;
-    const size_t cd = (size_t)m->cond_dim;
-    const int64_t spe = ddpm_steps_per_epoch(tr);
-    const int64_t epoch = tr->step / spe;
-    const size_t start = (size_t)(tr->step % spe) * (size_t)c->batch_size;
-    const int B = (int)(n - start < (size_t)c->batch_size ? n - start : (size_t)c->batch_size);
-    if (tr->perm_epoch_ != epoch) shuffle_for_epoch(tr, epoch);
-
-    /* The batch: x_0 from the shuffle, t, eps, conditioning (with dropout), flips. */
+    const size_t d = m->sample_numel, n = tr->data.n, cd = (size_t)m->cond_dim;
     const uint32_t usable = (uint32_t)(s->n - s->t0);
-    for (int i = 0; i < B; i++) {
+    for (int i = i0; i < i1; i++) {
         const uint64_t item = (uint64_t)epoch * n + start + (size_t)i;
         const size_t src = tr->perm_[start + (size_t)i];
         memcpy(tr->x0_ + (size_t)i * d, tr->data.x + src * d, sizeof(float) * d);
@@ -311,6 +359,81 @@ int ddpm_trainer_step(ddpm_trainer *tr) {
             }
         }
     }
+}
+
+/* The optimizer part of a step: the gradient norm, then clipping, Adam and the EMA in one pass
+ * over the buffers (the operations of ddpm_clip_grad_norm, ddpm_adam_update and ddpm_ema_update one
+ * after the other), all in one parallel region. Returns the norm; when it is not finite nothing
+ * is touched. */
+static float optimizer_step(ddpm_trainer *tr, float lr) {
+    ddpm_model *m = tr->model;
+    const ddpm_train_config *c = &tr->cfg;
+    const size_t n = m->n_params;
+    double part[NCHUNK];
+    float norm = 0.0f;
+    ddpm_mk_adam_args a;
+    adam_args(&a, c, lr, tr->step + 1);
+    a.ema = tr->ema;
+    a.ema_decay = tr->ema ? ddpm_ema_decay_at(c, tr->step + 1) : 0.0f;
+    static _Thread_local ddpm_mk_gov gov;
+    const int nt = ddpm_mk_gov_begin(&gov, 60.0 * (double)n);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+#pragma omp for schedule(static)
+        for (int k = 0; k < NCHUNK; k++) {
+            size_t lo, hi;
+            chunk_range(n, k, &lo, &hi);
+            part[k] = ddpm_mk_sumsq(m->grads, lo, hi);
+        }
+#pragma omp single
+        {
+            double ss = 0.0;
+            for (int k = 0; k < NCHUNK; k++) ss += part[k];
+            norm = (float)sqrt(ss);
+            a.clip_coef = clip_coef(norm, c->grad_clip);
+            a.clip = a.clip_coef > 0.0f;
+        }
+        if (isfinite(norm)) {
+#pragma omp for schedule(static)
+            for (int k = 0; k < NCHUNK; k++) {
+                size_t lo, hi;
+                chunk_range(n, k, &lo, &hi);
+                ddpm_mk_adam(m->params, m->grads, tr->adam_m, tr->adam_v, lo, hi, &a);
+            }
+        }
+    }
+    ddpm_mk_gov_end(&gov);
+    return norm;
+}
+
+static int trainer_step(ddpm_trainer *tr) {
+    ddpm_model *m = tr->model;
+    const ddpm_schedule *s = tr->schedule;
+    const ddpm_train_config *c = &tr->cfg;
+    const size_t d = m->sample_numel, n = tr->data.n;
+    const size_t cd = (size_t)m->cond_dim;
+    const int64_t spe = ddpm_steps_per_epoch(tr);
+    const int64_t epoch = tr->step / spe;
+    const size_t start = (size_t)(tr->step % spe) * (size_t)c->batch_size;
+    const int B = (int)(n - start < (size_t)c->batch_size ? n - start : (size_t)c->batch_size);
+    if (tr->perm_epoch_ != epoch) shuffle_for_epoch(tr, epoch);
+
+    /* The batch: x_0 from the shuffle, t, eps, conditioning (with dropout), flips. Every draw is
+     * addressed by its item, so threads can fill disjoint items. */
+    static _Thread_local ddpm_mk_gov gov;
+    const int nt = ddpm_mk_gov_begin(&gov, 2e4 * (double)B * (double)(d < 64 ? 1 : d / 64));
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+#ifdef _OPENMP
+        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+        const int tid = 0, nth = 1;
+#endif
+        int i0, i1;
+        ddpm_mk_split(B, nth, tid, 1, &i0, &i1);
+        assemble_items(tr, epoch, start, i0, i1);
+    }
+    ddpm_mk_gov_end(&gov);
     ddpm_q_sample(s, tr->x0_, tr->eps_, tr->t_, B, d, tr->xt_);
     ddpm_target(s, c->prediction, tr->x0_, tr->eps_, tr->t_, B, d, tr->target_);
 
@@ -343,16 +466,24 @@ int ddpm_trainer_step(ddpm_trainer *tr) {
                          (long long)tr->step + 1);
     memset(m->grads, 0, sizeof(float) * m->n_params);
     if ((rc = m->ops->backward(m, tr->dout_))) return rc;
-    const float norm = ddpm_clip_grad_norm(m->grads, m->n_params, c->grad_clip);
+    const float lr = ddpm_lr_at(c, tr->step);
+    const float norm = optimizer_step(tr, lr);
     if (!isfinite(norm))
         return ddpm_fail(DDPM_ERR_NUMERIC, "gradient norm is %g at step %lld: training diverged",
                          norm, (long long)tr->step + 1);
-    const float lr = ddpm_lr_at(c, tr->step);
-    ddpm_adam_update(m->params, m->grads, tr->adam_m, tr->adam_v, m->n_params, c, lr, tr->step + 1);
     tr->step++;
-    if (tr->ema) ddpm_ema_update(tr->ema, m->params, m->n_params, ddpm_ema_decay_at(c, tr->step));
     tr->last_loss = (float)loss;
     tr->last_grad_norm = norm;
     tr->last_lr = lr;
     return DDPM_OK;
+}
+
+int ddpm_trainer_step(ddpm_trainer *tr) {
+    /* One thread governor for the whole step: the batch, the forward and backward passes and the
+     * optimizer all run with the thread count it picks (the results are the same for any). */
+    static _Thread_local ddpm_mk_gov gov;
+    ddpm_mk_gov_begin_all(&gov);
+    const int rc = trainer_step(tr);
+    ddpm_mk_gov_end(&gov);
+    return rc;
 }

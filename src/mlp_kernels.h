@@ -1,0 +1,153 @@
+/* mlp_kernels.h - fused small-matrix kernels for the fully connected networks (internal).
+ *
+ * Every kernel has a plain C reference (`_ref`) that performs exactly the same floating-point
+ * operations in the same order (fmaf where the fast kernel fuses), so the fast AVX2/FMA kernels
+ * and the references agree bit for bit; tests/test_mlp_kernels.c checks that. Results never depend
+ * on how rows or columns are split between threads: each output element is computed by one
+ * thread, by one fixed sequence of operations.
+ */
+#ifndef DDPM_MLP_KERNELS_H
+#define DDPM_MLP_KERNELS_H
+
+#include <stddef.h>
+
+/* Columns per B panel and per register tile of the GEMM kernel. */
+#define DDPM_MK_NR 16
+
+/* C (+)= A B with a fused epilogue, for rows m0..m1-1 and columns n0..n1-1 of C [M, N]:
+ *
+ *   acc(m, n) = accumulate ? C(m, n) : (bias ? bias[n] : 0)
+ *   if add:     acc += add[(add_idx ? add_idx[m] : m) * ld_add + n]
+ *   for k = 0 .. K-1:  acc = fma(A(m, k), B(k, n), acc)
+ *   if relu:    acc = acc > 0 ? acc : 0            (NaN -> 0, as the reference ReLU)
+ *   if mask:    acc = mask[m * ld_mask + n] > 0 ? acc : 0
+ *   C(m, n) = acc
+ *
+ * A(m, k) = a[m * sam + k * sak] (any strides: row-major A or a transposed view).
+ * B(k, n) = b[k * ldb + n] (b_packed = 0), or b holds the panels made by ddpm_mk_pack_b* (b_packed
+ * = 1): panel p = n / 16 at b + p * K * 16, B(k, n) at panel[k * 16 + n % 16].
+ * C(m, n) = c[m * ldc + n]. n0 must be a multiple of 16 (or equal n1). */
+typedef struct {
+    int M, N, K;
+    const float *a;
+    ptrdiff_t sam, sak;
+    const float *b;
+    ptrdiff_t ldb;
+    int b_packed;
+    float *c;
+    ptrdiff_t ldc;
+    int accumulate;
+    const float *bias;
+    const float *add;
+    ptrdiff_t ld_add;
+    const int *add_idx;
+    int relu;
+    const float *mask;
+    ptrdiff_t ld_mask;
+} ddpm_mk_gemm;
+
+void ddpm_mk_gemm_run(const ddpm_mk_gemm *g, int m0, int m1, int n0, int n1);
+void ddpm_mk_gemm_ref(const ddpm_mk_gemm *g, int m0, int m1, int n0, int n1);
+
+/* Panels for b_packed = 1 (zero-padded to a multiple of 16 columns), panels p0..p1-1 only:
+ *  _t:  B = W^T for W [N, K] row-major with row stride ldw: B(k, n) = W[n * ldw + k]
+ *       (the forward pass of nn.Linear: x W^T);
+ *  _n:  B = W   for W [K, N] row-major with row stride ldw: B(k, n) = W[k * ldw + n]. */
+size_t ddpm_mk_packed_size(int K, int N); /* floats */
+void ddpm_mk_pack_b_t(float *dst, const float *w, ptrdiff_t ldw, int K, int N, int p0, int p1);
+void ddpm_mk_pack_b_n(float *dst, const float *w, ptrdiff_t ldw, int K, int N, int p0, int p1);
+
+/* Rows m0..m1-1 of a layer with few outputs (N small, e.g. the MLP's last layer with N = 2):
+ *   C(m, n) = dot(A[m, :], W[n, :]) + (bias ? bias[n] : 0)
+ * with A [M, K] (row stride lda), W [N, K] (row stride ldw), C row stride ldc. The dot product
+ * runs in 8 lanes (lane j takes k = j, j + 8, ... by fma, the last partial chunk padded with
+ * zeros), then lanes are added as ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)). */
+void ddpm_mk_dot_rows(float *c, ptrdiff_t ldc, const float *a, ptrdiff_t lda, const float *w,
+                      ptrdiff_t ldw, const float *bias, int K, int N, int m0, int m1);
+void ddpm_mk_dot_rows_ref(float *c, ptrdiff_t ldc, const float *a, ptrdiff_t lda, const float *w,
+                          ptrdiff_t ldw, const float *bias, int K, int N, int m0, int m1);
+
+/* Column sums and scatter-adds of a gradient G [B, ld] over columns n0..n1-1, rows in order
+ * b = 0 .. B-1 (the order of the reference loops, so results match them exactly):
+ *   colsum:  dbias[n] += G[b, n]            (bias gradient)
+ *   scatter: dE[idx[b] * lde + n] += G[b, n] (embedding-table gradient) */
+void ddpm_mk_colsum(float *dbias, const float *G, ptrdiff_t ld, int B, int n0, int n1);
+void ddpm_mk_scatter_rows(float *dE, ptrdiff_t lde, const int *idx, const float *G, ptrdiff_t ld,
+                          int B, int n0, int n1);
+
+/* ---- the optimizer's loops (every model's training step) ---- */
+
+/* Adam / AdamW over elements i0..i1-1, with the operations of ddpm_adam_update's loop in the same
+ * order (products and sums rounded separately, no fma), so results are identical:
+ *   if clip:   g = grads[i] * clip_coef, written back to grads[i]
+ *   adamw:     p *= decay_w;  otherwise if wd != 0: g += wd * p
+ *   m = b1 m + (1 - b1) g;  v = b2 v + ((1 - b2) g) g
+ *   p = p - step_size (m / (sqrt(v) / bc2_sqrt + eps))
+ *   if ema:    ema[i] = ema_decay * ema[i] + (1 - ema_decay) * p  (ddpm_ema_update) */
+typedef struct {
+    float b1, b2, one_m_b1, one_m_b2, eps, wd, decay_w, step_size, bc2_sqrt;
+    int adamw;
+    int clip;
+    float clip_coef;
+    float *ema; /* NULL: no EMA */
+    float ema_decay;
+} ddpm_mk_adam_args;
+void ddpm_mk_adam(float *params, float *grads, float *m, float *v, size_t i0, size_t i1,
+                  const ddpm_mk_adam_args *a);
+void ddpm_mk_adam_ref(float *params, float *grads, float *m, float *v, size_t i0, size_t i1,
+                      const ddpm_mk_adam_args *a);
+
+/* Sum of (double) x[i]^2 over i0..i1-1 in a fixed order: 16 partial sums in double, lane j taking
+ * i0 + j, i0 + j + 16, ..., combined as t_j = s_j + s_{j+8}, u_j = t_j + t_{j+4},
+ * (u_0 + u_2) + (u_1 + u_3). */
+double ddpm_mk_sumsq(const float *x, size_t i0, size_t i1);
+double ddpm_mk_sumsq_ref(const float *x, size_t i0, size_t i1);
+
+/* 1 if the fast kernels run on this machine (AVX2 and FMA) and DDPM_KERNELS is not "ref";
+ * otherwise the _run entry points fall back to the references. Read once. */
+int ddpm_mk_fast(void);
+/* Overrides the choice (tests, benchmarks): 1 = fast if the CPU can, 0 = references,
+ * -1 = back to the default. */
+void ddpm_mk_set_fast(int on);
+
+/* Threads worth using for `flops` floating-point operations of kernel work (at least 1, at most
+ * omp_get_max_threads(); 1 inside a parallel region). */
+int ddpm_mk_threads(double flops);
+
+/* A thread governor for one call site of parallel kernels. Results never depend on the thread
+ * count, so the count can follow the machine: on an idle machine all threads are faster, but when
+ * other processes take the cores a barrier can wait a whole scheduler time slice for a preempted
+ * thread, and one thread is several times faster. The governor times windows of calls (at least
+ * 4 calls and 20 ms) with its current choice and, now and then, a window with the other (1 thread
+ * or ddpm_mk_threads' count), keeping the faster per flop. It starts with one thread and tries
+ * all after the first window. A probe that falls 3x behind stops at once; after a losing probe
+ * the next waits for twice the previous wait and at least 20x the probe's cost (at most 10 s), so
+ * probing costs a few percent at worst; when all threads are in use and get twice as slow, one
+ * thread is tried at once. DDPM_THREADS_ADAPT=0 turns it off (always ddpm_mk_threads' count).
+ * Keep one zero-initialised governor per call site and calling thread (static _Thread_local). */
+typedef struct {
+    int cur, probing, used, active, outer, calls;
+    double t0, call_flops, time, flops, wait, since;
+    double rate[2]; /* seconds per flop of the latest window with 1 thread [0] and all [1] */
+} ddpm_mk_gov;
+/* Threads for this call; pair with ddpm_mk_gov_end after the parallel work. Inside an outer
+ * governor's span the outer choice caps the count and this governor stays idle. */
+int ddpm_mk_gov_begin(ddpm_mk_gov *g, double flops);
+/* An outer governor over a span of work with many parallel regions (a training step): it times
+ * the whole span and its choice caps every ddpm_mk_gov_begin until ddpm_mk_gov_end. */
+int ddpm_mk_gov_begin_all(ddpm_mk_gov *g);
+void ddpm_mk_gov_end(ddpm_mk_gov *g);
+/* Overrides DDPM_THREADS_ADAPT (tests, benchmarks): 1 = adapt, 0 = fixed, -1 = from the
+ * environment again. */
+void ddpm_mk_set_adapt(int on);
+
+/* [lo, hi) of part i of n equal parts of [0, total), boundaries rounded to multiples of align. */
+static inline void ddpm_mk_split(int total, int parts, int i, int align, int *lo, int *hi) {
+    const int units = (total + align - 1) / align;
+    const int a = (int)((long long)units * i / parts),
+              b = (int)((long long)units * (i + 1) / parts);
+    *lo = a * align < total ? a * align : total;
+    *hi = b * align < total ? b * align : total;
+}
+
+#endif
