@@ -1,8 +1,781 @@
-/* net_unet.c - placeholder until the network lands: creating one fails with a clear message. */
+/* net_unet.c - the DDPM paper's U-Net (Ho et al. 2020), ddpm's default image network.
+ *
+ * One definition on the tape (unet_net) gives the forward and, through ddpm_tape_backward, the
+ * backward. The PyTorch reference is scripts/fixtures/gen_unet.py: same configuration keys, same
+ * parameters under the same state_dict names in the same order, same function.
+ *
+ *   temb = dense.1(SiLU(dense.0(sinusoidal(t, base))))       // [B, 4 base]
+ *          (+ cond @ class_emb.weight with num_classes > 0)  // one-hot rows; a zero row adds 0
+ *   h    = conv_in(x, or cat(x, self_cond) with self_cond)   // [B, base, H, W]
+ *   down: per level i (ch = base mult[i]) num_res_blocks ResnetBlocks (+ AttnBlock at the listed
+ *         resolutions), every output saved; stride-2 conv3x3 between levels (its output saved)
+ *   mid:  ResnetBlock, AttnBlock, ResnetBlock
+ *   up:   per level, deepest first, num_res_blocks + 1 ResnetBlocks, each on cat(h, the last
+ *         saved activation); nearest x2 + conv3x3 between levels
+ *   out  = conv_out(SiLU(norm_out(h)))                       // [B, in_channels, H, W]
+ *
+ *   ResnetBlock(x) = skip(x) + conv2(Dropout(SiLU(norm2(conv1(SiLU(norm1(x))) + temb_proj(SiLU(temb))))))
+ *   AttnBlock(x)   = x + proj_out(MultiHeadAttention(qkv(norm(x))))
+ *
+ * SiLU(temb) is computed once and shared by every block (PyTorch computes it in each block; the
+ * value is the same). The class embedding lookup is cond @ weight, done as a 1x1 transposed
+ * convolution, whose weight layout [in, out] is the embedding table's [num_classes, 4 base].
+ *
+ * Threads: a large enough batch is split into one slice of items per thread, each recorded on
+ * its own tape with single-threaded ops (see "the model interface" below).
+ *
+ * Memory: a training forward records its whole slice on the slice's tape (backward needs it);
+ * an eval forward runs in chunks of UNET_EVAL_CHUNK items, resetting the tape between them, so
+ * sampling with a large batch needs only a chunk's activations per thread (group norm has no
+ * batch statistics, so items are independent). A tape's arena grows during the first forward
+ * and backward at a batch size and is reused from then on: later steps allocate nothing. */
 #include "model_internal.h"
 
+#include <math.h>
+#include <omp.h>
+#include <stdarg.h>
+
+#define UNET_MAX_LEVELS 8
+#define UNET_MAX_RES 16   /* num_res_blocks; the up path has one more per level */
+#define UNET_EVAL_CHUNK 8 /* items per eval forward on a tape (measured: 32, 8, 4 equally fast) */
+/* Calls with less work than this (forward FLOPs) run on one thread: the ops open a parallel
+ * region each, which costs more than it saves on tiny tensors (and on a busy machine every
+ * wake-up of a second thread can cost a scheduler time slice). */
+#define UNET_SERIAL_FLOPS 2e7
+#define UNET_MAX_SLICES 64 /* threads that can each run a slice of the batch */
+
+/* Tensors of a ResnetBlock, consecutive in the table from p0 (state_dict order). */
+enum { R_N1W, R_N1B, R_C1W, R_C1B, R_TW, R_TB, R_N2W, R_N2B, R_C2W, R_C2B, R_SKW, R_SKB };
+/* ... and of an AttnBlock. */
+enum { A_NW, A_NB, A_QKVW, A_QKVB, A_OUTW, A_OUTB };
+
+typedef struct {
+    int in_channels, height, base, mult[UNET_MAX_LEVELS], levels, num_res_blocks;
+    int attn_res[UNET_MAX_LEVELS], n_attn, heads, dim_head, groups, num_classes, self_cond;
+    int num_timesteps;
+    double dropout;
+} unet_config;
+
+typedef struct {
+    int p0, cin, cout, skip; /* skip: has nin_shortcut (cin != cout) */
+} resblock;
+
+typedef struct {
+    int p0, ch, hid;
+} attnblock;
+
+typedef struct {
+    int size, ch, has_attn, n_blocks;
+    resblock block[UNET_MAX_RES + 1];
+    attnblock attn[UNET_MAX_RES + 1];
+    int resample; /* downsample / upsample conv weight (bias follows), -1 if none */
+} level;
+
+typedef struct {
+    unet_config c;
+    int temb;      /* temb.dense.0.weight; .0.bias, .1.weight, .1.bias follow */
+    int class_emb; /* -1 without classes */
+    int conv_in, norm_out, conv_out;
+    level down[UNET_MAX_LEVELS], up[UNET_MAX_LEVELS];
+    resblock mid1, mid2;
+    attnblock mid_attn;
+    /* Per slice (see the model interface): a tape, a handle per tensor (refreshed at each
+     * forward; slice 0's gradients go to m->grads, slice k's to gpart[k]), the output var. */
+    int n_slices; /* allocated */
+    ddpm_tape *tape[UNET_MAX_SLICES];
+    ddpm_param *P[UNET_MAX_SLICES];
+    float *gpart[UNET_MAX_SLICES];
+    ddpm_var *out[UNET_MAX_SLICES];
+    int status[UNET_MAX_SLICES];
+    char err[UNET_MAX_SLICES][256];
+    int T, B;      /* slices and items of the last forward */
+    int recorded;  /* the last forward was a training forward (and backward has not run) */
+    double item_flops; /* forward FLOPs per item (unet_item_flops) */
+    float *tf;     /* [max_batch] timesteps as floats */
+    float *zeros;  /* [max_batch * max(d, num_classes)] for absent self_cond / cond */
+} unet;
+
+/* ---- the network, once --------------------------------------------------------------------- */
+
+static ddpm_var *resblock_fwd(ddpm_tape *tp, const unet *u, const ddpm_param *P0,
+                              const resblock *r, ddpm_var *x, ddpm_var *semb) {
+    const ddpm_param *P = P0 + r->p0;
+    const int G = u->c.groups;
+    ddpm_var *h = ddpm_tape_silu(tp, ddpm_tape_groupnorm(tp, x, G, &P[R_N1W], &P[R_N1B]));
+    h = ddpm_tape_conv2d(tp, h, &P[R_C1W], &P[R_C1B], 1, 1);
+    h = ddpm_tape_channel_add(tp, h, ddpm_tape_linear(tp, semb, &P[R_TW], &P[R_TB]));
+    h = ddpm_tape_silu(tp, ddpm_tape_groupnorm(tp, h, G, &P[R_N2W], &P[R_N2B]));
+    h = ddpm_tape_dropout(tp, h, (float)u->c.dropout);
+    h = ddpm_tape_conv2d(tp, h, &P[R_C2W], &P[R_C2B], 1, 1);
+    ddpm_var *skip = r->skip ? ddpm_tape_conv2d(tp, x, &P[R_SKW], &P[R_SKB], 1, 0) : x;
+    return ddpm_tape_add(tp, skip, h);
+}
+
+static ddpm_var *attn_fwd(ddpm_tape *tp, const unet *u, const ddpm_param *P0, const attnblock *a,
+                          ddpm_var *x) {
+    const ddpm_param *P = P0 + a->p0;
+    ddpm_var *h = ddpm_tape_groupnorm(tp, x, u->c.groups, &P[A_NW], &P[A_NB]);
+    h = ddpm_tape_attention(tp, h, &P[A_QKVW], &P[A_QKVB], &P[A_OUTW], &P[A_OUTB], u->c.heads);
+    return ddpm_tape_add(tp, x, h);
+}
+
+/* The output [B, in_channels, H, W] for B items; NULL on failure (the tape holds the status). */
+static ddpm_var *unet_net(ddpm_tape *tp, const unet *u, const ddpm_param *P, const float *x,
+                          const float *sc, const float *cond, const float *tf, int B) {
+    const unet_config *c = &u->c;
+    const int C = c->in_channels, H = c->height, E = 4 * c->base, L = c->levels;
+
+    // time (and class) embedding [B, 4 base]
+    ddpm_var *emb = ddpm_tape_timestep_embedding(tp, tf, B, c->base);
+    emb = ddpm_tape_silu(tp, ddpm_tape_linear(tp, emb, &P[u->temb], &P[u->temb + 1]));
+    emb = ddpm_tape_linear(tp, emb, &P[u->temb + 2], &P[u->temb + 3]);
+    if (c->num_classes > 0) {
+        // [B, K, 1, 1] -> [B, 4 base, 1, 1] = cond @ class_emb.weight
+        const int K = c->num_classes;
+        ddpm_param table = P[u->class_emb];
+        table.ndim = 4;
+        table.shape[2] = table.shape[3] = 1;
+        ddpm_var *y = ddpm_tape_input(tp, cond, 4, (int[]){B, K, 1, 1}, 0);
+        y = ddpm_tape_conv_transpose2d(tp, y, &table, NULL, 1, 0);
+        emb = ddpm_tape_add(tp, emb, ddpm_tape_reshape(tp, y, 2, (int[]){B, E}));
+    }
+    ddpm_var *semb = ddpm_tape_silu(tp, emb);
+
+    ddpm_var *h = ddpm_tape_input(tp, x, 4, (int[]){B, C, H, H}, 0);
+    if (c->self_cond) h = ddpm_tape_concat(tp, h, ddpm_tape_input(tp, sc, 4, (int[]){B, C, H, H}, 0));
+    ddpm_var *hs[1 + UNET_MAX_LEVELS * (UNET_MAX_RES + 1)];
+    int n = 0;
+    hs[n++] = ddpm_tape_conv2d(tp, h, &P[u->conv_in], &P[u->conv_in + 1], 1, 1);
+
+    for (int i = 0; i < L; i++) {
+        const level *lv = &u->down[i];
+        for (int j = 0; j < lv->n_blocks; j++) {
+            h = resblock_fwd(tp, u, P, &lv->block[j], hs[n - 1], semb);
+            if (lv->has_attn) h = attn_fwd(tp, u, P, &lv->attn[j], h);
+            hs[n++] = h;
+        }
+        if (lv->resample >= 0) {
+            hs[n] = ddpm_tape_conv2d(tp, hs[n - 1], &P[lv->resample], &P[lv->resample + 1], 2, 1);
+            n++;
+        }
+    }
+    h = resblock_fwd(tp, u, P, &u->mid1, hs[n - 1], semb);
+    h = attn_fwd(tp, u, P, &u->mid_attn, h);
+    h = resblock_fwd(tp, u, P, &u->mid2, h, semb);
+    for (int i = L - 1; i >= 0; i--) {
+        const level *lv = &u->up[i];
+        for (int j = 0; j < lv->n_blocks; j++) {
+            h = resblock_fwd(tp, u, P, &lv->block[j], ddpm_tape_concat(tp, h, hs[--n]), semb);
+            if (lv->has_attn) h = attn_fwd(tp, u, P, &lv->attn[j], h);
+        }
+        if (lv->resample >= 0) {
+            h = ddpm_tape_upsample_nearest(tp, h, 2);
+            h = ddpm_tape_conv2d(tp, h, &P[lv->resample], &P[lv->resample + 1], 1, 1);
+        }
+    }
+    DDPM_CHECK(n == 0);
+    h = ddpm_tape_silu(tp, ddpm_tape_groupnorm(tp, h, c->groups, &P[u->norm_out], &P[u->norm_out + 1]));
+    return ddpm_tape_conv2d(tp, h, &P[u->conv_out], &P[u->conv_out + 1], 1, 1);
+}
+
+/* ---- work estimate ------------------------------------------------------------------------- */
+
+/* Multiply-add FLOPs (2 per MAC) of one item's forward: convolutions, linear layers, attention
+ * products. Elementwise ops, norms and softmax are not counted. Backward is about twice this. */
+static double conv_flops(int cin, int cout, int k, int size) {
+    return 2.0 * cin * cout * k * k * (double)size * size;
+}
+
+static double res_flops(const resblock *r, int size, int E) {
+    return conv_flops(r->cin, r->cout, 3, size) + conv_flops(r->cout, r->cout, 3, size) +
+           2.0 * E * r->cout + (r->skip ? conv_flops(r->cin, r->cout, 1, size) : 0.0);
+}
+
+static double attn_flops(const attnblock *a, int size) {
+    const double N = (double)size * size;
+    return 2.0 * N * (3.0 * a->hid * a->ch + a->ch * a->hid) + 4.0 * N * N * a->hid;
+}
+
+static double unet_item_flops(const unet *u) {
+    const unet_config *c = &u->c;
+    const int E = 4 * c->base, L = c->levels;
+    double f = 2.0 * c->base * E + 2.0 * E * E + 2.0 * c->num_classes * E;
+    f += conv_flops(c->in_channels * (c->self_cond ? 2 : 1), c->base, 3, c->height);
+    for (int i = 0; i < L; i++)
+        for (int up = 0; up < 2; up++) {
+            const level *lv = up ? &u->up[i] : &u->down[i];
+            for (int j = 0; j < lv->n_blocks; j++) {
+                f += res_flops(&lv->block[j], lv->size, E);
+                if (lv->has_attn) f += attn_flops(&lv->attn[j], lv->size);
+            }
+            /* downsample: stride 2 (output size / 2); upsample: conv at twice the size */
+            if (lv->resample >= 0) f += conv_flops(lv->ch, lv->ch, 3, up ? 2 * lv->size : lv->size / 2);
+        }
+    const int low = u->down[L - 1].size;
+    f += res_flops(&u->mid1, low, E) + attn_flops(&u->mid_attn, low) + res_flops(&u->mid2, low, E);
+    f += conv_flops(c->base * c->mult[0], c->in_channels, 3, c->height);
+    return f;
+}
+
+/* ---- the model interface -------------------------------------------------------------------
+ *
+ * Threads: a batch of B >= 2 items with enough work is split into T = min(threads, B) slices of
+ * consecutive items, each run by one thread on its own tape with single-threaded ops (one
+ * parallel region per forward or backward instead of one per op, and the serial parts of the
+ * ops run concurrently too). Slice k's parameter gradients accumulate into gpart[k] (slice 0's
+ * straight into m->grads), summed into m->grads in slice order after the backward: results do not
+ * depend on scheduling. Items never interact (group norm has no batch statistics; dropout masks
+ * are addressed by the item's index in the batch), so each item's output is the same whatever
+ * the split. Small calls run on one thread (UNET_SERIAL_FLOPS); a single item uses the ops'
+ * own threads. */
+
+/* The number of slices for a call of B items (1: one tape, the ops' own threading). */
+static int slices_for(const unet *u, int B) {
+    const int nt = omp_get_max_threads();
+    if (B < 2 || nt < 2 || u->item_flops * B < UNET_SERIAL_FLOPS) return 1;
+    return B < nt ? (B < UNET_MAX_SLICES ? B : UNET_MAX_SLICES) : (nt < UNET_MAX_SLICES ? nt : UNET_MAX_SLICES);
+}
+
+/* Tapes, handles and gradient buffers for T slices (allocated once, when T first grows). */
+static int ensure_slices(ddpm_model *m, unet *u, int T) {
+    for (int k = u->n_slices; k < T; k++) {
+        u->tape[k] = ddpm_tape_new();
+        u->P[k] = ddpm_alloc(m->n_tensors, sizeof(ddpm_param));
+        u->gpart[k] = k ? ddpm_alloc_aligned(m->n_params, sizeof(float)) : NULL;
+        if (!u->tape[k] || !u->P[k] || (k && !u->gpart[k])) {
+            ddpm_tape_free(u->tape[k]);
+            free(u->P[k]);
+            free(u->gpart[k]);
+            u->tape[k] = NULL;
+            u->P[k] = NULL;
+            u->gpart[k] = NULL;
+            return ddpm_fail(DDPM_ERR_NOMEM, "unet: out of memory for %d threads", T);
+        }
+        u->n_slices = k + 1;
+    }
+    return DDPM_OK;
+}
+
+static void refresh_handles(ddpm_model *m, unet *u, int T) {
+    for (int k = 0; k < T; k++)
+        for (size_t i = 0; i < m->n_tensors; i++) {
+            const ddpm_param_info *t = &m->tensors[i];
+            ddpm_param *p = &u->P[k][i];
+            p->w = ddpm_w(m, (int)i);
+            p->g = k ? u->gpart[k] + t->offset : ddpm_g(m, (int)i);
+            p->ndim = t->ndim;
+            for (int j = 0; j < 4; j++) p->shape[j] = j < t->ndim ? (int)t->shape[j] : 0;
+        }
+}
+
+/* Items of slice k of T: [b0, b1). */
+static int slice_start(int B, int T, int k) {
+    return (int)((long long)B * k / T);
+}
+
+/* Slice k's forward over items [b0, b0 + nb). Eval mode runs it in chunks of UNET_EVAL_CHUNK. */
+static int run_slice(ddpm_model *m, unet *u, int k, const ddpm_model_input *in, int b0, int nb,
+                     float *out) {
+    const size_t d = m->sample_numel, K = (size_t)u->c.num_classes;
+    ddpm_tape *tp = u->tape[k];
+    ddpm_tape_set_training(tp, in->train);
+    ddpm_tape_set_rng(tp, in->seed, (uint32_t)in->step, (uint64_t)b0);
+    const int chunk = in->train ? nb : UNET_EVAL_CHUNK;
+    for (int c0 = b0; c0 < b0 + nb; c0 += chunk) {
+        const int n = b0 + nb - c0 < chunk ? b0 + nb - c0 : chunk;
+        ddpm_tape_reset(tp);
+        const float *sc = in->self_cond ? in->self_cond + (size_t)c0 * d : u->zeros;
+        const float *cond = in->cond ? in->cond + (size_t)c0 * K : u->zeros;
+        ddpm_var *y = unet_net(tp, u, u->P[k], in->x + (size_t)c0 * d, sc, cond, u->tf + c0, n);
+        if (!y) return ddpm_tape_status(tp);
+        memcpy(out + (size_t)c0 * d, y->data, sizeof(float) * (size_t)n * d);
+        u->out[k] = y;
+    }
+    return DDPM_OK;
+}
+
+/* The first failure among the slices, re-raised on the calling thread (the message of a worker
+ * thread's failure lives in that thread's error slot). */
+static int slices_status(unet *u, int T) {
+    for (int k = 0; k < T; k++)
+        if (u->status[k]) return ddpm_fail(u->status[k], "%s", u->err[k]);
+    return DDPM_OK;
+}
+
+static void slice_record(unet *u, int k, int rc) {
+    u->status[k] = rc;
+    if (rc) snprintf(u->err[k], sizeof u->err[k], "%s", ddpm_last_error());
+}
+
+static int unet_forward(ddpm_model *m, const ddpm_model_input *in, float *out) {
+    unet *u = m->impl;
+    const int B = in->B;
+    u->recorded = 0;
+    if (B < 1 || B > m->max_batch)
+        return ddpm_fail(DDPM_ERR_INVALID, "unet: batch of %d items (reserved %d)", B, m->max_batch);
+    for (int b = 0; b < B; b++) {
+        if (in->t[b] < 0 || in->t[b] >= u->c.num_timesteps)
+            return ddpm_fail(DDPM_ERR_INVALID, "unet: timestep %d outside the model's 0..%d",
+                             in->t[b], u->c.num_timesteps - 1);
+        u->tf[b] = (float)in->t[b];
+    }
+    const int T = slices_for(u, B);
+    int rc = ensure_slices(m, u, T);
+    if (rc) return rc;
+    refresh_handles(m, u, T);
+    if (T == 1) {
+        /* small calls on one thread: a parallel region per op costs more than it saves */
+        const int nt = omp_get_max_threads();
+        const int serial = nt > 1 && u->item_flops * B < UNET_SERIAL_FLOPS;
+        if (serial) omp_set_num_threads(1);
+        rc = run_slice(m, u, 0, in, 0, B, out);
+        if (serial) omp_set_num_threads(nt);
+    } else {
+#pragma omp parallel num_threads(T)
+        {
+            omp_set_num_threads(1); /* this thread's ops run single-threaded */
+            for (int k = omp_get_thread_num(); k < T; k += omp_get_num_threads()) {
+                const int b0 = slice_start(B, T, k);
+                slice_record(u, k, run_slice(m, u, k, in, b0, slice_start(B, T, k + 1) - b0, out));
+            }
+        }
+        rc = slices_status(u, T);
+    }
+    u->T = T;
+    u->B = B;
+    u->recorded = in->train && rc == DDPM_OK;
+    return rc;
+}
+
+static int unet_backward(ddpm_model *m, const float *dout) {
+    unet *u = m->impl;
+    if (!u->recorded) return ddpm_fail(DDPM_ERR_INVALID, "unet: backward without a training forward");
+    u->recorded = 0; /* a tape replays once */
+    const int T = u->T, B = u->B;
+    if (T == 1) {
+        const int nt = omp_get_max_threads();
+        const int serial = nt > 1 && u->item_flops * B < UNET_SERIAL_FLOPS;
+        if (serial) omp_set_num_threads(1);
+        const int rc = ddpm_tape_backward(u->tape[0], u->out[0], dout);
+        if (serial) omp_set_num_threads(nt);
+        return rc;
+    }
+    const size_t d = m->sample_numel, n = m->n_params;
+#pragma omp parallel num_threads(T)
+    {
+        omp_set_num_threads(1);
+        const int nth = omp_get_num_threads(), me = omp_get_thread_num();
+        for (int k = me; k < T; k += nth) {
+            if (k) memset(u->gpart[k], 0, sizeof(float) * n);
+            const size_t b0 = (size_t)slice_start(B, T, k);
+            slice_record(u, k, ddpm_tape_backward(u->tape[k], u->out[k], dout + b0 * d));
+        }
+#pragma omp barrier
+        /* m->grads += the other slices' gradients, in slice order; each thread a range */
+        const size_t i0 = n * (size_t)me / (size_t)nth, i1 = n * (size_t)(me + 1) / (size_t)nth;
+        for (int k = 1; k < T; k++) {
+            const float *g = u->gpart[k];
+            float *dst = m->grads;
+#pragma omp simd
+            for (size_t i = i0; i < i1; i++) dst[i] += g[i];
+        }
+    }
+    return slices_status(u, T);
+}
+
+static int unet_reserve(ddpm_model *m, int B) {
+    unet *u = m->impl;
+    const size_t d = m->sample_numel, K = (size_t)u->c.num_classes;
+    free(u->tf);
+    free(u->zeros);
+    u->tf = ddpm_alloc((size_t)B, sizeof(float));
+    u->zeros = ddpm_alloc_aligned(ddpm_size_mul((size_t)B, d > K ? d : K), sizeof(float));
+    if (!u->tf || !u->zeros) {
+        m->max_batch = 0;
+        return DDPM_ERR_NOMEM;
+    }
+    m->max_batch = B;
+    return DDPM_OK;
+}
+
+static void unet_destroy(ddpm_model *m) {
+    if (!m) return;
+    unet *u = m->impl;
+    if (u) {
+        for (int k = 0; k < u->n_slices; k++) {
+            ddpm_tape_free(u->tape[k]);
+            free(u->P[k]);
+            free(u->gpart[k]);
+        }
+        free(u->tf);
+        free(u->zeros);
+        free(u);
+    }
+    ddpm_model_free_common(m);
+}
+
+static const ddpm_model_ops unet_ops = {"unet", unet_forward, unet_backward, unet_reserve,
+                                        unet_destroy};
+
+/* ---- configuration --------------------------------------------------------------------------- */
+
+static const char *const known_keys[] = {
+    "kind",   "in_channels", "height",  "width",  "base_channels", "channel_mult",
+    "num_res_blocks", "attn_resolutions", "heads", "dim_head", "dropout", "groups",
+    "num_classes", "self_cond", "num_timesteps"};
+
+static int bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int bad(const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return ddpm_fail(DDPM_ERR_INVALID, "model config: %s", msg);
+}
+
+/* The attention width at a level of ch channels. */
+static int attn_hid(const unet_config *c, int ch) {
+    return c->dim_head > 0 ? c->heads * c->dim_head : ch;
+}
+
+static int parse_config(const cJSON *j, unet_config *c) {
+    memset(c, 0, sizeof *c);
+    for (const cJSON *e = j->child; e; e = e->next) {
+        int known = 0;
+        for (size_t k = 0; k < sizeof known_keys / sizeof known_keys[0]; k++)
+            known |= strcmp(e->string, known_keys[k]) == 0;
+        if (!known) return bad("unknown key \"%s\" for a unet", e->string);
+        for (const cJSON *f = e->next; f; f = f->next)
+            if (strcmp(e->string, f->string) == 0) return bad("\"%s\" appears twice", e->string);
+    }
+    static const int def_mult[3] = {1, 2, 2};
+    int rc, width;
+    if ((rc = ddpm_json_int(j, "in_channels", 1, 1, 4096, &c->in_channels)) ||
+        (rc = ddpm_json_int(j, "height", 28, 1, 1 << 16, &c->height)) ||
+        (rc = ddpm_json_int(j, "width", c->height, 1, 1 << 16, &width)) ||
+        (rc = ddpm_json_int(j, "base_channels", 32, 4, 4096, &c->base)) ||
+        (rc = ddpm_json_int_list(j, "channel_mult", def_mult, 3, UNET_MAX_LEVELS, c->mult, &c->levels)) ||
+        (rc = ddpm_json_int(j, "num_res_blocks", 2, 1, UNET_MAX_RES, &c->num_res_blocks)) ||
+        (rc = ddpm_json_int(j, "heads", 4, 1, 1024, &c->heads)) ||
+        (rc = ddpm_json_int(j, "dim_head", 32, 0, 4096, &c->dim_head)) ||
+        (rc = ddpm_json_float(j, "dropout", 0.0, 0.0, 0.99, &c->dropout)) ||
+        (rc = ddpm_json_int(j, "groups", 8, 1, 4096, &c->groups)) ||
+        (rc = ddpm_json_int(j, "num_classes", 0, 0, 1 << 20, &c->num_classes)) ||
+        (rc = ddpm_json_int(j, "num_timesteps", 1000, 1, 1 << 24, &c->num_timesteps)))
+        return rc;
+    if (width != c->height)
+        return bad("\"width\" %d differs from \"height\" %d: the unet takes square images", width,
+                   c->height);
+    if (c->base % 2)
+        return bad("\"base_channels\" must be even (it is the width of the sinusoidal time "
+                   "embedding), got %d", c->base);
+    const cJSON *sc = cJSON_GetObjectItemCaseSensitive(j, "self_cond");
+    if (sc && !cJSON_IsBool(sc) &&
+        !(cJSON_IsNumber(sc) && (sc->valuedouble == 0 || sc->valuedouble == 1)))
+        return bad("\"self_cond\" must be true or false");
+    c->self_cond = sc && (cJSON_IsTrue(sc) || (cJSON_IsNumber(sc) && sc->valuedouble == 1));
+
+    int size = c->height;
+    for (int i = 0; i < c->levels; i++) {
+        if (c->mult[i] < 1 || c->mult[i] > 64)
+            return bad("\"channel_mult\"[%d] must be in 1..64 (got %d)", i, c->mult[i]);
+        const int ch = c->base * c->mult[i];
+        if (ch % c->groups || c->base % c->groups)
+            return bad("\"groups\" %d does not divide the %d channels of level %d "
+                       "(\"base_channels\" %d x \"channel_mult\"[%d] %d)",
+                       c->groups, c->base % c->groups ? c->base : ch, i, c->base, i, c->mult[i]);
+        if (i < c->levels - 1) {
+            if (size % 2)
+                return bad("\"height\" %d does not fit %d levels of \"channel_mult\": every level "
+                           "but the last halves the size, and level %d has odd size %d",
+                           c->height, c->levels, i, size);
+            size /= 2;
+        }
+    }
+    /* attention resolutions: default the lowest level's; an empty list is allowed (attention
+     * in the middle only) */
+    const cJSON *ar = cJSON_GetObjectItemCaseSensitive(j, "attn_resolutions");
+    if (cJSON_IsArray(ar) && cJSON_GetArraySize(ar) == 0) {
+        c->n_attn = 0;
+    } else {
+        const int lowest = size;
+        if ((rc = ddpm_json_int_list(j, "attn_resolutions", &lowest, 1, UNET_MAX_LEVELS, c->attn_res,
+                                     &c->n_attn)))
+            return rc;
+    }
+    for (int a = 0; a < c->n_attn; a++) {
+        int found = 0;
+        char sizes[128] = "";
+        for (int i = 0, s = c->height; i < c->levels; i++, s /= 2) {
+            found |= s == c->attn_res[a];
+            snprintf(sizes + strlen(sizes), sizeof sizes - strlen(sizes), i ? ", %d" : "%d", s);
+        }
+        if (!found)
+            return bad("\"attn_resolutions\" lists %d, which is not the resolution of a level "
+                       "(%s)", c->attn_res[a], sizes);
+    }
+    /* attention heads: heads x dim_head wide, or (dim_head 0) the channels split into heads */
+    for (int i = 0, s = c->height; i < c->levels; i++, s /= 2) {
+        int has = i == c->levels - 1; /* the middle block's attention */
+        for (int a = 0; a < c->n_attn; a++) has |= c->attn_res[a] == s;
+        const int ch = c->base * c->mult[i];
+        if (has && c->dim_head == 0 && ch % c->heads)
+            return bad("\"heads\" %d does not divide the %d channels at resolution %d (with "
+                       "\"dim_head\" 0 each head gets channels / heads)", c->heads, ch, s);
+        if (has && (size_t)attn_hid(c, ch) * 3 > (1u << 20))
+            return bad("\"heads\" x \"dim_head\" = %d is too wide", attn_hid(c, ch));
+    }
+    return DDPM_OK;
+}
+
+static char *config_json(const unet_config *c) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    cJSON_AddStringToObject(o, "kind", "unet");
+    cJSON_AddNumberToObject(o, "in_channels", c->in_channels);
+    cJSON_AddNumberToObject(o, "height", c->height);
+    cJSON_AddNumberToObject(o, "base_channels", c->base);
+    cJSON_AddItemToObject(o, "channel_mult", cJSON_CreateIntArray(c->mult, c->levels));
+    cJSON_AddNumberToObject(o, "num_res_blocks", c->num_res_blocks);
+    cJSON_AddItemToObject(o, "attn_resolutions", cJSON_CreateIntArray(c->attn_res, c->n_attn));
+    cJSON_AddNumberToObject(o, "heads", c->heads);
+    cJSON_AddNumberToObject(o, "dim_head", c->dim_head);
+    cJSON_AddNumberToObject(o, "dropout", c->dropout);
+    cJSON_AddNumberToObject(o, "groups", c->groups);
+    cJSON_AddNumberToObject(o, "num_classes", c->num_classes);
+    cJSON_AddBoolToObject(o, "self_cond", c->self_cond);
+    cJSON_AddNumberToObject(o, "num_timesteps", c->num_timesteps);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+/* ---- the parameter table, in state_dict order ------------------------------------------------ */
+
+static void decl_res(ddpm_param_table *pt, resblock *r, int temb_ch, const char *pre) {
+    const int i = r->cin, o = r->cout;
+    r->p0 = DDPM_PARAM(pt, i, 0, 0, 0, "%s.norm1.weight", pre);
+    DDPM_PARAM(pt, i, 0, 0, 0, "%s.norm1.bias", pre);
+    DDPM_PARAM(pt, o, i, 3, 3, "%s.conv1.weight", pre);
+    DDPM_PARAM(pt, o, 0, 0, 0, "%s.conv1.bias", pre);
+    DDPM_PARAM(pt, o, temb_ch, 0, 0, "%s.temb_proj.weight", pre);
+    DDPM_PARAM(pt, o, 0, 0, 0, "%s.temb_proj.bias", pre);
+    DDPM_PARAM(pt, o, 0, 0, 0, "%s.norm2.weight", pre);
+    DDPM_PARAM(pt, o, 0, 0, 0, "%s.norm2.bias", pre);
+    DDPM_PARAM(pt, o, o, 3, 3, "%s.conv2.weight", pre);
+    DDPM_PARAM(pt, o, 0, 0, 0, "%s.conv2.bias", pre);
+    r->skip = i != o;
+    if (r->skip) {
+        DDPM_PARAM(pt, o, i, 1, 1, "%s.nin_shortcut.weight", pre);
+        DDPM_PARAM(pt, o, 0, 0, 0, "%s.nin_shortcut.bias", pre);
+    }
+}
+
+static void decl_attn(ddpm_param_table *pt, attnblock *a, const char *pre) {
+    const int C = a->ch, hid = a->hid;
+    a->p0 = DDPM_PARAM(pt, C, 0, 0, 0, "%s.norm.weight", pre);
+    DDPM_PARAM(pt, C, 0, 0, 0, "%s.norm.bias", pre);
+    DDPM_PARAM(pt, 3 * hid, C, 1, 1, "%s.qkv.weight", pre);
+    DDPM_PARAM(pt, 3 * hid, 0, 0, 0, "%s.qkv.bias", pre);
+    DDPM_PARAM(pt, C, hid, 1, 1, "%s.proj_out.weight", pre);
+    DDPM_PARAM(pt, C, 0, 0, 0, "%s.proj_out.bias", pre);
+}
+
+static void decl_level(ddpm_param_table *pt, level *lv, int temb_ch, const char *path, int i,
+                       const char *resample) {
+    char pre[96];
+    for (int j = 0; j < lv->n_blocks; j++) {
+        snprintf(pre, sizeof pre, "%s.%d.block.%d", path, i, j);
+        decl_res(pt, &lv->block[j], temb_ch, pre);
+    }
+    for (int j = 0; lv->has_attn && j < lv->n_blocks; j++) {
+        snprintf(pre, sizeof pre, "%s.%d.attn.%d", path, i, j);
+        decl_attn(pt, &lv->attn[j], pre);
+    }
+    if (lv->resample >= 0) {
+        lv->resample = DDPM_PARAM(pt, lv->ch, lv->ch, 3, 3, "%s.%d.%s.conv.weight", path, i, resample);
+        DDPM_PARAM(pt, lv->ch, 0, 0, 0, "%s.%d.%s.conv.bias", path, i, resample);
+    }
+}
+
+/* The channels of every block (the PyTorch module's construction, step by step). */
+static void plan(unet *u) {
+    const unet_config *c = &u->c;
+    const int L = c->levels;
+    int skip[1 + UNET_MAX_LEVELS * (UNET_MAX_RES + 1)], n = 0;
+    int block_in = c->base, size = c->height;
+    skip[n++] = block_in;
+    for (int i = 0; i < L; i++, size /= 2) {
+        level *lv = &u->down[i];
+        lv->size = size;
+        lv->ch = c->base * c->mult[i];
+        lv->n_blocks = c->num_res_blocks;
+        for (int a = 0; a < c->n_attn; a++) lv->has_attn |= c->attn_res[a] == size;
+        for (int j = 0; j < lv->n_blocks; j++) {
+            lv->block[j] = (resblock){.cin = block_in, .cout = lv->ch};
+            lv->attn[j] = (attnblock){.ch = lv->ch, .hid = attn_hid(c, lv->ch)};
+            block_in = lv->ch;
+            skip[n++] = block_in;
+        }
+        lv->resample = i < L - 1 ? 0 : -1;
+        if (i < L - 1) skip[n++] = block_in;
+    }
+    u->mid1 = u->mid2 = (resblock){.cin = block_in, .cout = block_in};
+    u->mid_attn = (attnblock){.ch = block_in, .hid = attn_hid(c, block_in)};
+    for (int i = L - 1; i >= 0; i--) {
+        level *lv = &u->up[i];
+        lv->size = u->down[i].size;
+        lv->ch = u->down[i].ch;
+        lv->has_attn = u->down[i].has_attn;
+        lv->n_blocks = c->num_res_blocks + 1;
+        for (int j = 0; j < lv->n_blocks; j++) {
+            lv->block[j] = (resblock){.cin = block_in + skip[--n], .cout = lv->ch};
+            lv->attn[j] = (attnblock){.ch = lv->ch, .hid = attn_hid(c, lv->ch)};
+            block_in = lv->ch;
+        }
+        lv->resample = i > 0 ? 0 : -1;
+    }
+    DDPM_CHECK(n == 0);
+}
+
+static void declare(unet *u, ddpm_param_table *pt) {
+    const unet_config *c = &u->c;
+    const int E = 4 * c->base, L = c->levels;
+    u->temb = DDPM_PARAM(pt, E, c->base, 0, 0, "temb.dense.0.weight");
+    DDPM_PARAM(pt, E, 0, 0, 0, "temb.dense.0.bias");
+    DDPM_PARAM(pt, E, E, 0, 0, "temb.dense.1.weight");
+    DDPM_PARAM(pt, E, 0, 0, 0, "temb.dense.1.bias");
+    u->class_emb = c->num_classes > 0 ? DDPM_PARAM(pt, c->num_classes, E, 0, 0, "class_emb.weight") : -1;
+    const int cin = c->in_channels * (c->self_cond ? 2 : 1);
+    u->conv_in = DDPM_PARAM(pt, c->base, cin, 3, 3, "conv_in.weight");
+    DDPM_PARAM(pt, c->base, 0, 0, 0, "conv_in.bias");
+    for (int i = 0; i < L; i++) decl_level(pt, &u->down[i], E, "down", i, "downsample");
+    decl_res(pt, &u->mid1, E, "mid.block_1");
+    decl_attn(pt, &u->mid_attn, "mid.attn_1");
+    decl_res(pt, &u->mid2, E, "mid.block_2");
+    for (int i = 0; i < L; i++) decl_level(pt, &u->up[i], E, "up", i, "upsample");
+    const int ch0 = c->base * c->mult[0];
+    u->norm_out = DDPM_PARAM(pt, ch0, 0, 0, 0, "norm_out.weight");
+    DDPM_PARAM(pt, ch0, 0, 0, 0, "norm_out.bias");
+    u->conv_out = DDPM_PARAM(pt, c->in_channels, ch0, 3, 3, "conv_out.weight");
+    DDPM_PARAM(pt, c->in_channels, 0, 0, 0, "conv_out.bias");
+}
+
+/* ---- initialisation: PyTorch's defaults, and zeros where the paper's code starts at zero ----- */
+
+/* Linear / conv weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)); fan_in from the weight. */
+static void init_affine(ddpm_model *m, int w, uint64_t seed) {
+    const ddpm_param_info *t = &m->tensors[w];
+    const float bound = 1.0f / sqrtf((float)(t->numel / (size_t)t->shape[0]));
+    ddpm_init_uniform(m, w, bound, seed);
+    ddpm_init_uniform(m, w + 1, bound, seed);
+}
+
+static void init_zero(ddpm_model *m, int w) {
+    ddpm_init_const(m, w, 0.0f);
+    ddpm_init_const(m, w + 1, 0.0f);
+}
+
+static void init_norm(ddpm_model *m, int w) {
+    ddpm_init_const(m, w, 1.0f);
+    ddpm_init_const(m, w + 1, 0.0f);
+}
+
+static void init_res(ddpm_model *m, const resblock *r, uint64_t seed) {
+    init_norm(m, r->p0 + R_N1W);
+    init_affine(m, r->p0 + R_C1W, seed);
+    init_affine(m, r->p0 + R_TW, seed);
+    init_norm(m, r->p0 + R_N2W);
+    init_zero(m, r->p0 + R_C2W);
+    if (r->skip) init_affine(m, r->p0 + R_SKW, seed);
+}
+
+static void init_attn(ddpm_model *m, const attnblock *a, uint64_t seed) {
+    init_norm(m, a->p0 + A_NW);
+    init_affine(m, a->p0 + A_QKVW, seed);
+    init_zero(m, a->p0 + A_OUTW);
+}
+
+static void init_level(ddpm_model *m, const level *lv, uint64_t seed) {
+    for (int j = 0; j < lv->n_blocks; j++) {
+        init_res(m, &lv->block[j], seed);
+        if (lv->has_attn) init_attn(m, &lv->attn[j], seed);
+    }
+    if (lv->resample >= 0) init_affine(m, lv->resample, seed);
+}
+
+static void init_params(ddpm_model *m, const unet *u, uint64_t seed) {
+    init_affine(m, u->temb, seed);
+    init_affine(m, u->temb + 2, seed);
+    if (u->class_emb >= 0) ddpm_init_normal(m, u->class_emb, 1.0f, seed);
+    init_affine(m, u->conv_in, seed);
+    for (int i = 0; i < u->c.levels; i++) {
+        init_level(m, &u->down[i], seed);
+        init_level(m, &u->up[i], seed);
+    }
+    init_res(m, &u->mid1, seed);
+    init_attn(m, &u->mid_attn, seed);
+    init_res(m, &u->mid2, seed);
+    init_norm(m, u->norm_out);
+    init_zero(m, u->conv_out);
+}
+
 int ddpm_unet_create(const void *config_cjson, uint64_t seed, ddpm_model **out) {
-    (void)config_cjson, (void)seed;
     *out = NULL;
-    return ddpm_fail(DDPM_ERR_INVALID, "the unet network is not implemented yet");
+    unet_config c;
+    int rc = parse_config(config_cjson, &c);
+    if (rc) return rc;
+    ddpm_model *m = ddpm_alloc(1, sizeof *m);
+    unet *u = ddpm_alloc(1, sizeof *u);
+    if (!m || !u) {
+        free(m);
+        free(u);
+        return DDPM_ERR_NOMEM;
+    }
+    m->ops = &unet_ops;
+    m->impl = u;
+    u->c = c;
+    m->channels = c.in_channels;
+    m->height = m->width = c.height;
+    m->sample_numel = (size_t)c.in_channels * c.height * c.height;
+    m->cond_dim = c.num_classes;
+    m->self_cond = c.self_cond;
+    m->num_timesteps = c.num_timesteps;
+    m->config_json = config_json(&c);
+
+    plan(u);
+    ddpm_param_table pt = {0};
+    declare(u, &pt);
+    rc = ddpm_model_alloc_params(m, &pt);
+    if (!rc) {
+        if (!m->config_json) rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+        if (!rc) rc = ensure_slices(m, u, 1);
+    }
+    if (!rc) rc = unet_reserve(m, 1);
+    if (rc) {
+        unet_destroy(m);
+        return rc;
+    }
+    init_params(m, u, seed);
+    u->item_flops = unet_item_flops(u);
+    *out = m;
+    return DDPM_OK;
+}
+
+/* The model's k-th tape (one per thread that has run a slice of a batch; NULL past the last),
+ * for tests and benchmarks that read their statistics (ddpm_tape_get_stats). Not in the public
+ * header: declare it where it is used. */
+ddpm_tape *ddpm_unet_tape(ddpm_model *m, int k);
+ddpm_tape *ddpm_unet_tape(ddpm_model *m, int k) {
+    if (!m || m->ops != &unet_ops || k < 0) return NULL;
+    const unet *u = m->impl;
+    return k < u->n_slices ? u->tape[k] : NULL;
+}
+
+/* Forward FLOPs per item (convolutions, linear layers, attention products; 2 per multiply-add),
+ * for benchmarks. Not in the public header. */
+double ddpm_unet_flops(const ddpm_model *m);
+double ddpm_unet_flops(const ddpm_model *m) {
+    return m && m->ops == &unet_ops ? ((const unet *)m->impl)->item_flops : 0.0;
 }
