@@ -2,7 +2,9 @@
 # Benchmarks the default small U-Net, ddpm against PyTorch, in the same run: ROUNDS rounds, each
 # running bench_unet then torch_unet.py (REPS timed repetitions per measurement after a warm-up),
 # so that changes in the machine's load hit both alike; then the median of every repetition.
-# Both sides use 2 threads. GFLOP/s counts the convolution, linear and attention products
+# Both sides use 2 threads. The medians show the typical time on the machine as it is (a shared
+# machine's load hits the two very differently: PyTorch's per-op thread synchronisation suffers
+# much more); the minima approximate an idle machine. GFLOP/s counts the convolution, linear and attention products
 # (2 FLOPs per multiply-add; forward + backward = 3 x forward); the peak is this machine's
 # 2-core sgemm peak, 400 GFLOP/s (OPENBLAS_CORETYPE unset).
 #
@@ -40,17 +42,22 @@ for line in open(sys.argv[1]):
     r = rows.setdefault(key, {"times": [], "flops": d["fwd_flops_per_image"], "arena": d.get("arena_mb")})
     r["times"] += d["times_ms"]
 peak = float(sys.argv[2])
-print(f"| config | batch | pass | impl | ms/image (median) | min | GFLOP/s | % of {peak:.0f} | ddpm/torch time |")
-print("|---|---|---|---|---|---|---|---|---|")
+print(f"| config | batch | pass | impl | ms/image median | ms/image min | GFLOP/s median | GFLOP/s best "
+      f"| best % of {peak:.0f} | ddpm/torch median | ddpm/torch min |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for (cfg, B, what, impl) in sorted(rows, key=lambda k: (k[0], k[2], k[3])):
     r = rows[(cfg, B, what, impl)]
     med, mn = statistics.median(r["times"]), min(r["times"])
     flops = r["flops"] * B * (3 if what == "fwd+bwd" else 1)
-    gf = flops / (med * 1e-3) * 1e-9
+    gf, gfb = flops / (med * 1e-3) * 1e-9, flops / (mn * 1e-3) * 1e-9
     other = rows.get((cfg, B, what, "torch"))
-    ratio = med / statistics.median(other["times"]) if other and impl == "ddpm" else None
-    print(f"| {cfg} | {B} | {what} | {impl} | {med / B:.3f} | {mn / B:.3f} | {gf:.1f} | {100 * gf / peak:.1f}% | "
-          + (f"{ratio:.2f}" if ratio else "") + " |")
+    ratios = ""
+    if other and impl == "ddpm":
+        ratios = f"{med / statistics.median(other['times']):.2f} | {mn / min(other['times']):.2f}"
+    else:
+        ratios = " | "
+    print(f"| {cfg} | {B} | {what} | {impl} | {med / B:.2f} | {mn / B:.2f} | {gf:.1f} | {gfb:.1f} | "
+          f"{100 * gfb / peak:.1f}% | {ratios} |")
 flops = {k[0]: (v["flops"], k[3]) for k, v in rows.items()}
 for k, v in sorted(rows.items()):
     if k[3] == "ddpm" and k[2] == "fwd":
