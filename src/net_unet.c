@@ -38,10 +38,11 @@
 #define UNET_MAX_LEVELS 8
 #define UNET_MAX_RES 16   /* num_res_blocks; the up path has one more per level */
 #define UNET_EVAL_CHUNK 8 /* items per eval forward on a tape (measured: 32, 8, 4 equally fast) */
-/* Calls with less work than this (forward FLOPs) run on one thread: the ops open a parallel
- * region each, which costs more than it saves on tiny tensors (and on a busy machine every
- * wake-up of a second thread can cost a scheduler time slice). */
-#define UNET_SERIAL_FLOPS 2e7
+/* Calls with less work than this (forward FLOPs, ~0.1 ms on one core) run on one thread: waking
+ * a second thread costs more than it saves (measured on 2 cores: a 21 MFLOP forward + backward
+ * of 10 items already runs 1.7x faster on two slices; on a busy machine every wake-up of a second
+ * thread can cost a scheduler time slice). */
+#define UNET_SERIAL_FLOPS 5e6
 #define UNET_MAX_SLICES 64 /* threads that can each run a slice of the batch */
 
 /* Tensors of a ResnetBlock, consecutive in the table from p0 (state_dict order). */

@@ -172,18 +172,23 @@ static void check_vs_pytorch(const char *prefix, int B) {
     float *out = malloc(sizeof(float) * n);
     ddpm_model_input mi = {.x = in.x, .t = in.t, .cond = in.cond, .self_cond = in.sc, .B = B,
                            .train = 1, .seed = 3, .step = 9};
-    assert_int_equal(m->ops->forward(m, &mi, out), DDPM_OK);
-    snprintf(key, sizeof key, "%sout", prefix);
-    cmp_ref(key, out, n);
-    memset(m->grads, 0, sizeof(float) * m->n_params);
-    assert_int_equal(m->ops->backward(m, in.dout), DDPM_OK);
-    for (size_t i = 0; i < m->n_tensors; i++) {
-        char g[200];
-        snprintf(g, sizeof g, "%sgrad.%s", prefix, m->tensors[i].name);
-        cmp_ref(g, m->grads + m->tensors[i].offset, m->tensors[i].numel);
+    /* one thread, then two (the batch split into one slice per thread, see net_unet.c) */
+    for (int threads = 1; threads <= 2; threads++) {
+        omp_set_num_threads(threads);
+        assert_int_equal(m->ops->forward(m, &mi, out), DDPM_OK);
+        snprintf(key, sizeof key, "%sout", prefix);
+        cmp_ref(key, out, n);
+        memset(m->grads, 0, sizeof(float) * m->n_params);
+        assert_int_equal(m->ops->backward(m, in.dout), DDPM_OK);
+        for (size_t i = 0; i < m->n_tensors; i++) {
+            char g[200];
+            snprintf(g, sizeof g, "%sgrad.%s", prefix, m->tensors[i].name);
+            cmp_ref(g, m->grads + m->tensors[i].offset, m->tensors[i].numel);
+        }
+        /* backward replays once */
+        assert_int_equal(m->ops->backward(m, in.dout), DDPM_ERR_INVALID);
     }
-    /* backward replays once */
-    assert_int_equal(m->ops->backward(m, in.dout), DDPM_ERR_INVALID);
+    omp_set_num_threads(1);
 
     /* eval mode: the same function (group norm has no running statistics, dropout is 0) */
     memset(out, 0, sizeof(float) * n);
