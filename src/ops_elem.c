@@ -8,26 +8,31 @@
 
 #include <math.h>
 
+#include "vmath.h"
+
 #define OMP_MIN_WORK 32768
 
 /* ---- activations ---- */
 
+/* GELU(x) = x Phi(x), with the vectorisable Phi of vmath.h (libm's erff was 11% of a ContextUnet
+ * training step). */
 void ddpm_gelu_forward(float *out, const float *inp, size_t n) {
-#pragma omp parallel for schedule(static) if (n > OMP_MIN_WORK)
+#pragma omp parallel for simd schedule(static) if (n > OMP_MIN_WORK)
     for (size_t i = 0; i < n; i++) {
-        const float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2));
+        float g;
+        out[i] = inp[i] * ddpm_vphi(inp[i], &g);
     }
 }
 
+/* GELU'(x) = Phi(x) + x phi(x), phi the standard normal density exp(-x^2/2) / sqrt(2 pi). */
 void ddpm_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
     const float inv_sqrt_2pi = 0.3989422804014327f;
-#pragma omp parallel for schedule(static) if (n > OMP_MIN_WORK)
+#pragma omp parallel for simd schedule(static) if (n > OMP_MIN_WORK)
     for (size_t i = 0; i < n; i++) {
         const float x = inp[i];
-        const float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
-        const float pdf = inv_sqrt_2pi * expf(-0.5f * x * x);
-        dinp[i] += dout[i] * (cdf + x * pdf);
+        float g;
+        const float cdf = ddpm_vphi(x, &g);
+        dinp[i] += dout[i] * (cdf + x * inv_sqrt_2pi * g);
     }
 }
 
@@ -42,17 +47,15 @@ void ddpm_relu_backward(float *dinp, const float *dout, const float *inp, size_t
         if (inp[i] > 0.0f) dinp[i] += dout[i];
 }
 
-static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
-
 void ddpm_silu_forward(float *out, const float *inp, size_t n) {
-#pragma omp parallel for schedule(static) if (n > OMP_MIN_WORK)
-    for (size_t i = 0; i < n; i++) out[i] = inp[i] * sigmoidf(inp[i]);
+#pragma omp parallel for simd schedule(static) if (n > OMP_MIN_WORK)
+    for (size_t i = 0; i < n; i++) out[i] = inp[i] * ddpm_vsigmoidf(inp[i]);
 }
 
 void ddpm_silu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
-#pragma omp parallel for schedule(static) if (n > OMP_MIN_WORK)
+#pragma omp parallel for simd schedule(static) if (n > OMP_MIN_WORK)
     for (size_t i = 0; i < n; i++) {
-        const float s = sigmoidf(inp[i]);
+        const float s = ddpm_vsigmoidf(inp[i]);
         dinp[i] += dout[i] * s * (1.0f + inp[i] * (1.0f - s));
     }
 }
