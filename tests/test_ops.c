@@ -880,7 +880,8 @@ static void fast_vs_naive(const conv_shape *sh, int transposed) {
 }
 
 /* With 1 thread every item runs serially with threaded BLAS; with 2 or 3, items run
- * concurrently with per-thread partial gradients (B = 1 shapes still take the serial path). */
+ * concurrently with per-thread partial gradients (B = 1 shapes still take the serial path; odd
+ * B leaves the threads uneven shares). */
 static void test_fast_vs_naive_conv(void **s) {
     (void)s;
     const int saved_threads = omp_get_max_threads();
@@ -892,13 +893,15 @@ static void test_fast_vs_naive_conv(void **s) {
             {2, 7, 6, 9, 4, 1, 1, 1, 0}, /* pointwise: no im2col */
             {2, 4, 5, 5, 3, 1, 1, 2, 0}, /* 1x1 but strided: im2col */
             {1, 2, 5, 11, 3, 2, 5, 1, 2},    {2, 3, 10, 6, 2, 5, 3, 3, 0},
-            {1, 24, 16, 16, 24, 3, 3, 1, 1},
+            {1, 24, 16, 16, 24, 3, 3, 1, 1}, {7, 6, 4, 4, 5, 3, 3, 1, 1},
+            {5, 9, 3, 5, 4, 1, 1, 1, 0},     {7, 3, 6, 6, 4, 3, 3, 2, 1},
         };
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) fast_vs_naive(&shapes[i], 0);
         const conv_shape tshapes[] = {
             {2, 16, 6, 5, 12, 4, 4, 2, 1}, {1, 6, 3, 4, 5, 2, 2, 2, 0},
             {2, 8, 1, 1, 6, 7, 7, 7, 0},   {1, 3, 5, 4, 4, 3, 3, 1, 1},
             {2, 5, 4, 3, 3, 3, 2, 3, 1},   {1, 24, 8, 8, 16, 4, 4, 2, 1},
+            {7, 6, 4, 4, 5, 2, 2, 2, 0},   {5, 4, 2, 3, 3, 4, 4, 2, 1},
         };
         for (size_t i = 0; i < sizeof tshapes / sizeof tshapes[0]; i++)
             fast_vs_naive(&tshapes[i], 1);
