@@ -293,7 +293,9 @@ int ddpm_sample_loop(const ddpm_schedule *s, const ddpm_sample_opts *o, ddpm_den
         int need_noise = ddim ? (o->eta > 0.0f && t_prev >= s->t0)
                               : (t > s->t0 && !o->step.no_noise);
         if (need_noise) {
-#pragma omp parallel for schedule(static) if (n > 65536)
+            /* Philox + Box-Muller is compute bound (tens of ns a number): worth threads
+             * at a much smaller size than the memory-bound step below. */
+#pragma omp parallel for schedule(static) if (n > 8192 && B > 1)
             for (int i = 0; i < B; i++)
                 ddpm_randn(o->seed, DDPM_STREAM_SAMPLE_STEP, o->first_item + (uint64_t)i,
                            (uint32_t)t, noise + (size_t)i * d, d);
