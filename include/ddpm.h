@@ -379,7 +379,7 @@ struct ddpm_model {
     int self_cond;         /* 1: the network takes a self-conditioning input */
     int num_timesteps;     /* schedule entries the network embeds (its t input range) */
     float *params, *grads; /* contiguous, n_params each, 64-byte aligned */
-    size_t n_params;
+    size_t n_params;       /* floats, incl. each tensor's padding to 16 (see ddpm_model_weight_count) */
     float *buffers;        /* contiguous non-trained state (may be NULL) */
     size_t n_buffers;
     ddpm_param_info *tensors; /* every named tensor: parameters first, then buffers */
@@ -394,6 +394,9 @@ int ddpm_model_create(const char *config_json, uint64_t seed, ddpm_model **out);
 void ddpm_model_free(ddpm_model *m);
 int ddpm_model_reserve(ddpm_model *m, int B);
 const ddpm_param_info *ddpm_model_find(const ddpm_model *m, const char *name);
+/* The number of trained weights (the sum of the parameter tensors' sizes, as PyTorch counts
+ * them; n_params also holds each tensor's padding). */
+size_t ddpm_model_weight_count(const ddpm_model *m);
 /* Pointer to a tensor's values (params or buffers). */
 float *ddpm_model_tensor_data(ddpm_model *m, const ddpm_param_info *p);
 /* Loads tensors by name from a safetensors file (model keys exactly, or prefix + key). Every

@@ -81,6 +81,13 @@ void ddpm_model_free_common(ddpm_model *m) {
     free(m);
 }
 
+size_t ddpm_model_weight_count(const ddpm_model *m) {
+    size_t n = 0;
+    for (size_t i = 0; i < m->n_tensors; i++)
+        if (!m->tensors[i].is_buffer) n += m->tensors[i].numel;
+    return n;
+}
+
 const ddpm_param_info *ddpm_model_find(const ddpm_model *m, const char *name) {
     for (size_t i = 0; i < m->n_tensors; i++)
         if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];

@@ -25,7 +25,7 @@ ppm "$tmp/data/red/wide.ppm" 12 8 230 50 50     # non-square: resized and center
 { printf 'P5\n8 8\n255\n'; head -c 64 /dev/zero | tr '\0' '\200'; } > "$tmp/data/blue/gray.pgm"
 
 tiny=(--model unet --base-channels 8 --channel-mult 1,2 --num-res-blocks 1 --groups 4 --heads 2
-      --timesteps 40 --batch-size 8 --quiet)
+      --dim-head 8 --timesteps 40 --batch-size 8 --quiet)
 expect_ok "train on a folder" "$DDPM" train --data "$tmp/data" --labels-from-dirs --image-size 8 "${tiny[@]}" \
   --steps 20 --sample-every 10 --sample-n 4 --out "$tmp/run"
 ck="$tmp/run/ckpt.safetensors"
@@ -51,6 +51,7 @@ check "without x_T the seed matters" bash -c "! cmp -s '$tmp/x1.npy' '$tmp/x3.np
 expect_fail 2 "class out of range" "--class 5 is out of range: the model has 2 classes" "$DDPM" sample --ckpt "$ck" --class 5 --out "$tmp/x.png"
 expect_fail 2 "context of the wrong length" "--context needs 2" "$DDPM" sample --ckpt "$ck" --context 1,0,1 --out "$tmp/x.png"
 expect_fail 2 "x_T of the wrong shape" "xT.npy: x_T must be an array [3, 3, 8, 8]" "$DDPM" sample --ckpt "$ck" -n 3 --x-init "$tmp/xT.npy" --out "$tmp/x.png"
+expect_fail 2 "negative head width" '"dim_head" must be in 0..4096 (got -3)' "$DDPM" train --data "$tmp/data" --image-size 8 "${tiny[@]}" --dim-head -3 --out "$tmp/r2"
 expect_fail 2 "directory with no images" "no images found" "$DDPM" train --data "$tmp/empty" "${tiny[@]}" --out "$tmp/r2"
 cp -r "$tmp/data" "$tmp/broken"; head -c 100 "$tmp/grid.png" > "$tmp/broken/red/cut.png"
 expect_fail 2 "truncated image" "cut.png" "$DDPM" train --data "$tmp/broken" --image-size 8 "${tiny[@]}" --steps 1 --out "$tmp/r2"

@@ -75,7 +75,7 @@ int cmd_demo(int argc, char **argv) {
     if ((rc = ddpm_trainer_init(&tr, m, &s, &tc, &td))) goto done;
     printf("training the MLP (%zu parameters) for %d steps of batch 128 (%.1f epochs), Adam lr 2e-3 "
            "with warm-up and cosine decay, EMA 0.999\n",
-           m->n_params, steps, steps / (double)ddpm_steps_per_epoch(&tr));
+           ddpm_model_weight_count(m), steps, steps / (double)ddpm_steps_per_epoch(&tr));
     fflush(stdout);
     job_run_opts ro = {.out_dir = out, .save_every = 0, .log_every = steps / 10 > 0 ? steps / 10 : 1, .quiet = quiet};
     const double t_train = seconds();

@@ -11,7 +11,7 @@
 typedef struct {
     const char *weights, *model, *schedule, *prediction, *channel_mult, *attn_res, *unet_channels,
         *shortcut;
-    int n_feat, n_cfeat, height, channels, timesteps, base_channels, num_res_blocks, heads, groups,
+    int n_feat, n_cfeat, height, channels, timesteps, base_channels, num_res_blocks, heads, dim_head, set_dim_head, groups,
         num_classes, self_cond, time_emb_dim, hidden, depth, dim, set_T;
     double beta_start, beta_end;
     int set_bs, set_be;
@@ -66,6 +66,7 @@ static int load_plain_weights(const weights_args *w, ddpm_checkpoint *ck) {
         if (w->base_channels > 0) cJSON_AddNumberToObject(o, "base_channels", w->base_channels);
         if (w->num_res_blocks > 0) cJSON_AddNumberToObject(o, "num_res_blocks", w->num_res_blocks);
         if (w->heads > 0) cJSON_AddNumberToObject(o, "heads", w->heads);
+        if (w->set_dim_head) cJSON_AddNumberToObject(o, "dim_head", w->dim_head);
         if (w->groups > 0) cJSON_AddNumberToObject(o, "groups", w->groups);
         if (w->num_classes > 0) cJSON_AddNumberToObject(o, "num_classes", w->num_classes);
         if (w->self_cond) cJSON_AddBoolToObject(o, "self_cond", 1);
@@ -139,6 +140,7 @@ int cmd_sample(int argc, char **argv) {
         {"num-res-blocks", CLI_INT, &wa.num_res_blocks, "N", "with --weights: unet res blocks per level", NULL},
         {"attn-resolutions", CLI_STRING, &wa.attn_res, "LIST", "with --weights: unet attention resolutions", NULL},
         {"heads", CLI_INT, &wa.heads, "N", "with --weights: unet attention heads", NULL},
+        {"dim-head", CLI_INT, &wa.dim_head, "D", "with --weights: unet attention head width (0 = channels / heads)", &wa.set_dim_head},
         {"groups", CLI_INT, &wa.groups, "G", "with --weights: unet group-norm groups", NULL},
         {"num-classes", CLI_INT, &wa.num_classes, "K", "with --weights: unet classes", NULL},
         {"self-cond", CLI_FLAG, &wa.self_cond, NULL, "with --weights: unet self-conditioning", NULL},

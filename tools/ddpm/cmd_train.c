@@ -22,7 +22,7 @@ typedef struct {
     /* images */
     const char *labels, *channel_mult, *attn_res, *unet_channels, *shortcut;
     int image_size, channels, labels_from_dirs, max_items, hflip, no_hflip, n_feat, base_channels,
-        num_res_blocks, heads, groups, time_emb_dim, self_cond, sample_every, sample_n;
+        num_res_blocks, heads, dim_head, set_dim_head, groups, time_emb_dim, self_cond, sample_every, sample_n;
     float dropout, cond_drop;
     int set_lr, set_batch, set_decay, set_warmup, set_cond_drop, set_loss, set_model, set_T_img;
 } train_args;
@@ -99,6 +99,7 @@ static int build_image_model_json(const train_args *a, const job_data *d, int n_
         if (a->num_res_blocks > 0) cJSON_AddNumberToObject(o, "num_res_blocks", a->num_res_blocks);
         if (a->attn_res) bad |= add_int_list(o, "attn_resolutions", a->attn_res);
         if (a->heads > 0) cJSON_AddNumberToObject(o, "heads", a->heads);
+        if (a->set_dim_head) cJSON_AddNumberToObject(o, "dim_head", a->dim_head);
         if (a->groups > 0) cJSON_AddNumberToObject(o, "groups", a->groups);
         cJSON_AddNumberToObject(o, "dropout", a->dropout);
         cJSON_AddNumberToObject(o, "num_classes", d->cond_dim);
@@ -119,7 +120,7 @@ static int build_image_model_json(const train_args *a, const job_data *d, int n_
 int train_print_config(const ddpm_model *m, const ddpm_schedule *s, const ddpm_train_config *c,
                        const char *data_json, size_t n_data) {
     char *sj = ddpm_schedule_config_json(s);
-    printf("model     %s  (%zu parameters)\n", m->config_json, m->n_params);
+    printf("model     %s  (%zu parameters)\n", m->config_json, ddpm_model_weight_count(m));
     printf("schedule  %s\n", sj ? sj : "?");
     printf("data      %s  (%zu items)\n", data_json, n_data);
     printf("training  %s loss on %s, %s lr %g (warm-up %d, decay %s), batch %d, %lld steps, "
@@ -134,7 +135,7 @@ int train_print_config(const ddpm_model *m, const ddpm_schedule *s, const ddpm_t
 }
 
 int cmd_train(int argc, char **argv) {
-    train_args a = {.data = "s-curve", .model = "mlp", .time_embedding = "learned",
+    train_args a = {.data = "s-curve", .model = "mlp",  .time_embedding = "learned",
                     .schedule = "sigmoid-2d", .prediction = "eps", .loss = "l2",
                     .optimizer = "adam", .lr_decay = "constant", .out = "runs/train",
                     .n_points = 10000, .hidden = 128, .depth = 3, .timesteps = 100, .batch = 128,
@@ -163,7 +164,8 @@ int cmd_train(int argc, char **argv) {
         {"channel-mult", CLI_STRING, &a.channel_mult, "LIST", "unet: per-level channel multipliers (default 1,2,2)", NULL},
         {"num-res-blocks", CLI_INT, &a.num_res_blocks, "N", "unet: residual blocks per level (default 2)", NULL},
         {"attn-resolutions", CLI_STRING, &a.attn_res, "LIST", "unet: resolutions with self-attention (default 7 or 8)", NULL},
-        {"heads", CLI_INT, &a.heads, "N", "unet: attention heads", NULL},
+        {"heads", CLI_INT, &a.heads, "N", "unet: attention heads (default 4)", NULL},
+        {"dim-head", CLI_INT, &a.dim_head, "D", "unet: width of each attention head (default 32; 0 = channels / heads)", &a.set_dim_head},
         {"groups", CLI_INT, &a.groups, "G", "unet: group-norm groups (default 8)", NULL},
         {"dropout", CLI_FLOAT, &a.dropout, "P", "unet: dropout in the residual blocks (default 0)", NULL},
         {"self-cond", CLI_FLAG, &a.self_cond, NULL, "unet: self-conditioning on the previous x_0 estimate", NULL},
