@@ -77,7 +77,11 @@ static int run(int size, int reps) {
     return 0;
 }
 
+void ddpm_conv_use_shifted(int on); /* ops_conv.c (internal) */
+
 int main(int argc, char **argv) {
+    /* DDPM_CONV_SHIFTED=0: stride-1 convolutions through im2col instead (for comparison) */
+    if (getenv("DDPM_CONV_SHIFTED")) ddpm_conv_use_shifted(atoi(getenv("DDPM_CONV_SHIFTED")));
     const int reps = argc > 1 ? atoi(argv[1]) : 5;
     const int only = argc > 2 ? atoi(argv[2]) : 0;
     if (reps < 1) return 2;

@@ -35,4 +35,8 @@ int ddpm_read_file(const char *path, unsigned char **data, size_t *size);
 int ddpm_write_file_atomic(const char *path, const void *const *parts, const size_t *sizes,
                            size_t n_parts);
 
+/* ops_conv.c: stride-1 conv2d as shifted GEMMs on the padded input (1, the default) or through
+ * im2col (0). For tests and benchmarks; not thread-safe. */
+void ddpm_conv_use_shifted(int on);
+
 #endif

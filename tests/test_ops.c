@@ -13,6 +13,7 @@
  * fail the same check. Gradient buffers start non-zero, so the += contract is tested too, and
  * each gradient is recomputed alone (the others NULL) and must match. */
 #include "testutil.h"
+#include "internal.h"
 
 #include <math.h>
 #include <omp.h>
@@ -885,7 +886,10 @@ static void fast_vs_naive(const conv_shape *sh, int transposed) {
 static void test_fast_vs_naive_conv(void **s) {
     (void)s;
     const int saved_threads = omp_get_max_threads();
-    for (int threads = 1; threads <= 3; threads++) {
+    /* stride-1 conv2d: shifted GEMMs (the default) and im2col, each against the reference */
+    for (int run = 0; run < 6; run++) {
+        const int threads = 1 + run % 3;
+        ddpm_conv_use_shifted(run < 3);
         omp_set_num_threads(threads);
         const conv_shape shapes[] = {
             {2, 32, 12, 10, 16, 3, 3, 1, 1}, /* large enough for the OpenMP im2col path */
@@ -894,6 +898,7 @@ static void test_fast_vs_naive_conv(void **s) {
             {2, 4, 5, 5, 3, 1, 1, 2, 0}, /* 1x1 but strided: im2col */
             {1, 2, 5, 11, 3, 2, 5, 1, 2},    {2, 3, 10, 6, 2, 5, 3, 3, 0},
             {1, 24, 16, 16, 24, 3, 3, 1, 1}, {7, 6, 4, 4, 5, 3, 3, 1, 1},
+            {3, 4, 5, 6, 3, 3, 3, 1, 0},     {2, 3, 4, 7, 5, 2, 4, 1, 3}, /* no pad; pad > kernel */
             {5, 9, 3, 5, 4, 1, 1, 1, 0},     {7, 3, 6, 6, 4, 3, 3, 2, 1},
         };
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) fast_vs_naive(&shapes[i], 0);
@@ -907,6 +912,7 @@ static void test_fast_vs_naive_conv(void **s) {
             fast_vs_naive(&tshapes[i], 1);
     }
     omp_set_num_threads(saved_threads);
+    ddpm_conv_use_shifted(1);
 }
 
 /* ---- argument validation and corner cases ---- */
