@@ -719,14 +719,17 @@ int ddpm_conv_transpose2d_dims(ddpm_conv_dims *d, int B, int C_in, int H, int W,
                                int KH, int KW, int stride, int pad);
 /* Workspace (in floats) needed by the fast forward and backward, for the current
  * omp_get_max_threads() (query again after changing the thread count). With B >= 2 the items
- * run concurrently, one per thread, each with its own im2col matrix (C_in KH KW x H_out W_out
- * for conv2d, C_out KH KW x H W for the transposed one; none for a 1x1 stride-1 unpadded
- * conv2d) and its own weight/bias gradient partial sums; with B = 1 one matrix and threaded
- * BLAS (a single-item pointwise conv2d needs no workspace). */
+ * run concurrently, one per thread, each with its own working matrices and weight/bias gradient
+ * partial sums; with B = 1 one set and threaded BLAS. A stride-1 conv2d whose output fits in L2
+ * runs as one GEMM per kernel tap on the zero-padded input (no im2col; padded input, output and
+ * the weights regrouped by tap); otherwise im2col + sgemm (C_in KH KW x H_out W_out for conv2d,
+ * C_out KH KW x H W for the transposed one; none for a single-item 1x1 stride-1 unpadded
+ * conv2d, which needs no workspace at all). */
 size_t ddpm_conv2d_workspace(const ddpm_conv_dims *d);
 size_t ddpm_conv_transpose2d_workspace(const ddpm_conv_dims *d);
 
-/* conv2d, im2col + sgemm per batch item. bias may be NULL. Results do not depend on how the
+/* conv2d, shifted GEMMs or im2col + sgemm per batch item (see above). bias may be NULL.
+ * Results do not depend on how the
  * items are scheduled (the gradient partials are summed in thread order), but may differ in the
  * last bits between thread counts.
  * out [B, C_out, H_out, W_out] = conv(inp [B, C_in, H, W], weight [C_out, C_in, KH, KW]) + bias [C_out] */

@@ -1,10 +1,11 @@
 /* ops_conv.c - conv2d and transposed conv2d, forward and backward.
  *
- * The fast path is im2col + sgemm, one batch item at a time: each item's GEMM is already large
- * enough for OpenBLAS to use both cores (C_out x C_in*K*K x H*W), and the workspace stays one
- * item's column matrix instead of the whole batch's. The transposed convolution is the adjoint
- * of conv2d's input gradient, so it reuses the same im2col/col2im pair with the roles of input
- * and output swapped. Naive direct-loop references sit at the end; the tests compare the two. */
+ * Two fast paths, one batch item at a time (the workspace stays one item's matrices instead of
+ * the whole batch's): im2col + sgemm, and for stride-1 convolutions with small outputs (most of
+ * every U-Net here) one GEMM per kernel tap on the zero-padded input, which needs no im2col or
+ * col2im at all (see "shifted GEMMs" below). The transposed convolution is the adjoint of
+ * conv2d's input gradient, so it reuses the same im2col/col2im pair with the roles of input and
+ * output swapped. Naive direct-loop references sit at the end; the tests compare all three. */
 #include "internal.h"
 
 #include <cblas.h>
