@@ -729,9 +729,8 @@ size_t ddpm_conv2d_workspace(const ddpm_conv_dims *d);
 size_t ddpm_conv_transpose2d_workspace(const ddpm_conv_dims *d);
 
 /* conv2d, shifted GEMMs or im2col + sgemm per batch item (see above). bias may be NULL.
- * Results do not depend on how the
- * items are scheduled (the gradient partials are summed in thread order), but may differ in the
- * last bits between thread counts.
+ * Results do not depend on how the items are scheduled (the gradient partials are summed in
+ * thread order), but may differ in the last bits between thread counts.
  * out [B, C_out, H_out, W_out] = conv(inp [B, C_in, H, W], weight [C_out, C_in, KH, KW]) + bias [C_out] */
 void ddpm_conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
                          const ddpm_conv_dims *d, float *ws);
