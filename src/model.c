@@ -71,6 +71,19 @@ int ddpm_model_reserve(ddpm_model *m, int B) {
     return m->ops->reserve(m, B);
 }
 
+ddpm_model *ddpm_model_new(const ddpm_model_ops *ops, size_t impl_size) {
+    ddpm_model *m = ddpm_alloc(1, sizeof *m);
+    void *impl = ddpm_alloc(1, impl_size);
+    if (!m || !impl) {
+        free(m);
+        free(impl);
+        return NULL;
+    }
+    m->ops = ops;
+    m->impl = impl;
+    return m;
+}
+
 void ddpm_model_free_common(ddpm_model *m) {
     if (!m) return;
     free(m->tensors);
@@ -79,6 +92,16 @@ void ddpm_model_free_common(ddpm_model *m) {
     free(m->buffers);
     free(m->config_json);
     free(m);
+}
+
+void ddpm_model_param_handles(ddpm_model *m, ddpm_param *h, float *grads) {
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const ddpm_param_info *t = &m->tensors[i];
+        h[i].w = ddpm_w(m, (int)i);
+        h[i].g = t->is_buffer ? NULL : grads + t->offset;
+        h[i].ndim = t->ndim;
+        for (int k = 0; k < 4; k++) h[i].shape[k] = k < t->ndim ? (int)t->shape[k] : 0;
+    }
 }
 
 size_t ddpm_model_weight_count(const ddpm_model *m) {
@@ -130,6 +153,15 @@ int ddpm_pt_add(ddpm_param_table *pt, int is_buffer, int64_t d0, int64_t d1, int
     return (int)pt->n++;
 }
 
+ddpm_bn_tensors ddpm_pt_batchnorm(ddpm_param_table *pt, int c, const char *name) {
+    ddpm_bn_tensors n;
+    n.w = DDPM_PARAM(pt, c, 0, 0, 0, "%s.weight", name);
+    n.b = DDPM_PARAM(pt, c, 0, 0, 0, "%s.bias", name);
+    n.rm = DDPM_BUFFER(pt, c, 0, 0, 0, "%s.running_mean", name);
+    n.rv = DDPM_BUFFER(pt, c, 0, 0, 0, "%s.running_var", name);
+    return n;
+}
+
 void ddpm_param_table_free(ddpm_param_table *pt) {
     free(pt->v);
     memset(pt, 0, sizeof *pt);
@@ -178,7 +210,39 @@ void ddpm_init_const(ddpm_model *m, int i, float value) {
     for (size_t k = 0; k < m->tensors[i].numel; k++) w[k] = value;
 }
 
+void ddpm_init_fan_in(ddpm_model *m, int w, int b, uint64_t seed) {
+    const ddpm_param_info *t = &m->tensors[w];
+    double fan_in = (double)t->shape[1];
+    for (int k = 2; k < t->ndim; k++) fan_in *= (double)t->shape[k];
+    const float bound = (float)(1.0 / sqrt(fan_in));
+    ddpm_init_uniform(m, w, bound, seed);
+    ddpm_init_uniform(m, b, bound, seed);
+}
+
+void ddpm_init_batchnorm(ddpm_model *m, ddpm_bn_tensors n) {
+    ddpm_init_const(m, n.w, 1.0f);
+    ddpm_init_const(m, n.b, 0.0f);
+    ddpm_init_const(m, n.rm, 0.0f);
+    ddpm_init_const(m, n.rv, 1.0f);
+}
+
 /* ---- config helpers ------------------------------------------------------------------------- */
+
+int ddpm_json_check_keys(const cJSON *o, const char *kind, const char *const *known, size_t n) {
+    for (const cJSON *e = o ? o->child : NULL; e; e = e->next) {
+        size_t k = 0;
+        while (k < n && strcmp(e->string, known[k]) != 0) k++;
+        if (k < n) continue;
+        char list[512] = "";
+        for (k = 0; k < n; k++) {
+            if (k) strncat(list, ", ", sizeof list - strlen(list) - 1);
+            strncat(list, known[k], sizeof list - strlen(list) - 1);
+        }
+        return ddpm_fail(DDPM_ERR_INVALID, "model config: unknown key \"%s\" for %s (known: %s)",
+                         e->string, kind, list);
+    }
+    return DDPM_OK;
+}
 
 int ddpm_json_int(const cJSON *o, const char *key, int def, int lo, int hi, int *out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
@@ -294,6 +358,86 @@ int ddpm_model_load_tensors(ddpm_model *m, const ddpm_safetensors *st, const cha
         }
     }
     return DDPM_OK;
+}
+
+/* ---- networks recorded on one tape ---------------------------------------------------------- */
+
+/* Eval-mode forwards run in chunks of items whose activations take at most this much of the
+ * tape's arena (DDPM_EVAL_CHUNK=N overrides it with N items per chunk). */
+#define EVAL_CHUNK_BYTES ((size_t)256 << 20)
+
+static int eval_chunk(size_t item_floats, int B) {
+    const char *env = getenv("DDPM_EVAL_CHUNK");
+    long n = env ? strtol(env, NULL, 10) : 0;
+    if (n < 1) {
+        n = (long)(EVAL_CHUNK_BYTES / (sizeof(float) * (item_floats ? item_floats : 1)));
+        if (n < 2) n = 2; /* both threads busy in the per-item convolutions */
+    }
+    return n < B ? (int)n : B;
+}
+
+int ddpm_tape_net_init(ddpm_model *m) {
+    ddpm_tape_net *tn = m->impl;
+    tn->prm = ddpm_alloc(m->n_tensors, sizeof *tn->prm);
+    tn->tape = ddpm_tape_new();
+    if (!tn->prm || !tn->tape) return DDPM_ERR_NOMEM;
+    ddpm_model_param_handles(m, tn->prm, m->grads);
+    return DDPM_OK;
+}
+
+void ddpm_tape_net_free(ddpm_tape_net *tn) {
+    ddpm_tape_free(tn->tape);
+    free(tn->prm);
+    tn->tape = NULL;
+    tn->prm = NULL;
+}
+
+int ddpm_tape_net_begin(ddpm_model *m, const ddpm_model_input *in) {
+    ddpm_tape_net *tn = m->impl;
+    const int B = in->B;
+    tn->recorded = 0;
+    tn->out = NULL;
+    if (B < 1 || B > m->max_batch)
+        return ddpm_fail(DDPM_ERR_INVALID, "%s: batch of %d outside the reserved 1..%d",
+                         m->ops->kind, B, m->max_batch);
+    for (int b = 0; b < B; b++)
+        if (in->t[b] < 0 || in->t[b] >= m->num_timesteps)
+            return ddpm_fail(DDPM_ERR_INVALID, "%s: timestep %d outside 0..%d", m->ops->kind,
+                             in->t[b], m->num_timesteps - 1);
+    return DDPM_OK;
+}
+
+int ddpm_tape_net_run(ddpm_model *m, const ddpm_model_input *in, float *out,
+                      ddpm_tape_net_record_fn record) {
+    ddpm_tape_net *tn = m->impl;
+    const int B = in->B;
+    const size_t d = m->sample_numel;
+    /* Training: one pass (batch statistics). Eval: items are independent, so the batch runs in
+     * chunks that bound the tape's memory (it keeps every activation until the next reset). */
+    const int chunk = in->train ? B : eval_chunk(tn->eval_item_floats, B);
+    for (int b0 = 0; b0 < B; b0 += chunk) {
+        const int nb = B - b0 < chunk ? B - b0 : chunk;
+        ddpm_tape_reset(tn->tape);
+        ddpm_tape_set_training(tn->tape, in->train);
+        ddpm_var *o = record(m, in, b0, nb);
+        int rc = ddpm_tape_status(tn->tape);
+        if (rc) return rc;
+        DDPM_CHECK(o && o->numel == (size_t)nb * d);
+        memcpy(out + (size_t)b0 * d, o->data, o->numel * sizeof(float));
+        if (in->train) {
+            tn->out = o;
+            tn->recorded = 1;
+        }
+    }
+    return DDPM_OK;
+}
+
+int ddpm_tape_net_backward(ddpm_model *m, const float *dout) {
+    ddpm_tape_net *tn = m->impl;
+    if (!tn->recorded)
+        return ddpm_fail(DDPM_ERR_INVALID, "%s: backward without a training forward", m->ops->kind);
+    tn->recorded = 0; /* the tape replays a forward once */
+    return ddpm_tape_backward(tn->tape, tn->out, dout);
 }
 
 /* ---- sampling callback with guidance ------------------------------------------------------- */

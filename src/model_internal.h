@@ -21,6 +21,13 @@ int ddpm_pt_add(ddpm_param_table *pt, int is_buffer, int64_t d0, int64_t d1, int
 #define DDPM_PARAM(pt, d0, d1, d2, d3, ...) ddpm_pt_add((pt), 0, (d0), (d1), (d2), (d3), __VA_ARGS__)
 #define DDPM_BUFFER(pt, d0, d1, d2, d3, ...) ddpm_pt_add((pt), 1, (d0), (d1), (d2), (d3), __VA_ARGS__)
 
+/* A BatchNorm2d's tensors: weight, bias and the buffers running_mean, running_var (declared in
+ * that order, the state_dict's; PyTorch's num_batches_tracked is not kept, loading ignores it). */
+typedef struct {
+    int w, b, rm, rv;
+} ddpm_bn_tensors;
+ddpm_bn_tensors ddpm_pt_batchnorm(ddpm_param_table *pt, int c, const char *name);
+
 /* Moves the table into m->tensors and allocates m->params, m->grads and m->buffers, each tensor
  * starting on a 64-byte boundary (padding stays zero, so it is inert for every optimizer loop). */
 int ddpm_model_alloc_params(ddpm_model *m, ddpm_param_table *pt);
@@ -40,7 +47,17 @@ static inline float *ddpm_g(ddpm_model *m, int i) {
 void ddpm_init_uniform(ddpm_model *m, int i, float bound, uint64_t seed);
 void ddpm_init_normal(ddpm_model *m, int i, float std, uint64_t seed);
 void ddpm_init_const(ddpm_model *m, int i, float value);
+/* PyTorch's default for Conv2d, ConvTranspose2d and Linear: weight w and bias b ~
+ * U(+-1/sqrt(fan_in)), fan_in = weight.size(1) * kernel area (for ConvTranspose2d, whose weight
+ * is [C_in, C_out, k, k], that is C_out k k). */
+void ddpm_init_fan_in(ddpm_model *m, int w, int b, uint64_t seed);
+/* PyTorch's initial BatchNorm2d: weight 1, bias 0, running mean 0, running var 1. */
+void ddpm_init_batchnorm(ddpm_model *m, ddpm_bn_tensors n);
 
+/* A key of config o that is not among known[0..n) is a mistake (a typo would otherwise silently
+ * give the default): DDPM_ERR_INVALID with a message naming the key, the kind and the known
+ * keys. */
+int ddpm_json_check_keys(const cJSON *o, const char *kind, const char *const *known, size_t n);
 /* Config readers: a missing key takes the default; a present key must have the right type and
  * range, else DDPM_ERR_INVALID with a message naming the key. */
 int ddpm_json_int(const cJSON *o, const char *key, int def, int lo, int hi, int *out);
@@ -50,8 +67,50 @@ int ddpm_json_string(const cJSON *o, const char *key, const char *def, const cha
 int ddpm_json_int_list(const cJSON *o, const char *key, const int *def, int n_def, int max,
                        int *out, int *n);
 
+/* A new model of the given ops whose m->impl is a zeroed struct of impl_size bytes (both freed by
+ * ddpm_model_free_common and free); NULL if out of memory. */
+ddpm_model *ddpm_model_new(const ddpm_model_ops *ops, size_t impl_size);
 /* Frees what every model owns (tensors, params, grads, buffers, config) and the struct. */
 void ddpm_model_free_common(ddpm_model *m);
+
+/* Fills h[0..n_tensors) with a handle per tensor: its values, its gradient in `grads` (m->grads,
+ * or a buffer laid out like it; NULL for buffers) and its shape. */
+void ddpm_model_param_handles(ddpm_model *m, ddpm_param *h, float *grads);
+
+/* ---- networks recorded on one tape ----------------------------------------------------------
+ * A network written once on a tape (net_context_unet.c, net_simple_unet.c): the forward records
+ * it, the backward replays the recording. The model's impl struct starts with a ddpm_tape_net
+ * (so the tape is the first thing in m->impl: the tests read its statistics there), and its ops
+ * use ddpm_tape_net_backward as the backward. A training forward records the whole batch once;
+ * an eval forward runs in chunks of items, resetting the tape between them, so the tape's arena
+ * holds one chunk's activations (items must be independent in eval mode). The arena grows during
+ * the first forward/backward of the largest batch and is reused afterwards. */
+typedef struct {
+    ddpm_tape *tape;
+    ddpm_param *prm;         /* a handle for every tensor (buffers: w only) */
+    ddpm_var *out;           /* output of the last training forward */
+    size_t eval_item_floats; /* about the floats an eval forward keeps per item (sets the chunk) */
+    int recorded;            /* a training forward is recorded and not yet replayed */
+} ddpm_tape_net;
+
+/* Records the network on the tape for items [b0, b0 + nb) of the batch `in`; returns its output
+ * [nb, sample_numel], or NULL (or anything) after an error the tape recorded. */
+typedef ddpm_var *(*ddpm_tape_net_record_fn)(ddpm_model *m, const ddpm_model_input *in, int b0,
+                                             int nb);
+
+/* After ddpm_model_alloc_params: the tape and a handle for every tensor. */
+int ddpm_tape_net_init(ddpm_model *m);
+/* Frees the tape and the handles (those never allocated are NULL: nothing to free). */
+void ddpm_tape_net_free(ddpm_tape_net *tn);
+/* The start of every forward: forgets the last recording, then checks the batch size against the
+ * reserved one and every timestep against 0..num_timesteps-1 (the messages name the kind). */
+int ddpm_tape_net_begin(ddpm_model *m, const ddpm_model_input *in);
+/* The rest of the forward, once the network's inputs are ready: records the batch (in chunks in
+ * eval mode, see above) and copies the output to out [B, sample_numel]. */
+int ddpm_tape_net_run(ddpm_model *m, const ddpm_model_input *in, float *out,
+                      ddpm_tape_net_record_fn record);
+/* The backward of such a model: replays the last training forward once. */
+int ddpm_tape_net_backward(ddpm_model *m, const float *dout);
 
 /* Factories of the built-in networks. */
 int ddpm_mlp_create(const void *config_cjson, uint64_t seed, ddpm_model **out);

@@ -31,8 +31,6 @@
  * num_batches_tracked, which loading ignores). */
 #include "model_internal.h"
 
-#include <math.h>
-
 typedef struct {
     int in_channels, n_feat, n_cfeat, height, num_timesteps;
     int learned_shortcut;
@@ -43,12 +41,8 @@ typedef struct {
 } cu_affine;
 
 typedef struct {
-    int w, b, rm, rv;
-} cu_bn;
-
-typedef struct {
     cu_affine conv1, conv2, shortcut; /* shortcut.w = -1: none (same channels, or "none") */
-    cu_bn bn1, bn2;
+    ddpm_bn_tensors bn1, bn2;
     int is_res, same;
 } cu_block;
 
@@ -56,37 +50,19 @@ typedef struct {
     cu_affine l0, l2;
 } cu_embed;
 
-/* The tape comes first: the tests read its allocation statistics through m->impl. */
+/* The tape net comes first (see model_internal.h). */
 typedef struct {
-    ddpm_tape *tape;
+    ddpm_tape_net tn;
     cu_config cfg;
     cu_block init_conv, down1[2], down2[2], up1[2], up2[2];
     cu_affine up1_ct, up2_ct, up0_ct, up0_gn, out0, out1, out3;
     cu_embed te1, te2, ce1, ce2;
-    ddpm_param *prm;      /* a handle for every tensor (buffers: w only) */
     ddpm_param zero_w[2]; /* n_cfeat 0: frozen zero weights [2nf, 1] and [nf, 1] */
     float *zeros;         /* their data: 2nf floats */
-    ddpm_var *out;        /* output of the last training forward */
     float *tbuf, *cbuf;   /* [max_batch] t / (T - 1); [max_batch, max(n_cfeat, 1)] context */
-    size_t eval_item_floats; /* about the floats an eval forward keeps per item */
-    int recorded;
 } cu_net;
 
 #define INV_1414 (1.0f / 1.414f)
-
-/* Eval-mode forwards run in chunks of items whose activations take at most this much of the
- * tape's arena (DDPM_EVAL_CHUNK=N overrides it with N items per chunk). */
-#define EVAL_CHUNK_BYTES ((size_t)256 << 20)
-
-static int eval_chunk(size_t item_floats, int B) {
-    const char *env = getenv("DDPM_EVAL_CHUNK");
-    long n = env ? strtol(env, NULL, 10) : 0;
-    if (n < 1) {
-        n = (long)(EVAL_CHUNK_BYTES / (sizeof(float) * (item_floats ? item_floats : 1)));
-        if (n < 2) n = 2; /* both threads busy in the per-item convolutions */
-    }
-    return n < B ? (int)n : B;
-}
 
 /* ---- the parameter table, in the PyTorch module's state_dict order --------------------------- */
 
@@ -119,15 +95,6 @@ static cu_affine decl_norm(ddpm_param_table *pt, int c, const char *name) {
     return a;
 }
 
-static cu_bn decl_bn(ddpm_param_table *pt, int c, const char *name) {
-    cu_bn n;
-    n.w = DDPM_PARAM(pt, c, 0, 0, 0, "%s.weight", name);
-    n.b = DDPM_PARAM(pt, c, 0, 0, 0, "%s.bias", name);
-    n.rm = DDPM_BUFFER(pt, c, 0, 0, 0, "%s.running_mean", name);
-    n.rv = DDPM_BUFFER(pt, c, 0, 0, 0, "%s.running_var", name);
-    return n;
-}
-
 /* ResidualConvBlock: conv1 = Sequential(Conv2d, BatchNorm2d, GELU), conv2 likewise; the learned
  * shortcut is registered after them (the fixture's module does the same). */
 static cu_block decl_block(ddpm_param_table *pt, int cin, int cout, int is_res, int learned,
@@ -139,11 +106,11 @@ static cu_block decl_block(ddpm_param_table *pt, int cin, int cout, int is_res, 
     snprintf(name, sizeof name, "%s.conv1.0", prefix);
     k.conv1 = decl_conv(pt, cout, cin, 3, name);
     snprintf(name, sizeof name, "%s.conv1.1", prefix);
-    k.bn1 = decl_bn(pt, cout, name);
+    k.bn1 = ddpm_pt_batchnorm(pt, cout, name);
     snprintf(name, sizeof name, "%s.conv2.0", prefix);
     k.conv2 = decl_conv(pt, cout, cout, 3, name);
     snprintf(name, sizeof name, "%s.conv2.1", prefix);
-    k.bn2 = decl_bn(pt, cout, name);
+    k.bn2 = ddpm_pt_batchnorm(pt, cout, name);
     k.shortcut.w = k.shortcut.b = -1;
     if (is_res && !k.same && learned) {
         snprintf(name, sizeof name, "%s.shortcut", prefix);
@@ -189,20 +156,13 @@ static void declare(cu_net *p, ddpm_param_table *pt) {
 
 /* ---- PyTorch's default initialisation -------------------------------------------------------- */
 
-/* Conv2d, ConvTranspose2d and Linear: weight and bias ~ U(+-1/sqrt(fan_in)), where fan_in is
- * weight.size(1) * kernel area (for ConvTranspose2d that is C_out k k); an empty Linear(0, .)
- * gives bound 0 (PyTorch's reset_parameters). */
+/* Conv2d, ConvTranspose2d and Linear: ddpm_init_fan_in; an empty Linear(0, .) gives bound 0
+ * (PyTorch's reset_parameters). */
 static void init_affine(ddpm_model *m, cu_affine a, uint64_t seed) {
-    if (a.w < 0) {
+    if (a.w < 0)
         ddpm_init_const(m, a.b, 0.0f);
-        return;
-    }
-    const ddpm_param_info *w = &m->tensors[a.w];
-    double fan_in = (double)w->shape[1];
-    for (int k = 2; k < w->ndim; k++) fan_in *= (double)w->shape[k];
-    const float bound = (float)(1.0 / sqrt(fan_in));
-    ddpm_init_uniform(m, a.w, bound, seed);
-    ddpm_init_uniform(m, a.b, bound, seed);
+    else
+        ddpm_init_fan_in(m, a.w, a.b, seed);
 }
 
 static void init_norm(ddpm_model *m, cu_affine a) {
@@ -210,18 +170,12 @@ static void init_norm(ddpm_model *m, cu_affine a) {
     ddpm_init_const(m, a.b, 0.0f);
 }
 
-static void init_bn(ddpm_model *m, cu_bn n) {
-    ddpm_init_const(m, n.w, 1.0f);
-    ddpm_init_const(m, n.b, 0.0f);
-    ddpm_init_const(m, n.rm, 0.0f);
-    ddpm_init_const(m, n.rv, 1.0f);
-}
 
 static void init_block(ddpm_model *m, const cu_block *k, uint64_t seed) {
     init_affine(m, k->conv1, seed);
-    init_bn(m, k->bn1);
+    ddpm_init_batchnorm(m, k->bn1);
     init_affine(m, k->conv2, seed);
-    init_bn(m, k->bn2);
+    ddpm_init_batchnorm(m, k->bn2);
     if (k->shortcut.w >= 0) init_affine(m, k->shortcut, seed);
 }
 
@@ -246,23 +200,24 @@ static void init_all(ddpm_model *m, cu_net *p, uint64_t seed) {
 
 /* ---- the forward, on the tape ---------------------------------------------------------------- */
 
-static const ddpm_param *P(cu_net *p, int i) { return i >= 0 ? &p->prm[i] : NULL; }
+static const ddpm_param *P(cu_net *p, int i) { return i >= 0 ? &p->tn.prm[i] : NULL; }
 
 static ddpm_var *conv(cu_net *p, ddpm_var *x, cu_affine a, int stride, int pad) {
-    return ddpm_tape_conv2d(p->tape, x, P(p, a.w), P(p, a.b), stride, pad);
+    return ddpm_tape_conv2d(p->tn.tape, x, P(p, a.w), P(p, a.b), stride, pad);
 }
 
 static ddpm_var *convt(cu_net *p, ddpm_var *x, cu_affine a, int stride) {
-    return ddpm_tape_conv_transpose2d(p->tape, x, P(p, a.w), P(p, a.b), stride, 0);
+    return ddpm_tape_conv_transpose2d(p->tn.tape, x, P(p, a.w), P(p, a.b), stride, 0);
 }
 
-static ddpm_var *bn(cu_net *p, ddpm_var *x, cu_bn n) {
-    return ddpm_tape_batchnorm(p->tape, x, P(p, n.w), P(p, n.b), p->prm[n.rm].w, p->prm[n.rv].w);
+static ddpm_var *bn(cu_net *p, ddpm_var *x, ddpm_bn_tensors n) {
+    return ddpm_tape_batchnorm(p->tn.tape, x, P(p, n.w), P(p, n.b), p->tn.prm[n.rm].w,
+                               p->tn.prm[n.rv].w);
 }
 
 /* ResidualConvBlock.forward */
 static ddpm_var *block(cu_net *p, ddpm_var *x, const cu_block *k) {
-    ddpm_tape *t = p->tape;
+    ddpm_tape *t = p->tn.tape;
     ddpm_var *h = ddpm_tape_gelu(t, bn(p, conv(p, x, k->conv1, 1, 1), k->bn1));
     h = ddpm_tape_gelu(t, bn(p, conv(p, h, k->conv2, 1, 1), k->bn2));
     if (!k->is_res) return h;
@@ -273,19 +228,19 @@ static ddpm_var *block(cu_net *p, ddpm_var *x, const cu_block *k) {
 
 /* UnetDown.forward */
 static ddpm_var *down(cu_net *p, ddpm_var *x, const cu_block k[2]) {
-    return ddpm_tape_maxpool2d(p->tape, block(p, block(p, x, &k[0]), &k[1]), 2, 0);
+    return ddpm_tape_maxpool2d(p->tn.tape, block(p, block(p, x, &k[0]), &k[1]), 2, 0);
 }
 
 /* UnetUp.forward */
 static ddpm_var *up(cu_net *p, ddpm_var *x, ddpm_var *skip, cu_affine ct, const cu_block k[2]) {
-    ddpm_var *h = convt(p, ddpm_tape_concat(p->tape, x, skip), ct, 2);
+    ddpm_var *h = convt(p, ddpm_tape_concat(p->tn.tape, x, skip), ct, 2);
     return block(p, block(p, h, &k[0]), &k[1]);
 }
 
 /* EmbedFC.forward; zero_w stands in for an empty Linear(0, .) weight (its input is [B, 1] of
  * zeros then). */
 static ddpm_var *embed(cu_net *p, ddpm_var *x, const cu_embed *e, const ddpm_param *zero_w) {
-    ddpm_tape *t = p->tape;
+    ddpm_tape *t = p->tn.tape;
     ddpm_var *h = ddpm_tape_linear(t, x, e->l0.w >= 0 ? P(p, e->l0.w) : zero_w, P(p, e->l0.b));
     return ddpm_tape_linear(t, ddpm_tape_gelu(t, h), P(p, e->l2.w), P(p, e->l2.b));
 }
@@ -293,7 +248,7 @@ static ddpm_var *embed(cu_net *p, ddpm_var *x, const cu_embed *e, const ddpm_par
 /* x [B, C, h, h], tt [B] = t / (T - 1), cv [B, max(n_cfeat, 1)] -> [B, C, h, h] */
 static ddpm_var *network(cu_net *p, const float *x, const float *tt, const float *cv, int B) {
     const cu_config *c = &p->cfg;
-    ddpm_tape *t = p->tape;
+    ddpm_tape *t = p->tn.tape;
     const int h = c->height, kc = c->n_cfeat > 0 ? c->n_cfeat : 1;
     ddpm_var *xin = ddpm_tape_input(t, x, 4, (int[]){B, c->in_channels, h, h}, 0);
     ddpm_var *tin = ddpm_tape_input(t, tt, 2, (int[]){B, 1}, 0);
@@ -343,63 +298,35 @@ static int cu_reserve(ddpm_model *m, int B) {
     return DDPM_OK;
 }
 
+/* Items [b0, b0 + nb) of the batch, from the inputs cu_forward prepared. */
+static ddpm_var *cu_record(ddpm_model *m, const ddpm_model_input *in, int b0, int nb) {
+    cu_net *p = m->impl;
+    const size_t d = m->sample_numel, kc = (size_t)(p->cfg.n_cfeat > 0 ? p->cfg.n_cfeat : 1);
+    return network(p, in->x + (size_t)b0 * d, p->tbuf + b0, p->cbuf + (size_t)b0 * kc, nb);
+}
+
 static int cu_forward(ddpm_model *m, const ddpm_model_input *in, float *out) {
     cu_net *p = m->impl;
     const cu_config *c = &p->cfg;
     const int B = in->B;
-    p->recorded = 0;
-    p->out = NULL;
-    if (B < 1 || B > m->max_batch)
-        return ddpm_fail(DDPM_ERR_INVALID, "context-unet: batch of %d outside the reserved 1..%d",
-                         B, m->max_batch);
+    int rc = ddpm_tape_net_begin(m, in);
+    if (rc) return rc;
     const double T1 = (double)(c->num_timesteps - 1);
-    for (int b = 0; b < B; b++) {
-        if (in->t[b] < 0 || in->t[b] >= c->num_timesteps)
-            return ddpm_fail(DDPM_ERR_INVALID, "context-unet: timestep %d outside 0..%d", in->t[b],
-                             c->num_timesteps - 1);
+    for (int b = 0; b < B; b++)
         p->tbuf[b] = (float)(in->t[b] / T1); /* the course's t / T, correctly rounded */
-    }
-    const size_t d = m->sample_numel, kc = (size_t)(c->n_cfeat > 0 ? c->n_cfeat : 1);
+    const size_t kc = (size_t)(c->n_cfeat > 0 ? c->n_cfeat : 1);
     if (in->cond && c->n_cfeat > 0)
         memcpy(p->cbuf, in->cond, (size_t)B * kc * sizeof(float));
     else
         memset(p->cbuf, 0, (size_t)B * kc * sizeof(float)); /* no context: the zero vector */
-
-    /* Training: one pass (batch statistics). Eval: items are independent, so the batch runs in
-     * chunks that bound the tape's memory (it keeps every activation until the next reset). */
-    const int chunk = in->train ? B : eval_chunk(p->eval_item_floats, B);
-    for (int b0 = 0; b0 < B; b0 += chunk) {
-        const int nb = B - b0 < chunk ? B - b0 : chunk;
-        ddpm_tape_reset(p->tape);
-        ddpm_tape_set_training(p->tape, in->train);
-        ddpm_var *o =
-            network(p, in->x + (size_t)b0 * d, p->tbuf + b0, p->cbuf + (size_t)b0 * kc, nb);
-        int rc = ddpm_tape_status(p->tape);
-        if (rc) return rc;
-        DDPM_CHECK(o && o->numel == (size_t)nb * d);
-        memcpy(out + (size_t)b0 * d, o->data, o->numel * sizeof(float));
-        if (in->train) {
-            p->out = o;
-            p->recorded = 1;
-        }
-    }
-    return DDPM_OK;
-}
-
-static int cu_backward(ddpm_model *m, const float *dout) {
-    cu_net *p = m->impl;
-    if (!p->recorded)
-        return ddpm_fail(DDPM_ERR_INVALID, "context-unet: backward without a training forward");
-    p->recorded = 0; /* the tape replays a forward once */
-    return ddpm_tape_backward(p->tape, p->out, dout);
+    return ddpm_tape_net_run(m, in, out, cu_record);
 }
 
 static void cu_destroy(ddpm_model *m) {
     if (!m) return;
     cu_net *p = m->impl;
     if (p) {
-        ddpm_tape_free(p->tape);
-        free(p->prm);
+        ddpm_tape_net_free(&p->tn);
         free(p->zeros);
         free(p->tbuf);
         free(p->cbuf);
@@ -408,31 +335,15 @@ static void cu_destroy(ddpm_model *m) {
     ddpm_model_free_common(m);
 }
 
-static const ddpm_model_ops cu_ops = {"context-unet", cu_forward, cu_backward, cu_reserve,
-                                      cu_destroy};
-
-/* A key the network does not know is a mistake (a typo would otherwise silently give the
- * default). */
-static int check_keys(const cJSON *j) {
-    static const char *const known[] = {"kind",   "in_channels",   "n_feat",  "n_cfeat",
-                                        "height", "num_timesteps", "shortcut"};
-    const size_t n = sizeof known / sizeof known[0];
-    for (const cJSON *e = j ? j->child : NULL; e; e = e->next) {
-        size_t k = 0;
-        while (k < n && strcmp(e->string, known[k]) != 0) k++;
-        if (k == n)
-            return ddpm_fail(DDPM_ERR_INVALID,
-                             "model config: unknown key \"%s\" for context-unet (known: kind, "
-                             "in_channels, n_feat, n_cfeat, height, num_timesteps, shortcut)",
-                             e->string);
-    }
-    return DDPM_OK;
-}
+static const ddpm_model_ops cu_ops = {"context-unet", cu_forward, ddpm_tape_net_backward,
+                                      cu_reserve, cu_destroy};
 
 static int read_config(const cJSON *j, cu_config *c) {
+    static const char *const known[] = {"kind",   "in_channels",   "n_feat",  "n_cfeat",
+                                        "height", "num_timesteps", "shortcut"};
     const char *shortcut;
     int rc;
-    if ((rc = check_keys(j)) ||
+    if ((rc = ddpm_json_check_keys(j, "context-unet", known, sizeof known / sizeof known[0])) ||
         (rc = ddpm_json_int(j, "in_channels", 3, 1, 4096, &c->in_channels)) ||
         (rc = ddpm_json_int(j, "n_feat", 64, 8, 8192, &c->n_feat)) ||
         (rc = ddpm_json_int(j, "n_cfeat", 5, 0, 1 << 20, &c->n_cfeat)) ||
@@ -463,15 +374,9 @@ int ddpm_context_unet_create(const void *config_cjson, uint64_t seed, ddpm_model
     cu_config c;
     int rc = read_config(config_cjson, &c);
     if (rc) return rc;
-    ddpm_model *m = ddpm_alloc(1, sizeof *m);
-    cu_net *p = ddpm_alloc(1, sizeof *p);
-    if (!m || !p) {
-        free(m);
-        free(p);
-        return DDPM_ERR_NOMEM;
-    }
-    m->ops = &cu_ops;
-    m->impl = p;
+    ddpm_model *m = ddpm_model_new(&cu_ops, sizeof(cu_net));
+    if (!m) return DDPM_ERR_NOMEM;
+    cu_net *p = m->impl;
     p->cfg = c;
     m->channels = c.in_channels;
     m->height = m->width = c.height;
@@ -490,23 +395,14 @@ int ddpm_context_unet_create(const void *config_cjson, uint64_t seed, ddpm_model
     declare(p, &pt);
     rc = ddpm_model_alloc_params(m, &pt);
     if (!rc && !m->config_json) rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+    if (!rc) rc = ddpm_tape_net_init(m);
     if (!rc) {
-        p->prm = ddpm_alloc(m->n_tensors, sizeof *p->prm);
         p->zeros = ddpm_alloc_aligned((size_t)2 * c.n_feat, sizeof(float));
-        p->tape = ddpm_tape_new();
-        if (!p->prm || !p->zeros || !p->tape) rc = DDPM_ERR_NOMEM;
+        if (!p->zeros) rc = DDPM_ERR_NOMEM;
     }
     if (rc) {
         cu_destroy(m);
         return rc;
-    }
-    for (size_t i = 0; i < m->n_tensors; i++) {
-        const ddpm_param_info *ti = &m->tensors[i];
-        ddpm_param *h = &p->prm[i];
-        h->w = ddpm_w(m, (int)i);
-        h->g = ddpm_g(m, (int)i);
-        h->ndim = ti->ndim;
-        for (int k = 0; k < ti->ndim; k++) h->shape[k] = (int)ti->shape[k];
     }
     for (int k = 0; k < 2; k++)
         p->zero_w[k] = (ddpm_param){.w = p->zeros, .g = NULL, .ndim = 2,
@@ -514,7 +410,7 @@ int ddpm_context_unet_create(const void *config_cjson, uint64_t seed, ddpm_model
     /* the activations of one item in an eval forward: about 56 maps of n_feat x h x h (counted
      * from network(): 9 + 12 at full size in init_conv and down1, 6 in down2, 3.5 in up1, 13 in
      * up2, 5 in out, and the pooled ones) */
-    p->eval_item_floats = (size_t)56 * c.n_feat * c.height * c.height;
+    p->tn.eval_item_floats = (size_t)56 * c.n_feat * c.height * c.height;
     init_all(m, p, seed);
     rc = cu_reserve(m, 1);
     if (rc) {

@@ -20,8 +20,6 @@
  * state_dict (without the batch norms' num_batches_tracked, which loading ignores). */
 #include "model_internal.h"
 
-#include <math.h>
-
 #define SU_MAX_LEVELS 8
 
 typedef struct {
@@ -35,41 +33,19 @@ typedef struct {
 } su_affine;
 
 typedef struct {
-    int w, b, rm, rv;
-} su_bn;
-
-typedef struct {
     su_affine time_mlp, conv1, transform, conv2;
-    su_bn bnorm1, bnorm2;
+    ddpm_bn_tensors bnorm1, bnorm2;
     int up;
 } su_block;
 
-/* The tape comes first: the tests read its allocation statistics through m->impl. */
+/* The tape net comes first (see model_internal.h). */
 typedef struct {
-    ddpm_tape *tape;
+    ddpm_tape_net tn;
     su_config cfg;
     su_affine time_lin, conv0, output;
     su_block downs[SU_MAX_LEVELS], ups[SU_MAX_LEVELS];
-    ddpm_param *prm; /* a handle for every tensor (buffers: w only) */
-    ddpm_var *out;   /* output of the last training forward */
-    float *tbuf;     /* [max_batch] timesteps as floats */
-    size_t eval_item_floats; /* the floats an eval forward keeps per item */
-    int recorded;
+    float *tbuf; /* [max_batch] timesteps as floats */
 } su_net;
-
-/* Eval-mode forwards run in chunks of items whose activations take at most this much of the
- * tape's arena (DDPM_EVAL_CHUNK=N overrides it with N items per chunk). */
-#define EVAL_CHUNK_BYTES ((size_t)256 << 20)
-
-static int eval_chunk(size_t item_floats, int B) {
-    const char *env = getenv("DDPM_EVAL_CHUNK");
-    long n = env ? strtol(env, NULL, 10) : 0;
-    if (n < 1) {
-        n = (long)(EVAL_CHUNK_BYTES / (sizeof(float) * (item_floats ? item_floats : 1)));
-        if (n < 2) n = 2; /* both threads busy in the per-item convolutions */
-    }
-    return n < B ? (int)n : B;
-}
 
 /* The activations one item keeps in an eval forward, as network() creates them. */
 static size_t eval_item_floats(const su_config *c) {
@@ -99,15 +75,6 @@ static su_affine decl(ddpm_param_table *pt, int d0, int d1, int d2, int d3, int 
     return a;
 }
 
-static su_bn decl_bn(ddpm_param_table *pt, int c, const char *name) {
-    su_bn n;
-    n.w = DDPM_PARAM(pt, c, 0, 0, 0, "%s.weight", name);
-    n.b = DDPM_PARAM(pt, c, 0, 0, 0, "%s.bias", name);
-    n.rm = DDPM_BUFFER(pt, c, 0, 0, 0, "%s.running_mean", name);
-    n.rv = DDPM_BUFFER(pt, c, 0, 0, 0, "%s.running_var", name);
-    return n;
-}
-
 /* Block.__init__ registers time_mlp, conv1, transform, conv2, bnorm1, bnorm2 in that order. */
 static su_block decl_block(ddpm_param_table *pt, int in, int out, int E, int up,
                            const char *prefix) {
@@ -123,9 +90,9 @@ static su_block decl_block(ddpm_param_table *pt, int in, int out, int E, int up,
     snprintf(name, sizeof name, "%s.conv2", prefix);
     k.conv2 = decl(pt, out, out, 3, 3, out, name);
     snprintf(name, sizeof name, "%s.bnorm1", prefix);
-    k.bnorm1 = decl_bn(pt, out, name);
+    k.bnorm1 = ddpm_pt_batchnorm(pt, out, name);
     snprintf(name, sizeof name, "%s.bnorm2", prefix);
-    k.bnorm2 = decl_bn(pt, out, name);
+    k.bnorm2 = ddpm_pt_batchnorm(pt, out, name);
     return k;
 }
 
@@ -149,22 +116,9 @@ static void declare(su_net *p, ddpm_param_table *pt) {
 
 /* ---- PyTorch's default initialisation -------------------------------------------------------- */
 
-/* Conv2d, ConvTranspose2d and Linear: weight and bias ~ U(+-1/sqrt(fan_in)), fan_in = weight
- * dim 1 * kernel area (for ConvTranspose2d weight [C_in, C_out, k, k] that is C_out k k). */
+/* Conv2d, ConvTranspose2d and Linear (ddpm_init_fan_in). */
 static void init_affine(ddpm_model *m, su_affine a, uint64_t seed) {
-    const ddpm_param_info *w = &m->tensors[a.w];
-    double fan_in = (double)w->shape[1];
-    for (int k = 2; k < w->ndim; k++) fan_in *= (double)w->shape[k];
-    const float bound = (float)(1.0 / sqrt(fan_in));
-    ddpm_init_uniform(m, a.w, bound, seed);
-    ddpm_init_uniform(m, a.b, bound, seed);
-}
-
-static void init_bn(ddpm_model *m, su_bn n) {
-    ddpm_init_const(m, n.w, 1.0f);
-    ddpm_init_const(m, n.b, 0.0f);
-    ddpm_init_const(m, n.rm, 0.0f);
-    ddpm_init_const(m, n.rv, 1.0f);
+    ddpm_init_fan_in(m, a.w, a.b, seed);
 }
 
 static void init_all(ddpm_model *m, su_net *p, uint64_t seed) {
@@ -178,8 +132,8 @@ static void init_all(ddpm_model *m, su_net *p, uint64_t seed) {
             init_affine(m, k->conv1, seed);
             init_affine(m, k->transform, seed);
             init_affine(m, k->conv2, seed);
-            init_bn(m, k->bnorm1);
-            init_bn(m, k->bnorm2);
+            ddpm_init_batchnorm(m, k->bnorm1);
+            ddpm_init_batchnorm(m, k->bnorm2);
         }
     init_affine(m, p->output, seed);
 }
@@ -187,37 +141,37 @@ static void init_all(ddpm_model *m, su_net *p, uint64_t seed) {
 /* ---- the forward, on the tape ---------------------------------------------------------------- */
 
 static ddpm_var *conv(su_net *p, ddpm_var *x, su_affine a, int stride, int pad) {
-    return ddpm_tape_conv2d(p->tape, x, &p->prm[a.w], &p->prm[a.b], stride, pad);
+    return ddpm_tape_conv2d(p->tn.tape, x, &p->tn.prm[a.w], &p->tn.prm[a.b], stride, pad);
 }
 
-static ddpm_var *bn(su_net *p, ddpm_var *x, su_bn n) {
-    return ddpm_tape_batchnorm(p->tape, x, &p->prm[n.w], &p->prm[n.b], p->prm[n.rm].w,
-                               p->prm[n.rv].w);
+static ddpm_var *bn(su_net *p, ddpm_var *x, ddpm_bn_tensors n) {
+    return ddpm_tape_batchnorm(p->tn.tape, x, &p->tn.prm[n.w], &p->tn.prm[n.b], p->tn.prm[n.rm].w,
+                               p->tn.prm[n.rv].w);
 }
 
 /* Block.forward */
 static ddpm_var *block(su_net *p, ddpm_var *x, ddpm_var *temb, const su_block *k) {
-    ddpm_tape *t = p->tape;
+    ddpm_tape *t = p->tn.tape;
     ddpm_var *h = bn(p, ddpm_tape_relu(t, conv(p, x, k->conv1, 1, 1)), k->bnorm1);
-    ddpm_var *te = ddpm_tape_relu(t, ddpm_tape_linear(t, temb, &p->prm[k->time_mlp.w],
-                                                      &p->prm[k->time_mlp.b]));
+    ddpm_var *te = ddpm_tape_relu(t, ddpm_tape_linear(t, temb, &p->tn.prm[k->time_mlp.w],
+                                                      &p->tn.prm[k->time_mlp.b]));
     h = ddpm_tape_channel_add(t, h, te);
     h = bn(p, ddpm_tape_relu(t, conv(p, h, k->conv2, 1, 1)), k->bnorm2);
     if (k->up)
-        return ddpm_tape_conv_transpose2d(t, h, &p->prm[k->transform.w], &p->prm[k->transform.b],
-                                          2, 1);
+        return ddpm_tape_conv_transpose2d(t, h, &p->tn.prm[k->transform.w],
+                                          &p->tn.prm[k->transform.b], 2, 1);
     return conv(p, h, k->transform, 2, 1);
 }
 
 /* x [B, C, H, H], tt [B] timesteps -> [B, C, H, H] */
 static ddpm_var *network(su_net *p, const float *x, const float *tt, int B) {
     const su_config *c = &p->cfg;
-    ddpm_tape *t = p->tape;
+    ddpm_tape *t = p->tn.tape;
     const int L = c->n_channels - 1, H = c->height;
     ddpm_var *xin = ddpm_tape_input(t, x, 4, (int[]){B, c->in_channels, H, H}, 0);
     ddpm_var *temb = ddpm_tape_timestep_embedding(t, tt, B, c->time_emb_dim);
-    temb = ddpm_tape_relu(t, ddpm_tape_linear(t, temb, &p->prm[p->time_lin.w],
-                                              &p->prm[p->time_lin.b]));
+    temb = ddpm_tape_relu(t, ddpm_tape_linear(t, temb, &p->tn.prm[p->time_lin.w],
+                                              &p->tn.prm[p->time_lin.b]));
     ddpm_var *h = conv(p, xin, p->conv0, 1, 1);
     ddpm_var *residual[SU_MAX_LEVELS];
     for (int i = 0; i < L; i++) residual[i] = h = block(p, h, temb, &p->downs[i]);
@@ -240,87 +194,40 @@ static int su_reserve(ddpm_model *m, int B) {
     return DDPM_OK;
 }
 
-static int su_forward(ddpm_model *m, const ddpm_model_input *in, float *out) {
+/* Items [b0, b0 + nb) of the batch, from the timesteps su_forward converted. */
+static ddpm_var *su_record(ddpm_model *m, const ddpm_model_input *in, int b0, int nb) {
     su_net *p = m->impl;
-    const su_config *c = &p->cfg;
-    const int B = in->B;
-    p->recorded = 0;
-    p->out = NULL;
-    if (B < 1 || B > m->max_batch)
-        return ddpm_fail(DDPM_ERR_INVALID, "simple-unet: batch of %d outside the reserved 1..%d",
-                         B, m->max_batch);
-    for (int b = 0; b < B; b++) {
-        if (in->t[b] < 0 || in->t[b] >= c->num_timesteps)
-            return ddpm_fail(DDPM_ERR_INVALID, "simple-unet: timestep %d outside 0..%d", in->t[b],
-                             c->num_timesteps - 1);
-        p->tbuf[b] = (float)in->t[b];
-    }
-    const size_t d = m->sample_numel;
-    /* Training: one pass (batch statistics). Eval: items are independent, so the batch runs in
-     * chunks that bound the tape's memory (it keeps every activation until the next reset). */
-    const int chunk = in->train ? B : eval_chunk(p->eval_item_floats, B);
-    for (int b0 = 0; b0 < B; b0 += chunk) {
-        const int nb = B - b0 < chunk ? B - b0 : chunk;
-        ddpm_tape_reset(p->tape);
-        ddpm_tape_set_training(p->tape, in->train);
-        ddpm_var *o = network(p, in->x + (size_t)b0 * d, p->tbuf + b0, nb);
-        int rc = ddpm_tape_status(p->tape);
-        if (rc) return rc;
-        DDPM_CHECK(o && o->numel == (size_t)nb * d);
-        memcpy(out + (size_t)b0 * d, o->data, o->numel * sizeof(float));
-        if (in->train) {
-            p->out = o;
-            p->recorded = 1;
-        }
-    }
-    return DDPM_OK;
+    return network(p, in->x + (size_t)b0 * m->sample_numel, p->tbuf + b0, nb);
 }
 
-static int su_backward(ddpm_model *m, const float *dout) {
+static int su_forward(ddpm_model *m, const ddpm_model_input *in, float *out) {
     su_net *p = m->impl;
-    if (!p->recorded)
-        return ddpm_fail(DDPM_ERR_INVALID, "simple-unet: backward without a training forward");
-    p->recorded = 0; /* the tape replays a forward once */
-    return ddpm_tape_backward(p->tape, p->out, dout);
+    int rc = ddpm_tape_net_begin(m, in);
+    if (rc) return rc;
+    for (int b = 0; b < in->B; b++) p->tbuf[b] = (float)in->t[b];
+    return ddpm_tape_net_run(m, in, out, su_record);
 }
 
 static void su_destroy(ddpm_model *m) {
     if (!m) return;
     su_net *p = m->impl;
     if (p) {
-        ddpm_tape_free(p->tape);
-        free(p->prm);
+        ddpm_tape_net_free(&p->tn);
         free(p->tbuf);
         free(p);
     }
     ddpm_model_free_common(m);
 }
 
-static const ddpm_model_ops su_ops = {"simple-unet", su_forward, su_backward, su_reserve,
-                                      su_destroy};
-
-/* A key the network does not know is a mistake (a typo would otherwise silently give the
- * default). */
-static int check_keys(const cJSON *j) {
-    static const char *const known[] = {"kind",     "in_channels",  "height",
-                                        "channels", "time_emb_dim", "num_timesteps"};
-    const size_t n = sizeof known / sizeof known[0];
-    for (const cJSON *e = j ? j->child : NULL; e; e = e->next) {
-        size_t k = 0;
-        while (k < n && strcmp(e->string, known[k]) != 0) k++;
-        if (k == n)
-            return ddpm_fail(DDPM_ERR_INVALID,
-                             "model config: unknown key \"%s\" for simple-unet (known: kind, "
-                             "in_channels, height, channels, time_emb_dim, num_timesteps)",
-                             e->string);
-    }
-    return DDPM_OK;
-}
+static const ddpm_model_ops su_ops = {"simple-unet", su_forward, ddpm_tape_net_backward,
+                                      su_reserve, su_destroy};
 
 static int read_config(const cJSON *j, su_config *c) {
+    static const char *const known[] = {"kind",     "in_channels",  "height",
+                                        "channels", "time_emb_dim", "num_timesteps"};
     static const int def[5] = {64, 128, 256, 512, 1024};
     int rc;
-    if ((rc = check_keys(j)) ||
+    if ((rc = ddpm_json_check_keys(j, "simple-unet", known, sizeof known / sizeof known[0])) ||
         (rc = ddpm_json_int(j, "in_channels", 3, 1, 4096, &c->in_channels)) ||
         (rc = ddpm_json_int(j, "height", 64, 2, 1 << 14, &c->height)) ||
         (rc = ddpm_json_int(j, "time_emb_dim", 32, 4, 1 << 16, &c->time_emb_dim)) ||
@@ -356,15 +263,9 @@ int ddpm_simple_unet_create(const void *config_cjson, uint64_t seed, ddpm_model 
     su_config c;
     int rc = read_config(config_cjson, &c);
     if (rc) return rc;
-    ddpm_model *m = ddpm_alloc(1, sizeof *m);
-    su_net *p = ddpm_alloc(1, sizeof *p);
-    if (!m || !p) {
-        free(m);
-        free(p);
-        return DDPM_ERR_NOMEM;
-    }
-    m->ops = &su_ops;
-    m->impl = p;
+    ddpm_model *m = ddpm_model_new(&su_ops, sizeof(su_net));
+    if (!m) return DDPM_ERR_NOMEM;
+    su_net *p = m->impl;
     p->cfg = c;
     m->channels = c.in_channels;
     m->height = m->width = c.height;
@@ -383,24 +284,12 @@ int ddpm_simple_unet_create(const void *config_cjson, uint64_t seed, ddpm_model 
     declare(p, &pt);
     rc = ddpm_model_alloc_params(m, &pt);
     if (!rc && !m->config_json) rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
-    if (!rc) {
-        p->prm = ddpm_alloc(m->n_tensors, sizeof *p->prm);
-        p->tape = ddpm_tape_new();
-        if (!p->prm || !p->tape) rc = DDPM_ERR_NOMEM;
-    }
+    if (!rc) rc = ddpm_tape_net_init(m);
     if (rc) {
         su_destroy(m);
         return rc;
     }
-    for (size_t i = 0; i < m->n_tensors; i++) {
-        const ddpm_param_info *ti = &m->tensors[i];
-        ddpm_param *h = &p->prm[i];
-        h->w = ddpm_w(m, (int)i);
-        h->g = ddpm_g(m, (int)i);
-        h->ndim = ti->ndim;
-        for (int k = 0; k < ti->ndim; k++) h->shape[k] = (int)ti->shape[k];
-    }
-    p->eval_item_floats = eval_item_floats(&c);
+    p->tn.eval_item_floats = eval_item_floats(&c);
     init_all(m, p, seed);
     rc = su_reserve(m, 1);
     if (rc) {

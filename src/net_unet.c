@@ -258,15 +258,7 @@ static int ensure_slices(ddpm_model *m, unet *u, int T) {
 }
 
 static void refresh_handles(ddpm_model *m, unet *u, int T) {
-    for (int k = 0; k < T; k++)
-        for (size_t i = 0; i < m->n_tensors; i++) {
-            const ddpm_param_info *t = &m->tensors[i];
-            ddpm_param *p = &u->P[k][i];
-            p->w = ddpm_w(m, (int)i);
-            p->g = k ? u->gpart[k] + t->offset : ddpm_g(m, (int)i);
-            p->ndim = t->ndim;
-            for (int j = 0; j < 4; j++) p->shape[j] = j < t->ndim ? (int)t->shape[j] : 0;
-        }
+    for (int k = 0; k < T; k++) ddpm_model_param_handles(m, u->P[k], k ? u->gpart[k] : m->grads);
 }
 
 /* Items of slice k of T: [b0, b1). */
@@ -727,15 +719,9 @@ int ddpm_unet_create(const void *config_cjson, uint64_t seed, ddpm_model **out) 
     unet_config c;
     int rc = parse_config(config_cjson, &c);
     if (rc) return rc;
-    ddpm_model *m = ddpm_alloc(1, sizeof *m);
-    unet *u = ddpm_alloc(1, sizeof *u);
-    if (!m || !u) {
-        free(m);
-        free(u);
-        return DDPM_ERR_NOMEM;
-    }
-    m->ops = &unet_ops;
-    m->impl = u;
+    ddpm_model *m = ddpm_model_new(&unet_ops, sizeof(unet));
+    if (!m) return DDPM_ERR_NOMEM;
+    unet *u = m->impl;
     u->c = c;
     m->channels = c.in_channels;
     m->height = m->width = c.height;

@@ -71,14 +71,6 @@ static const unsigned char JPEG_12x8[662] = {
     0xff, 0x00, 0x0f, 0x43, 0xff, 0xd9,
 };
 
-static void expect_error(int rc, int want, const char *path, const char *fragment) {
-    const char *msg = ddpm_last_error();
-    if (rc != want) fail_msg("expected status %d, got %d (%s)", want, rc, msg);
-    if (path && !strstr(msg, path)) fail_msg("message '%s' does not name %s", msg, path);
-    if (fragment && !strstr(msg, fragment))
-        fail_msg("message '%s' does not mention '%s'", msg, fragment);
-}
-
 static float unit(int p) { return p / 127.5f - 1.0f; }
 
 static void mkdir_p(const char *path) {
@@ -201,8 +193,8 @@ static void test_idx_errors(void **state) {
     char dir[512], path[1024];
     /* A missing directory / files. */
     snprintf(dir, sizeof dir, "%s", tu_tmp("idx_none"));
-    expect_error(ddpm_dataset_fashion_mnist(dir, 1, 0, &d), DDPM_ERR_IO, dir,
-                 "train-images-idx3-ubyte");
+    tu_expect_status(ddpm_dataset_fashion_mnist(dir, 1, 0, &d), DDPM_ERR_IO, dir,
+                     "train-images-idx3-ubyte");
     assert_null(d.x);
 
     unsigned char px[2 * 2 * 2] = {0}, lab[2] = {0, 1};
@@ -217,32 +209,33 @@ static void test_idx_errors(void **state) {
     snprintf(ipath, sizeof ipath, "%s", path);
     snprintf(path, sizeof path, "%s/train-labels-idx1-ubyte.gz", dir);
     write_idx(path, 1, 0x801, ldims, 1, lab, 2);
-    expect_error(ddpm_dataset_fashion_mnist(dir, 1, 0, &d), DDPM_ERR_FORMAT, ipath, "magic");
+    tu_expect_status(ddpm_dataset_fashion_mnist(dir, 1, 0, &d), DDPM_ERR_FORMAT, ipath, "magic");
     write_idx(ipath, 1, 0x803, idims, 3, px, sizeof px);
     write_idx(path, 1, 0x803, idims, 3, px, sizeof px);
-    expect_error(ddpm_dataset_fashion_mnist(dir, 1, 0, &d), DDPM_ERR_FORMAT, path, "magic");
+    tu_expect_status(ddpm_dataset_fashion_mnist(dir, 1, 0, &d), DDPM_ERR_FORMAT, path, "magic");
 
     /* Counts differ. */
     const uint32_t ldims3[1] = {3};
     unsigned char lab3[3] = {0, 1, 2};
     write_idx(path, 1, 0x801, ldims3, 1, lab3, 3);
-    expect_error(ddpm_dataset_fashion_mnist(dir, 1, 0, &d), DDPM_ERR_FORMAT, path,
-                 "has 3 labels but");
+    tu_expect_status(ddpm_dataset_fashion_mnist(dir, 1, 0, &d), DDPM_ERR_FORMAT, path,
+                     "has 3 labels but");
     /* A label out of range. */
     unsigned char bad[2] = {0, 10};
     write_idx(path, 1, 0x801, ldims, 1, bad, 2);
-    expect_error(ddpm_dataset_fashion_mnist(dir, 1, 0, &d), DDPM_ERR_FORMAT, path, "0..9");
+    tu_expect_status(ddpm_dataset_fashion_mnist(dir, 1, 0, &d), DDPM_ERR_FORMAT, path, "0..9");
     write_idx(path, 1, 0x801, ldims, 1, lab, 2);
     assert_int_equal(ddpm_dataset_fashion_mnist(dir, 1, 0, &d), DDPM_OK);
     ddpm_dataset_free(&d);
 
     /* Truncated pixel data (gzip'd, complete stream) and extra data. */
     write_idx(ipath, 1, 0x803, idims, 3, px, sizeof px - 3);
-    expect_error(ddpm_dataset_fashion_mnist(dir, 1, 0, &d), DDPM_ERR_FORMAT, ipath, "truncated");
+    tu_expect_status(ddpm_dataset_fashion_mnist(dir, 1, 0, &d), DDPM_ERR_FORMAT, ipath,
+                     "truncated");
     unsigned char more[9] = {0};
     write_idx(ipath, 1, 0x803, idims, 3, more, sizeof more);
-    expect_error(ddpm_dataset_fashion_mnist(dir, 1, 0, &d), DDPM_ERR_FORMAT, ipath,
-                 "unexpected data");
+    tu_expect_status(ddpm_dataset_fashion_mnist(dir, 1, 0, &d), DDPM_ERR_FORMAT, ipath,
+                     "unexpected data");
     /* A gzip stream cut in the middle. */
     unsigned char big[2 * 64 * 64];
     for (size_t i = 0; i < sizeof big; i++) big[i] = (unsigned char)(i * 2654435761u >> 24);
@@ -251,13 +244,14 @@ static void test_idx_errors(void **state) {
     struct stat st;
     assert_int_equal(stat(ipath, &st), 0);
     assert_int_equal(truncate(ipath, st.st_size / 2), 0);
-    expect_error(ddpm_dataset_fashion_mnist(dir, 1, 0, &d), DDPM_ERR_FORMAT, ipath, NULL);
+    tu_expect_status(ddpm_dataset_fashion_mnist(dir, 1, 0, &d), DDPM_ERR_FORMAT, ipath, NULL);
     /* Implausible dimensions. */
     const uint32_t zdims[3] = {2, 0, 2};
     write_idx(ipath, 0, 0x803, zdims, 3, px, 0);
-    expect_error(ddpm_dataset_fashion_mnist(dir, 1, 0, &d), DDPM_ERR_FORMAT, ipath, "dimensions");
+    tu_expect_status(ddpm_dataset_fashion_mnist(dir, 1, 0, &d), DDPM_ERR_FORMAT, ipath,
+                     "dimensions");
     assert_null(d.x);
-    expect_error(ddpm_dataset_fashion_mnist(dir, 1, -1, &d), DDPM_ERR_INVALID, NULL, NULL);
+    tu_expect_status(ddpm_dataset_fashion_mnist(dir, 1, -1, &d), DDPM_ERR_INVALID, NULL, NULL);
 }
 
 static void test_fashion_mnist_real(void **state) {
@@ -320,10 +314,7 @@ static void test_folder(void **state) {
     write_png_rgb(p, 8, 8, 1);
     /* cats/sub/b.jpg: 12x8 (non-square) JPEG. */
     snprintf(p, sizeof p, "%s/cats/sub/b.jpg", root);
-    FILE *f = fopen(p, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(JPEG_12x8, 1, sizeof JPEG_12x8, f), sizeof JPEG_12x8);
-    assert_int_equal(fclose(f), 0);
+    tu_write_file(p, JPEG_12x8, sizeof JPEG_12x8);
     /* dogs/c.bmp: 16x16 gray (BMP). */
     unsigned char gray[16 * 16];
     for (int i = 0; i < 256; i++) gray[i] = (unsigned char)i;
@@ -337,13 +328,9 @@ static void test_folder(void **state) {
     snprintf(p, sizeof p, "%s/top.png", root);
     write_png_rgb(p, 8, 8, 2);
     snprintf(p, sizeof p, "%s/cats/._a.png", root);
-    f = fopen(p, "wb");
-    fputs("AppleDouble junk", f);
-    fclose(f);
+    tu_write_text(p, "AppleDouble junk");
     snprintf(p, sizeof p, "%s/notes.txt", root);
-    f = fopen(p, "wb");
-    fputs("not an image", f);
-    fclose(f);
+    tu_write_text(p, "not an image");
 
     ddpm_image_dataset d;
     if (ddpm_dataset_folder(root, 8, 3, 1, &d) != DDPM_OK) fail_msg("%s", ddpm_last_error());
@@ -411,22 +398,19 @@ static void test_folder_errors(void **state) {
     ddpm_image_dataset d;
     char dir[512], p[1024];
     snprintf(dir, sizeof dir, "%s", tu_tmp("nosuchdir"));
-    expect_error(ddpm_dataset_folder(dir, 8, 3, 0, &d), DDPM_ERR_IO, dir, NULL);
+    tu_expect_status(ddpm_dataset_folder(dir, 8, 3, 0, &d), DDPM_ERR_IO, dir, NULL);
     /* A file, not a directory. */
     snprintf(p, sizeof p, "%s", tu_tmp("plainfile"));
-    FILE *f = fopen(p, "wb");
-    fclose(f);
-    expect_error(ddpm_dataset_folder(p, 8, 3, 0, &d), DDPM_ERR_IO, p, "not a directory");
+    tu_write_file(p, NULL, 0);
+    tu_expect_status(ddpm_dataset_folder(p, 8, 3, 0, &d), DDPM_ERR_IO, p, "not a directory");
     /* No images (only a text file and an empty sub-folder). */
     snprintf(dir, sizeof dir, "%s", tu_tmp("noimages"));
     snprintf(p, sizeof p, "%s/sub", dir);
     mkdir_p(p);
     snprintf(p, sizeof p, "%s/readme.txt", dir);
-    f = fopen(p, "wb");
-    fputs("x", f);
-    fclose(f);
-    expect_error(ddpm_dataset_folder(dir, 8, 3, 0, &d), DDPM_ERR_INVALID, dir,
-                 "no images found (looked for .png .jpg .jpeg .bmp .gif");
+    tu_write_text(p, "x");
+    tu_expect_status(ddpm_dataset_folder(dir, 8, 3, 0, &d), DDPM_ERR_INVALID, dir,
+                     "no images found (looked for .png .jpg .jpeg .bmp .gif");
     /* A truncated PNG among good ones: the message names it. */
     snprintf(dir, sizeof dir, "%s", tu_tmp("broken"));
     mkdir_p(dir);
@@ -437,11 +421,11 @@ static void test_folder_errors(void **state) {
     struct stat st;
     assert_int_equal(stat(p, &st), 0);
     assert_int_equal(truncate(p, st.st_size - 40), 0);
-    expect_error(ddpm_dataset_folder(dir, 8, 3, 0, &d), DDPM_ERR_FORMAT, p, "cannot decode");
+    tu_expect_status(ddpm_dataset_folder(dir, 8, 3, 0, &d), DDPM_ERR_FORMAT, p, "cannot decode");
     assert_null(d.x);
     /* Bad arguments. */
-    expect_error(ddpm_dataset_folder(dir, 0, 3, 0, &d), DDPM_ERR_INVALID, dir, NULL);
-    expect_error(ddpm_dataset_folder(dir, 8, 4, 0, &d), DDPM_ERR_INVALID, dir, NULL);
+    tu_expect_status(ddpm_dataset_folder(dir, 0, 3, 0, &d), DDPM_ERR_INVALID, dir, NULL);
+    tu_expect_status(ddpm_dataset_folder(dir, 8, 4, 0, &d), DDPM_ERR_INVALID, dir, NULL);
 }
 
 /* ---- NumPy arrays -------------------------------------------------------------------------- */
@@ -559,18 +543,18 @@ static void test_npy_errors(void **state) {
     snprintf(ip, sizeof ip, "%s", tu_tmp("images.npy"));
     snprintf(lp, sizeof lp, "%s", tu_tmp("labels.npy"));
     /* Missing file. */
-    expect_error(ddpm_dataset_npy(ip, NULL, &d), DDPM_ERR_IO, ip, NULL);
+    tu_expect_status(ddpm_dataset_npy(ip, NULL, &d), DDPM_ERR_IO, ip, NULL);
     /* Wrong rank. */
     float v[12] = {0};
     const int64_t s2[2] = {3, 4};
     assert_int_equal(ddpm_npy_write_f32(ip, v, 2, s2), DDPM_OK);
-    expect_error(ddpm_dataset_npy(ip, NULL, &d), DDPM_ERR_FORMAT, ip, "(3, 4)");
+    tu_expect_status(ddpm_dataset_npy(ip, NULL, &d), DDPM_ERR_FORMAT, ip, "(3, 4)");
     assert_null(d.x);
     /* Wrong channel count. */
     const int64_t s4c[4] = {1, 2, 2, 3};
     const int64_t s4bad[4] = {1, 2, 1, 6};
     assert_int_equal(ddpm_npy_write_f32(ip, v, 4, s4bad), DDPM_OK);
-    expect_error(ddpm_dataset_npy(ip, NULL, &d), DDPM_ERR_FORMAT, ip, "channels");
+    tu_expect_status(ddpm_dataset_npy(ip, NULL, &d), DDPM_ERR_FORMAT, ip, "channels");
     /* Wrong dtype: bool images. */
     uint8_t b[12] = {0};
     char hdr[128];
@@ -583,14 +567,14 @@ static void test_npy_errors(void **state) {
     fwrite(hdr, 1, (size_t)(10 + hl), f);
     fwrite(b, 1, sizeof b, f);
     fclose(f);
-    expect_error(ddpm_dataset_npy(ip, NULL, &d), DDPM_ERR_FORMAT, ip, "dtype");
+    tu_expect_status(ddpm_dataset_npy(ip, NULL, &d), DDPM_ERR_FORMAT, ip, "dtype");
     /* Float values outside every known range; integer values outside 0..255. */
     v[3] = 300.0f;
     assert_int_equal(ddpm_npy_write_f32(ip, v, 4, s4c), DDPM_OK);
-    expect_error(ddpm_dataset_npy(ip, NULL, &d), DDPM_ERR_FORMAT, ip, "span");
+    tu_expect_status(ddpm_dataset_npy(ip, NULL, &d), DDPM_ERR_FORMAT, ip, "span");
     v[3] = NAN;
     assert_int_equal(ddpm_npy_write_f32(ip, v, 4, s4c), DDPM_OK);
-    expect_error(ddpm_dataset_npy(ip, NULL, &d), DDPM_ERR_FORMAT, ip, "non-finite");
+    tu_expect_status(ddpm_dataset_npy(ip, NULL, &d), DDPM_ERR_FORMAT, ip, "non-finite");
     v[3] = 0.5f;
     assert_int_equal(ddpm_npy_write_f32(ip, v, 4, s4c), DDPM_OK);
     assert_int_equal(ddpm_dataset_npy(ip, NULL, &d), DDPM_OK);
@@ -605,22 +589,22 @@ static void test_npy_errors(void **state) {
     assert_int_equal(ddpm_npy_write_f32(lp, lab, 1, ls), DDPM_OK);
     char want[1200];
     snprintf(want, sizeof want, "%s has 5 rows but %s has 6 images", lp, ip);
-    expect_error(ddpm_dataset_npy(ip, lp, &d), DDPM_ERR_INVALID, lp, want);
+    tu_expect_status(ddpm_dataset_npy(ip, lp, &d), DDPM_ERR_INVALID, lp, want);
     assert_null(d.x);
     char missing[512];
     snprintf(missing, sizeof missing, "%s", tu_tmp("nolabels.npy"));
-    expect_error(ddpm_dataset_npy(ip, missing, &d), DDPM_ERR_IO, missing, NULL);
+    tu_expect_status(ddpm_dataset_npy(ip, missing, &d), DDPM_ERR_IO, missing, NULL);
     float lab3[6 * 2 * 2] = {0};
     const int64_t l3[3] = {6, 2, 2};
     assert_int_equal(ddpm_npy_write_f32(lp, lab3, 3, l3), DDPM_OK);
-    expect_error(ddpm_dataset_npy(ip, lp, &d), DDPM_ERR_FORMAT, lp, "(6, 2, 2)");
+    tu_expect_status(ddpm_dataset_npy(ip, lp, &d), DDPM_ERR_FORMAT, lp, "(6, 2, 2)");
     float neg[6] = {0, 1, -1, 0, 1, 0};
     const int64_t l1[1] = {6};
     assert_int_equal(ddpm_npy_write_f32(lp, neg, 1, l1), DDPM_OK);
-    expect_error(ddpm_dataset_npy(ip, lp, &d), DDPM_ERR_FORMAT, lp, "class index");
+    tu_expect_status(ddpm_dataset_npy(ip, lp, &d), DDPM_ERR_FORMAT, lp, "class index");
     float frac[6] = {0, 1, 1.5f, 0, 1, 0};
     assert_int_equal(ddpm_npy_write_f32(lp, frac, 1, l1), DDPM_OK);
-    expect_error(ddpm_dataset_npy(ip, lp, &d), DDPM_ERR_FORMAT, lp, "class index");
+    tu_expect_status(ddpm_dataset_npy(ip, lp, &d), DDPM_ERR_FORMAT, lp, "class index");
 }
 
 /* ---- flips ------------------------------------------------------------------------------ */

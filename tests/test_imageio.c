@@ -79,14 +79,6 @@ static const unsigned char JPEG_8x8[674] = {
     0xff, 0xd9,
 };
 
-static void expect_error(int rc, int want, const char *path, const char *fragment) {
-    const char *msg = ddpm_last_error();
-    if (rc != want) fail_msg("expected status %d, got %d (%s)", want, rc, msg);
-    if (!strstr(msg, path)) fail_msg("message '%s' does not name %s", msg, path);
-    if (fragment && !strstr(msg, fragment))
-        fail_msg("message '%s' does not mention '%s'", msg, fragment);
-}
-
 /* Reads a PNG back with stb_image at its own channel count. */
 static unsigned char *read_png(const char *path, int *w, int *h, int *c) {
     unsigned char *px = stbi_load(path, w, h, c, 0);
@@ -131,10 +123,12 @@ static void test_png_write(void **state) {
         stbi_image_free(back);
     }
     unsigned char px[4] = {0};
-    expect_error(ddpm_png_write(tu_tmp("bad.png"), px, 2, 2, 5), DDPM_ERR_INVALID, "bad.png", NULL);
-    expect_error(ddpm_png_write(tu_tmp("bad.png"), px, 0, 2, 1), DDPM_ERR_INVALID, "bad.png", NULL);
+    tu_expect_status(ddpm_png_write(tu_tmp("bad.png"), px, 2, 2, 5), DDPM_ERR_INVALID, "bad.png",
+                     NULL);
+    tu_expect_status(ddpm_png_write(tu_tmp("bad.png"), px, 0, 2, 1), DDPM_ERR_INVALID, "bad.png",
+                     NULL);
     const char *nodir = tu_tmp("no/such/dir/x.png");
-    expect_error(ddpm_png_write(nodir, px, 2, 2, 1), DDPM_ERR_IO, "no/such/dir/x.png", NULL);
+    tu_expect_status(ddpm_png_write(nodir, px, 2, 2, 1), DDPM_ERR_IO, "no/such/dir/x.png", NULL);
 }
 
 /* ---- grids ------------------------------------------------------------------------------- */
@@ -215,8 +209,8 @@ static void test_grid_png(void **state) {
     assert_int_equal(px[(2 * w + 2) * 3 + 1], want);
     assert_int_equal(px[(5 * w + 5) * 3 + 1], want);
     stbi_image_free(px);
-    expect_error(ddpm_grid_write_png(path, imgs, 3, 2, 4, 4, 2, 4), DDPM_ERR_INVALID, "grid.png",
-                 NULL);
+    tu_expect_status(ddpm_grid_write_png(path, imgs, 3, 2, 4, 4, 2, 4), DDPM_ERR_INVALID,
+                     "grid.png", NULL);
 }
 
 /* ---- GIF -------------------------------------------------------------------------------- */
@@ -369,15 +363,15 @@ static void test_gif_errors(void **state) {
     (void)state;
     ddpm_gif *g;
     const char *nodir = tu_tmp("no/such/dir/a.gif");
-    expect_error(ddpm_gif_open(nodir, 4, 4, 3, 5, &g), DDPM_ERR_IO, "no/such/dir/a.gif", NULL);
+    tu_expect_status(ddpm_gif_open(nodir, 4, 4, 3, 5, &g), DDPM_ERR_IO, "no/such/dir/a.gif", NULL);
     assert_null(g);
-    expect_error(ddpm_gif_open(tu_tmp("c2.gif"), 4, 4, 2, 5, &g), DDPM_ERR_INVALID, "c2.gif",
-                 NULL);
-    expect_error(ddpm_gif_open(tu_tmp("w0.gif"), 0, 4, 1, 5, &g), DDPM_ERR_INVALID, "w0.gif",
-                 NULL);
+    tu_expect_status(ddpm_gif_open(tu_tmp("c2.gif"), 4, 4, 2, 5, &g), DDPM_ERR_INVALID, "c2.gif",
+                     NULL);
+    tu_expect_status(ddpm_gif_open(tu_tmp("w0.gif"), 0, 4, 1, 5, &g), DDPM_ERR_INVALID, "w0.gif",
+                     NULL);
     const char *empty = tu_tmp("empty.gif");
     assert_int_equal(ddpm_gif_open(empty, 4, 4, 1, 5, &g), DDPM_OK);
-    expect_error(ddpm_gif_close(g), DDPM_ERR_INVALID, "empty.gif", "no frames");
+    tu_expect_status(ddpm_gif_close(g), DDPM_ERR_INVALID, "empty.gif", "no frames");
     assert_int_equal(access(empty, F_OK), -1);
     /* Discarding writes nothing. */
     const char *disc = tu_tmp("discard.gif");
@@ -512,10 +506,7 @@ static void test_read_formats(void **state) {
         for (int i = 0; i < 64; i++) assert_true(out[c * 64 + i] == unit(px[i * 3 + c]));
     /* JPEG at quality 100: close. Upper-case extension. */
     p = tu_tmp("a.JPG");
-    FILE *f = fopen(p, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(JPEG_8x8, 1, sizeof JPEG_8x8, f), sizeof JPEG_8x8);
-    assert_int_equal(fclose(f), 0);
+    tu_write_file(p, JPEG_8x8, sizeof JPEG_8x8);
     assert_true(ddpm_image_ext_supported(p));
     assert_int_equal(ddpm_image_read(p, 8, 3, out), DDPM_OK);
     for (int c = 0; c < 3; c++)
@@ -546,7 +537,7 @@ static void test_read_errors(void **state) {
     (void)state;
     float out[3 * 16 * 16];
     const char *p = tu_tmp("nothere.png");
-    expect_error(ddpm_image_read(p, 16, 3, out), DDPM_ERR_IO, p, NULL);
+    tu_expect_status(ddpm_image_read(p, 16, 3, out), DDPM_ERR_IO, p, NULL);
     /* A truncated PNG. */
     unsigned char px[16 * 16 * 3];
     for (int i = 0; i < (int)sizeof px; i++) px[i] = (unsigned char)(i * 7919 % 251);
@@ -557,21 +548,18 @@ static void test_read_errors(void **state) {
     long len = ftell(f);
     fclose(f);
     assert_int_equal(truncate(p, len / 2), 0);
-    expect_error(ddpm_image_read(p, 16, 3, out), DDPM_ERR_FORMAT, p, "cannot decode");
+    tu_expect_status(ddpm_image_read(p, 16, 3, out), DDPM_ERR_FORMAT, p, "cannot decode");
     /* Not an image at all. */
     p = tu_tmp("text.png");
-    f = fopen(p, "wb");
-    fputs("hello, I am not a PNG\n", f);
-    fclose(f);
-    expect_error(ddpm_image_read(p, 16, 3, out), DDPM_ERR_FORMAT, p, "cannot decode");
+    tu_write_text(p, "hello, I am not a PNG\n");
+    tu_expect_status(ddpm_image_read(p, 16, 3, out), DDPM_ERR_FORMAT, p, "cannot decode");
     /* An empty file. */
     p = tu_tmp("empty.jpg");
-    f = fopen(p, "wb");
-    fclose(f);
-    expect_error(ddpm_image_read(p, 16, 3, out), DDPM_ERR_FORMAT, p, NULL);
+    tu_write_file(p, NULL, 0);
+    tu_expect_status(ddpm_image_read(p, 16, 3, out), DDPM_ERR_FORMAT, p, NULL);
     /* Bad arguments. */
-    expect_error(ddpm_image_read(p, 16, 2, out), DDPM_ERR_INVALID, p, NULL);
-    expect_error(ddpm_image_read(p, 0, 3, out), DDPM_ERR_INVALID, p, NULL);
+    tu_expect_status(ddpm_image_read(p, 16, 2, out), DDPM_ERR_INVALID, p, NULL);
+    tu_expect_status(ddpm_image_read(p, 0, 3, out), DDPM_ERR_INVALID, p, NULL);
 }
 
 int main(void) {

@@ -29,23 +29,15 @@
 #define FD_EL_ATOL 2e-3
 
 static ddpm_safetensors FX;
-static double worst_torch = 0, worst_fd = 0;
-static char worst_torch_what[128], worst_fd_what[128];
-
-static int setup_fx(void **state) {
-    (void)state;
-    tu_load_fixture("ops.safetensors", &FX);
-    return 0;
-}
+static tu_worst worst_torch;
+static double worst_fd = 0;
+static char worst_fd_what[128];
 
 static int teardown_fx(void **state) {
-    (void)state;
-    ddpm_safetensors_free(&FX);
-    printf("[ops] worst error vs PyTorch (max |got-ref| / (|ref| + 1e-3 max|ref|)): %.3g (%s)\n",
-           worst_torch, worst_torch_what);
+    tu_worst_print("ops", &worst_torch);
     printf("[ops] worst finite-difference normwise error ||fd-an||/||fd||: %.3g (%s)\n", worst_fd,
            worst_fd_what);
-    return 0;
+    return tu_fixture_teardown(state);
 }
 
 /* ---- a deterministic test RNG (independent of the library's) ---- */
@@ -405,23 +397,8 @@ static void op_backward(opctx *c, const float *dout, float **g) {
 
 /* ---- comparison against the fixtures ---- */
 
-static double maxabs(const float *v, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)v[i]));
-    return m;
-}
-
 static void cmp_ref(const char *what, const float *got, const float *ref, size_t n) {
-    const double scale = maxabs(ref, n);
-    double err = 0;
-    for (size_t i = 0; i < n; i++)
-        err = fmax(err,
-                   fabs((double)got[i] - ref[i]) / (fabs((double)ref[i]) + 1e-3 * scale + 1e-30));
-    if (err > worst_torch) {
-        worst_torch = err;
-        snprintf(worst_torch_what, sizeof worst_torch_what, "%s", what);
-    }
-    tu_assert_close(got, ref, n, RTOL, ATOL_REL * scale + 1e-7, what);
+    tu_cmp_torch(&worst_torch, what, got, ref, n, RTOL, ATOL_REL);
 }
 
 static void cmp_fixture(const char *cs, const char *name, const float *got, size_t n) {
@@ -642,7 +619,8 @@ static void fd_check(opctx *c) {
             op_backward(c, dout, solo);
             char what[96];
             snprintf(what, sizeof what, "%s: d%s computed alone", c->name, c->in_name[s]);
-            tu_assert_close(solo[s], g[s], c->n[s], 1e-5, 1e-6 * (1 + maxabs(g[s], c->n[s])), what);
+            tu_assert_close(solo[s], g[s], c->n[s], 1e-5, 1e-6 * (1 + tu_maxabs(g[s], c->n[s])),
+                            what);
         }
     for (int s = 0; s < MAX_IN; s++) {
         if (!c->in[s]) continue;
@@ -861,10 +839,10 @@ static void fast_vs_naive(const conv_shape *sh, int transposed) {
     snprintf(what, sizeof what, "%s B%d Ci%d %dx%d Co%d k%dx%d s%d p%d",
              transposed ? "convT" : "conv", sh->B, sh->Ci, sh->H, sh->W, sh->Co, sh->KH, sh->KW,
              sh->s, sh->p);
-    tu_assert_close(y1, y2, ny, RTOL, ATOL_REL * maxabs(y2, ny), what);
-    tu_assert_close(dx1, dx2, nx, RTOL, ATOL_REL * maxabs(dx2, nx), what);
-    tu_assert_close(dw1, dw2, nw, RTOL, ATOL_REL * maxabs(dw2, nw), what);
-    tu_assert_close(db1, db2, d.C_out, RTOL, ATOL_REL * maxabs(db2, d.C_out), what);
+    tu_assert_close(y1, y2, ny, RTOL, ATOL_REL * tu_maxabs(y2, ny), what);
+    tu_assert_close(dx1, dx2, nx, RTOL, ATOL_REL * tu_maxabs(dx2, nx), what);
+    tu_assert_close(dw1, dw2, nw, RTOL, ATOL_REL * tu_maxabs(dw2, nw), what);
+    tu_assert_close(db1, db2, d.C_out, RTOL, ATOL_REL * tu_maxabs(db2, d.C_out), what);
     free(x);
     free(w);
     free(b);
@@ -983,5 +961,6 @@ int main(void) {
         cmocka_unit_test(test_dims_validation),
         cmocka_unit_test(test_maxpool_nan_and_ties),
     };
-    return cmocka_run_group_tests(tests, setup_fx, teardown_fx);
+    tu_use_fixture("ops.safetensors", &FX);
+    return cmocka_run_group_tests(tests, tu_fixture_setup, teardown_fx);
 }

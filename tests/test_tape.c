@@ -14,43 +14,18 @@
 #define ATOL_REL 1e-5
 
 static ddpm_safetensors FX;
-static double worst = 0;
-static char worst_what[128];
-
-static int setup_fx(void **state) {
-    (void)state;
-    tu_load_fixture("ops.safetensors", &FX);
-    return 0;
-}
+static tu_worst worst;
 
 static int teardown_fx(void **state) {
-    (void)state;
-    ddpm_safetensors_free(&FX);
-    printf("[tape] worst error vs PyTorch (max |got-ref| / (|ref| + 1e-3 max|ref|)): %.3g (%s)\n",
-           worst, worst_what);
-    return 0;
-}
-
-static double maxabs(const float *v, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)v[i]));
-    return m;
+    tu_worst_print("tape", &worst);
+    return tu_fixture_teardown(state);
 }
 
 static void cmp_fixture(const char *cs, const char *name, const float *got, size_t n) {
     char key[128];
     snprintf(key, sizeof key, "%s/%s", cs, name);
     float *ref = tu_tensor(&FX, key, n, NULL);
-    const double scale = maxabs(ref, n);
-    double err = 0;
-    for (size_t i = 0; i < n; i++)
-        err = fmax(err,
-                   fabs((double)got[i] - ref[i]) / (fabs((double)ref[i]) + 1e-3 * scale + 1e-30));
-    if (err > worst) {
-        worst = err;
-        snprintf(worst_what, sizeof worst_what, "%s", key);
-    }
-    tu_assert_close(got, ref, n, RTOL, ATOL_REL * scale + 1e-7, key);
+    tu_cmp_torch(&worst, key, got, ref, n, RTOL, ATOL_REL);
     free(ref);
 }
 
@@ -124,7 +99,7 @@ static void check_grads(const model *m, const pspec *specs, const char *cs, int 
         snprintf(nm, sizeof nm, "d_%s", specs[i].name);
         if (i == zero_param) {
             float *ref = fx(cs, nm, spec_numel(&specs[i]));
-            assert_true(maxabs(ref, spec_numel(&specs[i])) < 1e-12);
+            assert_true(tu_maxabs(ref, spec_numel(&specs[i])) < 1e-12);
             tu_assert_close(m->p[i].g, ref, spec_numel(&specs[i]), 0, 1e-5 * zero_like_scale, nm);
             free(ref);
             continue;
@@ -256,7 +231,7 @@ static void test_composite_b(void **s) {
     cmp_fixture("tape_b", "rm", rm, 4);
     cmp_fixture("tape_b", "rv", rv, 4);
     assert_int_equal(ddpm_tape_backward(t, v.out, dout), DDPM_OK);
-    check_grads(&m, SPEC_B, "tape_b", B_BA, maxabs(m.p[B_WA].g, 36));
+    check_grads(&m, SPEC_B, "tape_b", B_BA, tu_maxabs(m.p[B_WA].g, 36));
     cmp_fixture("tape_b", "d_x", v.x->grad, 128);
     cmp_fixture("tape_b", "d_c", v.c->grad, 6);
 
@@ -605,5 +580,6 @@ int main(void) {
         cmocka_unit_test(test_fd_tape_eval),
         cmocka_unit_test(test_fd_tape_training),
     };
-    return cmocka_run_group_tests(tests, setup_fx, teardown_fx);
+    tu_use_fixture("ops.safetensors", &FX);
+    return cmocka_run_group_tests(tests, tu_fixture_setup, teardown_fx);
 }

@@ -6,7 +6,7 @@
  * Tolerance against PyTorch (float64 references from the same float32 inputs and weights):
  * |got - ref| <= 1e-4 |ref| + 1e-5 max|ref| per tensor. The worst error is printed at the end as
  * max |got - ref| / (|ref| + 1e-3 max|ref|). */
-#include "testutil.h"
+#include "netcheck.h"
 
 #include <math.h>
 #include <omp.h>
@@ -20,12 +20,10 @@
 ddpm_tape *ddpm_unet_tape(ddpm_model *m, int k); /* net_unet.c: the k-th tape, NULL past the last */
 
 static ddpm_safetensors FX;
-static double worst = 0, worst_norm = 0;
-static char worst_what[160], worst_norm_what[160];
+static tu_worst worst, worst_norm;
 
 static int setup(void **state) {
-    (void)state;
-    tu_load_fixture("unet.safetensors", &FX);
+    tu_fixture_setup(state);
     /* One thread, except where a test says otherwise: the results do not depend on it
      * (test_steady_state_and_threads), and on a busy 2-core machine every parallel region can
      * cost a scheduler time slice, which would make the run time depend on the machine's load. */
@@ -34,19 +32,10 @@ static int setup(void **state) {
 }
 
 static int teardown(void **state) {
-    (void)state;
-    ddpm_safetensors_free(&FX);
-    printf("[unet] worst error vs PyTorch (max |got-ref| / (|ref| + 1e-3 max|ref|)): %.3g (%s)\n",
-           worst, worst_what);
+    tu_worst_print("unet", &worst);
     printf("[unet] worst error vs PyTorch relative to the tensor (max |got-ref| / max|ref|): %.3g (%s)\n",
-           worst_norm, worst_norm_what);
-    return 0;
-}
-
-static double maxabs(const float *v, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)v[i]));
-    return m;
+           worst_norm.err, worst_norm.what);
+    return tu_fixture_teardown(state);
 }
 
 static double maxdiff(const float *a, const float *b, size_t n) {
@@ -55,46 +44,20 @@ static double maxdiff(const float *a, const float *b, size_t n) {
     return m;
 }
 
-/* got against fixture tensor `key` with the file's tolerance; tracks the worst error. */
+/* got against fixture tensor `key` with the file's tolerance; tracks the worst errors. */
 static void cmp_ref(const char *key, const float *got, size_t n) {
     float *ref = tu_tensor(&FX, key, n, NULL);
-    const double scale = maxabs(ref, n);
-    double err = 0;
-    for (size_t i = 0; i < n; i++)
-        err = fmax(err, fabs((double)got[i] - ref[i]) / (fabs((double)ref[i]) + 1e-3 * scale + 1e-30));
-    if (err > worst) {
-        worst = err;
-        snprintf(worst_what, sizeof worst_what, "%s", key);
-    }
-    const double norm = maxdiff(got, ref, n) / (scale + 1e-30);
-    if (norm > worst_norm) {
-        worst_norm = norm;
-        snprintf(worst_norm_what, sizeof worst_norm_what, "%s", key);
-    }
-    tu_assert_close(got, ref, n, RTOL, ATOL_REL * scale + 1e-7, key);
+    tu_worst_note(&worst_norm, maxdiff(got, ref, n) / (tu_maxabs(ref, n) + 1e-30), key);
+    tu_cmp_torch(&worst, key, got, ref, n, RTOL, ATOL_REL);
     free(ref);
 }
 
 static float *fx(const char *prefix, const char *name, size_t n) {
-    char key[160];
-    snprintf(key, sizeof key, "%s%s", prefix, name);
-    return tu_tensor(&FX, key, n, NULL);
+    return nc_tensor(&FX, prefix, name, n);
 }
 
 static int *fx_int(const char *prefix, const char *name, int n) {
-    char key[160];
-    snprintf(key, sizeof key, "%s%s", prefix, name);
-    const ddpm_tensor *t = ddpm_safetensors_find(&FX, key);
-    assert_non_null(t);
-    assert_int_equal(t->dtype, DDPM_DT_I64);
-    assert_int_equal(t->numel, n);
-    int *v = malloc(sizeof(int) * n);
-    for (int i = 0; i < n; i++) {
-        int64_t x;
-        memcpy(&x, (const char *)t->data + 8 * i, 8);
-        v[i] = (int)x;
-    }
-    return v;
+    return nc_tensor_int(&FX, prefix, name, n);
 }
 
 static const char *meta(const char *key) {
@@ -103,11 +66,7 @@ static const char *meta(const char *key) {
     return v;
 }
 
-static ddpm_model *create(const char *json) {
-    ddpm_model *m;
-    if (ddpm_model_create(json, 1, &m)) fail_msg("%s: %s", json, ddpm_last_error());
-    return m;
-}
+static ddpm_model *create(const char *json) { return nc_create(json, 1); }
 
 /* The model of fixture case prefix ("a/" or "b/") with its weights, reserved for B. */
 static ddpm_model *fixture_model(const char *prefix, int B, const char *extra_key, double extra) {
@@ -225,12 +184,9 @@ static void check_adam_steps(const char *prefix, int B) {
     ddpm_model *m = fixture_model(prefix, B, NULL, 0);
     inputs in = fixture_inputs(prefix, m, B);
     const size_t n = (size_t)B * in.d;
-    float *out = malloc(sizeof(float) * n), *dout = malloc(sizeof(float) * n);
-    float *am = calloc(m->n_params, sizeof(float));
-    float *av = calloc(m->n_params, sizeof(float));
     float *losses = fx(prefix, "losses", 3), *norms = fx(prefix, "norms", 3);
-    ddpm_train_config cfg;
-    ddpm_train_config_default(&cfg);
+    nc_adam a;
+    nc_adam_init(&a, m, B);
     for (int k = 0; k < 3; k++) {
         char name[32];
         snprintf(name, sizeof name, "step%d/x", k);
@@ -241,19 +197,14 @@ static void check_adam_steps(const char *prefix, int B) {
         int *t = fx_int(prefix, name, B);
         ddpm_model_input mi = {.x = x, .t = t, .cond = in.cond, .self_cond = k == 1 ? in.sc : NULL,
                                .B = B, .train = 1};
-        assert_int_equal(m->ops->forward(m, &mi, out), DDPM_OK);
-        const double loss = ddpm_loss_and_grad(DDPM_LOSS_L2, out, target, NULL, B, in.d, dout);
-        memset(m->grads, 0, sizeof(float) * m->n_params);
-        assert_int_equal(m->ops->backward(m, dout), DDPM_OK);
-        const float norm = ddpm_clip_grad_norm(m->grads, m->n_params, 1.0f);
-        ddpm_adam_update(m->params, m->grads, am, av, m->n_params, &cfg, 1e-3f, k + 1);
+        float norm;
+        const double loss = nc_adam_step(&a, &mi, target, &norm);
         printf("[unet] %sstep %d: loss %.8f (PyTorch %.8f), grad norm %.6f (PyTorch %.6f)\n", prefix,
                k + 1, loss, losses[k], norm, norms[k]);
         const double le = fabs(loss - losses[k]) / losses[k], ne = fabs(norm - norms[k]) / norms[k];
-        if (le > worst) {
-            worst = le;
-            snprintf(worst_what, sizeof worst_what, "%slosses[%d]", prefix, k);
-        }
+        char what[64];
+        snprintf(what, sizeof what, "%slosses[%d]", prefix, k);
+        tu_worst_note(&worst, le, what);
         if (le > 1e-5 || ne > 1e-4)
             fail_msg("%sstep %d: loss %.9g vs %.9g, norm %.9g vs %.9g", prefix, k + 1, loss,
                      losses[k], norm, norms[k]);
@@ -274,12 +225,9 @@ static void check_adam_steps(const char *prefix, int B) {
         free(want);
     }
     printf("[unet] %sweights after 3 steps: largest difference %.3g\n", prefix, after_err);
-    free(am);
-    free(av);
+    nc_adam_free(&a);
     free(losses);
     free(norms);
-    free(out);
-    free(dout);
     inputs_free(&in);
     ddpm_model_free(m);
 }
@@ -321,13 +269,13 @@ static void test_default_config(void **s) {
     printf("[unet] default 28x28 model: %zu tensors, %zu parameters\n", m->n_tensors, numel);
     /* initialisation: zero where the paper's code starts at zero, PyTorch's bounds elsewhere */
     const ddpm_param_info *p = ddpm_model_find(m, "conv_out.weight");
-    assert_true(maxabs(ddpm_model_tensor_data(m, p), p->numel) == 0);
+    assert_true(tu_maxabs(ddpm_model_tensor_data(m, p), p->numel) == 0);
     p = ddpm_model_find(m, "down.0.block.1.conv2.weight");
-    assert_true(maxabs(ddpm_model_tensor_data(m, p), p->numel) == 0);
+    assert_true(tu_maxabs(ddpm_model_tensor_data(m, p), p->numel) == 0);
     p = ddpm_model_find(m, "mid.attn_1.proj_out.bias");
-    assert_true(maxabs(ddpm_model_tensor_data(m, p), p->numel) == 0);
+    assert_true(tu_maxabs(ddpm_model_tensor_data(m, p), p->numel) == 0);
     p = ddpm_model_find(m, "down.1.block.0.conv1.weight"); /* fan_in 32 * 9 */
-    const double mx = maxabs(ddpm_model_tensor_data(m, p), p->numel);
+    const double mx = tu_maxabs(ddpm_model_tensor_data(m, p), p->numel);
     assert_true(mx <= 1.0 / sqrt(288.0) && mx > 0.95 / sqrt(288.0));
     p = ddpm_model_find(m, "up.2.block.0.norm1.weight");
     assert_true(ddpm_model_tensor_data(m, p)[5] == 1.0f);
@@ -380,14 +328,8 @@ static void test_bad_configs(void **s) {
         {"{\"kind\":\"unet\",\"base_channel\":64}", "unknown key \"base_channel\""},
         {"{\"kind\":\"unet\",\"groups\":4,\"groups\":8}", "\"groups\" appears twice"},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        ddpm_model *m = (ddpm_model *)&m;
-        const int rc = ddpm_model_create(cases[i].json, 1, &m);
-        if (rc != DDPM_ERR_INVALID || !strstr(ddpm_last_error(), cases[i].needle))
-            fail_msg("%s: status %d, message '%s' (expected '%s')", cases[i].json, rc,
-                     ddpm_last_error(), cases[i].needle);
-        assert_null(m);
-    }
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        nc_expect_bad_config(cases[i].json, cases[i].needle);
     /* an empty attention list leaves the middle block's attention only */
     ddpm_model *m = create("{\"kind\":\"unet\",\"attn_resolutions\":[]}");
     assert_null(ddpm_model_find(m, "down.2.attn.0.qkv.weight"));
@@ -418,15 +360,6 @@ static const char *write_weights(ddpm_model *m, const char *file, const char *dr
     return path;
 }
 
-static void expect_load_error(ddpm_model *m, const char *path, const char *needle) {
-    ddpm_safetensors st;
-    assert_int_equal(ddpm_safetensors_read(path, &st), DDPM_OK);
-    const int rc = ddpm_model_load_tensors(m, &st, NULL, path);
-    if (rc != DDPM_ERR_FORMAT || !strstr(ddpm_last_error(), needle))
-        fail_msg("loading %s: status %d, message '%s' (expected '%s')", path, rc, ddpm_last_error(), needle);
-    ddpm_safetensors_free(&st);
-}
-
 /* A small configuration with a given width and extra keys ("" or ",\"key\":value"). */
 static ddpm_model *small(int base, int blocks, const char *extra) {
     char json[512];
@@ -442,34 +375,31 @@ static void test_load_errors(void **s) {
     ddpm_model *m = small(8, 1, "");
     const char *full = write_weights(m, "full.safetensors", NULL, NULL);
     /* the round trip works */
-    ddpm_safetensors st;
-    assert_int_equal(ddpm_safetensors_read(full, &st), DDPM_OK);
-    assert_int_equal(ddpm_model_load_tensors(m, &st, NULL, full), DDPM_OK);
-    ddpm_safetensors_free(&st);
+    assert_int_equal(nc_load_file(m, full), DDPM_OK);
     /* a missing tensor, an extra tensor */
-    expect_load_error(m, write_weights(m, "missing.safetensors", "mid.attn_1.qkv.weight", NULL),
-                      "tensor 'mid.attn_1.qkv.weight' of the unet model is missing");
-    expect_load_error(m, write_weights(m, "extra.safetensors", NULL, "up.1.block.2.conv1.weight"),
-                      "'up.1.block.2.conv1.weight' is not part of the unet model");
+    nc_expect_load_error(m, write_weights(m, "missing.safetensors", "mid.attn_1.qkv.weight", NULL),
+                         "tensor 'mid.attn_1.qkv.weight' of the unet model is missing");
+    nc_expect_load_error(m, write_weights(m, "extra.safetensors", NULL, "up.1.block.2.conv1.weight"),
+                         "'up.1.block.2.conv1.weight' is not part of the unet model");
     /* other configurations: wider (the first tensor differs), self-conditioned (conv_in takes
      * two images), class-conditional (one more tensor), more blocks (more tensors) */
     ddpm_model *o = small(16, 1, "");
-    expect_load_error(o, full, "tensor 'temb.dense.0.weight' has shape [32, 8], the model expects [64, 16]");
+    nc_expect_load_error(o, full, "tensor 'temb.dense.0.weight' has shape [32, 8], the model expects [64, 16]");
     ddpm_model_free(o);
     o = small(8, 1, ",\"self_cond\":true");
-    expect_load_error(o, full, "tensor 'conv_in.weight' has shape [8, 1, 3, 3], the model expects [8, 2, 3, 3]");
+    nc_expect_load_error(o, full, "tensor 'conv_in.weight' has shape [8, 1, 3, 3], the model expects [8, 2, 3, 3]");
     const char *sc = write_weights(o, "sc.safetensors", NULL, NULL);
-    expect_load_error(m, sc, "tensor 'conv_in.weight' has shape [8, 2, 3, 3], the model expects [8, 1, 3, 3]");
+    nc_expect_load_error(m, sc, "tensor 'conv_in.weight' has shape [8, 2, 3, 3], the model expects [8, 1, 3, 3]");
     ddpm_model_free(o);
     o = small(8, 1, ",\"num_classes\":10");
-    expect_load_error(o, full, "tensor 'class_emb.weight' of the unet model is missing");
-    expect_load_error(m, write_weights(o, "classes.safetensors", NULL, NULL),
-                      "'class_emb.weight' is not part of the unet model");
+    nc_expect_load_error(o, full, "tensor 'class_emb.weight' of the unet model is missing");
+    nc_expect_load_error(m, write_weights(o, "classes.safetensors", NULL, NULL),
+                         "'class_emb.weight' is not part of the unet model");
     ddpm_model_free(o);
     o = small(8, 2, "");
-    expect_load_error(o, full, "tensor 'down.0.block.1.norm1.weight' of the unet model is missing");
-    expect_load_error(m, write_weights(o, "blocks.safetensors", NULL, NULL),
-                      "tensor 'up.1.block.1.norm1.weight' has shape [32], the model expects [24]");
+    nc_expect_load_error(o, full, "tensor 'down.0.block.1.norm1.weight' of the unet model is missing");
+    nc_expect_load_error(m, write_weights(o, "blocks.safetensors", NULL, NULL),
+                         "tensor 'up.1.block.1.norm1.weight' has shape [32], the model expects [24]");
     ddpm_model_free(o);
     ddpm_model_free(m);
 }
@@ -561,9 +491,9 @@ static void test_steady_state_and_threads(void **s) {
                 assert_memory_equal(g1, m->grads, sizeof(float) * m->n_params);
                 /* another thread count: the same to rounding (the batch is split differently,
                  * so the per-slice gradient sums are grouped differently) */
-                tu_assert_close(out, out0, n, 1e-5, 1e-6 * maxabs(out0, n), "outputs with 1 and 2 threads");
-                tu_assert_close(ev, ev0, n, 1e-5, 1e-6 * maxabs(ev0, n), "eval outputs with 1 and 2 threads");
-                tu_assert_close(m->grads, g0, m->n_params, 1e-5, 1e-6 * maxabs(g0, m->n_params),
+                tu_assert_close(out, out0, n, 1e-5, 1e-6 * tu_maxabs(out0, n), "outputs with 1 and 2 threads");
+                tu_assert_close(ev, ev0, n, 1e-5, 1e-6 * tu_maxabs(ev0, n), "eval outputs with 1 and 2 threads");
+                tu_assert_close(m->grads, g0, m->n_params, 1e-5, 1e-6 * tu_maxabs(g0, m->n_params),
                                 "gradients with 1 and 2 threads");
             }
         }
@@ -571,8 +501,8 @@ static void test_steady_state_and_threads(void **s) {
     }
     omp_set_num_threads(1);
     printf("[unet] 1 vs 2 threads: largest output difference %.3g (of max %.3g), gradient difference "
-           "%.3g (of max %.3g)\n", maxdiff(out1, out0, n), maxabs(out0, n), maxdiff(g1, g0, m->n_params),
-           maxabs(g0, m->n_params));
+           "%.3g (of max %.3g)\n", maxdiff(out1, out0, n), tu_maxabs(out0, n), maxdiff(g1, g0, m->n_params),
+           tu_maxabs(g0, m->n_params));
     assert_true(memcmp(out0, ev0, sizeof(float) * n) != 0); /* dropout is on in training only */
     /* errors */
     int bad_t[B] = {0, 1000, 1};
@@ -625,7 +555,7 @@ static void test_eval_chunks(void **s) {
     tu_assert_close(a, b, B * d, 1e-5, 1e-6, "eval in chunks vs one training forward");
     tu_assert_close(c, b, B * d, 1e-5, 1e-6, "eval on 2 threads vs one training forward");
     printf("[unet] eval chunks and slices vs one forward: largest difference %.3g, %.3g (of max %.3g)\n",
-           maxdiff(a, b, B * d), maxdiff(c, b, B * d), maxabs(b, B * d));
+           maxdiff(a, b, B * d), maxdiff(c, b, B * d), tu_maxabs(b, B * d));
     free(x);
     free(sc);
     free(cond);
@@ -764,12 +694,8 @@ static void train_run(const char *json, int self_cond, double *first, double *la
     for (int i = 0; i < 4 * 64; i++) assert_true(isfinite(xs[i]));
     ddpm_model_sampler_free(&ms);
     /* a checkpoint of it reloads as the same model */
-    const char *path = tu_tmp("unet_ckpt.safetensors");
-    assert_int_equal(ddpm_checkpoint_save(path, &tr, NULL, NULL, NULL, 0), DDPM_OK);
     ddpm_checkpoint ck;
-    if (ddpm_checkpoint_load(path, &ck)) fail_msg("%s", ddpm_last_error());
-    assert_string_equal(ck.model->config_json, m->config_json);
-    assert_memory_equal(ck.model->params, m->params, sizeof(float) * m->n_params);
+    nc_checkpoint_roundtrip(&tr, "unet_ckpt.safetensors", &ck);
     ddpm_checkpoint_free(&ck);
     ddpm_trainer_free(&tr);
     ddpm_model_free(m);
@@ -804,5 +730,6 @@ int main(void) {
         cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_training_learns),
     };
+    tu_use_fixture("unet.safetensors", &FX);
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -22,6 +22,26 @@ void tu_load_fixture(const char *name, ddpm_safetensors *st) {
                  ddpm_last_error());
 }
 
+static const char *fixture_name;
+static ddpm_safetensors *fixture_st;
+
+void tu_use_fixture(const char *name, ddpm_safetensors *st) {
+    fixture_name = name;
+    fixture_st = st;
+}
+
+int tu_fixture_setup(void **state) {
+    (void)state;
+    tu_load_fixture(fixture_name, fixture_st);
+    return 0;
+}
+
+int tu_fixture_teardown(void **state) {
+    (void)state;
+    ddpm_safetensors_free(fixture_st);
+    return 0;
+}
+
 float *tu_tensor(const ddpm_safetensors *st, const char *name, size_t numel, size_t *numel_out) {
     const ddpm_tensor *t = ddpm_safetensors_find(st, name);
     if (!t) fail_msg("fixture has no tensor '%s'", name);
@@ -39,6 +59,50 @@ double tu_scalar(const ddpm_safetensors *st, const char *name) {
     double x = v[0];
     free(v);
     return x;
+}
+
+int *tu_tensor_int(const ddpm_safetensors *st, const char *name, int n) {
+    const ddpm_tensor *t = ddpm_safetensors_find(st, name);
+    if (!t) fail_msg("fixture tensor %s missing", name);
+    assert_int_equal(t->dtype, DDPM_DT_I64);
+    assert_int_equal(t->numel, n);
+    int *v = malloc(sizeof(int) * (n > 0 ? n : 1));
+    assert_non_null(v);
+    for (int i = 0; i < n; i++) {
+        int64_t x;
+        memcpy(&x, (const char *)t->data + 8 * i, 8);
+        v[i] = (int)x;
+    }
+    return v;
+}
+
+double tu_maxabs(const float *v, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)v[i]));
+    return m;
+}
+
+void tu_worst_note(tu_worst *w, double err, const char *what) {
+    if (err > w->err) {
+        w->err = err;
+        snprintf(w->what, sizeof w->what, "%s", what);
+    }
+}
+
+void tu_worst_print(const char *tag, const tu_worst *w) {
+    printf("[%s] worst error vs PyTorch (max |got-ref| / (|ref| + 1e-3 max|ref|)): %.3g (%s)\n",
+           tag, w->err, w->what);
+}
+
+void tu_cmp_torch_(tu_worst *w, const char *what, const float *got, const float *ref, size_t n,
+                   double rtol, double atol_rel, const char *file, int line) {
+    const double scale = tu_maxabs(ref, n);
+    double err = 0;
+    for (size_t i = 0; i < n; i++)
+        err = fmax(err,
+                   fabs((double)got[i] - ref[i]) / (fabs((double)ref[i]) + 1e-3 * scale + 1e-30));
+    tu_worst_note(w, err, what);
+    tu_assert_close_(got, ref, n, rtol, atol_rel * scale + 1e-7, what, file, line);
 }
 
 double tu_max_rel_err(const float *a, const float *b, size_t n, double floor) {
@@ -113,4 +177,23 @@ int tu_system(const char *fmt, ...) {
 const char *tu_ddpm_bin(void) {
     const char *b = getenv("DDPM_BIN");
     return b ? b : "./ddpm";
+}
+
+void tu_write_file(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) fail_msg("cannot create %s", path);
+    if (n) assert_int_equal(fwrite(data, 1, n, f), n);
+    assert_int_equal(fclose(f), 0);
+}
+
+void tu_write_text(const char *path, const char *text) {
+    tu_write_file(path, text, strlen(text));
+}
+
+void tu_expect_status(int rc, int want, const char *path, const char *fragment) {
+    const char *msg = ddpm_last_error();
+    if (rc != want) fail_msg("expected status %d, got %d (%s)", want, rc, msg);
+    if (path && !strstr(msg, path)) fail_msg("message '%s' does not name %s", msg, path);
+    if (fragment && !strstr(msg, fragment))
+        fail_msg("message '%s' does not mention '%s'", msg, fragment);
 }
