@@ -353,19 +353,21 @@ static void convt_bwd_item(const conv_job *j, int b, int slot, int par) {
  * With stride 1, tap (ki, kj) of the kernel reads the zero-padded input shifted by
  * ki Wp + kj, where Wp = W + 2 pad: if the output is computed at the padded width (Wp columns a
  * row, the last KW - 1 of them junk), every tap's input is one contiguous window of each padded
- * channel plane, so y += W_tap [C_out, C_in] @ x_pad[:, shift : shift + H_out Wp] is a plain
- * GEMM on the padded input itself. KH KW GEMMs with K = C_in replace one with K = C_in KH KW,
- * and the 9x im2col copy (a fifth of a ContextUnet forward) is gone. The junk columns of the
- * output gradient are zeroed, so backward's GEMMs use the same windows (dweight: one GEMM per
- * tap against the window; dinput: each tap's W_tap^T @ dy accumulated into the window of a
- * padded gradient plane). Planes are Hp Wp + KW - 1 long so the last tap's window fits. */
+ * channel plane. So instead of im2col's KH KW copies of the input, KW copies suffice, each plane
+ * shifted by kj (rows (c, kj) of `xs`), and kernel row ki is one GEMM on a window of them:
+ *   y_pad [C_out, H_out Wp] += W_ki [C_out, C_in KW] @ xs[:, ki Wp : ki Wp + H_out Wp].
+ * Measured on the ContextUnet (16x16, 64 channels) against im2col's single GEMM: forward -7%,
+ * forward + backward -16%; one GEMM per tap (K = C_in, no copy at all) was as fast in training
+ * but slower in the forward. The junk columns of the output gradient are zeroed, so backward uses
+ * the same windows: dweight one GEMM per kernel row, dinput W_ki^T @ dy accumulated into the
+ * windows of a gradient `xs`, whose KW shifted rows are then summed back into each plane. */
 
 static int shifted_enabled = 1;
 void ddpm_conv_use_shifted(int on) { shifted_enabled = on; }
 
-/* Each tap's GEMM reads and writes the whole output block (C x H_out Wp floats): worth it while
- * that block stays in L2 (512 KB a core here). At 64x64 with 64 channels (SimpleUnet's first
- * level) it does not, and im2col's single GEMM was measured 9% faster for the whole network. */
+/* Each kernel row's GEMM reads and writes the whole output block (C x H_out Wp floats): worth
+ * it while that block stays in L2 (512 KB a core here). At 64x64 with 64 channels (SimpleUnet's
+ * first level) it does not, and im2col's single GEMM was measured faster for the network. */
 #define SHIFT_MAX_BLOCK 65536
 
 static int is_shifted(const ddpm_conv_dims *d) {
@@ -375,11 +377,13 @@ static int is_shifted(const ddpm_conv_dims *d) {
 }
 
 typedef struct {
-    int slots, Hp, Wp, taps;
-    size_t ld;   /* floats between padded planes */
+    int slots, Hp, Wp, K;  /* K = C_in KW: the inner dimension of each row's GEMM */
+    size_t ld;   /* floats of a padded plane, with KW - 1 zeros after so every shift fits */
+    size_t ls;   /* floats of a row of xs: Hp Wp */
     size_t Np;   /* output positions at the padded width: H_out Wp */
     size_t nw;   /* weights */
-    size_t slot; /* floats per slot: x_pad [C_in, ld], y_pad [C_out, Np], partial [taps C_out C_in + C_out] */
+    size_t slot; /* floats per slot: x_pad [C_in, ld], xs [C_in KW, ls], y_pad [C_out, Np],
+                  * partial [KH, C_out, C_in KW] + [C_out] */
 } shift_plan;
 
 static shift_plan shift_plan_of(const ddpm_conv_dims *d) {
@@ -389,15 +393,17 @@ static shift_plan shift_plan_of(const ddpm_conv_dims *d) {
     if (p.slots < 1) p.slots = 1;
     p.Hp = d->H + 2 * d->pad;
     p.Wp = d->W + 2 * d->pad;
-    p.taps = d->KH * d->KW;
+    p.K = d->C_in * d->KW;
     p.ld = (size_t)p.Hp * p.Wp + d->KW - 1;
+    p.ls = (size_t)p.Hp * p.Wp;
     p.Np = (size_t)d->H_out * p.Wp;
-    p.nw = (size_t)d->C_out * d->C_in * p.taps;
-    p.slot = (size_t)d->C_in * p.ld + (size_t)d->C_out * p.Np + p.nw + d->C_out;
+    p.nw = (size_t)d->C_out * d->C_in * d->KH * d->KW;
+    p.slot = (size_t)d->C_in * p.ld + (size_t)p.K * p.ls + (size_t)d->C_out * p.Np + p.nw +
+             d->C_out;
     return p;
 }
 
-/* Workspace: the weights regrouped by tap [taps, C_out, C_in], then one block per slot. */
+/* Workspace: the weights regrouped by kernel row [KH, C_out, C_in KW], then one block per slot. */
 static size_t shift_workspace(const ddpm_conv_dims *d) {
     const shift_plan p = shift_plan_of(d);
     const size_t per = ddpm_size_mul((size_t)p.slots, p.slot);
@@ -412,10 +418,25 @@ typedef struct {
     int want_dw, want_db;
 } shift_job;
 
-static float *shift_slot(const shift_job *j, int slot) { return j->ws + j->p.nw + slot * j->p.slot; }
+/* A slot's buffers. */
+typedef struct {
+    float *xp, *xs, *yp, *part;
+} shift_bufs;
 
-/* x_pad [C, ld]: each plane zero-padded by pad on every side, zeros after. */
-static void pad_planes(float *xp, const float *x, const ddpm_conv_dims *d, const shift_plan *p) {
+static shift_bufs shift_slot(const shift_job *j, int slot) {
+    const ddpm_conv_dims *d = j->d;
+    shift_bufs b;
+    b.xp = j->ws + j->p.nw + slot * j->p.slot;
+    b.xs = b.xp + (size_t)d->C_in * j->p.ld;
+    b.yp = b.xs + (size_t)j->p.K * j->p.ls;
+    b.part = b.yp + (size_t)d->C_out * j->p.Np;
+    return b;
+}
+
+/* xs [C_in KW, ls]: row (c, kj) is channel c's zero-padded plane shifted left by kj (x_pad
+ * [C_in, ld] is the scratch it is built in). */
+static void shifted_rows(float *xs, float *xp, const float *x, const ddpm_conv_dims *d,
+                         const shift_plan *p) {
     const int pad = d->pad;
     for (int c = 0; c < d->C_in; c++) {
         float *dst = xp + c * p->ld;
@@ -429,28 +450,26 @@ static void pad_planes(float *xp, const float *x, const ddpm_conv_dims *d, const
         }
         memset(dst + (size_t)(d->H + pad) * p->Wp, 0,
                sizeof(float) * (p->ld - (size_t)(d->H + pad) * p->Wp));
+        for (int kj = 0; kj < d->KW; kj++)
+            memcpy(xs + ((size_t)c * d->KW + kj) * p->ls, dst + kj, sizeof(float) * p->ls);
     }
-}
-
-static size_t tap_shift(const ddpm_conv_dims *d, const shift_plan *p, int tap) {
-    return (size_t)(tap / d->KW) * p->Wp + tap % d->KW;
 }
 
 static void shift_fwd_item(const shift_job *j, int b, int slot) {
     const ddpm_conv_dims *d = j->d;
     const shift_plan *p = &j->p;
-    float *xp = shift_slot(j, slot), *yp = xp + (size_t)d->C_in * p->ld;
-    pad_planes(xp, j->inp + (size_t)b * d->C_in * d->H * d->W, d, p);
-    for (int tap = 0; tap < p->taps; tap++)
-        // y_pad [C_out, Np] (+)= W_tap [C_out, C_in] @ window [C_in, Np] (rows ld apart)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->C_out, (int)p->Np, d->C_in, 1.0f,
-                    j->wt + (size_t)tap * d->C_out * d->C_in, d->C_in, xp + tap_shift(d, p, tap),
-                    (int)p->ld, tap ? 1.0f : 0.0f, yp, (int)p->Np);
+    const shift_bufs s = shift_slot(j, slot);
+    shifted_rows(s.xs, s.xp, j->inp + (size_t)b * d->C_in * d->H * d->W, d, p);
+    for (int ki = 0; ki < d->KH; ki++)
+        // y_pad [C_out, Np] (+)= W_ki [C_out, C_in KW] @ window [C_in KW, Np] (rows ls apart)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->C_out, (int)p->Np, p->K, 1.0f,
+                    j->wt + (size_t)ki * d->C_out * p->K, p->K, s.xs + (size_t)ki * p->Wp,
+                    (int)p->ls, ki ? 1.0f : 0.0f, s.yp, (int)p->Np);
     float *y = j->out + (size_t)b * d->C_out * d->H_out * d->W_out;
     for (int co = 0; co < d->C_out; co++) {
         const float bv = j->bias ? j->bias[co] : 0.0f;
         for (int oh = 0; oh < d->H_out; oh++) {
-            const float *src = yp + (size_t)co * p->Np + (size_t)oh * p->Wp;
+            const float *src = s.yp + (size_t)co * p->Np + (size_t)oh * p->Wp;
             float *dst = y + ((size_t)co * d->H_out + oh) * d->W_out;
             for (int ow = 0; ow < d->W_out; ow++) dst[ow] = src[ow] + bv;
         }
@@ -460,50 +479,57 @@ static void shift_fwd_item(const shift_job *j, int b, int slot) {
 static void shift_bwd_item(const shift_job *j, int b, int slot) {
     const ddpm_conv_dims *d = j->d;
     const shift_plan *p = &j->p;
-    float *xp = shift_slot(j, slot), *yp = xp + (size_t)d->C_in * p->ld;
-    float *part = yp + (size_t)d->C_out * p->Np; /* [taps, C_out, C_in] then [C_out] */
+    const shift_bufs s = shift_slot(j, slot);
     const float *dy = j->dout + (size_t)b * d->C_out * d->H_out * d->W_out;
     /* dy at the padded width, junk columns zero */
     for (int co = 0; co < d->C_out; co++)
         for (int oh = 0; oh < d->H_out; oh++) {
             const float *src = dy + ((size_t)co * d->H_out + oh) * d->W_out;
-            float *dst = yp + (size_t)co * p->Np + (size_t)oh * p->Wp;
+            float *dst = s.yp + (size_t)co * p->Np + (size_t)oh * p->Wp;
             for (int ow = 0; ow < d->W_out; ow++) dst[ow] = src[ow];
             for (int ow = d->W_out; ow < p->Wp; ow++) dst[ow] = 0.0f;
         }
-    if (j->want_db) bias_backward_item(part + p->nw, dy, d->C_out, (size_t)d->H_out * d->W_out);
+    if (j->want_db) bias_backward_item(s.part + p->nw, dy, d->C_out, (size_t)d->H_out * d->W_out);
     if (j->want_dw) {
-        pad_planes(xp, j->inp + (size_t)b * d->C_in * d->H * d->W, d, p);
-        for (int tap = 0; tap < p->taps; tap++)
-            // dW_tap [C_out, C_in] += dy_pad [C_out, Np] @ window^T [Np, C_in]
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d->C_out, d->C_in, (int)p->Np,
-                        1.0f, yp, (int)p->Np, xp + tap_shift(d, p, tap), (int)p->ld, 1.0f,
-                        part + (size_t)tap * d->C_out * d->C_in, d->C_in);
+        shifted_rows(s.xs, s.xp, j->inp + (size_t)b * d->C_in * d->H * d->W, d, p);
+        for (int ki = 0; ki < d->KH; ki++)
+            // dW_ki [C_out, C_in KW] += dy_pad [C_out, Np] @ window^T [Np, C_in KW]
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d->C_out, p->K, (int)p->Np,
+                        1.0f, s.yp, (int)p->Np, s.xs + (size_t)ki * p->Wp, (int)p->ls, 1.0f,
+                        s.part + (size_t)ki * d->C_out * p->K, p->K);
     }
     if (j->dinp) {
-        memset(xp, 0, sizeof(float) * d->C_in * p->ld);
-        for (int tap = 0; tap < p->taps; tap++)
-            // window of dx_pad [C_in, Np] += W_tap^T [C_in, C_out] @ dy_pad [C_out, Np]
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d->C_in, (int)p->Np, d->C_out,
-                        1.0f, j->wt + (size_t)tap * d->C_out * d->C_in, d->C_in, yp, (int)p->Np,
-                        1.0f, xp + tap_shift(d, p, tap), (int)p->ld);
+        memset(s.xs, 0, sizeof(float) * p->K * p->ls);
+        for (int ki = 0; ki < d->KH; ki++)
+            // window of dxs [C_in KW, Np] += W_ki^T [C_in KW, C_out] @ dy_pad [C_out, Np]
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, p->K, (int)p->Np, d->C_out,
+                        1.0f, j->wt + (size_t)ki * d->C_out * p->K, p->K, s.yp, (int)p->Np, 1.0f,
+                        s.xs + (size_t)ki * p->Wp, (int)p->ls);
+        /* dx_pad[i + kj] += dxs row (c, kj)[i]: the interior back into dx */
         float *dx = j->dinp + (size_t)b * d->C_in * d->H * d->W;
         for (int c = 0; c < d->C_in; c++)
-            for (int h = 0; h < d->H; h++) {
-                const float *src = xp + c * p->ld + (size_t)(h + d->pad) * p->Wp + d->pad;
-                float *dst = dx + ((size_t)c * d->H + h) * d->W;
-                for (int w = 0; w < d->W; w++) dst[w] += src[w];
+            for (int kj = 0; kj < d->KW; kj++) {
+                const float *src = s.xs + ((size_t)c * d->KW + kj) * p->ls;
+                for (int h = 0; h < d->H; h++) {
+                    float *dst = dx + ((size_t)c * d->H + h) * d->W;
+                    /* padded position (h + pad, w + pad) is row index i + kj */
+                    const long base = (long)(h + d->pad) * p->Wp + d->pad - kj;
+                    const int w0 = base < 0 ? (int)-base : 0;
+                    for (int w = w0; w < d->W; w++) dst[w] += src[base + w];
+                }
             }
     }
 }
 
-/* wt [taps, C_out, C_in] = weight [C_out, C_in, taps] regrouped. */
-static void regroup_weights(float *wt, const float *weight, const ddpm_conv_dims *d, int taps) {
-    for (int co = 0; co < d->C_out; co++)
-        for (int ci = 0; ci < d->C_in; ci++)
-            for (int tap = 0; tap < taps; tap++)
-                wt[((size_t)tap * d->C_out + co) * d->C_in + ci] =
-                    weight[((size_t)co * d->C_in + ci) * taps + tap];
+/* wt [KH, C_out, C_in KW] = weight [C_out, C_in, KH, KW] regrouped by kernel row. */
+static void regroup_weights(float *wt, const float *weight, const ddpm_conv_dims *d) {
+    const int KK = d->KH * d->KW;
+    for (int ki = 0; ki < d->KH; ki++)
+        for (int co = 0; co < d->C_out; co++)
+            for (int ci = 0; ci < d->C_in; ci++)
+                memcpy(wt + (((size_t)ki * d->C_out + co) * d->C_in + ci) * d->KW,
+                       weight + ((size_t)co * d->C_in + ci) * KK + (size_t)ki * d->KW,
+                       sizeof(float) * d->KW);
 }
 
 static void run_shift(const shift_job *j, void (*fn)(const shift_job *, int, int)) {
@@ -518,7 +544,7 @@ static void run_shift(const shift_job *j, void (*fn)(const shift_job *, int, int
 static void shift_forward(float *out, const float *inp, const float *weight, const float *bias,
                           const ddpm_conv_dims *d, float *ws) {
     shift_job j = {d, shift_plan_of(d), inp, weight, bias, NULL, ws, out, NULL, ws, 0, 0};
-    regroup_weights(ws, weight, d, j.p.taps);
+    regroup_weights(ws, weight, d);
     run_shift(&j, shift_fwd_item);
 }
 
@@ -527,24 +553,23 @@ static void shift_backward(float *dinp, float *dweight, float *dbias, const floa
                            float *ws) {
     shift_job j = {d, shift_plan_of(d), inp, weight, NULL, dout, ws, NULL, dinp, ws,
                    dweight != NULL, dbias != NULL};
-    if (dinp) regroup_weights(ws, weight, d, j.p.taps);
+    if (dinp) regroup_weights(ws, weight, d);
     const size_t part = j.p.nw + d->C_out;
-    for (int t = 0; t < j.p.slots; t++) {
-        float *pt = shift_slot(&j, t) + (size_t)d->C_in * j.p.ld + (size_t)d->C_out * j.p.Np;
-        memset(pt, 0, sizeof(float) * part);
-    }
+    for (int t = 0; t < j.p.slots; t++) memset(shift_slot(&j, t).part, 0, sizeof(float) * part);
     run_shift(&j, shift_bwd_item);
-    /* dweight [C_out, C_in, taps], dbias += the slots' partials, in slot order */
-    const int taps = j.p.taps;
+    /* dweight [C_out, C_in, KH, KW], dbias += the slots' partials [KH, C_out, C_in KW] +
+     * [C_out], in slot order */
+    const int KW = d->KW, KK = d->KH * d->KW;
+    const size_t row = (size_t)d->C_out * j.p.K;
 #pragma omp parallel for schedule(static) if (part > OMP_MIN_WORK)
     for (size_t i = 0; i < part; i++) {
         float s = 0;
-        for (int t = 0; t < j.p.slots; t++)
-            s += (shift_slot(&j, t) + (size_t)d->C_in * j.p.ld + (size_t)d->C_out * j.p.Np)[i];
+        for (int t = 0; t < j.p.slots; t++) s += shift_slot(&j, t).part[i];
         if (i < j.p.nw) {
             if (!dweight) continue;
-            const size_t tap = i / ((size_t)d->C_out * d->C_in), r = i % ((size_t)d->C_out * d->C_in);
-            dweight[r * taps + tap] += s; /* r = co C_in + ci */
+            const size_t ki = i / row, r = i % row; /* r = co C_in KW + ci KW + kj */
+            const size_t co = r / j.p.K, cikj = r % j.p.K, ci = cikj / KW, kj = cikj % KW;
+            dweight[(co * d->C_in + ci) * KK + ki * KW + kj] += s;
         } else if (dbias) {
             dbias[i - j.p.nw] += s;
         }
