@@ -17,6 +17,13 @@ run sample --ckpt "$tmp/run/ckpt.safetensors" -n 50 --out "$tmp/s.csv" --traject
 run sample --ckpt "$tmp/run/ckpt.safetensors" -n 50 --sampler ddim --steps 10 --out "$tmp/s.npy" --quiet
 run eval --ckpt "$tmp/run/ckpt.safetensors" -n 100 --projections 16
 run noise --data moons --n-points 100 --out "$tmp/f.png"
+# images: a tiny class-conditional U-Net on a few Fashion-MNIST images, then sampling with a GIF
+tiny=(--model unet --base-channels 8 --channel-mult 1,2 --num-res-blocks 1 --groups 4 --heads 2
+      --dim-head 8 --timesteps 10)
+run train --data fashion-mnist --max-items 8 "${tiny[@]}" --batch-size 4 --steps 2 --sample-every 2 \
+  --sample-n 2 --out "$tmp/img" --quiet
+run sample --ckpt "$tmp/img/ckpt.safetensors" --per-class 1 --sampler ddim --steps 2 --guidance 1 \
+  --out "$tmp/g.png" --npy "$tmp/g.npy" --gif "$tmp/g.gif" --gif-every 1 --quiet
 # failures must not leak either
 rc=0; "${vg[@]}" "$DDPM" sample --ckpt "$tmp/nope" --out "$tmp/x.csv" 2>/dev/null || rc=$?
 test $rc -eq 2 || { echo "valgrind: the error path exited $rc, expected 2"; exit 1; }
