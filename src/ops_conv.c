@@ -378,11 +378,10 @@ static int is_shifted(const ddpm_conv_dims *d) {
 
 typedef struct {
     int slots, Hp, Wp, K;  /* K = C_in KW: the inner dimension of each row's GEMM */
-    size_t ld;   /* floats of a padded plane, with KW - 1 zeros after so every shift fits */
     size_t ls;   /* floats of a row of xs: Hp Wp */
     size_t Np;   /* output positions at the padded width: H_out Wp */
     size_t nw;   /* weights */
-    size_t slot; /* floats per slot: x_pad [C_in, ld], xs [C_in KW, ls], y_pad [C_out, Np],
+    size_t slot; /* floats per slot: xs [C_in KW, ls], y_pad [C_out, Np],
                   * partial [KH, C_out, C_in KW] + [C_out] */
 } shift_plan;
 
@@ -394,12 +393,10 @@ static shift_plan shift_plan_of(const ddpm_conv_dims *d) {
     p.Hp = d->H + 2 * d->pad;
     p.Wp = d->W + 2 * d->pad;
     p.K = d->C_in * d->KW;
-    p.ld = (size_t)p.Hp * p.Wp + d->KW - 1;
     p.ls = (size_t)p.Hp * p.Wp;
     p.Np = (size_t)d->H_out * p.Wp;
     p.nw = (size_t)d->C_out * d->C_in * d->KH * d->KW;
-    p.slot = (size_t)d->C_in * p.ld + (size_t)p.K * p.ls + (size_t)d->C_out * p.Np + p.nw +
-             d->C_out;
+    p.slot = (size_t)p.K * p.ls + (size_t)d->C_out * p.Np + p.nw + d->C_out;
     return p;
 }
 
@@ -420,26 +417,24 @@ typedef struct {
 
 /* A slot's buffers. */
 typedef struct {
-    float *xp, *xs, *yp, *part;
+    float *xs, *yp, *part;
 } shift_bufs;
 
 static shift_bufs shift_slot(const shift_job *j, int slot) {
     const ddpm_conv_dims *d = j->d;
     shift_bufs b;
-    b.xp = j->ws + j->p.nw + slot * j->p.slot;
-    b.xs = b.xp + (size_t)d->C_in * j->p.ld;
+    b.xs = j->ws + j->p.nw + slot * j->p.slot;
     b.yp = b.xs + (size_t)j->p.K * j->p.ls;
     b.part = b.yp + (size_t)d->C_out * j->p.Np;
     return b;
 }
 
-/* xs [C_in KW, ls]: row (c, kj) is channel c's zero-padded plane shifted left by kj (x_pad
- * [C_in, ld] is the scratch it is built in). */
-static void shifted_rows(float *xs, float *xp, const float *x, const ddpm_conv_dims *d,
-                         const shift_plan *p) {
+/* xs [C_in KW, ls]: row (c, kj) is channel c's zero-padded plane shifted left by kj (row
+ * (c, 0) is the padded plane itself; past its end the shifted rows read zeros). */
+static void shifted_rows(float *xs, const float *x, const ddpm_conv_dims *d, const shift_plan *p) {
     const int pad = d->pad;
     for (int c = 0; c < d->C_in; c++) {
-        float *dst = xp + c * p->ld;
+        float *dst = xs + (size_t)c * d->KW * p->ls;
         const float *src = x + (size_t)c * d->H * d->W;
         memset(dst, 0, sizeof(float) * ((size_t)pad * p->Wp));
         for (int h = 0; h < d->H; h++) {
@@ -448,10 +443,12 @@ static void shifted_rows(float *xs, float *xp, const float *x, const ddpm_conv_d
             for (int w = 0; w < d->W; w++) row[pad + w] = src[(size_t)h * d->W + w];
             for (int w = pad + d->W; w < p->Wp; w++) row[w] = 0.0f;
         }
-        memset(dst + (size_t)(d->H + pad) * p->Wp, 0,
-               sizeof(float) * (p->ld - (size_t)(d->H + pad) * p->Wp));
-        for (int kj = 0; kj < d->KW; kj++)
-            memcpy(xs + ((size_t)c * d->KW + kj) * p->ls, dst + kj, sizeof(float) * p->ls);
+        memset(dst + (size_t)(d->H + pad) * p->Wp, 0, sizeof(float) * ((size_t)pad * p->Wp));
+        for (int kj = 1; kj < d->KW; kj++) {
+            float *row = dst + (size_t)kj * p->ls;
+            memcpy(row, dst + kj, sizeof(float) * (p->ls - kj));
+            memset(row + p->ls - kj, 0, sizeof(float) * kj);
+        }
     }
 }
 
@@ -459,7 +456,7 @@ static void shift_fwd_item(const shift_job *j, int b, int slot) {
     const ddpm_conv_dims *d = j->d;
     const shift_plan *p = &j->p;
     const shift_bufs s = shift_slot(j, slot);
-    shifted_rows(s.xs, s.xp, j->inp + (size_t)b * d->C_in * d->H * d->W, d, p);
+    shifted_rows(s.xs, j->inp + (size_t)b * d->C_in * d->H * d->W, d, p);
     for (int ki = 0; ki < d->KH; ki++)
         // y_pad [C_out, Np] (+)= W_ki [C_out, C_in KW] @ window [C_in KW, Np] (rows ls apart)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->C_out, (int)p->Np, p->K, 1.0f,
@@ -491,7 +488,7 @@ static void shift_bwd_item(const shift_job *j, int b, int slot) {
         }
     if (j->want_db) bias_backward_item(s.part + p->nw, dy, d->C_out, (size_t)d->H_out * d->W_out);
     if (j->want_dw) {
-        shifted_rows(s.xs, s.xp, j->inp + (size_t)b * d->C_in * d->H * d->W, d, p);
+        shifted_rows(s.xs, j->inp + (size_t)b * d->C_in * d->H * d->W, d, p);
         for (int ki = 0; ki < d->KH; ki++)
             // dW_ki [C_out, C_in KW] += dy_pad [C_out, Np] @ window^T [Np, C_in KW]
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d->C_out, p->K, (int)p->Np,
