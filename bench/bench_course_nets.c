@@ -184,10 +184,12 @@ static void run(const net *n, const char *mode, int repeats) {
 }
 
 void ddpm_conv_use_shifted(int on); /* ops_conv.c (internal) */
+void ddpm_conv_use_direct(int on);  /* ops_conv.c (internal) */
 
 int main(int argc, char **argv) {
     /* DDPM_CONV_SHIFTED=0: stride-1 convolutions through im2col instead (for comparison) */
     if (getenv("DDPM_CONV_SHIFTED")) ddpm_conv_use_shifted(atoi(getenv("DDPM_CONV_SHIFTED")));
+    if (getenv("DDPM_CONV_DIRECT")) ddpm_conv_use_direct(atoi(getenv("DDPM_CONV_DIRECT")));
     const char *which = argc > 1 ? argv[1] : "all", *mode = argc > 2 ? argv[2] : "all";
     const int repeats = argc > 3 ? atoi(argv[3]) : 5, B = argc > 4 ? atoi(argv[4]) : 0;
     if (repeats < 1 || (strcmp(mode, "all") && strcmp(mode, "fwd") && strcmp(mode, "fwdbwd"))) {

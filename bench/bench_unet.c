@@ -78,10 +78,12 @@ static int run(int size, int reps) {
 }
 
 void ddpm_conv_use_shifted(int on); /* ops_conv.c (internal) */
+void ddpm_conv_use_direct(int on);  /* ops_conv.c (internal) */
 
 int main(int argc, char **argv) {
     /* DDPM_CONV_SHIFTED=0: stride-1 convolutions through im2col instead (for comparison) */
     if (getenv("DDPM_CONV_SHIFTED")) ddpm_conv_use_shifted(atoi(getenv("DDPM_CONV_SHIFTED")));
+    if (getenv("DDPM_CONV_DIRECT")) ddpm_conv_use_direct(atoi(getenv("DDPM_CONV_DIRECT")));
     const int reps = argc > 1 ? atoi(argv[1]) : 5;
     const int only = argc > 2 ? atoi(argv[2]) : 0;
     if (reps < 1) return 2;

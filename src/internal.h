@@ -38,5 +38,8 @@ int ddpm_write_file_atomic(const char *path, const void *const *parts, const siz
 /* ops_conv.c: stride-1 conv2d as shifted GEMMs on the padded input (1, the default) or through
  * im2col (0). For tests and benchmarks; not thread-safe. */
 void ddpm_conv_use_shifted(int on);
+/* ops_conv.c: stride-1 conv2d forwards on the library's own GEMM kernel with an implicit im2col
+ * (1, the default, where the CPU has AVX2 + FMA) or through the BLAS paths (0). Same caveats. */
+void ddpm_conv_use_direct(int on);
 
 #endif

@@ -190,7 +190,10 @@ void ddpm_mk_gemm_ref(const ddpm_mk_gemm *g, int m0, int m1, int n0, int n1) {
             g->add ? g->add + (ptrdiff_t)(g->add_idx ? g->add_idx[m] : m) * g->ld_add : NULL;
         float *crow = g->c + (ptrdiff_t)m * g->ldc;
         for (int n = n0; n < n1; n++) {
-            float acc = g->accumulate ? crow[n] : g->bias ? g->bias[n] : 0.0f;
+            float acc = g->accumulate ? crow[n]
+                        : g->bias     ? g->bias[n]
+                        : g->bias_m   ? g->bias_m[m]
+                                      : 0.0f;
             if (addrow) acc += addrow[n];
             for (int k = 0; k < g->K; k++)
                 acc = fmaf(arow[(ptrdiff_t)k * g->sak], b_at(g, k, n), acc);
@@ -225,6 +228,13 @@ static void pack_n_ref(float *dst, const float *w, ptrdiff_t ldw, int K, int N, 
                 panel[(ptrdiff_t)k * DDPM_MK_NR + j] = n < N ? w[(ptrdiff_t)k * ldw + n] : 0.0f;
             }
     }
+}
+
+void ddpm_mk_pack_gather_ref(float *panel, const float *src, const int *off, int K,
+                             const int *pos, int nl) {
+    for (int k = 0; k < K; k++)
+        for (int l = 0; l < DDPM_MK_NR; l++)
+            panel[(ptrdiff_t)k * DDPM_MK_NR + l] = l < nl ? src[(ptrdiff_t)off[k] + pos[l]] : 0.0f;
 }
 
 /* The lane reduction of the dot kernel: ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)). */
@@ -313,10 +323,11 @@ MK_AI __m256i lane_mask(int count) {
  * and the store (ReLU, mask). The last of the NV vectors is lane-masked when MASKED. */
 #define MK_LD(p, v) (MASKED && (v) == NV - 1 ? _mm256_maskload_ps((p), lm) : _mm256_loadu_ps(p))
 
-MK_AI __m256 init_vec(const ddpm_mk_gemm *g, const float *crow, const float *addrow, int n, int v,
-                      const int NV, const int MASKED, __m256i lm) {
+MK_AI __m256 init_vec(const ddpm_mk_gemm *g, const float *crow, const float *addrow, int m, int n,
+                      int v, const int NV, const int MASKED, __m256i lm) {
     __m256 x = g->accumulate ? MK_LD(crow + 8 * v, v)
                : g->bias     ? MK_LD(g->bias + n + 8 * v, v)
+               : g->bias_m   ? _mm256_broadcast_ss(g->bias_m + m)
                              : _mm256_setzero_ps();
     if (addrow) x = _mm256_add_ps(x, MK_LD(addrow + 8 * v, v));
     return x;
@@ -327,8 +338,8 @@ MK_AI void init_row(const ddpm_mk_gemm *g, int m, int n, const int NV, const int
     const float *crow = g->c + (ptrdiff_t)m * g->ldc + n;
     const float *addrow =
         g->add ? g->add + (ptrdiff_t)(g->add_idx ? g->add_idx[m] : m) * g->ld_add + n : NULL;
-    *x0 = init_vec(g, crow, addrow, n, 0, NV, MASKED, lm);
-    if (NV == 2) *x1 = init_vec(g, crow, addrow, n, 1, NV, MASKED, lm);
+    *x0 = init_vec(g, crow, addrow, m, n, 0, NV, MASKED, lm);
+    if (NV == 2) *x1 = init_vec(g, crow, addrow, m, n, 1, NV, MASKED, lm);
 }
 
 MK_AI __m256 finish_vec(const ddpm_mk_gemm *g, __m256 x, const float *mrow, int v, const int NV,
@@ -512,6 +523,63 @@ MK_TGT static void pack_n_avx2(float *dst, const float *w, ptrdiff_t ldw, int K,
                              _mm256_loadu_ps(src + (ptrdiff_t)k * ldw));
             _mm256_storeu_ps(panel + (ptrdiff_t)k * DDPM_MK_NR + 8,
                              _mm256_loadu_ps(src + (ptrdiff_t)k * ldw + 8));
+        }
+    }
+}
+
+/* Each run of consecutive positions pos[l0..l1) reads, for vector v (lanes 8v..8v+7), the 8
+ * floats at src + off[k] + pos[l0] - l0 + 8v, whose lane i is position pos[l0] + (8v + i - l0),
+ * and keeps the run's lanes. Outputs at small resolutions have a run per output row, so a vector
+ * is usually one or two runs: that case is two loads, a blend and a mask per vector and k. */
+MK_TGT static void pack_gather_avx2(float *panel, const float *src, const int *off, int K,
+                                    const int *pos, int nl) {
+    ptrdiff_t base[2][DDPM_MK_NR];
+    __m256 keep[2][DDPM_MK_NR];
+    int loads[2] = {0, 0};
+    for (int l0 = 0, l1; l0 < nl; l0 = l1) {
+        for (l1 = l0 + 1; l1 < nl && pos[l1] == pos[l1 - 1] + 1; l1++) {
+        }
+        for (int v = 0; v < 2; v++) {
+            const int a = l0 > 8 * v ? l0 : 8 * v, b = l1 < 8 * v + 8 ? l1 : 8 * v + 8;
+            if (a >= b) continue;
+            const __m256i idx = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                                 _mm256_set1_epi32(8 * v));
+            const __m256i in = _mm256_and_si256(_mm256_cmpgt_epi32(idx, _mm256_set1_epi32(a - 1)),
+                                                _mm256_cmpgt_epi32(_mm256_set1_epi32(b), idx));
+            base[v][loads[v]] = (ptrdiff_t)pos[l0] - l0 + 8 * v;
+            keep[v][loads[v]++] = _mm256_castsi256_ps(in);
+        }
+    }
+    if (loads[0] <= 2 && loads[1] <= 2) {
+        /* x_v = (load b_v0, or load b_v1 in its run's lanes) and the valid lanes */
+        ptrdiff_t b[2][2];
+        __m256 second[2], valid[2];
+        for (int v = 0; v < 2; v++) {
+            b[v][0] = loads[v] ? base[v][0] : 0;
+            b[v][1] = loads[v] == 2 ? base[v][1] : b[v][0];
+            second[v] = loads[v] == 2 ? keep[v][1] : _mm256_setzero_ps();
+            valid[v] = loads[v] == 2   ? _mm256_or_ps(keep[v][0], keep[v][1])
+                       : loads[v] == 1 ? keep[v][0]
+                                       : _mm256_setzero_ps();
+        }
+        for (int k = 0; k < K; k++) {
+            const float *s = src + off[k];
+            const __m256 x0 = _mm256_blendv_ps(_mm256_loadu_ps(s + b[0][0]),
+                                               _mm256_loadu_ps(s + b[0][1]), second[0]);
+            const __m256 x1 = _mm256_blendv_ps(_mm256_loadu_ps(s + b[1][0]),
+                                               _mm256_loadu_ps(s + b[1][1]), second[1]);
+            _mm256_storeu_ps(panel + (ptrdiff_t)k * DDPM_MK_NR, _mm256_and_ps(x0, valid[0]));
+            _mm256_storeu_ps(panel + (ptrdiff_t)k * DDPM_MK_NR + 8, _mm256_and_ps(x1, valid[1]));
+        }
+        return;
+    }
+    for (int k = 0; k < K; k++) {
+        const float *s = src + off[k];
+        for (int v = 0; v < 2; v++) {
+            __m256 x = _mm256_setzero_ps();
+            for (int i = 0; i < loads[v]; i++)
+                x = _mm256_blendv_ps(x, _mm256_loadu_ps(s + base[v][i]), keep[v][i]);
+            _mm256_storeu_ps(panel + (ptrdiff_t)k * DDPM_MK_NR + 8 * v, x);
         }
     }
 }
@@ -704,6 +772,17 @@ void ddpm_mk_pack_b_n(float *dst, const float *w, ptrdiff_t ldw, int K, int N, i
     }
 #endif
     pack_n_ref(dst, w, ldw, K, N, p0, p1);
+}
+
+void ddpm_mk_pack_gather(float *panel, const float *src, const int *off, int K, const int *pos,
+                         int nl) {
+#if MK_X86
+    if (ddpm_mk_fast()) {
+        pack_gather_avx2(panel, src, off, K, pos, nl);
+        return;
+    }
+#endif
+    ddpm_mk_pack_gather_ref(panel, src, off, K, pos, nl);
 }
 
 void ddpm_mk_dot_rows(float *c, ptrdiff_t ldc, const float *a, ptrdiff_t lda, const float *w,

@@ -16,7 +16,7 @@
 
 /* C (+)= A B with a fused epilogue, for rows m0..m1-1 and columns n0..n1-1 of C [M, N]:
  *
- *   acc(m, n) = accumulate ? C(m, n) : (bias ? bias[n] : 0)
+ *   acc(m, n) = accumulate ? C(m, n) : bias ? bias[n] : bias_m ? bias_m[m] : 0
  *   if add:     acc += add[(add_idx ? add_idx[m] : m) * ld_add + n]
  *   for k = 0 .. K-1:  acc = fma(A(m, k), B(k, n), acc)
  *   if relu:    acc = acc > 0 ? acc : 0            (NaN -> 0, as the reference ReLU)
@@ -44,6 +44,7 @@ typedef struct {
     int relu;
     const float *mask;
     ptrdiff_t ld_mask;
+    const float *bias_m; /* a bias per row instead (convolutions: one per output channel) */
 } ddpm_mk_gemm;
 
 void ddpm_mk_gemm_run(const ddpm_mk_gemm *g, int m0, int m1, int n0, int n1);
@@ -54,6 +55,14 @@ void ddpm_mk_gemm_ref(const ddpm_mk_gemm *g, int m0, int m1, int n0, int n1);
  *       (the forward pass of nn.Linear: x W^T);
  *  _n:  B = W   for W [K, N] row-major with row stride ldw: B(k, n) = W[k * ldw + n]. */
 size_t ddpm_mk_packed_size(int K, int N); /* floats */
+/* One panel gathered from src (an implicit im2col matrix: the convolutions' B):
+ *   panel[k * 16 + l] = src[off[k] + pos[l]] for lanes l < nl (nl <= 16), 0 for l >= nl.
+ * The fast version fills each vector from whole-vector loads around the runs of consecutive
+ * positions in pos, so src must be readable 16 floats before and after every element it takes. */
+void ddpm_mk_pack_gather(float *panel, const float *src, const int *off, int K, const int *pos,
+                         int nl);
+void ddpm_mk_pack_gather_ref(float *panel, const float *src, const int *off, int K,
+                             const int *pos, int nl);
 void ddpm_mk_pack_b_t(float *dst, const float *w, ptrdiff_t ldw, int K, int N, int p0, int p1);
 void ddpm_mk_pack_b_n(float *dst, const float *w, ptrdiff_t ldw, int K, int N, int p0, int p1);
 

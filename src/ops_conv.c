@@ -7,6 +7,7 @@
  * conv2d's input gradient, so it reuses the same im2col/col2im pair with the roles of input and
  * output swapped. Naive direct-loop references sit at the end; the tests compare all three. */
 #include "internal.h"
+#include "mlp_kernels.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -95,9 +96,11 @@ static size_t workspace_of(const ddpm_conv_dims *d) {
 
 static size_t shift_workspace(const ddpm_conv_dims *d);
 static int is_shifted(const ddpm_conv_dims *d);
+static size_t direct_workspace(const ddpm_conv_dims *d);
 size_t ddpm_conv2d_workspace(const ddpm_conv_dims *d) {
-    const size_t a = workspace_of(d), b = is_shifted(d) ? shift_workspace(d) : 0;
-    return a > b ? a : b;
+    const size_t a = workspace_of(d), b = is_shifted(d) ? shift_workspace(d) : 0,
+                 c = direct_workspace(d);
+    return a > b ? (a > c ? a : c) : (b > c ? b : c);
 }
 size_t ddpm_conv_transpose2d_workspace(const ddpm_conv_dims *d) { return workspace_of(d); }
 
@@ -348,6 +351,19 @@ static void convt_bwd_item(const conv_job *j, int b, int slot, int par) {
                     j->inp + b * j->in_sz, N, col, N, 1.0f, slot_dw(j, slot), K);
 }
 
+/* dst [H + 2 pad, W + 2 pad] = the plane src [H, W] with a border of pad zeros. */
+static void pad_plane(float *dst, const float *src, int H, int W, int pad) {
+    const int Wp = W + 2 * pad;
+    memset(dst, 0, sizeof(float) * ((size_t)pad * Wp));
+    for (int h = 0; h < H; h++) {
+        float *row = dst + (size_t)(h + pad) * Wp;
+        for (int w = 0; w < pad; w++) row[w] = 0.0f;
+        memcpy(row + pad, src + (size_t)h * W, sizeof(float) * W);
+        for (int w = pad + W; w < Wp; w++) row[w] = 0.0f;
+    }
+    memset(dst + (size_t)(H + pad) * Wp, 0, sizeof(float) * ((size_t)pad * Wp));
+}
+
 /* ---- stride-1 convolutions as shifted GEMMs (no im2col) ----
  *
  * With stride 1, tap (ki, kj) of the kernel reads the zero-padded input shifted by
@@ -432,18 +448,9 @@ static shift_bufs shift_slot(const shift_job *j, int slot) {
 /* xs [C_in KW, ls]: row (c, kj) is channel c's zero-padded plane shifted left by kj (row
  * (c, 0) is the padded plane itself; past its end the shifted rows read zeros). */
 static void shifted_rows(float *xs, const float *x, const ddpm_conv_dims *d, const shift_plan *p) {
-    const int pad = d->pad;
     for (int c = 0; c < d->C_in; c++) {
         float *dst = xs + (size_t)c * d->KW * p->ls;
-        const float *src = x + (size_t)c * d->H * d->W;
-        memset(dst, 0, sizeof(float) * ((size_t)pad * p->Wp));
-        for (int h = 0; h < d->H; h++) {
-            float *row = dst + (size_t)(h + pad) * p->Wp;
-            for (int w = 0; w < pad; w++) row[w] = 0.0f;
-            for (int w = 0; w < d->W; w++) row[pad + w] = src[(size_t)h * d->W + w];
-            for (int w = pad + d->W; w < p->Wp; w++) row[w] = 0.0f;
-        }
-        memset(dst + (size_t)(d->H + pad) * p->Wp, 0, sizeof(float) * ((size_t)pad * p->Wp));
+        pad_plane(dst, x + (size_t)c * d->H * d->W, d->H, d->W, d->pad);
         for (int kj = 1; kj < d->KW; kj++) {
             float *row = dst + (size_t)kj * p->ls;
             memcpy(row, dst + kj, sizeof(float) * (p->ls - kj));
@@ -573,9 +580,140 @@ static void shift_backward(float *dinp, float *dweight, float *dbias, const floa
     }
 }
 
+/* ---- stride-1 forward on the library's own GEMM kernel (implicit im2col) ----
+ *
+ * y [C_out, N] = W [C_out, K] @ col [K, N] + bias runs on the 6 x 16 register-tiled kernel of
+ * mlp_kernels.c, and col is never built: each 16-position panel of it is gathered, one block of
+ * DIRECT_KC rows at a time, straight from a zero-padded copy of the input just before the kernel
+ * consumes it from L1 (row k = (c, ki, kj) of position (oh, ow) is the padded input at
+ * c Hp Wp + ki Wp + kj + oh Wp + ow). The kernel reads the weights in place and writes the
+ * bias-added outputs straight into y. Against im2col or the shifted GEMMs through OpenBLAS this
+ * drops the copies, BLAS's packing of both operands (11% of the forward in a profile) and the
+ * bias pass, and computes no junk columns at small resolutions. Results do not depend on the
+ * thread count: each output is one fixed sequence of fmas. */
+
+static int direct_enabled = 1;
+void ddpm_conv_use_direct(int on) { direct_enabled = on; }
+
+#define DIRECT_KC 256
+#define DIRECT_GUARD 16 /* zeros before and after the padded copy: the gather reads around runs */
+
+static int direct_fits(const ddpm_conv_dims *d) {
+    if (d->transposed || d->stride != 1) return 0;
+    const long long plane = (long long)(d->H + 2LL * d->pad) * (d->W + 2LL * d->pad);
+    return plane * d->C_in < (1LL << 30); /* offsets are ints */
+}
+
+static int is_direct(const ddpm_conv_dims *d) {
+    return direct_enabled && direct_fits(d) && ddpm_mk_fast();
+}
+
+typedef struct {
+    int slots, Hp, Wp, K, N;
+    size_t off;  /* floats reserved for the K row offsets (ints) */
+    size_t xp;   /* floats of one padded copy with its guards */
+} direct_plan;
+
+static direct_plan direct_plan_of(const ddpm_conv_dims *d) {
+    direct_plan p;
+    const int T = omp_get_max_threads();
+    p.slots = d->B < T ? d->B : T;
+    if (p.slots < 1) p.slots = 1;
+    p.Hp = d->H + 2 * d->pad;
+    p.Wp = d->W + 2 * d->pad;
+    p.K = d->C_in * d->KH * d->KW;
+    p.N = d->H_out * d->W_out;
+    p.off = ((size_t)p.K + 15) / 16 * 16;
+    p.xp = ((size_t)d->C_in * p.Hp * p.Wp + 2 * DIRECT_GUARD + 15) / 16 * 16;
+    return p;
+}
+
+/* Sized whether or not the CPU takes the path (the kernels' choice can be overridden later). */
+static size_t direct_workspace(const ddpm_conv_dims *d) {
+    if (!direct_enabled || !direct_fits(d)) return 0;
+    const direct_plan p = direct_plan_of(d);
+    const size_t per = ddpm_size_mul((size_t)p.slots, p.xp);
+    return per == SIZE_MAX || per > SIZE_MAX - p.off ? SIZE_MAX : per + p.off;
+}
+
+typedef struct {
+    const ddpm_conv_dims *d;
+    direct_plan p;
+    const int *off;
+    const float *weight, *bias;
+} direct_job;
+
+/* xp: the guards and the zero-padded planes of one item's input x [C_in, H, W]; returns the
+ * first padded plane. */
+static float *direct_pad(float *xp, const float *x, const ddpm_conv_dims *d, const direct_plan *p) {
+    memset(xp, 0, sizeof(float) * DIRECT_GUARD);
+    float *planes = xp + DIRECT_GUARD;
+    const size_t plane = (size_t)p->Hp * p->Wp;
+    for (int c = 0; c < d->C_in; c++)
+        pad_plane(planes + c * plane, x + (size_t)c * d->H * d->W, d->H, d->W, d->pad);
+    memset(planes + d->C_in * plane, 0, sizeof(float) * DIRECT_GUARD);
+    return planes;
+}
+
+/* Panels p0..p1-1 (positions 16 p0 ..) of one item: y [C_out, N] from its padded input. */
+static void direct_panels(const direct_job *j, const float *planes, float *y, int p0, int p1) {
+    const ddpm_conv_dims *d = j->d;
+    const int K = j->p.K, N = j->p.N;
+    float panel[DIRECT_KC * DDPM_MK_NR] __attribute__((aligned(64)));
+    for (int p = p0; p < p1; p++) {
+        const int n0 = p * DDPM_MK_NR, nl = N - n0 < DDPM_MK_NR ? N - n0 : DDPM_MK_NR;
+        int pos[DDPM_MK_NR];
+        for (int l = 0; l < nl; l++)
+            pos[l] = (n0 + l) / d->W_out * j->p.Wp + (n0 + l) % d->W_out;
+        for (int k0 = 0; k0 < K; k0 += DIRECT_KC) {
+            const int kc = K - k0 < DIRECT_KC ? K - k0 : DIRECT_KC;
+            ddpm_mk_pack_gather(panel, planes, j->off + k0, kc, pos, nl);
+            const ddpm_mk_gemm g = {.M = d->C_out, .N = nl, .K = kc, .a = j->weight + k0,
+                                    .sam = K, .sak = 1, .b = panel, .b_packed = 1, .c = y + n0,
+                                    .ldc = N, .accumulate = k0 > 0,
+                                    .bias_m = k0 > 0 ? NULL : j->bias};
+            ddpm_mk_gemm_run(&g, 0, d->C_out, 0, nl);
+        }
+    }
+}
+
+static void direct_forward(float *out, const float *inp, const float *weight, const float *bias,
+                           const ddpm_conv_dims *d, float *ws) {
+    direct_job j = {d, direct_plan_of(d), (const int *)ws, weight, bias};
+    int *off = (int *)ws;
+    for (int c = 0, k = 0; c < d->C_in; c++)
+        for (int ki = 0; ki < d->KH; ki++)
+            for (int kj = 0; kj < d->KW; kj++) off[k++] = (c * j.p.Hp + ki) * j.p.Wp + kj;
+    float *xp0 = ws + j.p.off;
+    const size_t in_sz = (size_t)d->C_in * d->H * d->W, out_sz = (size_t)d->C_out * j.p.N;
+    const int panels = (j.p.N + DDPM_MK_NR - 1) / DDPM_MK_NR;
+    if (j.p.slots > 1) {
+        /* items in parallel, each thread with its own padded copy */
+#pragma omp parallel for schedule(static) num_threads(j.p.slots)
+        for (int b = 0; b < d->B; b++) {
+            const float *planes =
+                direct_pad(xp0 + omp_get_thread_num() * j.p.xp, inp + b * in_sz, d, &j.p);
+            direct_panels(&j, planes, out + b * out_sz, 0, panels);
+        }
+        return;
+    }
+    /* one item: its panels in parallel */
+    const int par = omp_get_max_threads() > 1 && panels > 1 &&
+                    (double)d->C_out * j.p.K * j.p.N > OMP_MIN_WORK;
+    for (int b = 0; b < d->B; b++) {
+        const float *planes = direct_pad(xp0, inp + b * in_sz, d, &j.p);
+#pragma omp parallel for schedule(static) if (par)
+        for (int p = 0; p < panels; p++) direct_panels(&j, planes, out + b * out_sz, p, p + 1);
+    }
+}
+
 void ddpm_conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
                          const ddpm_conv_dims *d, float *ws) {
     DDPM_CHECK(!d->transposed);
+    if (is_direct(d)) {
+        direct_forward(out, inp, weight, bias, d, ws);
+        return;
+    }
     /* Forward: KH KW GEMMs with K = C_in lose to one im2col GEMM when C_in is a few image
      * channels (measured on the ContextUnet's first conv, C_in 3). */
     if (is_shifted(d) && d->C_in >= 16) {

@@ -55,7 +55,8 @@ enum {
     V_RELU = 16,
     V_MASK = 32,
     V_AT = 64,
-    V_PACK = 128
+    V_PACK = 128,
+    V_BIASM = 256 /* a bias per row (the convolutions'); outside the exhaustive 0..255 loop */
 };
 
 static void gemm_case(int M, int N, int K, int v, int m0, int m1, int n0, int n1, uint64_t seed) {
@@ -99,7 +100,8 @@ static void gemm_case(int M, int N, int K, int v, int m0, int m1, int n0, int n1
                       .add_idx = v & V_IDX ? idx : NULL,
                       .relu = !!(v & V_RELU),
                       .mask = v & V_MASK ? mask : NULL,
-                      .ld_mask = ld_mask};
+                      .ld_mask = ld_mask,
+                      .bias_m = v & V_BIASM ? add : NULL};
     ddpm_mk_gemm_run(&g, m0, m1, n0, n1);
     g.c = c1;
     ddpm_mk_gemm_ref(&g, m0, m1, n0, n1);
@@ -138,6 +140,8 @@ static void test_gemm_matches_reference(void **state) {
             if ((v & V_IDX) && !(v & V_ADD)) continue;
             gemm_case(M, N, K, v, 0, M, 0, N, seed += 10);
         }
+        gemm_case(M, N, K, V_BIASM | V_PACK, 0, M, 0, N, seed += 10);
+        gemm_case(M, N, K, V_BIASM | V_ADD | V_RELU | V_AT, 0, M, 0, N, seed += 10);
         /* row and column sub-ranges (as threads split them) */
         gemm_case(M, N, K, V_ACC | V_MASK | V_AT, M / 3, M - M / 4, 0, N, seed += 10);
         if (N > 16) {
@@ -148,6 +152,37 @@ static void test_gemm_matches_reference(void **state) {
 }
 
 /* ---- packing, the small-output dot kernel, column sums and scatter-adds ---------------------- */
+
+/* The convolutions' gathered panels: lanes in runs of consecutive positions of every length
+ * (1, 3, 4, 8, 16, across the vector boundary, more than two runs a vector), partial panels. */
+static void test_pack_gather_matches_reference(void **state) {
+    (void)state;
+    if (!have_fast()) return;
+    enum { GUARD = 16, LEN = 4096, K = 37 };
+    float *mem = rnd(LEN + 2 * GUARD, 300), *src = mem + GUARD;
+    int off[K];
+    for (int k = 0; k < K; k++) off[k] = (k * 97) % 2000;
+    const int widths[] = {1, 3, 4, 5, 8, 13, 16, 28, 40};
+    float p0[K * 16], p1[K * 16];
+    for (size_t w = 0; w < sizeof widths / sizeof widths[0]; w++)
+        for (int n0 = 0; n0 < 48; n0 += 5)
+            for (int nl = 1; nl <= 16; nl += nl < 4 ? 1 : 5) {
+                /* positions n0 .. n0 + nl - 1 of an output `width` wide, rows width + 2 apart */
+                int pos[16];
+                const int W = widths[w];
+                for (int l = 0; l < nl; l++) pos[l] = (n0 + l) / W * (W + 2) + (n0 + l) % W;
+                memset(p0, 0xff, sizeof p0);
+                ddpm_mk_set_fast(1);
+                ddpm_mk_pack_gather(p0, src, off, K, pos, nl);
+                ddpm_mk_set_fast(0);
+                ddpm_mk_pack_gather(p1, src, off, K, pos, nl);
+                assert_memory_equal(p0, p1, sizeof p0);
+                for (int l = 0; l < 16; l++)
+                    assert_true(p1[16 * (K - 1) + l] == (l < nl ? src[off[K - 1] + pos[l]] : 0.0f));
+            }
+    ddpm_mk_set_fast(-1);
+    free(mem);
+}
 
 static void test_pack_matches_reference(void **state) {
     (void)state;
@@ -476,6 +511,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gemm_matches_reference),
         cmocka_unit_test(test_pack_matches_reference),
+        cmocka_unit_test(test_pack_gather_matches_reference),
         cmocka_unit_test(test_dot_colsum_scatter_match_reference),
         cmocka_unit_test(test_adam_sumsq_match_reference),
         cmocka_unit_test(test_mlp_fast_matches_reference_path),

@@ -864,10 +864,12 @@ static void fast_vs_naive(const conv_shape *sh, int transposed) {
 static void test_fast_vs_naive_conv(void **s) {
     (void)s;
     const int saved_threads = omp_get_max_threads();
-    /* stride-1 conv2d: shifted GEMMs (the default) and im2col, each against the reference */
-    for (int run = 0; run < 6; run++) {
+    /* stride-1 conv2d: the forward on the own kernel with the shifted GEMMs' backward (the
+     * default), shifted GEMMs both ways, and im2col, each against the reference */
+    for (int run = 0; run < 9; run++) {
         const int threads = 1 + run % 3;
-        ddpm_conv_use_shifted(run < 3);
+        ddpm_conv_use_direct(run < 3);
+        ddpm_conv_use_shifted(run < 6);
         omp_set_num_threads(threads);
         const conv_shape shapes[] = {
             {2, 32, 12, 10, 16, 3, 3, 1, 1}, /* large enough for the OpenMP im2col path */
@@ -878,6 +880,10 @@ static void test_fast_vs_naive_conv(void **s) {
             {1, 24, 16, 16, 24, 3, 3, 1, 1}, {7, 6, 4, 4, 5, 3, 3, 1, 1},
             {3, 4, 5, 6, 3, 3, 3, 1, 0},     {2, 3, 4, 7, 5, 2, 4, 1, 3}, /* no pad; pad > kernel */
             {5, 9, 3, 5, 4, 1, 1, 1, 0},     {7, 3, 6, 6, 4, 3, 3, 2, 1},
+            /* the own kernel's edges: two blocks of K (K > 256) in one item split by panels,
+             * C_out not a multiple of 6 and positions not of 16, output rows of 1 and 3 */
+            {1, 40, 9, 13, 7, 3, 3, 1, 1},   {3, 70, 5, 5, 11, 2, 2, 1, 0},
+            {2, 3, 17, 1, 8, 3, 1, 1, 1},    {2, 5, 7, 1, 13, 1, 1, 1, 0},
         };
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) fast_vs_naive(&shapes[i], 0);
         const conv_shape tshapes[] = {
@@ -891,6 +897,7 @@ static void test_fast_vs_naive_conv(void **s) {
     }
     omp_set_num_threads(saved_threads);
     ddpm_conv_use_shifted(1);
+    ddpm_conv_use_direct(1);
 }
 
 /* ---- argument validation and corner cases ---- */
@@ -914,9 +921,13 @@ static void test_dims_validation(void **s) {
     assert_int_equal(d.H_out, 28);
     assert_int_equal(ddpm_conv_transpose2d_dims(&d, 1, 3, 1, 1, 4, 7, 7, 7, 0), DDPM_OK);
     assert_int_equal(d.H_out, 7);
-    /* A single-item pointwise conv multiplies the input directly: no workspace at all. */
+    /* A single-item pointwise conv through BLAS multiplies the input directly: no workspace;
+     * the own kernel's path needs the input copy with its guards and the row offsets. */
     assert_int_equal(ddpm_conv2d_dims(&d, 1, 5, 4, 4, 6, 1, 1, 1, 0), DDPM_OK);
+    ddpm_conv_use_direct(0);
     assert_int_equal(ddpm_conv2d_workspace(&d), 0);
+    ddpm_conv_use_direct(1);
+    assert_int_equal(ddpm_conv2d_workspace(&d), 16 + (5 * 4 * 4 + 32 + 15) / 16 * 16);
 }
 
 static void test_maxpool_nan_and_ties(void **s) {
