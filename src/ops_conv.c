@@ -580,14 +580,18 @@ static void shift_backward(float *dinp, float *dweight, float *dbias, const floa
     }
 }
 
-/* ---- stride-1 forward on the library's own GEMM kernel (implicit im2col) ----
+/* ---- conv2d forward on the library's own GEMM kernel (implicit im2col) ----
  *
  * y [C_out, N] = W [C_out, K] @ col [K, N] + bias runs on the 6 x 16 register-tiled kernel of
  * mlp_kernels.c, and col is never built: each 16-position panel of it is gathered, one block of
  * DIRECT_KC rows at a time, straight from a zero-padded copy of the input just before the kernel
- * consumes it from L1 (row k = (c, ki, kj) of position (oh, ow) is the padded input at
- * c Hp Wp + ki Wp + kj + oh Wp + ow). The kernel reads the weights in place and writes the
- * bias-added outputs straight into y. Against im2col or the shifted GEMMs through OpenBLAS this
+ * consumes it from L1. The copy is split into stride x stride phase planes,
+ *   xq[c, pi, pj, hq, wq] = x_pad[c, hq stride + pi, wq stride + pj]   (Hq x Wq each),
+ * so that tap (ki, kj) of output (oh, ow) is xq[c, ki % s, kj % s, oh + ki / s, ow + kj / s]:
+ * row k = (c, ki, kj) of col is the phase plane at offset off[k] read at oh Wq + ow, and the 16
+ * positions of a panel are runs of consecutive floats for any stride (with stride 1 the copy is
+ * just the padded input). The kernel reads the weights in place and writes the bias-added
+ * outputs straight into y. Against im2col or the shifted GEMMs through OpenBLAS this
  * drops the copies, BLAS's packing of both operands (11% of the forward in a profile) and the
  * bias pass, and computes no junk columns at small resolutions. Results do not depend on the
  * thread count: each output is one fixed sequence of fmas. */
@@ -599,9 +603,10 @@ void ddpm_conv_use_direct(int on) { direct_enabled = on; }
 #define DIRECT_GUARD 16 /* zeros before and after the padded copy: the gather reads around runs */
 
 static int direct_fits(const ddpm_conv_dims *d) {
-    if (d->transposed || d->stride != 1) return 0;
-    const long long plane = (long long)(d->H + 2LL * d->pad) * (d->W + 2LL * d->pad);
-    return plane * d->C_in < (1LL << 30); /* offsets are ints */
+    if (d->transposed) return 0;
+    const long long s = d->stride, hq = (d->H + 2LL * d->pad + s - 1) / s,
+                    wq = (d->W + 2LL * d->pad + s - 1) / s;
+    return hq * wq * s * s * d->C_in < (1LL << 30); /* offsets are ints */
 }
 
 static int is_direct(const ddpm_conv_dims *d) {
@@ -609,7 +614,7 @@ static int is_direct(const ddpm_conv_dims *d) {
 }
 
 typedef struct {
-    int slots, Hp, Wp, K, N;
+    int slots, Hq, Wq, K, N;
     size_t off;  /* floats reserved for the K row offsets (ints) */
     size_t xp;   /* floats of one padded copy with its guards */
 } direct_plan;
@@ -619,12 +624,13 @@ static direct_plan direct_plan_of(const ddpm_conv_dims *d) {
     const int T = omp_get_max_threads();
     p.slots = d->B < T ? d->B : T;
     if (p.slots < 1) p.slots = 1;
-    p.Hp = d->H + 2 * d->pad;
-    p.Wp = d->W + 2 * d->pad;
+    const int s = d->stride;
+    p.Hq = (d->H + 2 * d->pad + s - 1) / s;
+    p.Wq = (d->W + 2 * d->pad + s - 1) / s;
     p.K = d->C_in * d->KH * d->KW;
     p.N = d->H_out * d->W_out;
     p.off = ((size_t)p.K + 15) / 16 * 16;
-    p.xp = ((size_t)d->C_in * p.Hp * p.Wp + 2 * DIRECT_GUARD + 15) / 16 * 16;
+    p.xp = ((size_t)d->C_in * s * s * p.Hq * p.Wq + 2 * DIRECT_GUARD + 15) / 16 * 16;
     return p;
 }
 
@@ -643,15 +649,30 @@ typedef struct {
     const float *weight, *bias;
 } direct_job;
 
-/* xp: the guards and the zero-padded planes of one item's input x [C_in, H, W]; returns the
- * first padded plane. */
+/* xp: the guards and the zero-padded phase planes xq of one item's input x [C_in, H, W];
+ * returns the first plane. */
 static float *direct_pad(float *xp, const float *x, const ddpm_conv_dims *d, const direct_plan *p) {
+    const int s = d->stride, pad = d->pad;
+    const size_t plane = (size_t)p->Hq * p->Wq, planes_n = (size_t)d->C_in * s * s * plane;
     memset(xp, 0, sizeof(float) * DIRECT_GUARD);
     float *planes = xp + DIRECT_GUARD;
-    const size_t plane = (size_t)p->Hp * p->Wp;
+    memset(planes + planes_n, 0, sizeof(float) * DIRECT_GUARD);
+    if (s == 1) {
+        for (int c = 0; c < d->C_in; c++)
+            pad_plane(planes + c * plane, x + (size_t)c * d->H * d->W, d->H, d->W, pad);
+        return planes;
+    }
+    memset(planes, 0, sizeof(float) * planes_n);
     for (int c = 0; c < d->C_in; c++)
-        pad_plane(planes + c * plane, x + (size_t)c * d->H * d->W, d->H, d->W, d->pad);
-    memset(planes + d->C_in * plane, 0, sizeof(float) * DIRECT_GUARD);
+        for (int h = 0; h < d->H; h++) {
+            const int hp = h + pad; /* padded row hp = hq s + pi */
+            const float *src = x + ((size_t)c * d->H + h) * d->W;
+            float *row = planes + ((size_t)c * s + hp % s) * s * plane + (size_t)(hp / s) * p->Wq;
+            for (int w = 0; w < d->W; w++) {
+                const int wp = w + pad;
+                row[(size_t)(wp % s) * plane + wp / s] = src[w];
+            }
+        }
     return planes;
 }
 
@@ -664,7 +685,7 @@ static void direct_panels(const direct_job *j, const float *planes, float *y, in
         const int n0 = p * DDPM_MK_NR, nl = N - n0 < DDPM_MK_NR ? N - n0 : DDPM_MK_NR;
         int pos[DDPM_MK_NR];
         for (int l = 0; l < nl; l++)
-            pos[l] = (n0 + l) / d->W_out * j->p.Wp + (n0 + l) % d->W_out;
+            pos[l] = (n0 + l) / d->W_out * j->p.Wq + (n0 + l) % d->W_out;
         for (int k0 = 0; k0 < K; k0 += DIRECT_KC) {
             const int kc = K - k0 < DIRECT_KC ? K - k0 : DIRECT_KC;
             ddpm_mk_pack_gather(panel, planes, j->off + k0, kc, pos, nl);
@@ -681,9 +702,11 @@ static void direct_forward(float *out, const float *inp, const float *weight, co
                            const ddpm_conv_dims *d, float *ws) {
     direct_job j = {d, direct_plan_of(d), (const int *)ws, weight, bias};
     int *off = (int *)ws;
+    const int s = d->stride, plane = j.p.Hq * j.p.Wq;
     for (int c = 0, k = 0; c < d->C_in; c++)
         for (int ki = 0; ki < d->KH; ki++)
-            for (int kj = 0; kj < d->KW; kj++) off[k++] = (c * j.p.Hp + ki) * j.p.Wp + kj;
+            for (int kj = 0; kj < d->KW; kj++)
+                off[k++] = ((c * s + ki % s) * s + kj % s) * plane + ki / s * j.p.Wq + kj / s;
     float *xp0 = ws + j.p.off;
     const size_t in_sz = (size_t)d->C_in * d->H * d->W, out_sz = (size_t)d->C_out * j.p.N;
     const int panels = (j.p.N + DDPM_MK_NR - 1) / DDPM_MK_NR;

@@ -884,6 +884,7 @@ static void test_fast_vs_naive_conv(void **s) {
              * C_out not a multiple of 6 and positions not of 16, output rows of 1 and 3 */
             {1, 40, 9, 13, 7, 3, 3, 1, 1},   {3, 70, 5, 5, 11, 2, 2, 1, 0},
             {2, 3, 17, 1, 8, 3, 1, 1, 1},    {2, 5, 7, 1, 13, 1, 1, 1, 0},
+            {1, 33, 11, 9, 14, 3, 3, 2, 1},  {2, 20, 13, 12, 9, 4, 4, 3, 2}, /* strided */
         };
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) fast_vs_naive(&shapes[i], 0);
         const conv_shape tshapes[] = {
