@@ -97,10 +97,13 @@ static size_t workspace_of(const ddpm_conv_dims *d) {
 static size_t shift_workspace(const ddpm_conv_dims *d);
 static int is_shifted(const ddpm_conv_dims *d);
 static size_t direct_workspace(const ddpm_conv_dims *d);
+static size_t direct_dx_workspace(const ddpm_conv_dims *d);
 size_t ddpm_conv2d_workspace(const ddpm_conv_dims *d) {
-    const size_t a = workspace_of(d), b = is_shifted(d) ? shift_workspace(d) : 0,
-                 c = direct_workspace(d);
-    return a > b ? (a > c ? a : c) : (b > c ? b : c);
+    size_t w = workspace_of(d);
+    const size_t more[] = {is_shifted(d) ? shift_workspace(d) : 0, direct_workspace(d),
+                           direct_dx_workspace(d)};
+    for (int i = 0; i < 3; i++) w = more[i] > w ? more[i] : w;
+    return w;
 }
 size_t ddpm_conv_transpose2d_workspace(const ddpm_conv_dims *d) { return workspace_of(d); }
 
@@ -647,6 +650,7 @@ typedef struct {
     direct_plan p;
     const int *off;
     const float *weight, *bias;
+    int acc; /* add to y instead of overwriting it */
 } direct_job;
 
 /* xp: the guards and the zero-padded phase planes xq of one item's input x [C_in, H, W];
@@ -691,16 +695,17 @@ static void direct_panels(const direct_job *j, const float *planes, float *y, in
             ddpm_mk_pack_gather(panel, planes, j->off + k0, kc, pos, nl);
             const ddpm_mk_gemm g = {.M = d->C_out, .N = nl, .K = kc, .a = j->weight + k0,
                                     .sam = K, .sak = 1, .b = panel, .b_packed = 1, .c = y + n0,
-                                    .ldc = N, .accumulate = k0 > 0,
+                                    .ldc = N, .accumulate = k0 > 0 || j->acc,
                                     .bias_m = k0 > 0 ? NULL : j->bias};
             ddpm_mk_gemm_run(&g, 0, d->C_out, 0, nl);
         }
     }
 }
 
+/* out = conv2d(inp) + bias, or with acc: out += conv2d(inp) (bias NULL). */
 static void direct_forward(float *out, const float *inp, const float *weight, const float *bias,
-                           const ddpm_conv_dims *d, float *ws) {
-    direct_job j = {d, direct_plan_of(d), (const int *)ws, weight, bias};
+                           const ddpm_conv_dims *d, float *ws, int acc) {
+    direct_job j = {d, direct_plan_of(d), (const int *)ws, weight, bias, acc};
     int *off = (int *)ws;
     const int s = d->stride, plane = j.p.Hq * j.p.Wq;
     for (int c = 0, k = 0; c < d->C_in; c++)
@@ -730,11 +735,49 @@ static void direct_forward(float *out, const float *inp, const float *weight, co
     }
 }
 
+/* The input gradient of a stride-1 conv is itself a stride-1 conv, run on the same kernel:
+ * dx [C_in, H, W] += conv2d(dy [C_out, H_out, W_out]) with the weights transposed and rotated
+ * by 180 degrees, w'[ci, co, ki, kj] = w[co, ci, KH-1-ki, KW-1-kj], and padding KH-1-pad (which
+ * gives back H: H_out + 2 (KH-1-pad) - KH + 1 = H). The padding is one number for both axes,
+ * so KH - 1 - pad and KW - 1 - pad must agree and not be negative. */
+static int direct_dx_dims(ddpm_conv_dims *dd, const ddpm_conv_dims *d) {
+    const int p = d->KH - 1 - d->pad;
+    if (!direct_enabled || d->transposed || d->stride != 1 || p < 0 || d->KW - 1 - d->pad != p)
+        return 0;
+    /* valid whenever d is (the result is H x W), so this cannot set an error */
+    return ddpm_conv2d_dims(dd, d->B, d->C_out, d->H_out, d->W_out, d->C_in, d->KH, d->KW, 1,
+                            p) == DDPM_OK &&
+           direct_fits(dd);
+}
+
+static size_t direct_dx_workspace(const ddpm_conv_dims *d) {
+    ddpm_conv_dims dd;
+    if (!direct_dx_dims(&dd, d)) return 0;
+    const size_t nw = ((size_t)d->C_out * d->C_in * d->KH * d->KW + 15) / 16 * 16,
+                 w = direct_workspace(&dd);
+    return w > SIZE_MAX - nw ? SIZE_MAX : w + nw;
+}
+
+static void direct_dx(float *dinp, const float *dout, const float *weight, const ddpm_conv_dims *d,
+                      float *ws) {
+    ddpm_conv_dims dd;
+    DDPM_CHECK(direct_dx_dims(&dd, d));
+    const int KH = d->KH, KW = d->KW;
+    const size_t nw = ((size_t)d->C_out * d->C_in * KH * KW + 15) / 16 * 16;
+    for (int ci = 0; ci < d->C_in; ci++)
+        for (int co = 0; co < d->C_out; co++)
+            for (int ki = 0; ki < KH; ki++)
+                for (int kj = 0; kj < KW; kj++)
+                    ws[(((size_t)ci * d->C_out + co) * KH + ki) * KW + kj] =
+                        weight[(((size_t)co * d->C_in + ci) * KH + KH - 1 - ki) * KW + KW - 1 - kj];
+    direct_forward(dinp, dout, ws, NULL, &dd, ws + nw, 1);
+}
+
 void ddpm_conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
                          const ddpm_conv_dims *d, float *ws) {
     DDPM_CHECK(!d->transposed);
     if (is_direct(d)) {
-        direct_forward(out, inp, weight, bias, d, ws);
+        direct_forward(out, inp, weight, bias, d, ws, 0);
         return;
     }
     /* Forward: KH KW GEMMs with K = C_in lose to one im2col GEMM when C_in is a few image
@@ -755,6 +798,13 @@ void ddpm_conv2d_backward(float *dinp, float *dweight, float *dbias, const float
                           const float *inp, const float *weight, const ddpm_conv_dims *d,
                           float *ws) {
     DDPM_CHECK(!d->transposed);
+    ddpm_conv_dims dd;
+    if (dinp && ddpm_mk_fast() && direct_dx_dims(&dd, d)) {
+        /* the weights' and bias' gradients first: they share the workspace */
+        if (dweight || dbias) ddpm_conv2d_backward(NULL, dweight, dbias, dout, inp, weight, d, ws);
+        direct_dx(dinp, dout, weight, d, ws);
+        return;
+    }
     if (is_shifted(d)) {
         shift_backward(dinp, dweight, dbias, dout, inp, weight, d, ws);
         return;
