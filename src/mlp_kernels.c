@@ -458,8 +458,7 @@ static const tile_fn tiles[6][4] = {MK_ROW(1), MK_ROW(2), MK_ROW(3),
 MK_TGT static void gemm_avx2(const ddpm_mk_gemm *g, int m0, int m1, int n0, int n1) {
     for (int m = m0; m < m1;) {
         const int rem = m1 - m;
-        /* 6-row tiles; 7 and 8 leftover rows as 4 + 3 and 4 + 4 (a 1- or 2-row tile is slow) */
-        const int mr = rem >= 9 || rem == 6 ? 6 : rem >= 7 ? 4 : rem;
+        const int mr = ddpm_mk_tile_rows(rem);
         for (int n = n0; n < n1; n += DDPM_MK_NR) {
             const int nc = n1 - n < DDPM_MK_NR ? n1 - n : DDPM_MK_NR;
             const int kind = nc == 16 ? 0 : nc > 8 ? 1 : nc == 8 ? 2 : 3;

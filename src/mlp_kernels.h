@@ -48,6 +48,10 @@ typedef struct {
 } ddpm_mk_gemm;
 
 void ddpm_mk_gemm_run(const ddpm_mk_gemm *g, int m0, int m1, int n0, int n1);
+
+/* Rows of the register tile the GEMM kernel takes next with `rem` rows left: 6-row tiles, and 7
+ * or 8 leftover rows as 4 + 3 or 4 + 4 (a 1- or 2-row tile is slow). */
+static inline int ddpm_mk_tile_rows(int rem) { return rem >= 9 || rem == 6 ? 6 : rem >= 7 ? 4 : rem; }
 void ddpm_mk_gemm_ref(const ddpm_mk_gemm *g, int m0, int m1, int n0, int n1);
 
 /* Panels for b_packed = 1 (zero-padded to a multiple of 16 columns), panels p0..p1-1 only:

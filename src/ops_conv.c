@@ -616,33 +616,53 @@ static int is_direct(const ddpm_conv_dims *d) {
     return direct_enabled && direct_fits(d) && ddpm_mk_fast();
 }
 
+/* Chunks of up to DIRECT_CH panels share each row tile of the weights: the kernel runs one
+ * (6 x DIRECT_KC) tile, from L1, over all of them before moving to the next, so the weights
+ * stream from L2 or memory once per chunk instead of once per panel. That matters when
+ * there are many weights and few positions (SimpleUnet's 1024 channels at 4x4: 37 MB of
+ * weights for one panel an image), so at low resolution a chunk takes panels from several
+ * items: G items (a group) are copied and chunked together. */
+#define DIRECT_CH 8
+
 typedef struct {
-    int slots, Hq, Wq, K, N;
+    int slots;   /* groups in flight: min(groups, threads) */
+    int G;       /* items per group */
+    int T;       /* threads (panel buffers) */
+    int Hq, Wq, K, N, panels; /* panels: per item */
     size_t off;  /* floats reserved for the K row offsets (ints) */
-    size_t xp;   /* floats of one padded copy with its guards */
+    size_t xp;   /* floats of one item's padded copy with its guards */
+    size_t buf;  /* floats of one thread's chunk of packed panels */
 } direct_plan;
 
 static direct_plan direct_plan_of(const ddpm_conv_dims *d) {
     direct_plan p;
-    const int T = omp_get_max_threads();
-    p.slots = d->B < T ? d->B : T;
-    if (p.slots < 1) p.slots = 1;
+    p.T = omp_get_max_threads();
+    if (p.T < 1) p.T = 1;
     const int s = d->stride;
     p.Hq = (d->H + 2 * d->pad + s - 1) / s;
     p.Wq = (d->W + 2 * d->pad + s - 1) / s;
     p.K = d->C_in * d->KH * d->KW;
     p.N = d->H_out * d->W_out;
+    p.panels = (p.N + DDPM_MK_NR - 1) / DDPM_MK_NR;
+    const int per_thread = (d->B + p.T - 1) / p.T;
+    p.G = p.panels >= DIRECT_CH ? 1 : DIRECT_CH / p.panels;
+    if (p.G > per_thread) p.G = per_thread;
+    const int groups = (d->B + p.G - 1) / p.G;
+    p.slots = groups < p.T ? groups : p.T;
     p.off = ((size_t)p.K + 15) / 16 * 16;
     p.xp = ((size_t)d->C_in * s * s * p.Hq * p.Wq + 2 * DIRECT_GUARD + 15) / 16 * 16;
+    p.buf = (size_t)DIRECT_CH * DIRECT_KC * DDPM_MK_NR;
     return p;
 }
 
-/* Sized whether or not the CPU takes the path (the kernels' choice can be overridden later). */
+/* Sized whether or not the CPU takes the path (the kernels' choice can be overridden later):
+ * the offsets, then each thread's panel chunk, then each slot's G padded copies. */
 static size_t direct_workspace(const ddpm_conv_dims *d) {
     if (!direct_enabled || !direct_fits(d)) return 0;
     const direct_plan p = direct_plan_of(d);
-    const size_t per = ddpm_size_mul((size_t)p.slots, p.xp);
-    return per == SIZE_MAX || per > SIZE_MAX - p.off ? SIZE_MAX : per + p.off;
+    const size_t copies = ddpm_size_mul((size_t)p.slots * p.G, p.xp),
+                 fixed = p.off + (size_t)p.T * p.buf;
+    return copies == SIZE_MAX || copies > SIZE_MAX - fixed ? SIZE_MAX : copies + fixed;
 }
 
 typedef struct {
@@ -651,7 +671,50 @@ typedef struct {
     const int *off;
     const float *weight, *bias;
     int acc; /* add to y instead of overwriting it */
+    float *bufs, *copies;
 } direct_job;
+
+/* One panel of a chunk: positions n0 .. n0 + nl - 1 of the item with padded planes `planes`
+ * and output y, and where those positions sit in the planes. */
+typedef struct {
+    const float *planes;
+    float *y;
+    int n0, nl;
+    int pos[DDPM_MK_NR];
+} direct_panel;
+
+static void panel_at(direct_panel *pn, const direct_job *j, const float *planes, float *y, int p) {
+    pn->planes = planes;
+    pn->y = y;
+    pn->n0 = p * DDPM_MK_NR;
+    pn->nl = j->p.N - pn->n0 < DDPM_MK_NR ? j->p.N - pn->n0 : DDPM_MK_NR;
+    for (int l = 0; l < pn->nl; l++)
+        pn->pos[l] = (pn->n0 + l) / j->d->W_out * j->p.Wq + (pn->n0 + l) % j->d->W_out;
+}
+
+/* The outputs of np <= DIRECT_CH panels, packed into buf one block of K at a time. */
+static void direct_chunk(const direct_job *j, const direct_panel *ps, int np, float *buf) {
+    const int M = j->d->C_out, K = j->p.K, N = j->p.N;
+    const size_t stride = (size_t)DIRECT_KC * DDPM_MK_NR;
+    for (int k0 = 0; k0 < K; k0 += DIRECT_KC) {
+        const int kc = K - k0 < DIRECT_KC ? K - k0 : DIRECT_KC;
+        for (int i = 0; i < np; i++)
+            ddpm_mk_pack_gather(buf + i * stride, ps[i].planes, j->off + k0, kc, ps[i].pos,
+                                ps[i].nl);
+        for (int m0 = 0, mr; m0 < M; m0 += mr) {
+            mr = ddpm_mk_tile_rows(M - m0);
+            for (int i = 0; i < np; i++) {
+                const ddpm_mk_gemm g = {
+                    .M = mr, .N = ps[i].nl, .K = kc, .a = j->weight + (size_t)m0 * K + k0,
+                    .sam = K, .sak = 1, .b = buf + i * stride, .b_packed = 1,
+                    .c = ps[i].y + (size_t)m0 * N + ps[i].n0, .ldc = N,
+                    .accumulate = k0 > 0 || j->acc,
+                    .bias_m = k0 > 0 || !j->bias ? NULL : j->bias + m0};
+                ddpm_mk_gemm_run(&g, 0, mr, 0, ps[i].nl);
+            }
+        }
+    }
+}
 
 /* xp: the guards and the zero-padded phase planes xq of one item's input x [C_in, H, W];
  * returns the first plane. */
@@ -680,58 +743,56 @@ static float *direct_pad(float *xp, const float *x, const ddpm_conv_dims *d, con
     return planes;
 }
 
-/* Panels p0..p1-1 (positions 16 p0 ..) of one item: y [C_out, N] from its padded input. */
-static void direct_panels(const direct_job *j, const float *planes, float *y, int p0, int p1) {
-    const ddpm_conv_dims *d = j->d;
-    const int K = j->p.K, N = j->p.N;
-    float panel[DIRECT_KC * DDPM_MK_NR] __attribute__((aligned(64)));
-    for (int p = p0; p < p1; p++) {
-        const int n0 = p * DDPM_MK_NR, nl = N - n0 < DDPM_MK_NR ? N - n0 : DDPM_MK_NR;
-        int pos[DDPM_MK_NR];
-        for (int l = 0; l < nl; l++)
-            pos[l] = (n0 + l) / d->W_out * j->p.Wq + (n0 + l) % d->W_out;
-        for (int k0 = 0; k0 < K; k0 += DIRECT_KC) {
-            const int kc = K - k0 < DIRECT_KC ? K - k0 : DIRECT_KC;
-            ddpm_mk_pack_gather(panel, planes, j->off + k0, kc, pos, nl);
-            const ddpm_mk_gemm g = {.M = d->C_out, .N = nl, .K = kc, .a = j->weight + k0,
-                                    .sam = K, .sak = 1, .b = panel, .b_packed = 1, .c = y + n0,
-                                    .ldc = N, .accumulate = k0 > 0 || j->acc,
-                                    .bias_m = k0 > 0 ? NULL : j->bias};
-            ddpm_mk_gemm_run(&g, 0, d->C_out, 0, nl);
-        }
-    }
-}
-
 /* out = conv2d(inp) + bias, or with acc: out += conv2d(inp) (bias NULL). */
 static void direct_forward(float *out, const float *inp, const float *weight, const float *bias,
                            const ddpm_conv_dims *d, float *ws, int acc) {
-    direct_job j = {d, direct_plan_of(d), (const int *)ws, weight, bias, acc};
+    direct_job j = {d, direct_plan_of(d), (const int *)ws, weight, bias, acc, NULL, NULL};
+    j.bufs = ws + j.p.off;
+    j.copies = j.bufs + (size_t)j.p.T * j.p.buf;
     int *off = (int *)ws;
     const int s = d->stride, plane = j.p.Hq * j.p.Wq;
     for (int c = 0, k = 0; c < d->C_in; c++)
         for (int ki = 0; ki < d->KH; ki++)
             for (int kj = 0; kj < d->KW; kj++)
                 off[k++] = ((c * s + ki % s) * s + kj % s) * plane + ki / s * j.p.Wq + kj / s;
-    float *xp0 = ws + j.p.off;
     const size_t in_sz = (size_t)d->C_in * d->H * d->W, out_sz = (size_t)d->C_out * j.p.N;
-    const int panels = (j.p.N + DDPM_MK_NR - 1) / DDPM_MK_NR;
-    if (j.p.slots > 1) {
-        /* items in parallel, each thread with its own padded copy */
-#pragma omp parallel for schedule(static) num_threads(j.p.slots)
-        for (int b = 0; b < d->B; b++) {
-            const float *planes =
-                direct_pad(xp0 + omp_get_thread_num() * j.p.xp, inp + b * in_sz, d, &j.p);
-            direct_panels(&j, planes, out + b * out_sz, 0, panels);
+    const int P = j.p.panels;
+    if (d->B > 1 || j.p.T == 1) {
+        /* groups of G items in parallel, each slot with its own copies and panel chunk; a
+         * group's panels (item by item) go through the kernel DIRECT_CH at a time */
+        const int groups = (d->B + j.p.G - 1) / j.p.G;
+#pragma omp parallel for schedule(static) num_threads(j.p.slots) if (j.p.slots > 1)
+        for (int gi = 0; gi < groups; gi++) {
+            const int t = omp_get_thread_num(), b0 = gi * j.p.G;
+            const int nb = d->B - b0 < j.p.G ? d->B - b0 : j.p.G;
+            float *copies = j.copies + (size_t)t * j.p.G * j.p.xp;
+            direct_panel ps[DIRECT_CH];
+            int np = 0;
+            for (int i = 0; i < nb; i++) {
+                const float *planes =
+                    direct_pad(copies + i * j.p.xp, inp + (b0 + i) * in_sz, d, &j.p);
+                for (int p = 0; p < P; p++) {
+                    panel_at(&ps[np++], &j, planes, out + (b0 + i) * out_sz, p);
+                    if (np == DIRECT_CH) {
+                        direct_chunk(&j, ps, np, j.bufs + t * j.p.buf);
+                        np = 0;
+                    }
+                }
+            }
+            if (np) direct_chunk(&j, ps, np, j.bufs + t * j.p.buf);
         }
         return;
     }
-    /* one item: its panels in parallel */
-    const int par = omp_get_max_threads() > 1 && panels > 1 &&
-                    (double)d->C_out * j.p.K * j.p.N > OMP_MIN_WORK;
-    for (int b = 0; b < d->B; b++) {
-        const float *planes = direct_pad(xp0, inp + b * in_sz, d, &j.p);
-#pragma omp parallel for schedule(static) if (par)
-        for (int p = 0; p < panels; p++) direct_panels(&j, planes, out + b * out_sz, p, p + 1);
+    /* one item: its chunks in parallel */
+    const int chunks = (P + DIRECT_CH - 1) / DIRECT_CH;
+    const float *planes = direct_pad(j.copies, inp, d, &j.p);
+#pragma omp parallel for schedule(static) if (chunks > 1)
+    for (int c = 0; c < chunks; c++) {
+        direct_panel ps[DIRECT_CH];
+        int np = 0;
+        for (int p = c * DIRECT_CH; p < P && p < (c + 1) * DIRECT_CH; p++)
+            panel_at(&ps[np++], &j, planes, out, p);
+        direct_chunk(&j, ps, np, j.bufs + omp_get_thread_num() * j.p.buf);
     }
 }
 
