@@ -98,11 +98,12 @@ static size_t shift_workspace(const ddpm_conv_dims *d);
 static int is_shifted(const ddpm_conv_dims *d);
 static size_t direct_workspace(const ddpm_conv_dims *d);
 static size_t direct_dx_workspace(const ddpm_conv_dims *d);
+static size_t direct_dw_workspace(const ddpm_conv_dims *d);
 size_t ddpm_conv2d_workspace(const ddpm_conv_dims *d) {
     size_t w = workspace_of(d);
     const size_t more[] = {is_shifted(d) ? shift_workspace(d) : 0, direct_workspace(d),
-                           direct_dx_workspace(d)};
-    for (int i = 0; i < 3; i++) w = more[i] > w ? more[i] : w;
+                           direct_dx_workspace(d), direct_dw_workspace(d)};
+    for (int i = 0; i < 4; i++) w = more[i] > w ? more[i] : w;
     return w;
 }
 size_t ddpm_conv_transpose2d_workspace(const ddpm_conv_dims *d) { return workspace_of(d); }
@@ -674,46 +675,64 @@ typedef struct {
     float *bufs, *copies;
 } direct_job;
 
-/* One panel of a chunk: positions n0 .. n0 + nl - 1 of the item with padded planes `planes`
- * and output y, and where those positions sit in the planes. */
+/* C [M, columns] (+)= A [M, K] @ B [K, columns] where B is gathered (ddpm_mk_pack_gather):
+ * B(k, column) = src[off[k] + pos] for the column's pos. The forward's columns are output
+ * positions (off: the taps), the weight gradient's are taps (off: the positions). */
 typedef struct {
-    const float *planes;
-    float *y;
-    int n0, nl;
+    const float *a;
+    ptrdiff_t lda;
+    const int *off;
+    int M, K;
+    ptrdiff_t ldc;
+    const float *bias; /* per row of C, added when not accumulating */
+    int acc;           /* add to C instead of overwriting it */
+} gathered_gemm;
+
+/* One panel of a chunk: nl <= 16 columns of C starting at c, gathered from src at pos[]. */
+typedef struct {
+    const float *src;
+    float *c;
+    int nl;
     int pos[DDPM_MK_NR];
 } direct_panel;
 
-static void panel_at(direct_panel *pn, const direct_job *j, const float *planes, float *y, int p) {
-    pn->planes = planes;
-    pn->y = y;
-    pn->n0 = p * DDPM_MK_NR;
-    pn->nl = j->p.N - pn->n0 < DDPM_MK_NR ? j->p.N - pn->n0 : DDPM_MK_NR;
-    for (int l = 0; l < pn->nl; l++)
-        pn->pos[l] = (pn->n0 + l) / j->d->W_out * j->p.Wq + (pn->n0 + l) % j->d->W_out;
-}
-
-/* The outputs of np <= DIRECT_CH panels, packed into buf one block of K at a time. */
-static void direct_chunk(const direct_job *j, const direct_panel *ps, int np, float *buf) {
-    const int M = j->d->C_out, K = j->p.K, N = j->p.N;
+/* The columns of np <= DIRECT_CH panels, packed into buf one block of K at a time. */
+static void gathered_chunk(const gathered_gemm *gg, const direct_panel *ps, int np, float *buf) {
+    const int M = gg->M, K = gg->K;
     const size_t stride = (size_t)DIRECT_KC * DDPM_MK_NR;
     for (int k0 = 0; k0 < K; k0 += DIRECT_KC) {
         const int kc = K - k0 < DIRECT_KC ? K - k0 : DIRECT_KC;
         for (int i = 0; i < np; i++)
-            ddpm_mk_pack_gather(buf + i * stride, ps[i].planes, j->off + k0, kc, ps[i].pos,
+            ddpm_mk_pack_gather(buf + i * stride, ps[i].src, gg->off + k0, kc, ps[i].pos,
                                 ps[i].nl);
         for (int m0 = 0, mr; m0 < M; m0 += mr) {
             mr = ddpm_mk_tile_rows(M - m0);
             for (int i = 0; i < np; i++) {
                 const ddpm_mk_gemm g = {
-                    .M = mr, .N = ps[i].nl, .K = kc, .a = j->weight + (size_t)m0 * K + k0,
-                    .sam = K, .sak = 1, .b = buf + i * stride, .b_packed = 1,
-                    .c = ps[i].y + (size_t)m0 * N + ps[i].n0, .ldc = N,
-                    .accumulate = k0 > 0 || j->acc,
-                    .bias_m = k0 > 0 || !j->bias ? NULL : j->bias + m0};
+                    .M = mr, .N = ps[i].nl, .K = kc, .a = gg->a + m0 * gg->lda + k0,
+                    .sam = gg->lda, .sak = 1, .b = buf + i * stride, .b_packed = 1,
+                    .c = ps[i].c + m0 * gg->ldc, .ldc = gg->ldc, .accumulate = k0 > 0 || gg->acc,
+                    .bias_m = k0 > 0 || !gg->bias ? NULL : gg->bias + m0};
                 ddpm_mk_gemm_run(&g, 0, mr, 0, ps[i].nl);
             }
         }
     }
+}
+
+/* Output positions 16 p .. of an item: where they sit in its padded planes. */
+static void panel_at(direct_panel *pn, const direct_job *j, const float *planes, float *y, int p) {
+    const int n0 = p * DDPM_MK_NR;
+    pn->src = planes;
+    pn->c = y + n0;
+    pn->nl = j->p.N - n0 < DDPM_MK_NR ? j->p.N - n0 : DDPM_MK_NR;
+    for (int l = 0; l < pn->nl; l++)
+        pn->pos[l] = (n0 + l) / j->d->W_out * j->p.Wq + (n0 + l) % j->d->W_out;
+}
+
+static void direct_chunk(const direct_job *j, const direct_panel *ps, int np, float *buf) {
+    const gathered_gemm gg = {j->weight, j->p.K, j->off, j->d->C_out, j->p.K,
+                              j->p.N,    j->bias, j->acc};
+    gathered_chunk(&gg, ps, np, buf);
 }
 
 /* xp: the guards and the zero-padded phase planes xq of one item's input x [C_in, H, W];
@@ -855,17 +874,157 @@ void ddpm_conv2d_forward(float *out, const float *inp, const float *weight, cons
     run_items(&j, conv_fwd_item);
 }
 
-void ddpm_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+/* ---- the weight gradient of stride-1 convolutions on the same kernel ----
+ *
+ * Per item, dW [C_out, taps] += dy [C_out, P] @ col^T [P, taps], with the taps in the order
+ * (ki, kj, c) and col^T gathered from a channels-last padded copy xt [Hp Wp, C_in] of the
+ * input: tap (ki, kj, c) of position (oh, ow) is xt[((oh + ki) Wp + ow + kj) C_in + c], so a
+ * panel's 16 taps are consecutive channels of one pixel (one run of the gather) and its rows
+ * the positions (off[p] = (oh Wp + ow) C_in). Each slot sums its items into its own partial
+ * [C_out, taps]; the partials are added in slot order into dweight's [C_out, C_in, KH, KW]. */
+
+static int direct_dw_fits(const ddpm_conv_dims *d) {
+    if (!direct_enabled || d->transposed || d->stride != 1) return 0;
+    const long long hp = d->H + 2LL * d->pad, wp = d->W + 2LL * d->pad;
+    return hp * wp * d->C_in < (1LL << 30) && (long long)d->C_out * d->KH * d->KW * d->C_in < (1LL << 30);
+}
+
+typedef struct {
+    int slots, T, Wp, taps, P;
+    size_t ints; /* floats reserved for the P position and taps tap offsets (ints) */
+    size_t xt;   /* floats of one channels-last copy with its guards */
+    size_t part; /* floats of one slot's partial dW */
+    size_t buf;  /* floats of one thread's chunk of packed panels */
+} dw_plan;
+
+static size_t round16(size_t n) { return (n + 15) / 16 * 16; }
+
+static dw_plan dw_plan_of(const ddpm_conv_dims *d) {
+    dw_plan p;
+    p.T = omp_get_max_threads();
+    if (p.T < 1) p.T = 1;
+    p.slots = d->B < p.T ? d->B : p.T;
+    p.Wp = d->W + 2 * d->pad;
+    p.taps = d->KH * d->KW * d->C_in;
+    p.P = d->H_out * d->W_out;
+    p.ints = round16((size_t)p.P + p.taps);
+    p.xt = round16((size_t)(d->H + 2 * d->pad) * p.Wp * d->C_in + 2 * DIRECT_GUARD);
+    p.part = round16((size_t)d->C_out * p.taps);
+    p.buf = (size_t)DIRECT_CH * DIRECT_KC * DDPM_MK_NR;
+    return p;
+}
+
+static size_t direct_dw_workspace(const ddpm_conv_dims *d) {
+    if (!direct_dw_fits(d)) return 0;
+    const dw_plan p = dw_plan_of(d);
+    const size_t per = ddpm_size_mul((size_t)p.slots, p.xt + p.part),
+                 fixed = p.ints + (size_t)p.T * p.buf;
+    return per == SIZE_MAX || per > SIZE_MAX - fixed ? SIZE_MAX : per + fixed;
+}
+
+/* xt: zero guards and padding around x [C_in, H, W] stored channels-last; returns the first
+ * pixel. */
+static float *dw_channels_last(float *xt, const float *x, const ddpm_conv_dims *d,
+                               const dw_plan *p) {
+    memset(xt, 0, sizeof(float) * p->xt);
+    float *px = xt + DIRECT_GUARD;
+    const int C = d->C_in;
+    for (int c = 0; c < C; c++)
+        for (int h = 0; h < d->H; h++) {
+            const float *src = x + ((size_t)c * d->H + h) * d->W;
+            float *dst = px + ((size_t)(h + d->pad) * p->Wp + d->pad) * C + c;
+            for (int w = 0; w < d->W; w++) dst[(size_t)w * C] = src[w];
+        }
+    return px;
+}
+
+/* Tap panels [c0, c1) (chunks of DIRECT_CH panels) of one item into part. */
+static void dw_chunks(const gathered_gemm *gg, const int *tapoff, int taps, const float *xt,
+                      float *part, int c0, int c1, float *buf) {
+    for (int c = c0; c < c1; c++) {
+        direct_panel ps[DIRECT_CH];
+        int np = 0;
+        for (int t0 = c * DIRECT_CH * DDPM_MK_NR; t0 < taps && np < DIRECT_CH;
+             t0 += DDPM_MK_NR, np++) {
+            ps[np].src = xt;
+            ps[np].c = part + t0;
+            ps[np].nl = taps - t0 < DDPM_MK_NR ? taps - t0 : DDPM_MK_NR;
+            memcpy(ps[np].pos, tapoff + t0, sizeof(int) * ps[np].nl);
+        }
+        gathered_chunk(gg, ps, np, buf);
+    }
+}
+
+static void direct_dw(float *dweight, const float *dout, const float *inp, const ddpm_conv_dims *d,
+                      float *ws) {
+    const dw_plan p = dw_plan_of(d);
+    int *posoff = (int *)ws, *tapoff = posoff + p.P;
+    for (int oh = 0; oh < d->H_out; oh++)
+        for (int ow = 0; ow < d->W_out; ow++)
+            posoff[oh * d->W_out + ow] = (oh * p.Wp + ow) * d->C_in;
+    for (int ki = 0, t = 0; ki < d->KH; ki++)
+        for (int kj = 0; kj < d->KW; kj++)
+            for (int c = 0; c < d->C_in; c++) tapoff[t++] = (ki * p.Wp + kj) * d->C_in + c;
+    float *bufs = ws + p.ints, *slot0 = bufs + (size_t)p.T * p.buf;
+    for (int t = 0; t < p.slots; t++)
+        memset(slot0 + t * (p.xt + p.part) + p.xt, 0, sizeof(float) * p.part);
+    const size_t in_sz = (size_t)d->C_in * d->H * d->W, out_sz = (size_t)d->C_out * p.P;
+    const int chunks = (p.taps + DIRECT_CH * DDPM_MK_NR - 1) / (DIRECT_CH * DDPM_MK_NR);
+    if (d->B > 1 || p.T == 1) {
+        /* items in parallel, each slot summing into its own partial */
+#pragma omp parallel for schedule(static) num_threads(p.slots) if (p.slots > 1)
+        for (int b = 0; b < d->B; b++) {
+            const int t = omp_get_thread_num();
+            float *xt = slot0 + t * (p.xt + p.part);
+            const gathered_gemm gg = {dout + b * out_sz, p.P, posoff, d->C_out, p.P, p.taps,
+                                      NULL, 1};
+            dw_chunks(&gg, tapoff, p.taps, dw_channels_last(xt, inp + b * in_sz, d, &p),
+                      xt + p.xt, 0, chunks, bufs + t * p.buf);
+        }
+    } else {
+        /* one item: its tap chunks (disjoint columns of the partial) in parallel */
+        const float *xt = dw_channels_last(slot0, inp, d, &p);
+        const gathered_gemm gg = {dout, p.P, posoff, d->C_out, p.P, p.taps, NULL, 1};
+#pragma omp parallel for schedule(static) if (chunks > 1)
+        for (int c = 0; c < chunks; c++)
+            dw_chunks(&gg, tapoff, p.taps, xt, slot0 + p.xt, c, c + 1,
+                      bufs + omp_get_thread_num() * p.buf);
+    }
+    /* dweight [co, c, ki, kj] += the partials' [co, (ki, kj, c)], in slot order */
+    const int KK = d->KH * d->KW;
+#pragma omp parallel for schedule(static) if ((size_t)d->C_out * p.taps > OMP_MIN_WORK)
+    for (int co = 0; co < d->C_out; co++)
+        for (int t = 0; t < p.taps; t++) {
+            float s = 0;
+            for (int sl = 0; sl < p.slots; sl++)
+                s += slot0[sl * (p.xt + p.part) + p.xt + (size_t)co * p.taps + t];
+            const int kk = t / d->C_in, c = t % d->C_in;
+            dweight[((size_t)co * d->C_in + c) * KK + kk] += s;
+        }
+}
+
+/* dbias [C_out] += dy summed over items and positions: each channel's sum is its items' sums
+ * in order, whatever the threads. */
+static void dbias_all(float *dbias, const float *dout, const ddpm_conv_dims *d) {
+    const size_t P = (size_t)d->H_out * d->W_out;
+#pragma omp parallel for schedule(static) if ((size_t)d->B * d->C_out * P > OMP_MIN_WORK)
+    for (int co = 0; co < d->C_out; co++) {
+        float tot = 0;
+        for (int b = 0; b < d->B; b++) {
+            const float *q = dout + ((size_t)b * d->C_out + co) * P;
+            float s = 0;
+#pragma omp simd reduction(+ : s)
+            for (size_t i = 0; i < P; i++) s += q[i];
+            tot += s;
+        }
+        dbias[co] += tot;
+    }
+}
+
+/* The BLAS paths: shifted GEMMs or im2col. */
+static void blas_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                           const float *inp, const float *weight, const ddpm_conv_dims *d,
                           float *ws) {
-    DDPM_CHECK(!d->transposed);
-    ddpm_conv_dims dd;
-    if (dinp && ddpm_mk_fast() && direct_dx_dims(&dd, d)) {
-        /* the weights' and bias' gradients first: they share the workspace */
-        if (dweight || dbias) ddpm_conv2d_backward(NULL, dweight, dbias, dout, inp, weight, d, ws);
-        direct_dx(dinp, dout, weight, d, ws);
-        return;
-    }
     if (is_shifted(d)) {
         shift_backward(dinp, dweight, dbias, dout, inp, weight, d, ws);
         return;
@@ -880,6 +1039,26 @@ void ddpm_conv2d_backward(float *dinp, float *dweight, float *dbias, const float
     partials_zero(&j);
     run_items(&j, conv_bwd_item);
     partials_reduce(&j);
+}
+
+void ddpm_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                          const float *inp, const float *weight, const ddpm_conv_dims *d,
+                          float *ws) {
+    DDPM_CHECK(!d->transposed);
+    ddpm_conv_dims dd;
+    const int fast = ddpm_mk_fast();
+    const int own_dx = dinp && fast && direct_dx_dims(&dd, d);
+    const int own_dw = dweight && fast && direct_dw_fits(d);
+    if (!own_dx && !own_dw) {
+        blas_backward(dinp, dweight, dbias, dout, inp, weight, d, ws);
+        return;
+    }
+    /* one after the other: the paths share the workspace */
+    if (!own_dx && dinp) blas_backward(dinp, NULL, NULL, dout, inp, weight, d, ws);
+    if (!own_dw && dweight) blas_backward(NULL, dweight, NULL, dout, inp, weight, d, ws);
+    if (own_dw) direct_dw(dweight, dout, inp, d, ws);
+    if (dbias) dbias_all(dbias, dout, d);
+    if (own_dx) direct_dx(dinp, dout, weight, d, ws);
 }
 
 void ddpm_conv_transpose2d_forward(float *out, const float *inp, const float *weight,
