@@ -1,4 +1,5 @@
-/* mlp_kernels.h - fused small-matrix kernels for the fully connected networks (internal).
+/* mlp_kernels.h - fused small-matrix kernels for the fully connected networks, whose GEMM also
+ * runs the convolutions (ops_conv.c, on gathered panels) (internal).
  *
  * Every kernel has a plain C reference (`_ref`) that performs exactly the same floating-point
  * operations in the same order (fmaf where the fast kernel fuses), so the fast AVX2/FMA kernels
@@ -48,11 +49,16 @@ typedef struct {
 } ddpm_mk_gemm;
 
 void ddpm_mk_gemm_run(const ddpm_mk_gemm *g, int m0, int m1, int n0, int n1);
-
-/* Rows of the register tile the GEMM kernel takes next with `rem` rows left: 6-row tiles, and 7
- * or 8 leftover rows as 4 + 3 or 4 + 4 (a 1- or 2-row tile is slow). */
-static inline int ddpm_mk_tile_rows(int rem) { return rem >= 9 || rem == 6 ? 6 : rem >= 7 ? 4 : rem; }
 void ddpm_mk_gemm_ref(const ddpm_mk_gemm *g, int m0, int m1, int n0, int n1);
+
+/* Rows of the register tile the GEMM kernel takes next with `rem` rows left: as few tiles as
+ * 6-row tiles allow, their rows spread evenly (64 rows: nine of 6 and two of 5; 8 rows: 4 + 4).
+ * A tile needs 8 accumulators in flight to hide the FMA latency on two pipes: 4-row tiles have
+ * exactly 8 and measured slow, 5-row tiles have 10. */
+static inline int ddpm_mk_tile_rows(int rem) {
+    const int tiles = (rem + 5) / 6;
+    return (rem + tiles - 1) / tiles;
+}
 
 /* Panels for b_packed = 1 (zero-padded to a multiple of 16 columns), panels p0..p1-1 only:
  *  _t:  B = W^T for W [N, K] row-major with row stride ldw: B(k, n) = W[n * ldw + k]

@@ -1,11 +1,15 @@
 /* ops_conv.c - conv2d and transposed conv2d, forward and backward.
  *
- * Two fast paths, one batch item at a time (the workspace stays one item's matrices instead of
- * the whole batch's): im2col + sgemm, and for stride-1 convolutions with small outputs (most of
- * every U-Net here) one GEMM per kernel tap on the zero-padded input, which needs no im2col or
- * col2im at all (see "shifted GEMMs" below). The transposed convolution is the adjoint of
+ * Where the CPU has AVX2 + FMA, conv2d runs on the library's own register-tiled GEMM kernel
+ * (mlp_kernels.c) with an implicit im2col: the forward for any stride, and for stride-1
+ * convolutions the input gradient (itself a conv) and the weight gradient; the kernel's panels
+ * are gathered straight from padded copies of the input (see "the library's own GEMM kernel"
+ * below). The BLAS paths, one batch item at a time, take everything else: im2col + sgemm, and
+ * for stride-1 convolutions with small outputs one GEMM per kernel row on shifted copies of the
+ * zero-padded input (see "shifted GEMMs"). The transposed convolution is the adjoint of
  * conv2d's input gradient, so it reuses the same im2col/col2im pair with the roles of input and
- * output swapped. Naive direct-loop references sit at the end; the tests compare all three. */
+ * output swapped. Naive direct-loop references sit at the end; the tests compare every path
+ * with them. */
 #include "internal.h"
 #include "mlp_kernels.h"
 
@@ -886,7 +890,8 @@ void ddpm_conv2d_forward(float *out, const float *inp, const float *weight, cons
 static int direct_dw_fits(const ddpm_conv_dims *d) {
     if (!direct_enabled || d->transposed || d->stride != 1) return 0;
     const long long hp = d->H + 2LL * d->pad, wp = d->W + 2LL * d->pad;
-    return hp * wp * d->C_in < (1LL << 30) && (long long)d->C_out * d->KH * d->KW * d->C_in < (1LL << 30);
+    return hp * wp * d->C_in < (1LL << 30) &&
+           (long long)d->C_out * d->KH * d->KW * d->C_in < (1LL << 30);
 }
 
 typedef struct {
