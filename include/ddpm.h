@@ -718,22 +718,31 @@ int ddpm_conv2d_dims(ddpm_conv_dims *d, int B, int C_in, int H, int W, int C_out
 int ddpm_conv_transpose2d_dims(ddpm_conv_dims *d, int B, int C_in, int H, int W, int C_out,
                                int KH, int KW, int stride, int pad);
 /* Workspace (in floats) needed by the fast forward and backward, for the current
- * omp_get_max_threads() (query again after changing the thread count). With B >= 2 the items
+ * omp_get_max_threads() (query again after changing the thread count). Where the CPU has AVX2 +
+ * FMA, conv2d runs on the library's own GEMM kernel with an implicit im2col (the forward at any
+ * stride, the gradients of stride-1 convs): padded copies of the input per thread and packed
+ * panel buffers. Otherwise, and for the rest, OpenBLAS per batch item: with B >= 2 the items
  * run concurrently, one per thread, each with its own working matrices and weight/bias gradient
  * partial sums; with B = 1 one set and threaded BLAS. A stride-1 conv2d whose output fits in L2
- * runs as one GEMM per kernel tap on the zero-padded input (no im2col; padded input, output and
- * the weights regrouped by tap); otherwise im2col + sgemm (C_in KH KW x H_out W_out for conv2d,
- * C_out KH KW x H W for the transposed one; none for a single-item 1x1 stride-1 unpadded
- * conv2d, which needs no workspace at all). */
+ * runs as one GEMM per kernel row on shifted copies of the zero-padded input; otherwise
+ * im2col + sgemm (C_in KH KW x H_out W_out for conv2d, C_out KH KW x H W for the transposed
+ * one). */
 size_t ddpm_conv2d_workspace(const ddpm_conv_dims *d);
 size_t ddpm_conv_transpose2d_workspace(const ddpm_conv_dims *d);
 
-/* conv2d, shifted GEMMs or im2col + sgemm per batch item (see above). bias may be NULL.
- * Results do not depend on how the items are scheduled (the gradient partials are summed in
- * thread order), but may differ in the last bits between thread counts.
+/* conv2d (see above). bias may be NULL. The forward does not depend on the thread count; the
+ * gradients' partials are summed in thread order, so they may differ in the last bits between
+ * thread counts.
  * out [B, C_out, H_out, W_out] = conv(inp [B, C_in, H, W], weight [C_out, C_in, KH, KW]) + bias [C_out] */
 void ddpm_conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
                          const ddpm_conv_dims *d, float *ws);
+/* GELU(conv2d(inp, weight) * scale[c] + shift[c]) per output channel c, with the scale, shift
+ * and GELU applied to each block of the output while the kernel has it in cache: an eval-mode
+ * conv -> batch norm -> GELU in one pass over the output (scale = gamma / sqrt(running_var +
+ * eps), shift = beta + (bias - running_mean) scale). Same workspace as ddpm_conv2d_forward. */
+void ddpm_conv2d_scale_gelu_forward(float *out, const float *inp, const float *weight,
+                                    const float *scale, const float *shift,
+                                    const ddpm_conv_dims *d, float *ws);
 /* dinp [B, C_in, H, W], dweight [C_out, C_in, KH, KW], dbias [C_out] += ... (each may be NULL) */
 void ddpm_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                           const float *inp, const float *weight, const ddpm_conv_dims *d,
@@ -969,6 +978,13 @@ ddpm_var *ddpm_tape_conv_transpose2d(ddpm_tape *t, ddpm_var *x, const ddpm_param
 /* Linear (ddpm_linear_forward): x [B, ...] flattened to [B, in], w [out, in], b [out] or NULL;
  * out [B, out]. */
 ddpm_var *ddpm_tape_linear(ddpm_tape *t, ddpm_var *x, const ddpm_param *w, const ddpm_param *b);
+/* gelu(batchnorm(conv2d(x))), the ResidualConvBlock's unit: the three ops above, recorded as
+ * such when the tape keeps gradients; otherwise (eval mode, nothing recorded) one pass through
+ * ddpm_conv2d_scale_gelu_forward. The arguments are those of the two calls. */
+ddpm_var *ddpm_tape_conv2d_bn_gelu(ddpm_tape *t, ddpm_var *x, const ddpm_param *w,
+                                   const ddpm_param *b, int stride, int pad,
+                                   const ddpm_param *gamma, const ddpm_param *beta,
+                                   float *running_mean, float *running_var);
 /* Batch norm (momentum DDPM_BN_MOMENTUM): x [B, C, ...]; gamma, beta [C] (either may be NULL);
  * running_mean, running_var [C]: the model's buffers (not trained), updated in training mode,
  * used in eval mode. */

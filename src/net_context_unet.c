@@ -210,16 +210,16 @@ static ddpm_var *convt(cu_net *p, ddpm_var *x, cu_affine a, int stride) {
     return ddpm_tape_conv_transpose2d(p->tn.tape, x, P(p, a.w), P(p, a.b), stride, 0);
 }
 
-static ddpm_var *bn(cu_net *p, ddpm_var *x, ddpm_bn_tensors n) {
-    return ddpm_tape_batchnorm(p->tn.tape, x, P(p, n.w), P(p, n.b), p->tn.prm[n.rm].w,
-                               p->tn.prm[n.rv].w);
+/* gelu(bn(conv3x3(x))), one pass over the output in eval mode */
+static ddpm_var *conv_bn_gelu(cu_net *p, ddpm_var *x, cu_affine a, ddpm_bn_tensors n) {
+    return ddpm_tape_conv2d_bn_gelu(p->tn.tape, x, P(p, a.w), P(p, a.b), 1, 1, P(p, n.w),
+                                    P(p, n.b), p->tn.prm[n.rm].w, p->tn.prm[n.rv].w);
 }
 
 /* ResidualConvBlock.forward */
 static ddpm_var *block(cu_net *p, ddpm_var *x, const cu_block *k) {
     ddpm_tape *t = p->tn.tape;
-    ddpm_var *h = ddpm_tape_gelu(t, bn(p, conv(p, x, k->conv1, 1, 1), k->bn1));
-    h = ddpm_tape_gelu(t, bn(p, conv(p, h, k->conv2, 1, 1), k->bn2));
+    ddpm_var *h = conv_bn_gelu(p, conv_bn_gelu(p, x, k->conv1, k->bn1), k->conv2, k->bn2);
     if (!k->is_res) return h;
     if (!k->same && k->shortcut.w < 0) return ddpm_tape_scale(t, h, INV_1414); /* "none" */
     ddpm_var *s = k->same ? x : conv(p, x, k->shortcut, 1, 0);

@@ -12,6 +12,7 @@
  * with them. */
 #include "internal.h"
 #include "mlp_kernels.h"
+#include "vmath.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -677,6 +678,7 @@ typedef struct {
     const float *weight, *bias;
     int acc; /* add to y instead of overwriting it */
     float *bufs, *copies;
+    const float *scale, *shift; /* the fused epilogue, or NULL */
 } direct_job;
 
 /* C [M, columns] (+)= A [M, K] @ B [K, columns] where B is gathered (ddpm_mk_pack_gather):
@@ -690,7 +692,23 @@ typedef struct {
     ptrdiff_t ldc;
     const float *bias; /* per row of C, added when not accumulating */
     int acc;           /* add to C instead of overwriting it */
+    const float *scale, *shift; /* if set: C = gelu(C scale + shift) per row, at the end */
 } gathered_gemm;
+
+/* The fused epilogue on an mr x nl block of C (in L1 right after the kernel wrote it). */
+static void scale_gelu_rows(float *c, ptrdiff_t ldc, int mr, int nl, const float *scale,
+                            const float *shift) {
+    for (int r = 0; r < mr; r++) {
+        float *row = c + r * ldc;
+        const float a = scale[r], sh = shift[r];
+#pragma omp simd
+        for (int l = 0; l < nl; l++) {
+            const float x = row[l] * a + sh;
+            float g;
+            row[l] = x * ddpm_vphi(x, &g);
+        }
+    }
+}
 
 /* One panel of a chunk: nl <= 16 columns of C starting at c, gathered from src at pos[]. */
 typedef struct {
@@ -718,6 +736,8 @@ static void gathered_chunk(const gathered_gemm *gg, const direct_panel *ps, int 
                     .c = ps[i].c + m0 * gg->ldc, .ldc = gg->ldc, .accumulate = k0 > 0 || gg->acc,
                     .bias_m = k0 > 0 || !gg->bias ? NULL : gg->bias + m0};
                 ddpm_mk_gemm_run(&g, 0, mr, 0, ps[i].nl);
+                if (gg->scale && k0 + kc == K)
+                    scale_gelu_rows(g.c, gg->ldc, mr, ps[i].nl, gg->scale + m0, gg->shift + m0);
             }
         }
     }
@@ -734,8 +754,8 @@ static void panel_at(direct_panel *pn, const direct_job *j, const float *planes,
 }
 
 static void direct_chunk(const direct_job *j, const direct_panel *ps, int np, float *buf) {
-    const gathered_gemm gg = {j->weight, j->p.K, j->off, j->d->C_out, j->p.K,
-                              j->p.N,    j->bias, j->acc};
+    const gathered_gemm gg = {j->weight, j->p.K, j->off,   j->d->C_out, j->p.K,
+                              j->p.N,    j->bias, j->acc, j->scale,    j->shift};
     gathered_chunk(&gg, ps, np, buf);
 }
 
@@ -766,10 +786,13 @@ static float *direct_pad(float *xp, const float *x, const ddpm_conv_dims *d, con
     return planes;
 }
 
-/* out = conv2d(inp) + bias, or with acc: out += conv2d(inp) (bias NULL). */
+/* out = conv2d(inp) + bias, or with acc: out += conv2d(inp) (bias NULL), or with scale:
+ * out = gelu(conv2d(inp) scale + shift) (bias NULL, no acc). */
 static void direct_forward(float *out, const float *inp, const float *weight, const float *bias,
-                           const ddpm_conv_dims *d, float *ws, int acc) {
-    direct_job j = {d, direct_plan_of(d), (const int *)ws, weight, bias, acc, NULL, NULL};
+                           const ddpm_conv_dims *d, float *ws, int acc, const float *scale,
+                           const float *shift) {
+    direct_job j = {d,    direct_plan_of(d), (const int *)ws, weight, bias, acc,
+                    NULL, NULL,              scale,           shift};
     j.bufs = ws + j.p.off;
     j.copies = j.bufs + (size_t)j.p.T * j.p.buf;
     int *off = (int *)ws;
@@ -854,14 +877,14 @@ static void direct_dx(float *dinp, const float *dout, const float *weight, const
                 for (int kj = 0; kj < KW; kj++)
                     ws[(((size_t)ci * d->C_out + co) * KH + ki) * KW + kj] =
                         weight[(((size_t)co * d->C_in + ci) * KH + KH - 1 - ki) * KW + KW - 1 - kj];
-    direct_forward(dinp, dout, ws, NULL, &dd, ws + nw, 1);
+    direct_forward(dinp, dout, ws, NULL, &dd, ws + nw, 1, NULL, NULL);
 }
 
 void ddpm_conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
                          const ddpm_conv_dims *d, float *ws) {
     DDPM_CHECK(!d->transposed);
     if (is_direct(d)) {
-        direct_forward(out, inp, weight, bias, d, ws, 0);
+        direct_forward(out, inp, weight, bias, d, ws, 0, NULL, NULL);
         return;
     }
     /* Forward: KH KW GEMMs with K = C_in lose to one im2col GEMM when C_in is a few image
@@ -876,6 +899,22 @@ void ddpm_conv2d_forward(float *out, const float *inp, const float *weight, cons
     j.weight = weight;
     j.bias = bias;
     run_items(&j, conv_fwd_item);
+}
+
+void ddpm_conv2d_scale_gelu_forward(float *out, const float *inp, const float *weight,
+                                    const float *scale, const float *shift,
+                                    const ddpm_conv_dims *d, float *ws) {
+    DDPM_CHECK(!d->transposed);
+    if (is_direct(d)) {
+        direct_forward(out, inp, weight, NULL, d, ws, 0, scale, shift);
+        return;
+    }
+    ddpm_conv2d_forward(out, inp, weight, NULL, d, ws);
+    const size_t N = (size_t)d->H_out * d->W_out;
+#pragma omp parallel for schedule(static) if ((size_t)d->B * d->C_out * N > OMP_MIN_WORK)
+    for (int bc = 0; bc < d->B * d->C_out; bc++)
+        scale_gelu_rows(out + (size_t)bc * N, 0, 1, (int)N, scale + bc % d->C_out,
+                        shift + bc % d->C_out);
 }
 
 /* ---- the weight gradient of stride-1 convolutions on the same kernel ----
@@ -982,14 +1021,14 @@ static void direct_dw(float *dweight, const float *dout, const float *inp, const
             const int t = omp_get_thread_num();
             float *xt = slot0 + t * (p.xt + p.part);
             const gathered_gemm gg = {dout + b * out_sz, p.P, posoff, d->C_out, p.P, p.taps,
-                                      NULL, 1};
+                                      NULL, 1, NULL, NULL};
             dw_chunks(&gg, tapoff, p.taps, dw_channels_last(xt, inp + b * in_sz, d, &p),
                       xt + p.xt, 0, chunks, bufs + t * p.buf);
         }
     } else {
         /* one item: its tap chunks (disjoint columns of the partial) in parallel */
         const float *xt = dw_channels_last(slot0, inp, d, &p);
-        const gathered_gemm gg = {dout, p.P, posoff, d->C_out, p.P, p.taps, NULL, 1};
+        const gathered_gemm gg = {dout, p.P, posoff, d->C_out, p.P, p.taps, NULL, 1, NULL, NULL};
 #pragma omp parallel for schedule(static) if (chunks > 1)
         for (int c = 0; c < chunks; c++)
             dw_chunks(&gg, tapoff, p.taps, xt, slot0 + p.xt, c, c + 1,

@@ -372,8 +372,11 @@ ddpm_var *ddpm_tape_input(ddpm_tape *t, const float *data, int ndim, const int *
     return v;
 }
 
+/* scale, shift: the fused eval-mode epilogue of ddpm_tape_conv2d_bn_gelu (conv2d only; b NULL),
+ * or NULL. */
 static ddpm_var *conv_common(ddpm_tape *t, ddpm_var *x, const ddpm_param *w, const ddpm_param *b,
-                             int stride, int pad, int transposed) {
+                             int stride, int pad, int transposed, const float *scale,
+                             const float *shift) {
     const char *op = transposed ? "conv_transpose2d" : "conv2d";
     if (!ready(t, op, x, NULL, 1) || !need_ndim(t, op, x, 4, 4)) return NULL;
     if (!w || !w->w || w->ndim != 4)
@@ -402,6 +405,8 @@ static ddpm_var *conv_common(ddpm_tape *t, ddpm_var *x, const ddpm_param *w, con
     if (!ws) return NULL;
     if (transposed)
         ddpm_conv_transpose2d_forward(y->data, x->data, w->w, pw(b), &d, ws);
+    else if (scale)
+        ddpm_conv2d_scale_gelu_forward(y->data, x->data, w->w, scale, shift, &d, ws);
     else
         ddpm_conv2d_forward(y->data, x->data, w->w, pw(b), &d, ws);
     node *n =
@@ -412,12 +417,12 @@ static ddpm_var *conv_common(ddpm_tape *t, ddpm_var *x, const ddpm_param *w, con
 
 ddpm_var *ddpm_tape_conv2d(ddpm_tape *t, ddpm_var *x, const ddpm_param *w, const ddpm_param *b,
                            int stride, int pad) {
-    return conv_common(t, x, w, b, stride, pad, 0);
+    return conv_common(t, x, w, b, stride, pad, 0, NULL, NULL);
 }
 
 ddpm_var *ddpm_tape_conv_transpose2d(ddpm_tape *t, ddpm_var *x, const ddpm_param *w,
                                      const ddpm_param *b, int stride, int pad) {
-    return conv_common(t, x, w, b, stride, pad, 1);
+    return conv_common(t, x, w, b, stride, pad, 1, NULL, NULL);
 }
 
 ddpm_var *ddpm_tape_linear(ddpm_tape *t, ddpm_var *x, const ddpm_param *w, const ddpm_param *b) {
@@ -469,6 +474,36 @@ ddpm_var *ddpm_tape_batchnorm(ddpm_tape *t, ddpm_var *x, const ddpm_param *gamma
         n->i[0] = t->training;
     }
     return t->status ? NULL : y;
+}
+
+ddpm_var *ddpm_tape_conv2d_bn_gelu(ddpm_tape *t, ddpm_var *x, const ddpm_param *w,
+                                   const ddpm_param *b, int stride, int pad,
+                                   const ddpm_param *gamma, const ddpm_param *beta,
+                                   float *running_mean, float *running_var) {
+    if (t->grad)
+        return ddpm_tape_gelu(t, ddpm_tape_batchnorm(t, ddpm_tape_conv2d(t, x, w, b, stride, pad),
+                                                     gamma, beta, running_mean, running_var));
+    /* Eval mode, nothing recorded: batch norm with the running statistics is a per-channel
+     * affine map, folded with the conv's bias into the fused epilogue:
+     * (conv + b - mean) g + beta = conv g + (beta + (b - mean) g), g = gamma / sqrt(var + eps). */
+    if (!w || !w->w || w->ndim != 4 || t->status)
+        return conv_common(t, x, w, b, stride, pad, 0, NULL, NULL); /* reports the problem */
+    const int C = w->shape[0];
+    if (!check_param(t, "conv2d", "bias", b, 1, &C) ||
+        !check_param(t, "batchnorm", "weight", gamma, 1, &C) ||
+        !check_param(t, "batchnorm", "bias", beta, 1, &C))
+        return NULL;
+    if (!running_mean || !running_var)
+        return fail(t, DDPM_ERR_INVALID, "batchnorm: eval mode needs the running statistics");
+    float *ss = arena_floats(t, 2 * (size_t)C);
+    if (!ss) return NULL;
+    for (int c = 0; c < C; c++) {
+        const float r = (float)(1.0 / sqrt((double)running_var[c] + (double)DDPM_NORM_EPS));
+        const float g = gamma ? gamma->w[c] * r : r;
+        ss[c] = g;
+        ss[C + c] = (beta ? beta->w[c] : 0.0f) + ((b ? b->w[c] : 0.0f) - running_mean[c]) * g;
+    }
+    return conv_common(t, x, w, NULL, stride, pad, 0, ss, ss + C);
 }
 
 ddpm_var *ddpm_tape_groupnorm(ddpm_tape *t, ddpm_var *x, int groups, const ddpm_param *gamma,

@@ -902,6 +902,54 @@ static void test_fast_vs_naive_conv(void **s) {
     ddpm_conv_use_direct(1);
 }
 
+/* The eval-mode conv -> batch norm -> GELU in one pass: against the naive conv followed by the
+ * per-channel affine map and GELU in double, on the own kernel (the epilogue on each block) and
+ * through BLAS (a pass after the conv), at 1 and 2 threads. */
+static void test_conv_scale_gelu(void **s) {
+    (void)s;
+    const int saved_threads = omp_get_max_threads();
+    const conv_shape shapes[] = {
+        {3, 8, 7, 9, 10, 3, 3, 1, 1}, {2, 20, 6, 6, 7, 3, 3, 2, 1}, {1, 5, 4, 5, 13, 1, 1, 1, 0},
+        {1, 70, 9, 8, 6, 3, 3, 1, 1}, /* two blocks of K: the epilogue only after the last */
+    };
+    for (int run = 0; run < 4; run++) {
+        ddpm_conv_use_direct(run < 2);
+        omp_set_num_threads(1 + run % 2);
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+            const conv_shape *sh = &shapes[i];
+            ddpm_conv_dims d;
+            assert_int_equal(ddpm_conv2d_dims(&d, sh->B, sh->Ci, sh->H, sh->W, sh->Co, sh->KH,
+                                              sh->KW, sh->s, sh->p),
+                             DDPM_OK);
+            const size_t nx = (size_t)d.B * d.C_in * d.H * d.W,
+                         ny = (size_t)d.B * d.C_out * d.H_out * d.W_out,
+                         nw = (size_t)d.C_in * d.C_out * d.KH * d.KW;
+            float *x = randn_alloc(nx, 1), *w = randn_alloc(nw, 0.3f);
+            float *scale = randn_alloc(d.C_out, 1), *shift = randn_alloc(d.C_out, 1);
+            float *y1 = calloc(ny, 4), *y2 = calloc(ny, 4);
+            const size_t nws = ddpm_conv2d_workspace(&d);
+            float *ws = calloc(nws ? nws : 1, 4);
+            ddpm_conv2d_scale_gelu_forward(y1, x, w, scale, shift, &d, ws);
+            ddpm_conv2d_forward_ref(y2, x, w, NULL, &d);
+            const size_t N = (size_t)d.H_out * d.W_out;
+            for (size_t k = 0; k < ny; k++) {
+                const double v = (double)y2[k] * scale[k / N % d.C_out] + shift[k / N % d.C_out];
+                y2[k] = (float)(v * 0.5 * erfc(-v / sqrt(2.0)));
+            }
+            tu_assert_close(y1, y2, ny, RTOL, ATOL_REL * tu_maxabs(y2, ny), "conv scale gelu");
+            free(x);
+            free(w);
+            free(scale);
+            free(shift);
+            free(y1);
+            free(y2);
+            free(ws);
+        }
+    }
+    omp_set_num_threads(saved_threads);
+    ddpm_conv_use_direct(1);
+}
+
 /* ---- argument validation and corner cases ---- */
 
 static void test_dims_validation(void **s) {
@@ -970,6 +1018,7 @@ int main(void) {
         cmocka_unit_test(test_fd_dropout),
         cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_fast_vs_naive_conv),
+        cmocka_unit_test(test_conv_scale_gelu),
         cmocka_unit_test(test_dims_validation),
         cmocka_unit_test(test_maxpool_nan_and_ties),
     };
