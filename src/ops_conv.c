@@ -970,9 +970,18 @@ static size_t direct_dw_workspace(const ddpm_conv_dims *d) {
  * pixel. */
 static float *dw_channels_last(float *xt, const float *x, const ddpm_conv_dims *d,
                                const dw_plan *p) {
-    memset(xt, 0, sizeof(float) * p->xt);
+    /* zeros where the copy below does not write: the guards and the padding */
     float *px = xt + DIRECT_GUARD;
-    const int C = d->C_in;
+    const int C = d->C_in, pad = d->pad;
+    const size_t row = (size_t)p->Wp * C, top = (size_t)pad * row,
+                 end = (size_t)(d->H + pad) * row; /* the bottom padding starts here */
+    memset(xt, 0, sizeof(float) * (DIRECT_GUARD + top));
+    for (int h = 0; h < d->H; h++) {
+        float *r = px + (size_t)(h + pad) * row;
+        memset(r, 0, sizeof(float) * pad * C);
+        memset(r + (size_t)(pad + d->W) * C, 0, sizeof(float) * pad * C);
+    }
+    memset(px + end, 0, sizeof(float) * (p->xt - DIRECT_GUARD - end));
     for (int c = 0; c < C; c++)
         for (int h = 0; h < d->H; h++) {
             const float *src = x + ((size_t)c * d->H + h) * d->W;
