@@ -10,7 +10,7 @@
  * Threads: OMP_NUM_THREADS (the kernels use at most that many). DDPM_KERNELS=ref selects the
  * reference (BLAS) path of the MLP. */
 #include "ddpm.h"
-#include "mlp_kernels.h"
+#include "kernels/kernels.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -13,7 +13,7 @@
  * fail the same check. Gradient buffers start non-zero, so the += contract is tested too, and
  * each gradient is recomputed alone (the others NULL) and must match. */
 #include "testutil.h"
-#include "internal.h"
+#include "core/internal.h"
 
 #include <math.h>
 #include <omp.h>

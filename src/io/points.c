@@ -7,7 +7,7 @@
  * FFJORD's toy data (rtqichen/ffjord lib/toy_data.py: 8gaussians, checkerboard); where sklearn
  * spaces points evenly along a curve (moons, circles) the position is drawn uniformly instead,
  * which is the same distribution in the limit and keeps points independent of n. */
-#include "internal.h"
+#include "core/internal.h"
 
 #include <ctype.h>
 #include <errno.h>

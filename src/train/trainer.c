@@ -5,8 +5,8 @@
  * Every random choice of a step is addressed by the global index of the item drawn
  * (epoch * n + position), so a run resumed from a checkpoint at step k is bitwise the run that
  * never stopped. */
-#include "mlp_kernels.h"
-#include "model_internal.h"
+#include "kernels/kernels.h"
+#include "models/model_internal.h"
 
 #include <math.h>
 #ifdef _OPENMP

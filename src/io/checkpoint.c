@@ -2,7 +2,7 @@
  * state_dict names, "ema.<name>", "adam_m.<name>", "adam_v.<name>", and metadata holding the model,
  * schedule and training configuration as JSON, so `ddpm sample --ckpt F` needs no other flag and
  * `ddpm train --resume F` continues bitwise where it stopped. */
-#include "model_internal.h"
+#include "models/model_internal.h"
 
 #include <math.h>
 

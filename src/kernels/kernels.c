@@ -10,9 +10,9 @@
  * same operations in the same order (fmaf for each fused multiply-add), so the two agree exactly.
  * The fast versions are compiled for AVX2 + FMA whatever the build flags and chosen at run time.
  */
-#include "mlp_kernels.h"
+#include "kernels/kernels.h"
 
-#include "internal.h"
+#include "core/internal.h"
 
 #include <math.h>
 #include <stdatomic.h>

@@ -4,11 +4,11 @@
  *
  * These are memory bound: each is one pass, parallel over whole rows or planes so that a thread
  * never writes an element another thread writes (backward accumulates with +=). */
-#include "internal.h"
+#include "core/internal.h"
 
 #include <math.h>
 
-#include "vmath.h"
+#include "core/vmath.h"
 
 #define OMP_MIN_WORK 32768
 

@@ -10,9 +10,9 @@
  * conv2d's input gradient, so it reuses the same im2col/col2im pair with the roles of input and
  * output swapped. Naive direct-loop references sit at the end; the tests compare every path
  * with them. */
-#include "internal.h"
-#include "mlp_kernels.h"
-#include "vmath.h"
+#include "core/internal.h"
+#include "kernels/kernels.h"
+#include "core/vmath.h"
 
 #include <cblas.h>
 #include <omp.h>

@@ -4,7 +4,7 @@
  * counter is {k / 4, step, item low 32 bits, stream << 16 | item bits 32..47}. Nothing is
  * sequential, so a draw never depends on how many draws came before it, on the batch an item was
  * in or on the thread that made it. */
-#include "internal.h"
+#include "core/internal.h"
 
 #include <math.h>
 

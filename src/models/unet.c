@@ -29,7 +29,7 @@
  * sampling with a large batch needs only a chunk's activations per thread (group norm has no
  * batch statistics, so items are independent). A tape's arena grows during the first forward
  * and backward at a batch size and is reused from then on: later steps allocate nothing. */
-#include "model_internal.h"
+#include "models/model_internal.h"
 
 #include <math.h>
 #include <omp.h>

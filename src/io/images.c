@@ -3,7 +3,7 @@
  *
  * stb_image and stb_image_resize are compiled here, static, so their symbols stay private to
  * this file. */
-#include "internal.h"
+#include "core/internal.h"
 
 #include <errno.h>
 #include <gif_lib.h>

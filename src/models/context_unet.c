@@ -29,7 +29,7 @@
  *    constants, as PyTorch computes them for an empty input.
  * Parameter names and their order are the PyTorch module's state_dict (without the batch norms'
  * num_batches_tracked, which loading ignores). */
-#include "model_internal.h"
+#include "models/model_internal.h"
 
 typedef struct {
     int in_channels, n_feat, n_cfeat, height, num_timesteps;

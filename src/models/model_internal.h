@@ -3,7 +3,7 @@
 #ifndef DDPM_MODEL_INTERNAL_H
 #define DDPM_MODEL_INTERNAL_H
 
-#include "internal.h"
+#include "core/internal.h"
 
 #include <cjson/cJSON.h>
 

@@ -1,7 +1,7 @@
 /* safetensors.c - the safetensors format: 8-byte little-endian header length, a JSON header
  * {name: {dtype, shape, data_offsets}, "__metadata__": {string: string}}, then the raw data.
  * Everything a file says is checked before it is used, since checkpoints come from disk. */
-#include "internal.h"
+#include "core/internal.h"
 
 #include <cjson/cJSON.h>
 #include <zlib.h>

@@ -1,5 +1,5 @@
 /* linear.c - the fully connected layer y = x W^T + b (PyTorch's nn.Linear layout), through BLAS. */
-#include "internal.h"
+#include "core/internal.h"
 
 #include <cblas.h>
 

@@ -2,7 +2,7 @@
  *
  * Everything is computed in double and stored as float, following the formulas of Ho et al.
  * (2020), Nichol & Dhariwal (2021) and the tutorials in shared/seeds. */
-#include "internal.h"
+#include "core/internal.h"
 
 #include <ctype.h>
 #include <errno.h>

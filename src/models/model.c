@@ -1,6 +1,6 @@
 /* model.c - what every network shares: the registry of kinds, the contiguous parameter layout,
  * loading weights by name, and the sampler callback with classifier-free guidance. */
-#include "model_internal.h"
+#include "models/model_internal.h"
 
 #include <math.h>
 #include <stdarg.h>

@@ -4,7 +4,7 @@
  * already in, so nothing is transposed in memory: a head's q, k and v are consecutive row blocks
  * of qkv. The attention matrix P [N, N] per head is saved for backward; at the 16x16 and 8x8
  * resolutions the DDPM U-Net uses attention at, it is small (N^2 = 65536 floats). */
-#include "internal.h"
+#include "core/internal.h"
 
 #include <cblas.h>
 #include <math.h>

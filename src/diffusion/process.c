@@ -1,7 +1,7 @@
 /* diffusion.c - the forward process, conversions between prediction targets, the posterior, one
  * step of each sampler and the reverse-process loop. None of it knows about networks: the loop
  * takes the network as a callback, so it can be tested with an analytic model. */
-#include "internal.h"
+#include "core/internal.h"
 
 #include <math.h>
 

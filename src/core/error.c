@@ -1,5 +1,5 @@
 /* error.c - the thread-local last error message and small allocation and file helpers. */
-#include "internal.h"
+#include "core/internal.h"
 
 #include <errno.h>
 #include <fcntl.h>

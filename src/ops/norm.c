@@ -4,7 +4,7 @@
  * values (the omp simd reduction lets the compiler vectorise without -ffast-math), added into a
  * double. The variance is the two-pass sum of squared deviations, not E[x^2] - E[x]^2, which
  * cancels catastrophically for inputs with a large mean. */
-#include "internal.h"
+#include "core/internal.h"
 
 #include <math.h>
 

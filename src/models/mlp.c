@@ -16,8 +16,8 @@
  *    by one thread in one fixed order: results do not depend on the thread count.
  *  - reference (ddpm_linear_forward/backward, i.e. BLAS, and plain loops): used when the CPU lacks
  *    AVX2/FMA or DDPM_KERNELS=ref; tests/test_mlp_kernels.c checks the two agree. */
-#include "mlp_kernels.h"
-#include "model_internal.h"
+#include "kernels/kernels.h"
+#include "models/model_internal.h"
 
 #include <math.h>
 #ifdef _OPENMP

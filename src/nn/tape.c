@@ -11,7 +11,7 @@
  * exist nothing more is allocated. Pointers stay valid while the arena grows because blocks
  * are never moved, only added. Temporary workspace (im2col, attention backward) lives in one
  * separate scratch buffer that only grows, since it is dead as soon as each op returns. */
-#include "internal.h"
+#include "core/internal.h"
 
 #include <math.h>
 #include <stdarg.h>

@@ -5,7 +5,7 @@
  * outward ticks, axis labels, titles with simple subscripts, and a legend placed in the corner
  * where it covers the fewest data. Everything is drawn on a white ARGB32 image surface, encoded
  * to PNG in memory and written atomically. */
-#include "internal.h"
+#include "core/internal.h"
 
 #include <cairo.h>
 #include <ctype.h>

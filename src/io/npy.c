@@ -4,7 +4,7 @@
  * little-endian in 1.0, 4 bytes in 2.0 and 3.0), then the header: a Python dict literal such as
  * {'descr': '<f4', 'fortran_order': False, 'shape': (1788, 16, 16, 3), } padded with spaces and
  * ending in '\n', then the raw array data in C order. */
-#include "internal.h"
+#include "core/internal.h"
 
 #include <math.h>
 

@@ -18,7 +18,7 @@
  * schedule index (0..num_timesteps-1) as the tutorial feeds it. The tutorial hard-codes 3 image
  * channels; here they are in_channels. Parameter names and their order are the PyTorch module's
  * state_dict (without the batch norms' num_batches_tracked, which loading ignores). */
-#include "model_internal.h"
+#include "models/model_internal.h"
 
 #define SU_MAX_LEVELS 8
 

@@ -3,7 +3,7 @@
  * Both are deterministic for a seed: random projections and subsamples come from the counter
  * based RNG (stream DDPM_STREAM_EVAL), per-projection / per-row partial results are stored and
  * summed in a fixed order, so the thread count never changes a result. */
-#include "internal.h"
+#include "core/internal.h"
 
 #include <math.h>
 

@@ -1,6 +1,6 @@
 /* datasets.c - image datasets as float32 [N, C, H, W] in [-1, 1]: Fashion-MNIST (IDX files, gzip'd
  * or not), a folder of images, NumPy arrays; and the random horizontal flip augmentation. */
-#include "internal.h"
+#include "core/internal.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -3,7 +3,7 @@
  */
 #include "testutil.h"
 
-#include "mlp_kernels.h"
+#include "kernels/kernels.h"
 
 #include <math.h>
 #include <stdio.h>
