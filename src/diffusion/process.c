@@ -1,57 +1,22 @@
-/* diffusion.c - the forward process, conversions between prediction targets, the posterior, one
+/* process.c - the forward process, conversions between prediction targets, the posterior, one
  * step of each sampler and the reverse-process loop. None of it knows about networks: the loop
  * takes the network as a callback, so it can be tested with an analytic model. */
 #include "core/internal.h"
+#include "core/names.h"
 
 #include <math.h>
 
 /* ---- names ---------------------------------------------------------------------------------- */
-
-static int parse_name(const char *what, const char *const *names, int count, const char *name,
-                      int *out) {
-    for (int i = 0; i < count; i++)
-        if (strcmp(name, names[i]) == 0) {
-            *out = i;
-            return DDPM_OK;
-        }
-    char list[256] = "";
-    for (int i = 0; i < count; i++) {
-        strncat(list, names[i], sizeof list - strlen(list) - 1);
-        if (i + 1 < count) strncat(list, i + 2 == count ? " or " : ", ", sizeof list - strlen(list) - 1);
-    }
-    return ddpm_fail(DDPM_ERR_INVALID, "unknown %s '%s' (expected %s)", what, name, list);
-}
 
 static const char *const pred_names[] = {"eps", "x0", "v"};
 static const char *const var_names[] = {"small", "large"};
 static const char *const sampler_names[] = {"ddpm", "ddim"};
 static const char *const spacing_names[] = {"leading", "trailing", "linspace"};
 
-const char *ddpm_prediction_name(ddpm_prediction p) { return (unsigned)p < 3 ? pred_names[p] : "?"; }
-const char *ddpm_variance_name(ddpm_variance v) { return (unsigned)v < 2 ? var_names[v] : "?"; }
-const char *ddpm_sampler_name(ddpm_sampler s) { return (unsigned)s < 2 ? sampler_names[s] : "?"; }
-const char *ddpm_spacing_name(ddpm_spacing s) { return (unsigned)s < 3 ? spacing_names[s] : "?"; }
-
-int ddpm_prediction_parse(const char *name, ddpm_prediction *out) {
-    int v = 0, rc = parse_name("prediction type", pred_names, 3, name, &v);
-    if (!rc) *out = (ddpm_prediction)v;
-    return rc;
-}
-int ddpm_variance_parse(const char *name, ddpm_variance *out) {
-    int v = 0, rc = parse_name("variance", var_names, 2, name, &v);
-    if (!rc) *out = (ddpm_variance)v;
-    return rc;
-}
-int ddpm_sampler_parse(const char *name, ddpm_sampler *out) {
-    int v = 0, rc = parse_name("sampler", sampler_names, 2, name, &v);
-    if (!rc) *out = (ddpm_sampler)v;
-    return rc;
-}
-int ddpm_spacing_parse(const char *name, ddpm_spacing *out) {
-    int v = 0, rc = parse_name("timestep spacing", spacing_names, 3, name, &v);
-    if (!rc) *out = (ddpm_spacing)v;
-    return rc;
-}
+DDPM_DEFINE_ENUM_NAMES(ddpm_prediction, ddpm_prediction, "prediction type", pred_names)
+DDPM_DEFINE_ENUM_NAMES(ddpm_variance, ddpm_variance, "variance", var_names)
+DDPM_DEFINE_ENUM_NAMES(ddpm_sampler, ddpm_sampler, "sampler", sampler_names)
+DDPM_DEFINE_ENUM_NAMES(ddpm_spacing, ddpm_spacing, "timestep spacing", spacing_names)
 
 /* ---- forward process and conversions (per-item t) --------------------------------------------- */
 

@@ -3,6 +3,7 @@
  * Everything is computed in double and stored as float, following the formulas of Ho et al.
  * (2020), Nichol & Dhariwal (2021) and the tutorials in shared/seeds. */
 #include "core/internal.h"
+#include "core/names.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -11,21 +12,7 @@
 static const char *const kind_names[DDPM_SCHEDULE_COUNT] = {
     "linear", "linear-course", "cosine", "sigmoid", "sigmoid-2d", "custom"};
 
-const char *ddpm_schedule_kind_name(ddpm_schedule_kind kind) {
-    return (unsigned)kind < DDPM_SCHEDULE_COUNT ? kind_names[kind] : "?";
-}
-
-int ddpm_schedule_kind_parse(const char *name, ddpm_schedule_kind *out) {
-    for (int i = 0; i < DDPM_SCHEDULE_COUNT; i++)
-        if (strcmp(name, kind_names[i]) == 0) {
-            *out = (ddpm_schedule_kind)i;
-            return DDPM_OK;
-        }
-    return ddpm_fail(DDPM_ERR_INVALID,
-                     "unknown schedule '%s' (expected linear, linear-course, cosine, sigmoid, "
-                     "sigmoid-2d or custom)",
-                     name);
-}
+DDPM_DEFINE_ENUM_NAMES(ddpm_schedule_kind, ddpm_schedule_kind, "schedule", kind_names)
 
 void ddpm_schedule_config_default(ddpm_schedule_config *c, ddpm_schedule_kind kind, int T) {
     memset(c, 0, sizeof *c);

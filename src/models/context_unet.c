@@ -369,6 +369,22 @@ static int read_config(const cJSON *j, cu_config *c) {
     return DDPM_OK;
 }
 
+/* The config as stored in checkpoints: every field, in this order. */
+static char *config_json(const cu_config *c) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    cJSON_AddStringToObject(o, "kind", "context-unet");
+    cJSON_AddNumberToObject(o, "in_channels", c->in_channels);
+    cJSON_AddNumberToObject(o, "n_feat", c->n_feat);
+    cJSON_AddNumberToObject(o, "n_cfeat", c->n_cfeat);
+    cJSON_AddNumberToObject(o, "height", c->height);
+    cJSON_AddNumberToObject(o, "num_timesteps", c->num_timesteps);
+    cJSON_AddStringToObject(o, "shortcut", c->learned_shortcut ? "learned" : "none");
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
 int ddpm_context_unet_create(const void *config_cjson, uint64_t seed, ddpm_model **out) {
     *out = NULL;
     cu_config c;
@@ -383,13 +399,7 @@ int ddpm_context_unet_create(const void *config_cjson, uint64_t seed, ddpm_model
     m->sample_numel = (size_t)c.in_channels * c.height * c.height;
     m->cond_dim = c.n_cfeat;
     m->num_timesteps = c.num_timesteps;
-    char json[320];
-    snprintf(json, sizeof json,
-             "{\"kind\":\"context-unet\",\"in_channels\":%d,\"n_feat\":%d,\"n_cfeat\":%d,"
-             "\"height\":%d,\"num_timesteps\":%d,\"shortcut\":\"%s\"}",
-             c.in_channels, c.n_feat, c.n_cfeat, c.height, c.num_timesteps,
-             c.learned_shortcut ? "learned" : "none");
-    m->config_json = strdup(json);
+    m->config_json = config_json(&c);
 
     ddpm_param_table pt = {0};
     declare(p, &pt);

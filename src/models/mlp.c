@@ -418,13 +418,16 @@ static void mlp_destroy(ddpm_model *m) {
 static const ddpm_model_ops mlp_ops = {"mlp", mlp_forward, mlp_backward, mlp_reserve, mlp_destroy};
 
 char *ddpm_mlp_config_json(const ddpm_mlp_config *c) {
-    char *s = malloc(256);
-    if (s)
-        snprintf(s, 256,
-                 "{\"kind\":\"mlp\",\"dim\":%d,\"hidden\":%d,\"depth\":%d,\"num_timesteps\":%d,"
-                 "\"time_embedding\":\"%s\"}",
-                 c->dim, c->hidden, c->depth, c->num_timesteps,
-                 c->sinusoidal ? "sinusoidal" : "learned");
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    cJSON_AddStringToObject(o, "kind", "mlp");
+    cJSON_AddNumberToObject(o, "dim", c->dim);
+    cJSON_AddNumberToObject(o, "hidden", c->hidden);
+    cJSON_AddNumberToObject(o, "depth", c->depth);
+    cJSON_AddNumberToObject(o, "num_timesteps", c->num_timesteps);
+    cJSON_AddStringToObject(o, "time_embedding", c->sinusoidal ? "sinusoidal" : "learned");
+    char *s = cJSON_PrintUnformatted(o); /* malloc'd: cJSON keeps the default allocator */
+    cJSON_Delete(o);
     return s;
 }
 

@@ -258,6 +258,21 @@ static int read_config(const cJSON *j, su_config *c) {
     return DDPM_OK;
 }
 
+/* The config as stored in checkpoints: every field, in this order. */
+static char *config_json(const su_config *c) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    cJSON_AddStringToObject(o, "kind", "simple-unet");
+    cJSON_AddNumberToObject(o, "in_channels", c->in_channels);
+    cJSON_AddNumberToObject(o, "height", c->height);
+    cJSON_AddItemToObject(o, "channels", cJSON_CreateIntArray(c->channels, c->n_channels));
+    cJSON_AddNumberToObject(o, "time_emb_dim", c->time_emb_dim);
+    cJSON_AddNumberToObject(o, "num_timesteps", c->num_timesteps);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
 int ddpm_simple_unet_create(const void *config_cjson, uint64_t seed, ddpm_model **out) {
     *out = NULL;
     su_config c;
@@ -271,14 +286,7 @@ int ddpm_simple_unet_create(const void *config_cjson, uint64_t seed, ddpm_model 
     m->height = m->width = c.height;
     m->sample_numel = (size_t)c.in_channels * c.height * c.height;
     m->num_timesteps = c.num_timesteps;
-    char json[512], list[160] = "";
-    for (int i = 0, k = 0; i < c.n_channels; i++)
-        k += snprintf(list + k, sizeof list - (size_t)k, i ? ",%d" : "%d", c.channels[i]);
-    snprintf(json, sizeof json,
-             "{\"kind\":\"simple-unet\",\"in_channels\":%d,\"height\":%d,\"channels\":[%s],"
-             "\"time_emb_dim\":%d,\"num_timesteps\":%d}",
-             c.in_channels, c.height, list, c.time_emb_dim, c.num_timesteps);
-    m->config_json = strdup(json);
+    m->config_json = config_json(&c);
 
     ddpm_param_table pt = {0};
     declare(p, &pt);

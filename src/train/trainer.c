@@ -1,10 +1,11 @@
-/* train.c - the training loop shared by every model: batches from a per-epoch shuffle, the
+/* trainer.c - the training loop shared by every model: batches from a per-epoch shuffle, the
  * forward process, the loss, Adam/AdamW, gradient clipping and EMA, each one loop over the
  * model's contiguous buffers.
  *
  * Every random choice of a step is addressed by the global index of the item drawn
  * (epoch * n + position), so a run resumed from a checkpoint at step k is bitwise the run that
  * never stopped. */
+#include "core/names.h"
 #include "kernels/kernels.h"
 #include "models/model_internal.h"
 
@@ -17,38 +18,9 @@ static const char *const opt_names[] = {"adam", "adamw"};
 static const char *const decay_names[] = {"constant", "cosine", "linear"};
 static const char *const loss_names[] = {"l2", "l1"};
 
-const char *ddpm_optimizer_name(ddpm_optimizer o) { return (unsigned)o < 2 ? opt_names[o] : "?"; }
-const char *ddpm_lr_decay_name(ddpm_lr_decay d) { return (unsigned)d < 3 ? decay_names[d] : "?"; }
-const char *ddpm_loss_name(ddpm_loss l) { return (unsigned)l < 2 ? loss_names[l] : "?"; }
-
-static int parse_in(const char *what, const char *const *names, int n, const char *s, int *out) {
-    for (int i = 0; i < n; i++)
-        if (strcmp(s, names[i]) == 0) {
-            *out = i;
-            return DDPM_OK;
-        }
-    char list[128] = "";
-    for (int i = 0; i < n; i++) {
-        strncat(list, names[i], sizeof list - strlen(list) - 1);
-        if (i + 1 < n) strncat(list, i + 2 == n ? " or " : ", ", sizeof list - strlen(list) - 1);
-    }
-    return ddpm_fail(DDPM_ERR_INVALID, "unknown %s '%s' (expected %s)", what, s, list);
-}
-int ddpm_optimizer_parse(const char *s, ddpm_optimizer *out) {
-    int v = 0, rc = parse_in("optimizer", opt_names, 2, s, &v);
-    *out = (ddpm_optimizer)v;
-    return rc;
-}
-int ddpm_lr_decay_parse(const char *s, ddpm_lr_decay *out) {
-    int v = 0, rc = parse_in("learning-rate decay", decay_names, 3, s, &v);
-    *out = (ddpm_lr_decay)v;
-    return rc;
-}
-int ddpm_loss_parse(const char *s, ddpm_loss *out) {
-    int v = 0, rc = parse_in("loss", loss_names, 2, s, &v);
-    *out = (ddpm_loss)v;
-    return rc;
-}
+DDPM_DEFINE_ENUM_NAMES(ddpm_optimizer, ddpm_optimizer, "optimizer", opt_names)
+DDPM_DEFINE_ENUM_NAMES(ddpm_lr_decay, ddpm_lr_decay, "learning-rate decay", decay_names)
+DDPM_DEFINE_ENUM_NAMES(ddpm_loss, ddpm_loss, "loss", loss_names)
 
 void ddpm_train_config_default(ddpm_train_config *c) {
     memset(c, 0, sizeof *c);
