@@ -3,6 +3,7 @@
  * Everything is computed in double and stored as float, following the formulas of Ho et al.
  * (2020), Nichol & Dhariwal (2021) and the tutorials in shared/seeds. */
 #include "core/internal.h"
+#include "core/json.h"
 #include "core/names.h"
 
 #include <ctype.h>
@@ -339,4 +340,72 @@ int ddpm_betas_read(const char *path, double **betas, int *count) {
     *betas = v;
     *count = (int)n;
     return DDPM_OK;
+}
+
+/* ---- the schedule config as JSON (checkpoint metadata) ---------------------------------------- */
+
+char *ddpm_schedule_config_json(const ddpm_schedule *s) {
+    const ddpm_schedule_config *c = &s->config;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "kind", ddpm_schedule_kind_name(c->kind));
+    cJSON_AddNumberToObject(o, "timesteps", c->timesteps);
+    cJSON_AddNumberToObject(o, "beta_start", c->beta_start);
+    cJSON_AddNumberToObject(o, "beta_end", c->beta_end);
+    cJSON_AddNumberToObject(o, "cosine_s", c->cosine_s);
+    cJSON_AddNumberToObject(o, "sigmoid_start", c->sigmoid_start);
+    cJSON_AddNumberToObject(o, "sigmoid_end", c->sigmoid_end);
+    cJSON_AddNumberToObject(o, "sigmoid_tau", c->sigmoid_tau);
+    if (c->kind == DDPM_SCHEDULE_CUSTOM) {
+        /* cJSON prints numbers with 17 significant digits: the doubles round-trip exactly. */
+        cJSON *a = cJSON_AddArrayToObject(o, "betas");
+        for (int i = 0; i < s->n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(s->betas_f64[i]));
+    }
+    char *txt = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return txt;
+}
+
+int ddpm_schedule_from_json(const char *json, ddpm_schedule *s) {
+    memset(s, 0, sizeof *s);
+    cJSON *o = cJSON_Parse(json);
+    if (!o || !cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        return ddpm_fail(DDPM_ERR_FORMAT, "schedule config is not a JSON object");
+    }
+    const cJSON *kind = cJSON_GetObjectItemCaseSensitive(o, "kind");
+    ddpm_schedule_kind k;
+    int rc = cJSON_IsString(kind) ? ddpm_schedule_kind_parse(kind->valuestring, &k)
+                                  : ddpm_fail(DDPM_ERR_FORMAT, "schedule config has no kind");
+    if (rc) {
+        cJSON_Delete(o);
+        return rc;
+    }
+    ddpm_schedule_config c;
+    ddpm_schedule_config_default(&c, k, (int)ddpm_json_number_or(o, "timesteps", 0));
+    c.beta_start = ddpm_json_number_or(o, "beta_start", c.beta_start);
+    c.beta_end = ddpm_json_number_or(o, "beta_end", c.beta_end);
+    c.cosine_s = ddpm_json_number_or(o, "cosine_s", c.cosine_s);
+    c.sigmoid_start = ddpm_json_number_or(o, "sigmoid_start", c.sigmoid_start);
+    c.sigmoid_end = ddpm_json_number_or(o, "sigmoid_end", c.sigmoid_end);
+    c.sigmoid_tau = ddpm_json_number_or(o, "sigmoid_tau", c.sigmoid_tau);
+    double *betas = NULL;
+    if (k == DDPM_SCHEDULE_CUSTOM) {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "betas");
+        int n = cJSON_GetArraySize(a);
+        if (!cJSON_IsArray(a) || n != c.timesteps) {
+            cJSON_Delete(o);
+            return ddpm_fail(DDPM_ERR_FORMAT, "custom schedule config needs %d betas", c.timesteps);
+        }
+        betas = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
+        if (!betas) {
+            cJSON_Delete(o);
+            return ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+        }
+        for (int i = 0; i < n; i++) betas[i] = cJSON_GetArrayItem(a, i)->valuedouble;
+        c.betas = betas;
+    }
+    rc = ddpm_schedule_init(s, &c);
+    free(betas);
+    cJSON_Delete(o);
+    return rc;
 }

@@ -2,84 +2,14 @@
  * state_dict names, "ema.<name>", "adam_m.<name>", "adam_v.<name>", and metadata holding the model,
  * schedule and training configuration as JSON, so `ddpm sample --ckpt F` needs no other flag and
  * `ddpm train --resume F` continues bitwise where it stopped. */
+#include "core/json.h"
 #include "models/model_internal.h"
 
 #include <math.h>
 
 #define FORMAT_VERSION "1"
 
-/* ---- schedule and training config as JSON ---------------------------------------------------- */
-
-char *ddpm_schedule_config_json(const ddpm_schedule *s) {
-    const ddpm_schedule_config *c = &s->config;
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "kind", ddpm_schedule_kind_name(c->kind));
-    cJSON_AddNumberToObject(o, "timesteps", c->timesteps);
-    cJSON_AddNumberToObject(o, "beta_start", c->beta_start);
-    cJSON_AddNumberToObject(o, "beta_end", c->beta_end);
-    cJSON_AddNumberToObject(o, "cosine_s", c->cosine_s);
-    cJSON_AddNumberToObject(o, "sigmoid_start", c->sigmoid_start);
-    cJSON_AddNumberToObject(o, "sigmoid_end", c->sigmoid_end);
-    cJSON_AddNumberToObject(o, "sigmoid_tau", c->sigmoid_tau);
-    if (c->kind == DDPM_SCHEDULE_CUSTOM) {
-        /* cJSON prints numbers with 17 significant digits: the doubles round-trip exactly. */
-        cJSON *a = cJSON_AddArrayToObject(o, "betas");
-        for (int i = 0; i < s->n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(s->betas_f64[i]));
-    }
-    char *txt = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    return txt;
-}
-
-static double num_or(const cJSON *o, const char *k, double def) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? v->valuedouble : def;
-}
-
-int ddpm_schedule_from_json(const char *json, ddpm_schedule *s) {
-    memset(s, 0, sizeof *s);
-    cJSON *o = cJSON_Parse(json);
-    if (!o || !cJSON_IsObject(o)) {
-        cJSON_Delete(o);
-        return ddpm_fail(DDPM_ERR_FORMAT, "schedule config is not a JSON object");
-    }
-    const cJSON *kind = cJSON_GetObjectItemCaseSensitive(o, "kind");
-    ddpm_schedule_kind k;
-    int rc = cJSON_IsString(kind) ? ddpm_schedule_kind_parse(kind->valuestring, &k)
-                                  : ddpm_fail(DDPM_ERR_FORMAT, "schedule config has no kind");
-    if (rc) {
-        cJSON_Delete(o);
-        return rc;
-    }
-    ddpm_schedule_config c;
-    ddpm_schedule_config_default(&c, k, (int)num_or(o, "timesteps", 0));
-    c.beta_start = num_or(o, "beta_start", c.beta_start);
-    c.beta_end = num_or(o, "beta_end", c.beta_end);
-    c.cosine_s = num_or(o, "cosine_s", c.cosine_s);
-    c.sigmoid_start = num_or(o, "sigmoid_start", c.sigmoid_start);
-    c.sigmoid_end = num_or(o, "sigmoid_end", c.sigmoid_end);
-    c.sigmoid_tau = num_or(o, "sigmoid_tau", c.sigmoid_tau);
-    double *betas = NULL;
-    if (k == DDPM_SCHEDULE_CUSTOM) {
-        const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "betas");
-        int n = cJSON_GetArraySize(a);
-        if (!cJSON_IsArray(a) || n != c.timesteps) {
-            cJSON_Delete(o);
-            return ddpm_fail(DDPM_ERR_FORMAT, "custom schedule config needs %d betas", c.timesteps);
-        }
-        betas = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
-        if (!betas) {
-            cJSON_Delete(o);
-            return ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
-        }
-        for (int i = 0; i < n; i++) betas[i] = cJSON_GetArrayItem(a, i)->valuedouble;
-        c.betas = betas;
-    }
-    rc = ddpm_schedule_init(s, &c);
-    free(betas);
-    cJSON_Delete(o);
-    return rc;
-}
+/* ---- training config as JSON (the schedule's is in diffusion/schedule.c) ---------------------- */
 
 static char *train_config_json(const ddpm_train_config *c) {
     cJSON *o = cJSON_CreateObject();
@@ -129,20 +59,20 @@ static int train_config_from_json(const char *json, ddpm_train_config *c) {
         rc = rc ? rc : ddpm_lr_decay_parse(v->valuestring, &c->decay);
     if (cJSON_IsString(v = cJSON_GetObjectItemCaseSensitive(o, "seed")))
         c->seed = strtoull(v->valuestring, NULL, 10);
-    c->min_snr_gamma = (float)num_or(o, "min_snr_gamma", c->min_snr_gamma);
-    c->lr = num_or(o, "lr", c->lr);
-    c->beta1 = num_or(o, "beta1", c->beta1);
-    c->beta2 = num_or(o, "beta2", c->beta2);
-    c->adam_eps = num_or(o, "adam_eps", c->adam_eps);
-    c->weight_decay = num_or(o, "weight_decay", c->weight_decay);
-    c->warmup_steps = (int)num_or(o, "warmup_steps", c->warmup_steps);
-    c->min_lr = num_or(o, "min_lr", c->min_lr);
-    c->grad_clip = (float)num_or(o, "grad_clip", c->grad_clip);
-    c->ema_decay = (float)num_or(o, "ema_decay", c->ema_decay);
+    c->min_snr_gamma = (float)ddpm_json_number_or(o, "min_snr_gamma", c->min_snr_gamma);
+    c->lr = ddpm_json_number_or(o, "lr", c->lr);
+    c->beta1 = ddpm_json_number_or(o, "beta1", c->beta1);
+    c->beta2 = ddpm_json_number_or(o, "beta2", c->beta2);
+    c->adam_eps = ddpm_json_number_or(o, "adam_eps", c->adam_eps);
+    c->weight_decay = ddpm_json_number_or(o, "weight_decay", c->weight_decay);
+    c->warmup_steps = (int)ddpm_json_number_or(o, "warmup_steps", c->warmup_steps);
+    c->min_lr = ddpm_json_number_or(o, "min_lr", c->min_lr);
+    c->grad_clip = (float)ddpm_json_number_or(o, "grad_clip", c->grad_clip);
+    c->ema_decay = (float)ddpm_json_number_or(o, "ema_decay", c->ema_decay);
     c->ema_warmup = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "ema_warmup"));
-    c->batch_size = (int)num_or(o, "batch_size", c->batch_size);
-    c->total_steps = (int64_t)num_or(o, "total_steps", (double)c->total_steps);
-    c->cond_drop_prob = (float)num_or(o, "cond_drop_prob", c->cond_drop_prob);
+    c->batch_size = (int)ddpm_json_number_or(o, "batch_size", c->batch_size);
+    c->total_steps = (int64_t)ddpm_json_number_or(o, "total_steps", (double)c->total_steps);
+    c->cond_drop_prob = (float)ddpm_json_number_or(o, "cond_drop_prob", c->cond_drop_prob);
     c->self_cond = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "self_cond"));
     cJSON_Delete(o);
     return rc;
