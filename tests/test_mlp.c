@@ -291,6 +291,21 @@ static void run_free(run *r) {
     ddpm_schedule_free(&r->s);
 }
 
+/* Checkpoints whose "step" metadata is not a count >= 0 (tests/fixtures/regress/): "-100" once
+ * resumed at a negative step and read outside the heap, "garbage" silently resumed at step 0. */
+static void test_checkpoint_bad_step(void **state) {
+    (void)state;
+    const char *files[] = {"regress/checkpoint-step-negative.safetensors",
+                           "regress/checkpoint-step-garbage.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s", tu_fixture_path(files[i]));
+        ddpm_checkpoint ck;
+        tu_expect_status(ddpm_checkpoint_load(path, &ck), DDPM_ERR_FORMAT, path,
+                         "not a step count >= 0");
+    }
+}
+
 static void test_exact_resume(void **state) {
     (void)state;
     run a, b;
@@ -402,6 +417,7 @@ int main(void) {
         cmocka_unit_test(test_optimizers_vs_pytorch),
         cmocka_unit_test(test_loss),
         cmocka_unit_test(test_exact_resume),
+        cmocka_unit_test(test_checkpoint_bad_step),
         cmocka_unit_test(test_diverging_loss),
         cmocka_unit_test(test_checkpoint_errors),
     };

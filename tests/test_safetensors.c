@@ -157,6 +157,15 @@ static void test_damaged_files(void **state) {
 }
 
 /* Offsets that leave a gap, overlap, or run past the end are rejected. */
+/* Reproducers found by fuzzing (tests/fixtures/regress/): each once crashed or misbehaved. */
+static void test_regressions(void **state) {
+    (void)state;
+    /* two __metadata__ objects: the second was written into arrays sized for the first (heap
+     * buffer overflow) */
+    expect_bad(tu_fixture_path("regress/safetensors-two-metadata.safetensors"), DDPM_ERR_FORMAT,
+               "more than one __metadata__");
+}
+
 static void test_bad_offsets(void **state) {
     (void)state;
     const char *bad = tu_tmp("off.safetensors");
@@ -193,7 +202,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),    cmocka_unit_test(test_half_types),
         cmocka_unit_test(test_python_written), cmocka_unit_test(test_damaged_files),
-        cmocka_unit_test(test_bad_offsets),   cmocka_unit_test(test_write_errors),
+        cmocka_unit_test(test_regressions),   cmocka_unit_test(test_bad_offsets),   cmocka_unit_test(test_write_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,6 +5,7 @@
 #include "core/json.h"
 #include "models/model_internal.h"
 
+#include <errno.h>
 #include <math.h>
 
 #define FORMAT_VERSION "1"
@@ -183,6 +184,19 @@ static int load_copy(const ddpm_checkpoint *ck, const char *prefix, const char *
     return DDPM_OK;
 }
 
+/* The "step" metadata: a decimal count >= 0 and nothing else (resuming at a negative or garbled
+ * step would index the shuffle and the schedule out of range). */
+static int parse_step(const char *path, const char *text, int64_t *out) {
+    char *end = NULL;
+    errno = 0;
+    const long long v = strtoll(text, &end, 10);
+    if (end == text || *end || errno == ERANGE || v < 0)
+        return ddpm_fail(DDPM_ERR_FORMAT, "%s: metadata \"step\" is \"%.32s\", not a step count >= 0",
+                         path, text);
+    *out = v;
+    return DDPM_OK;
+}
+
 int ddpm_checkpoint_load(const char *path, ddpm_checkpoint *ck) {
     memset(ck, 0, sizeof *ck);
     int rc = ddpm_safetensors_read(path, &ck->st);
@@ -234,7 +248,11 @@ int ddpm_checkpoint_load(const char *path, ddpm_checkpoint *ck) {
         }
         ck->has_train = 1;
     }
-    ck->step = step ? strtoll(step, NULL, 10) : 0;
+    ck->step = 0;
+    if (step && (rc = parse_step(path, step, &ck->step))) {
+        ddpm_checkpoint_free(ck);
+        return rc;
+    }
     if (data && !(ck->data_json = strdup(data))) rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
     if (!rc) rc = load_copy(ck, "ema.", path, &ck->ema);
     if (!rc) rc = load_copy(ck, "adam_m.", path, &ck->adam_m);

@@ -49,6 +49,10 @@ static int parse_header(const char *path, cJSON *root, const unsigned char *data
         if (strcmp(e->string, "__metadata__") == 0) {
             if (!cJSON_IsObject(e))
                 return ddpm_fail(DDPM_ERR_FORMAT, "%s: __metadata__ is not an object", path);
+            /* cJSON keeps duplicate keys; the arrays below are sized for one metadata object */
+            if (st->meta_keys)
+                return ddpm_fail(DDPM_ERR_FORMAT, "%s: the header has more than one __metadata__",
+                                 path);
             size_t m = 0;
             for (cJSON *k = e->child; k; k = k->next) m++;
             st->meta_keys = ddpm_alloc(m, sizeof(char *));
