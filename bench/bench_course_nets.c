@@ -20,6 +20,7 @@
  *   repeats  timed iterations after one warm-up (default 5); the median is reported
  *   batch    overrides the batch size
  * Threads: OMP_NUM_THREADS. */
+#include "core/test_hooks.h"
 #include "ddpm.h"
 
 #include <stdio.h>
@@ -164,9 +165,8 @@ static void run(const net *n, const char *mode, int repeats) {
 #ifdef _OPENMP
         threads = omp_get_max_threads();
 #endif
-        /* both networks keep their tape as the first member of m->impl */
         ddpm_tape_stats ts;
-        ddpm_tape_get_stats(*(ddpm_tape **)m->impl, &ts);
+        ddpm_tape_get_stats(ddpm_model_tape(m, 0), &ts);
         printf("{\"impl\":\"ddpm\",\"net\":\"%s\",\"mode\":\"%s\",\"B\":%d,\"median_ms\":%.3f,"
                "\"min_ms\":%.3f,\"ms_per_image\":%.4f,\"gflop\":%.4f,\"gflops\":%.2f,"
                "\"frac_peak\":%.4f,\"threads\":%d,\"tape_mb\":%.1f}\n",

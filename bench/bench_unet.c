@@ -4,6 +4,7 @@
  * batch 64 and 32x32x3 with batch 32. Prints one JSON line per measurement with every timed
  * repetition, for bench/run_unet.sh, which interleaves runs with bench/torch_unet.py.
  * Usage: bench_unet [reps] [28|32] */
+#include "core/test_hooks.h"
 #include "ddpm.h"
 
 #include <stdio.h>
@@ -11,8 +12,6 @@
 #include <string.h>
 #include <time.h>
 
-double ddpm_unet_flops(const ddpm_model *m);  /* net_unet.c: forward FLOPs per item */
-ddpm_tape *ddpm_unet_tape(ddpm_model *m, int k); /* net_unet.c: k-th tape or NULL */
 
 static double now(void) {
     struct timespec ts;
@@ -56,7 +55,7 @@ static int run(int size, int reps) {
         }
         size_t arena = 0;
         ddpm_tape *tp;
-        for (int k = 0; (tp = ddpm_unet_tape(m, k)); k++) {
+        for (int k = 0; (tp = ddpm_model_tape(m, k)); k++) {
             ddpm_tape_stats st;
             ddpm_tape_get_stats(tp, &st);
             arena += st.arena_bytes;

@@ -8,6 +8,8 @@
  * max |got - ref| / (|ref| + 1e-3 max|ref|). */
 #include "netcheck.h"
 
+#include "core/test_hooks.h"
+
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -17,7 +19,6 @@
 #define RTOL 1e-4
 #define ATOL_REL 1e-5
 
-ddpm_tape *ddpm_unet_tape(ddpm_model *m, int k); /* net_unet.c: the k-th tape, NULL past the last */
 
 static ddpm_safetensors FX;
 static tu_worst worst, worst_norm;
@@ -422,7 +423,7 @@ static ddpm_model *threaded_model(int B) {
 static void tapes_stats(ddpm_model *m, ddpm_tape_stats *sum) {
     memset(sum, 0, sizeof *sum);
     ddpm_tape *tp;
-    for (int k = 0; (tp = ddpm_unet_tape(m, k)); k++) {
+    for (int k = 0; (tp = ddpm_model_tape(m, k)); k++) {
         ddpm_tape_stats st;
         ddpm_tape_get_stats(tp, &st);
         sum->n_nodes += st.n_nodes;
@@ -448,7 +449,7 @@ static void test_steady_state_and_threads(void **s) {
     ddpm_randn(3, DDPM_STREAM_USER, 0, 0, x, n);
     ddpm_randn(3, DDPM_STREAM_USER, 1, 0, dout, n);
     int t[B] = {0, 500, 999};
-    assert_non_null(ddpm_unet_tape(m, 0));
+    assert_non_null(ddpm_model_tape(m, 0));
     ddpm_model_input mi = {.x = x, .t = t, .B = B, .seed = 1, .step = 2};
     const int threads[3] = {2, 1, 2};
     size_t allocs_before = 0;

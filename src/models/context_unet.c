@@ -200,25 +200,25 @@ static void init_all(ddpm_model *m, cu_net *p, uint64_t seed) {
 
 /* ---- the forward, on the tape ---------------------------------------------------------------- */
 
-static const ddpm_param *P(cu_net *p, int i) { return i >= 0 ? &p->tn.prm[i] : NULL; }
+static const ddpm_param *P(cu_net *p, int i) { return i >= 0 ? &p->tn.prm[0][i] : NULL; }
 
 static ddpm_var *conv(cu_net *p, ddpm_var *x, cu_affine a, int stride, int pad) {
-    return ddpm_tape_conv2d(p->tn.tape, x, P(p, a.w), P(p, a.b), stride, pad);
+    return ddpm_tape_conv2d(p->tn.tape[0], x, P(p, a.w), P(p, a.b), stride, pad);
 }
 
 static ddpm_var *convt(cu_net *p, ddpm_var *x, cu_affine a, int stride) {
-    return ddpm_tape_conv_transpose2d(p->tn.tape, x, P(p, a.w), P(p, a.b), stride, 0);
+    return ddpm_tape_conv_transpose2d(p->tn.tape[0], x, P(p, a.w), P(p, a.b), stride, 0);
 }
 
 /* gelu(bn(conv3x3(x))), one pass over the output in eval mode */
 static ddpm_var *conv_bn_gelu(cu_net *p, ddpm_var *x, cu_affine a, ddpm_bn_tensors n) {
-    return ddpm_tape_conv2d_bn_gelu(p->tn.tape, x, P(p, a.w), P(p, a.b), 1, 1, P(p, n.w),
-                                    P(p, n.b), p->tn.prm[n.rm].w, p->tn.prm[n.rv].w);
+    return ddpm_tape_conv2d_bn_gelu(p->tn.tape[0], x, P(p, a.w), P(p, a.b), 1, 1, P(p, n.w),
+                                    P(p, n.b), p->tn.prm[0][n.rm].w, p->tn.prm[0][n.rv].w);
 }
 
 /* ResidualConvBlock.forward */
 static ddpm_var *block(cu_net *p, ddpm_var *x, const cu_block *k) {
-    ddpm_tape *t = p->tn.tape;
+    ddpm_tape *t = p->tn.tape[0];
     ddpm_var *h = conv_bn_gelu(p, conv_bn_gelu(p, x, k->conv1, k->bn1), k->conv2, k->bn2);
     if (!k->is_res) return h;
     if (!k->same && k->shortcut.w < 0) return ddpm_tape_scale(t, h, INV_1414); /* "none" */
@@ -228,19 +228,19 @@ static ddpm_var *block(cu_net *p, ddpm_var *x, const cu_block *k) {
 
 /* UnetDown.forward */
 static ddpm_var *down(cu_net *p, ddpm_var *x, const cu_block k[2]) {
-    return ddpm_tape_maxpool2d(p->tn.tape, block(p, block(p, x, &k[0]), &k[1]), 2, 0);
+    return ddpm_tape_maxpool2d(p->tn.tape[0], block(p, block(p, x, &k[0]), &k[1]), 2, 0);
 }
 
 /* UnetUp.forward */
 static ddpm_var *up(cu_net *p, ddpm_var *x, ddpm_var *skip, cu_affine ct, const cu_block k[2]) {
-    ddpm_var *h = convt(p, ddpm_tape_concat(p->tn.tape, x, skip), ct, 2);
+    ddpm_var *h = convt(p, ddpm_tape_concat(p->tn.tape[0], x, skip), ct, 2);
     return block(p, block(p, h, &k[0]), &k[1]);
 }
 
 /* EmbedFC.forward; zero_w stands in for an empty Linear(0, .) weight (its input is [B, 1] of
  * zeros then). */
 static ddpm_var *embed(cu_net *p, ddpm_var *x, const cu_embed *e, const ddpm_param *zero_w) {
-    ddpm_tape *t = p->tn.tape;
+    ddpm_tape *t = p->tn.tape[0];
     ddpm_var *h = ddpm_tape_linear(t, x, e->l0.w >= 0 ? P(p, e->l0.w) : zero_w, P(p, e->l0.b));
     return ddpm_tape_linear(t, ddpm_tape_gelu(t, h), P(p, e->l2.w), P(p, e->l2.b));
 }
@@ -248,7 +248,7 @@ static ddpm_var *embed(cu_net *p, ddpm_var *x, const cu_embed *e, const ddpm_par
 /* x [B, C, h, h], tt [B] = t / (T - 1), cv [B, max(n_cfeat, 1)] -> [B, C, h, h] */
 static ddpm_var *network(cu_net *p, const float *x, const float *tt, const float *cv, int B) {
     const cu_config *c = &p->cfg;
-    ddpm_tape *t = p->tn.tape;
+    ddpm_tape *t = p->tn.tape[0];
     const int h = c->height, kc = c->n_cfeat > 0 ? c->n_cfeat : 1;
     ddpm_var *xin = ddpm_tape_input(t, x, 4, (int[]){B, c->in_channels, h, h}, 0);
     ddpm_var *tin = ddpm_tape_input(t, tt, 2, (int[]){B, 1}, 0);
@@ -299,7 +299,11 @@ static int cu_reserve(ddpm_model *m, int B) {
 }
 
 /* Items [b0, b0 + nb) of the batch, from the inputs cu_forward prepared. */
-static ddpm_var *cu_record(ddpm_model *m, const ddpm_model_input *in, int b0, int nb) {
+static ddpm_var *cu_record(ddpm_model *m, ddpm_tape *tp, const ddpm_param *prm,
+                          const ddpm_model_input *in, int b0, int nb) {
+    /* one slice (batch norm in training): tp and prm are slice 0's, which the network uses */
+    (void)tp;
+    (void)prm;
     cu_net *p = m->impl;
     const size_t d = m->sample_numel, kc = (size_t)(p->cfg.n_cfeat > 0 ? p->cfg.n_cfeat : 1);
     return network(p, in->x + (size_t)b0 * d, p->tbuf + b0, p->cbuf + (size_t)b0 * kc, nb);

@@ -77,40 +77,55 @@ void ddpm_model_free_common(ddpm_model *m);
  * or a buffer laid out like it; NULL for buffers) and its shape. */
 void ddpm_model_param_handles(ddpm_model *m, ddpm_param *h, float *grads);
 
-/* ---- networks recorded on one tape ----------------------------------------------------------
- * A network written once on a tape (net_context_unet.c, net_simple_unet.c): the forward records
- * it, the backward replays the recording. The model's impl struct starts with a ddpm_tape_net
- * (so the tape is the first thing in m->impl: the tests read its statistics there), and its ops
- * use ddpm_tape_net_backward as the backward. A training forward records the whole batch once;
- * an eval forward runs in chunks of items, resetting the tape between them, so the tape's arena
- * holds one chunk's activations (items must be independent in eval mode). The arena grows during
- * the first forward/backward of the largest batch and is reused afterwards. */
+/* ---- networks recorded on a tape (tape_net.c) -----------------------------------------------
+ * A network written once on the tape (models/context_unet.c, models/simple_unet.c,
+ * models/unet.c): the forward records it, the backward replays the recording. The model's impl
+ * struct starts with a ddpm_tape_net, and its ops use ddpm_tape_net_backward as the backward.
+ * tape_net.c's top comment says how a batch runs: slices over threads for networks whose items
+ * never interact, one tape for those with batch statistics, eval forwards in chunks. */
+#define DDPM_TAPE_NET_MAX_SLICES 64 /* threads that can each run a slice of the batch */
 typedef struct {
-    ddpm_tape *tape;
-    ddpm_param *prm;         /* a handle for every tensor (buffers: w only) */
-    ddpm_var *out;           /* output of the last training forward */
-    size_t eval_item_floats; /* about the floats an eval forward keeps per item (sets the chunk) */
-    int recorded;            /* a training forward is recorded and not yet replayed */
+    /* set by the network after ddpm_tape_net_init */
+    int sliced;              /* items never interact, also in training: split batches over threads */
+    double item_flops;       /* forward FLOPs per item: small calls run on one thread (0: never) */
+    int eval_chunk_items;    /* > 0: items per eval chunk; else eval_item_floats sets the chunk */
+    size_t eval_item_floats; /* about the floats an eval forward keeps per item */
+    /* per slice: a tape, a handle per tensor (refreshed at each forward; slice 0's gradients go
+     * to m->grads, slice k's to gpart[k]), the output of its last chunk, its status */
+    int n_slices; /* allocated */
+    ddpm_tape *tape[DDPM_TAPE_NET_MAX_SLICES];
+    ddpm_param *prm[DDPM_TAPE_NET_MAX_SLICES];
+    float *gpart[DDPM_TAPE_NET_MAX_SLICES];
+    ddpm_var *out[DDPM_TAPE_NET_MAX_SLICES];
+    int status[DDPM_TAPE_NET_MAX_SLICES];
+    char err[DDPM_TAPE_NET_MAX_SLICES][256];
+    int T, B;     /* slices and items of the last forward */
+    int recorded; /* a training forward is recorded and not yet replayed */
 } ddpm_tape_net;
 
-/* Records the network on the tape for items [b0, b0 + nb) of the batch `in`; returns its output
- * [nb, sample_numel], or NULL (or anything) after an error the tape recorded. */
-typedef ddpm_var *(*ddpm_tape_net_record_fn)(ddpm_model *m, const ddpm_model_input *in, int b0,
-                                             int nb);
+/* Records the network on tape tp with the parameter handles prm for items [b0, b0 + nb) of the
+ * batch `in`; returns its output [nb, sample_numel], or NULL (or anything) after an error the
+ * tape recorded. Called concurrently for different slices: it may write only per-item state. */
+typedef ddpm_var *(*ddpm_tape_net_record_fn)(ddpm_model *m, ddpm_tape *tp, const ddpm_param *prm,
+                                             const ddpm_model_input *in, int b0, int nb);
 
-/* After ddpm_model_alloc_params: the tape and a handle for every tensor. */
+/* After ddpm_model_alloc_params: slice 0's tape and a handle for every tensor. */
 int ddpm_tape_net_init(ddpm_model *m);
-/* Frees the tape and the handles (those never allocated are NULL: nothing to free). */
+/* Frees the tapes, handles and gradient buffers (those never allocated are NULL). */
 void ddpm_tape_net_free(ddpm_tape_net *tn);
 /* The start of every forward: forgets the last recording, then checks the batch size against the
  * reserved one and every timestep against 0..num_timesteps-1 (the messages name the kind). */
 int ddpm_tape_net_begin(ddpm_model *m, const ddpm_model_input *in);
-/* The rest of the forward, once the network's inputs are ready: records the batch (in chunks in
- * eval mode, see above) and copies the output to out [B, sample_numel]. */
+/* The rest of the forward, once the network's inputs are ready: records the batch (in slices
+ * and chunks, see above) and copies the output to out [B, sample_numel]. */
 int ddpm_tape_net_run(ddpm_model *m, const ddpm_model_input *in, float *out,
                       ddpm_tape_net_record_fn record);
-/* The backward of such a model: replays the last training forward once. */
+/* The backward of such a model: replays the last training forward once per slice and sums the
+ * slices' parameter gradients into m->grads in slice order. */
 int ddpm_tape_net_backward(ddpm_model *m, const float *dout);
+static inline int ddpm_model_is_tape_net(const ddpm_model *m) {
+    return m->ops->backward == ddpm_tape_net_backward;
+}
 
 /* Factories of the built-in networks. */
 int ddpm_mlp_create(const void *config_cjson, uint64_t seed, ddpm_model **out);

@@ -141,37 +141,37 @@ static void init_all(ddpm_model *m, su_net *p, uint64_t seed) {
 /* ---- the forward, on the tape ---------------------------------------------------------------- */
 
 static ddpm_var *conv(su_net *p, ddpm_var *x, su_affine a, int stride, int pad) {
-    return ddpm_tape_conv2d(p->tn.tape, x, &p->tn.prm[a.w], &p->tn.prm[a.b], stride, pad);
+    return ddpm_tape_conv2d(p->tn.tape[0], x, &p->tn.prm[0][a.w], &p->tn.prm[0][a.b], stride, pad);
 }
 
 static ddpm_var *bn(su_net *p, ddpm_var *x, ddpm_bn_tensors n) {
-    return ddpm_tape_batchnorm(p->tn.tape, x, &p->tn.prm[n.w], &p->tn.prm[n.b], p->tn.prm[n.rm].w,
-                               p->tn.prm[n.rv].w);
+    return ddpm_tape_batchnorm(p->tn.tape[0], x, &p->tn.prm[0][n.w], &p->tn.prm[0][n.b], p->tn.prm[0][n.rm].w,
+                               p->tn.prm[0][n.rv].w);
 }
 
 /* Block.forward */
 static ddpm_var *block(su_net *p, ddpm_var *x, ddpm_var *temb, const su_block *k) {
-    ddpm_tape *t = p->tn.tape;
+    ddpm_tape *t = p->tn.tape[0];
     ddpm_var *h = bn(p, ddpm_tape_relu(t, conv(p, x, k->conv1, 1, 1)), k->bnorm1);
-    ddpm_var *te = ddpm_tape_relu(t, ddpm_tape_linear(t, temb, &p->tn.prm[k->time_mlp.w],
-                                                      &p->tn.prm[k->time_mlp.b]));
+    ddpm_var *te = ddpm_tape_relu(t, ddpm_tape_linear(t, temb, &p->tn.prm[0][k->time_mlp.w],
+                                                      &p->tn.prm[0][k->time_mlp.b]));
     h = ddpm_tape_channel_add(t, h, te);
     h = bn(p, ddpm_tape_relu(t, conv(p, h, k->conv2, 1, 1)), k->bnorm2);
     if (k->up)
-        return ddpm_tape_conv_transpose2d(t, h, &p->tn.prm[k->transform.w],
-                                          &p->tn.prm[k->transform.b], 2, 1);
+        return ddpm_tape_conv_transpose2d(t, h, &p->tn.prm[0][k->transform.w],
+                                          &p->tn.prm[0][k->transform.b], 2, 1);
     return conv(p, h, k->transform, 2, 1);
 }
 
 /* x [B, C, H, H], tt [B] timesteps -> [B, C, H, H] */
 static ddpm_var *network(su_net *p, const float *x, const float *tt, int B) {
     const su_config *c = &p->cfg;
-    ddpm_tape *t = p->tn.tape;
+    ddpm_tape *t = p->tn.tape[0];
     const int L = c->n_channels - 1, H = c->height;
     ddpm_var *xin = ddpm_tape_input(t, x, 4, (int[]){B, c->in_channels, H, H}, 0);
     ddpm_var *temb = ddpm_tape_timestep_embedding(t, tt, B, c->time_emb_dim);
-    temb = ddpm_tape_relu(t, ddpm_tape_linear(t, temb, &p->tn.prm[p->time_lin.w],
-                                              &p->tn.prm[p->time_lin.b]));
+    temb = ddpm_tape_relu(t, ddpm_tape_linear(t, temb, &p->tn.prm[0][p->time_lin.w],
+                                              &p->tn.prm[0][p->time_lin.b]));
     ddpm_var *h = conv(p, xin, p->conv0, 1, 1);
     ddpm_var *residual[SU_MAX_LEVELS];
     for (int i = 0; i < L; i++) residual[i] = h = block(p, h, temb, &p->downs[i]);
@@ -195,7 +195,11 @@ static int su_reserve(ddpm_model *m, int B) {
 }
 
 /* Items [b0, b0 + nb) of the batch, from the timesteps su_forward converted. */
-static ddpm_var *su_record(ddpm_model *m, const ddpm_model_input *in, int b0, int nb) {
+static ddpm_var *su_record(ddpm_model *m, ddpm_tape *tp, const ddpm_param *prm,
+                          const ddpm_model_input *in, int b0, int nb) {
+    /* one slice (batch norm in training): tp and prm are slice 0's, which the network uses */
+    (void)tp;
+    (void)prm;
     su_net *p = m->impl;
     return network(p, in->x + (size_t)b0 * m->sample_numel, p->tbuf + b0, nb);
 }

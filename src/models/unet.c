@@ -21,29 +21,19 @@
  * value is the same). The class embedding lookup is cond @ weight, done as a 1x1 transposed
  * convolution, whose weight layout [in, out] is the embedding table's [num_classes, 4 base].
  *
- * Threads: a large enough batch is split into one slice of items per thread, each recorded on
- * its own tape with single-threaded ops (see "the model interface" below).
- *
- * Memory: a training forward records its whole slice on the slice's tape (backward needs it);
- * an eval forward runs in chunks of UNET_EVAL_CHUNK items, resetting the tape between them, so
- * sampling with a large batch needs only a chunk's activations per thread (group norm has no
- * batch statistics, so items are independent). A tape's arena grows during the first forward
- * and backward at a batch size and is reused from then on: later steps allocate nothing. */
+ * Threads and memory: models/tape_net.c runs the batch, split into one slice of items per thread,
+ * each recorded on its own tape with single-threaded ops; an eval forward runs in chunks of
+ * UNET_EVAL_CHUNK items per slice, so sampling with a large batch needs only a chunk's
+ * activations per thread (group norm has no batch statistics, so items are independent). */
+#include "core/test_hooks.h"
 #include "models/model_internal.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdarg.h>
 
 #define UNET_MAX_LEVELS 8
 #define UNET_MAX_RES 16   /* num_res_blocks; the up path has one more per level */
 #define UNET_EVAL_CHUNK 8 /* items per eval forward on a tape (measured: 32, 8, 4 equally fast) */
-/* Calls with less work than this (forward FLOPs, ~0.1 ms on one core) run on one thread: waking
- * a second thread costs more than it saves (measured on 2 cores: a 21 MFLOP forward + backward
- * of 10 items already runs 1.7x faster on two slices; on a busy machine every wake-up of a second
- * thread can cost a scheduler time slice). */
-#define UNET_SERIAL_FLOPS 5e6
-#define UNET_MAX_SLICES 64 /* threads that can each run a slice of the batch */
 
 /* Tensors of a ResnetBlock, consecutive in the table from p0 (state_dict order). */
 enum { R_N1W, R_N1B, R_C1W, R_C1B, R_TW, R_TB, R_N2W, R_N2B, R_C2W, R_C2B, R_SKW, R_SKB };
@@ -73,6 +63,7 @@ typedef struct {
 } level;
 
 typedef struct {
+    ddpm_tape_net tn; /* first: the runtime that runs the network over a batch (tape_net.c) */
     unet_config c;
     int temb;      /* temb.dense.0.weight; .0.bias, .1.weight, .1.bias follow */
     int class_emb; /* -1 without classes */
@@ -80,18 +71,6 @@ typedef struct {
     level down[UNET_MAX_LEVELS], up[UNET_MAX_LEVELS];
     resblock mid1, mid2;
     attnblock mid_attn;
-    /* Per slice (see the model interface): a tape, a handle per tensor (refreshed at each
-     * forward; slice 0's gradients go to m->grads, slice k's to gpart[k]), the output var. */
-    int n_slices; /* allocated */
-    ddpm_tape *tape[UNET_MAX_SLICES];
-    ddpm_param *P[UNET_MAX_SLICES];
-    float *gpart[UNET_MAX_SLICES];
-    ddpm_var *out[UNET_MAX_SLICES];
-    int status[UNET_MAX_SLICES];
-    char err[UNET_MAX_SLICES][256];
-    int T, B;      /* slices and items of the last forward */
-    int recorded;  /* the last forward was a training forward (and backward has not run) */
-    double item_flops; /* forward FLOPs per item (unet_item_flops) */
     float *tf;     /* [max_batch] timesteps as floats */
     float *zeros;  /* [max_batch * max(d, num_classes)] for absent self_cond / cond */
 } unet;
@@ -220,90 +199,25 @@ static double unet_item_flops(const unet *u) {
 
 /* ---- the model interface -------------------------------------------------------------------
  *
- * Threads: a batch of B >= 2 items with enough work is split into T = min(threads, B) slices of
- * consecutive items, each run by one thread on its own tape with single-threaded ops (one
- * parallel region per forward or backward instead of one per op, and the serial parts of the
- * ops run concurrently too). Slice k's parameter gradients accumulate into gpart[k] (slice 0's
- * straight into m->grads), summed into m->grads in slice order after the backward: results do not
- * depend on scheduling. Items never interact (group norm has no batch statistics; dropout masks
- * are addressed by the item's index in the batch), so each item's output is the same whatever
- * the split. Small calls run on one thread (UNET_SERIAL_FLOPS); a single item uses the ops'
- * own threads. */
+ * The batch runs on models/tape_net.c's runtime in slices of consecutive items, one per thread:
+ * items never interact (group norm has no batch statistics; dropout masks are addressed by the
+ * item's index in the batch), so each item's output is the same whatever the split. */
 
-/* The number of slices for a call of B items (1: one tape, the ops' own threading). */
-static int slices_for(const unet *u, int B) {
-    const int nt = omp_get_max_threads();
-    if (B < 2 || nt < 2 || u->item_flops * B < UNET_SERIAL_FLOPS) return 1;
-    return B < nt ? (B < UNET_MAX_SLICES ? B : UNET_MAX_SLICES) : (nt < UNET_MAX_SLICES ? nt : UNET_MAX_SLICES);
-}
-
-/* Tapes, handles and gradient buffers for T slices (allocated once, when T first grows). */
-static int ensure_slices(ddpm_model *m, unet *u, int T) {
-    for (int k = u->n_slices; k < T; k++) {
-        u->tape[k] = ddpm_tape_new();
-        u->P[k] = ddpm_alloc(m->n_tensors, sizeof(ddpm_param));
-        u->gpart[k] = k ? ddpm_alloc_aligned(m->n_params, sizeof(float)) : NULL;
-        if (!u->tape[k] || !u->P[k] || (k && !u->gpart[k])) {
-            ddpm_tape_free(u->tape[k]);
-            free(u->P[k]);
-            free(u->gpart[k]);
-            u->tape[k] = NULL;
-            u->P[k] = NULL;
-            u->gpart[k] = NULL;
-            return ddpm_fail(DDPM_ERR_NOMEM, "unet: out of memory for %d threads", T);
-        }
-        u->n_slices = k + 1;
-    }
-    return DDPM_OK;
-}
-
-static void refresh_handles(ddpm_model *m, unet *u, int T) {
-    for (int k = 0; k < T; k++) ddpm_model_param_handles(m, u->P[k], k ? u->gpart[k] : m->grads);
-}
-
-/* Items of slice k of T: [b0, b1). */
-static int slice_start(int B, int T, int k) {
-    return (int)((long long)B * k / T);
-}
-
-/* Slice k's forward over items [b0, b0 + nb). Eval mode runs it in chunks of UNET_EVAL_CHUNK. */
-static int run_slice(ddpm_model *m, unet *u, int k, const ddpm_model_input *in, int b0, int nb,
-                     float *out) {
+/* Items [c0, c0 + n) on tape tp with the handles P (a slice's, or a chunk of it in eval mode). */
+static ddpm_var *unet_record(ddpm_model *m, ddpm_tape *tp, const ddpm_param *P,
+                             const ddpm_model_input *in, int c0, int n) {
+    const unet *u = m->impl;
     const size_t d = m->sample_numel, K = (size_t)u->c.num_classes;
-    ddpm_tape *tp = u->tape[k];
-    ddpm_tape_set_training(tp, in->train);
-    ddpm_tape_set_rng(tp, in->seed, (uint32_t)in->step, (uint64_t)b0);
-    const int chunk = in->train ? nb : UNET_EVAL_CHUNK;
-    for (int c0 = b0; c0 < b0 + nb; c0 += chunk) {
-        const int n = b0 + nb - c0 < chunk ? b0 + nb - c0 : chunk;
-        ddpm_tape_reset(tp);
-        const float *sc = in->self_cond ? in->self_cond + (size_t)c0 * d : u->zeros;
-        const float *cond = in->cond ? in->cond + (size_t)c0 * K : u->zeros;
-        ddpm_var *y = unet_net(tp, u, u->P[k], in->x + (size_t)c0 * d, sc, cond, u->tf + c0, n);
-        if (!y) return ddpm_tape_status(tp);
-        memcpy(out + (size_t)c0 * d, y->data, sizeof(float) * (size_t)n * d);
-        u->out[k] = y;
-    }
-    return DDPM_OK;
-}
-
-/* The first failure among the slices, re-raised on the calling thread (the message of a worker
- * thread's failure lives in that thread's error slot). */
-static int slices_status(unet *u, int T) {
-    for (int k = 0; k < T; k++)
-        if (u->status[k]) return ddpm_fail(u->status[k], "%s", u->err[k]);
-    return DDPM_OK;
-}
-
-static void slice_record(unet *u, int k, int rc) {
-    u->status[k] = rc;
-    if (rc) snprintf(u->err[k], sizeof u->err[k], "%s", ddpm_last_error());
+    const float *sc = in->self_cond ? in->self_cond + (size_t)c0 * d : u->zeros;
+    const float *cond = in->cond ? in->cond + (size_t)c0 * K : u->zeros;
+    return unet_net(tp, u, P, in->x + (size_t)c0 * d, sc, cond, u->tf + c0, n);
 }
 
 static int unet_forward(ddpm_model *m, const ddpm_model_input *in, float *out) {
     unet *u = m->impl;
     const int B = in->B;
-    u->recorded = 0;
+    /* the U-Net's own wording of the checks (ddpm_tape_net_begin repeats them) */
+    u->tn.recorded = 0;
     if (B < 1 || B > m->max_batch)
         return ddpm_fail(DDPM_ERR_INVALID, "unet: batch of %d items (reserved %d)", B, m->max_batch);
     for (int b = 0; b < B; b++) {
@@ -312,68 +226,9 @@ static int unet_forward(ddpm_model *m, const ddpm_model_input *in, float *out) {
                              in->t[b], u->c.num_timesteps - 1);
         u->tf[b] = (float)in->t[b];
     }
-    const int T = slices_for(u, B);
-    int rc = ensure_slices(m, u, T);
+    int rc = ddpm_tape_net_begin(m, in);
     if (rc) return rc;
-    refresh_handles(m, u, T);
-    if (T == 1) {
-        /* small calls on one thread: a parallel region per op costs more than it saves */
-        const int nt = omp_get_max_threads();
-        const int serial = nt > 1 && u->item_flops * B < UNET_SERIAL_FLOPS;
-        if (serial) omp_set_num_threads(1);
-        rc = run_slice(m, u, 0, in, 0, B, out);
-        if (serial) omp_set_num_threads(nt);
-    } else {
-#pragma omp parallel num_threads(T)
-        {
-            omp_set_num_threads(1); /* this thread's ops run single-threaded */
-            for (int k = omp_get_thread_num(); k < T; k += omp_get_num_threads()) {
-                const int b0 = slice_start(B, T, k);
-                slice_record(u, k, run_slice(m, u, k, in, b0, slice_start(B, T, k + 1) - b0, out));
-            }
-        }
-        rc = slices_status(u, T);
-    }
-    u->T = T;
-    u->B = B;
-    u->recorded = in->train && rc == DDPM_OK;
-    return rc;
-}
-
-static int unet_backward(ddpm_model *m, const float *dout) {
-    unet *u = m->impl;
-    if (!u->recorded) return ddpm_fail(DDPM_ERR_INVALID, "unet: backward without a training forward");
-    u->recorded = 0; /* a tape replays once */
-    const int T = u->T, B = u->B;
-    if (T == 1) {
-        const int nt = omp_get_max_threads();
-        const int serial = nt > 1 && u->item_flops * B < UNET_SERIAL_FLOPS;
-        if (serial) omp_set_num_threads(1);
-        const int rc = ddpm_tape_backward(u->tape[0], u->out[0], dout);
-        if (serial) omp_set_num_threads(nt);
-        return rc;
-    }
-    const size_t d = m->sample_numel, n = m->n_params;
-#pragma omp parallel num_threads(T)
-    {
-        omp_set_num_threads(1);
-        const int nth = omp_get_num_threads(), me = omp_get_thread_num();
-        for (int k = me; k < T; k += nth) {
-            if (k) memset(u->gpart[k], 0, sizeof(float) * n);
-            const size_t b0 = (size_t)slice_start(B, T, k);
-            slice_record(u, k, ddpm_tape_backward(u->tape[k], u->out[k], dout + b0 * d));
-        }
-#pragma omp barrier
-        /* m->grads += the other slices' gradients, in slice order; each thread a range */
-        const size_t i0 = n * (size_t)me / (size_t)nth, i1 = n * (size_t)(me + 1) / (size_t)nth;
-        for (int k = 1; k < T; k++) {
-            const float *g = u->gpart[k];
-            float *dst = m->grads;
-#pragma omp simd
-            for (size_t i = i0; i < i1; i++) dst[i] += g[i];
-        }
-    }
-    return slices_status(u, T);
+    return ddpm_tape_net_run(m, in, out, unet_record);
 }
 
 static int unet_reserve(ddpm_model *m, int B) {
@@ -395,11 +250,7 @@ static void unet_destroy(ddpm_model *m) {
     if (!m) return;
     unet *u = m->impl;
     if (u) {
-        for (int k = 0; k < u->n_slices; k++) {
-            ddpm_tape_free(u->tape[k]);
-            free(u->P[k]);
-            free(u->gpart[k]);
-        }
+        ddpm_tape_net_free(&u->tn);
         free(u->tf);
         free(u->zeros);
         free(u);
@@ -407,7 +258,7 @@ static void unet_destroy(ddpm_model *m) {
     ddpm_model_free_common(m);
 }
 
-static const ddpm_model_ops unet_ops = {"unet", unet_forward, unet_backward, unet_reserve,
+static const ddpm_model_ops unet_ops = {"unet", unet_forward, ddpm_tape_net_backward, unet_reserve,
                                         unet_destroy};
 
 /* ---- configuration --------------------------------------------------------------------------- */
@@ -737,7 +588,7 @@ int ddpm_unet_create(const void *config_cjson, uint64_t seed, ddpm_model **out) 
     rc = ddpm_model_alloc_params(m, &pt);
     if (!rc) {
         if (!m->config_json) rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
-        if (!rc) rc = ensure_slices(m, u, 1);
+        if (!rc) rc = ddpm_tape_net_init(m);
     }
     if (!rc) rc = unet_reserve(m, 1);
     if (rc) {
@@ -745,24 +596,15 @@ int ddpm_unet_create(const void *config_cjson, uint64_t seed, ddpm_model **out) 
         return rc;
     }
     init_params(m, u, seed);
-    u->item_flops = unet_item_flops(u);
+    u->tn.sliced = 1;
+    u->tn.item_flops = unet_item_flops(u);
+    u->tn.eval_chunk_items = UNET_EVAL_CHUNK;
     *out = m;
     return DDPM_OK;
 }
 
-/* The model's k-th tape (one per thread that has run a slice of a batch; NULL past the last),
- * for tests and benchmarks that read their statistics (ddpm_tape_get_stats). Not in the public
- * header: declare it where it is used. */
-ddpm_tape *ddpm_unet_tape(ddpm_model *m, int k);
-ddpm_tape *ddpm_unet_tape(ddpm_model *m, int k) {
-    if (!m || m->ops != &unet_ops || k < 0) return NULL;
-    const unet *u = m->impl;
-    return k < u->n_slices ? u->tape[k] : NULL;
-}
-
 /* Forward FLOPs per item (convolutions, linear layers, attention products; 2 per multiply-add),
- * for benchmarks. Not in the public header. */
-double ddpm_unet_flops(const ddpm_model *m);
+ * for benchmarks (core/test_hooks.h). */
 double ddpm_unet_flops(const ddpm_model *m) {
-    return m && m->ops == &unet_ops ? ((const unet *)m->impl)->item_flops : 0.0;
+    return m && m->ops == &unet_ops ? ((const unet *)m->impl)->tn.item_flops : 0.0;
 }

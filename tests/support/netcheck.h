@@ -48,7 +48,7 @@ int *nc_tensor_int(const ddpm_safetensors *fx, const char *prefix, const char *n
 ddpm_model *nc_create(const char *json, uint64_t seed);
 /* nc_create(json, 7) with the weights of case prefix loaded. */
 ddpm_model *nc_load(nc_suite *s, const char *json, const char *prefix);
-/* The tape of a network recorded on one tape (its impl starts with the tape, model_internal.h). */
+/* Slice 0's tape of a network that runs on the tape (ddpm_model_tape). */
 ddpm_tape *nc_tape_of(ddpm_model *m);
 
 /* got against ref with the tolerance above (floor_abs: the absolute floor, NC_FLOOR_REL G for a

@@ -1,0 +1,14 @@
+/* test_hooks.h - library functions that exist for the tests and benchmarks only (not installed,
+ * not in the public headers). Tests and benchmarks have src/ on their include path. */
+#ifndef DDPM_CORE_TEST_HOOKS_H
+#define DDPM_CORE_TEST_HOOKS_H
+
+#include "ddpm.h"
+
+/* models/tape_net.c: the k-th tape of a network that runs on the tape (one per slice that has
+ * run; NULL past the last, or for the MLP), to read its statistics (ddpm_tape_get_stats). */
+ddpm_tape *ddpm_model_tape(ddpm_model *m, int k);
+/* models/unet.c: forward FLOPs per item of a DDPM U-Net (0 for other networks). */
+double ddpm_unet_flops(const ddpm_model *m);
+
+#endif

@@ -1,0 +1,231 @@
+/* tape_net.c - the one runtime that runs a network written on the tape over a batch: the
+ * context U-Net, the tutorial SimpleUnet and the DDPM U-Net all use it.
+ *
+ * A network is written once, as a function that records items [b0, b0 + nb) on a tape with a
+ * set of parameter handles (ddpm_tape_net_record_fn). This file decides how a batch runs:
+ *
+ * - Slices (networks whose items never interact, i.e. no batch statistics: the DDPM U-Net): a
+ *   batch of B >= 2 items with enough work is split into T = min(threads, B) slices of
+ *   consecutive items, each run by one thread on its own tape with single-threaded ops (one
+ *   parallel region per forward or backward instead of one per op, and the serial parts of the
+ *   ops run concurrently too). Slice k's parameter gradients accumulate into gpart[k] (slice 0's
+ *   straight into m->grads), summed into m->grads in slice order after the backward: results do
+ *   not depend on scheduling. Each item's output is the same whatever the split (dropout masks
+ *   are addressed by the item's index in the batch). Networks with batch norm in training
+ *   (context, simple) run one slice: the whole batch on one tape, the ops' own threads.
+ * - Small calls (forward FLOPs below DDPM_TAPE_NET_SERIAL_FLOPS) run on one thread: waking a
+ *   second thread costs more than it saves (measured on 2 cores: a 21 MFLOP forward + backward of
+ *   10 items already runs 1.7x faster on two slices; on a busy machine every wake-up of a second
+ *   thread can cost a scheduler time slice).
+ * - Memory: a training forward records its whole slice (backward needs it); an eval forward runs
+ *   in chunks of items, resetting the tape between them, so a tape's arena holds one chunk's
+ *   activations. The arena grows during the first forward/backward of the largest batch and is
+ *   reused afterwards. */
+#include "core/test_hooks.h"
+#include "models/model_internal.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#else
+static int omp_get_max_threads(void) { return 1; }
+static int omp_get_thread_num(void) { return 0; }
+static int omp_get_num_threads(void) { return 1; }
+static void omp_set_num_threads(int n) { (void)n; }
+#endif
+
+/* Calls with less forward work than this (FLOPs, ~0.1 ms on one core) run on one thread. */
+#define DDPM_TAPE_NET_SERIAL_FLOPS 5e6
+
+/* Eval-mode forwards without a fixed chunk run in chunks of items whose activations take at most
+ * this much of the tape's arena (DDPM_EVAL_CHUNK=N overrides it with N items per chunk). */
+#define EVAL_CHUNK_BYTES ((size_t)256 << 20)
+
+static int eval_chunk(const ddpm_tape_net *tn, int B) {
+    if (tn->eval_chunk_items > 0) return tn->eval_chunk_items < B ? tn->eval_chunk_items : B;
+    const char *env = getenv("DDPM_EVAL_CHUNK");
+    long n = env ? strtol(env, NULL, 10) : 0;
+    if (n < 1) {
+        const size_t item_floats = tn->eval_item_floats ? tn->eval_item_floats : 1;
+        n = (long)(EVAL_CHUNK_BYTES / (sizeof(float) * item_floats));
+        if (n < 2) n = 2; /* both threads busy in the per-item convolutions */
+    }
+    return n < B ? (int)n : B;
+}
+
+/* Tapes, handles and gradient buffers for T slices (allocated once, when T first grows). */
+static int ensure_slices(ddpm_model *m, ddpm_tape_net *tn, int T) {
+    for (int k = tn->n_slices; k < T; k++) {
+        tn->tape[k] = ddpm_tape_new();
+        tn->prm[k] = ddpm_alloc(m->n_tensors, sizeof(ddpm_param));
+        tn->gpart[k] = k ? ddpm_alloc_aligned(m->n_params, sizeof(float)) : NULL;
+        if (!tn->tape[k] || !tn->prm[k] || (k && !tn->gpart[k])) {
+            ddpm_tape_free(tn->tape[k]);
+            free(tn->prm[k]);
+            free(tn->gpart[k]);
+            tn->tape[k] = NULL;
+            tn->prm[k] = NULL;
+            tn->gpart[k] = NULL;
+            return ddpm_fail(DDPM_ERR_NOMEM, "%s: out of memory for %d threads", m->ops->kind, T);
+        }
+        tn->n_slices = k + 1;
+    }
+    return DDPM_OK;
+}
+
+int ddpm_tape_net_init(ddpm_model *m) {
+    ddpm_tape_net *tn = m->impl;
+    int rc = ensure_slices(m, tn, 1);
+    if (rc) return rc;
+    ddpm_model_param_handles(m, tn->prm[0], m->grads);
+    return DDPM_OK;
+}
+
+void ddpm_tape_net_free(ddpm_tape_net *tn) {
+    for (int k = 0; k < tn->n_slices; k++) {
+        ddpm_tape_free(tn->tape[k]);
+        free(tn->prm[k]);
+        free(tn->gpart[k]);
+        tn->tape[k] = NULL;
+        tn->prm[k] = NULL;
+        tn->gpart[k] = NULL;
+    }
+    tn->n_slices = 0;
+}
+
+int ddpm_tape_net_begin(ddpm_model *m, const ddpm_model_input *in) {
+    ddpm_tape_net *tn = m->impl;
+    const int B = in->B;
+    tn->recorded = 0;
+    if (B < 1 || B > m->max_batch)
+        return ddpm_fail(DDPM_ERR_INVALID, "%s: batch of %d outside the reserved 1..%d",
+                         m->ops->kind, B, m->max_batch);
+    for (int b = 0; b < B; b++)
+        if (in->t[b] < 0 || in->t[b] >= m->num_timesteps)
+            return ddpm_fail(DDPM_ERR_INVALID, "%s: timestep %d outside 0..%d", m->ops->kind,
+                             in->t[b], m->num_timesteps - 1);
+    return DDPM_OK;
+}
+
+/* The number of slices for a call of B items (1: one tape, the ops' own threading). */
+static int slices_for(const ddpm_tape_net *tn, int B) {
+    const int nt = omp_get_max_threads();
+    if (!tn->sliced || B < 2 || nt < 2 || tn->item_flops * B < DDPM_TAPE_NET_SERIAL_FLOPS) return 1;
+    const int T = B < nt ? B : nt;
+    return T < DDPM_TAPE_NET_MAX_SLICES ? T : DDPM_TAPE_NET_MAX_SLICES;
+}
+
+/* A single-slice call small enough to run on one thread (item_flops 0: never). */
+static int serial_call(const ddpm_tape_net *tn, int B) {
+    return omp_get_max_threads() > 1 && tn->item_flops > 0 &&
+           tn->item_flops * B < DDPM_TAPE_NET_SERIAL_FLOPS;
+}
+
+/* Items of slice k of T: [start(k), start(k + 1)). */
+static int slice_start(int B, int T, int k) { return (int)((long long)B * k / T); }
+
+/* Slice k's forward over items [b0, b0 + nb), in chunks in eval mode. */
+static int run_slice(ddpm_model *m, ddpm_tape_net *tn, int k, const ddpm_model_input *in, int b0,
+                     int nb, float *out, ddpm_tape_net_record_fn record) {
+    const size_t d = m->sample_numel;
+    ddpm_tape *tp = tn->tape[k];
+    ddpm_tape_set_training(tp, in->train);
+    ddpm_tape_set_rng(tp, in->seed, (uint32_t)in->step, (uint64_t)b0);
+    const int chunk = in->train ? nb : eval_chunk(tn, nb);
+    for (int c0 = b0; c0 < b0 + nb; c0 += chunk) {
+        const int n = b0 + nb - c0 < chunk ? b0 + nb - c0 : chunk;
+        ddpm_tape_reset(tp);
+        ddpm_var *y = record(m, tp, tn->prm[k], in, c0, n);
+        const int rc = ddpm_tape_status(tp);
+        if (rc) return rc;
+        DDPM_CHECK(y && y->numel == (size_t)n * d);
+        memcpy(out + (size_t)c0 * d, y->data, sizeof(float) * y->numel);
+        tn->out[k] = y;
+    }
+    return DDPM_OK;
+}
+
+/* The first failure among the slices, re-raised on the calling thread (the message of a worker
+ * thread's failure lives in that thread's error slot). */
+static int slices_status(ddpm_tape_net *tn, int T) {
+    for (int k = 0; k < T; k++)
+        if (tn->status[k]) return ddpm_fail(tn->status[k], "%s", tn->err[k]);
+    return DDPM_OK;
+}
+
+static void slice_record(ddpm_tape_net *tn, int k, int rc) {
+    tn->status[k] = rc;
+    if (rc) snprintf(tn->err[k], sizeof tn->err[k], "%s", ddpm_last_error());
+}
+
+int ddpm_tape_net_run(ddpm_model *m, const ddpm_model_input *in, float *out,
+                      ddpm_tape_net_record_fn record) {
+    ddpm_tape_net *tn = m->impl;
+    const int B = in->B;
+    const int T = slices_for(tn, B);
+    int rc = ensure_slices(m, tn, T);
+    if (rc) return rc;
+    for (int k = 0; k < T; k++) ddpm_model_param_handles(m, tn->prm[k], k ? tn->gpart[k] : m->grads);
+    if (T == 1) {
+        const int nt = omp_get_max_threads(), serial = serial_call(tn, B);
+        if (serial) omp_set_num_threads(1);
+        rc = run_slice(m, tn, 0, in, 0, B, out, record);
+        if (serial) omp_set_num_threads(nt);
+    } else {
+#pragma omp parallel num_threads(T)
+        {
+            omp_set_num_threads(1); /* this thread's ops run single-threaded */
+            for (int k = omp_get_thread_num(); k < T; k += omp_get_num_threads()) {
+                const int b0 = slice_start(B, T, k);
+                slice_record(tn, k, run_slice(m, tn, k, in, b0, slice_start(B, T, k + 1) - b0, out,
+                                              record));
+            }
+        }
+        rc = slices_status(tn, T);
+    }
+    tn->T = T;
+    tn->B = B;
+    tn->recorded = in->train && rc == DDPM_OK;
+    return rc;
+}
+
+int ddpm_tape_net_backward(ddpm_model *m, const float *dout) {
+    ddpm_tape_net *tn = m->impl;
+    if (!tn->recorded)
+        return ddpm_fail(DDPM_ERR_INVALID, "%s: backward without a training forward", m->ops->kind);
+    tn->recorded = 0; /* a tape replays a forward once */
+    const int T = tn->T, B = tn->B;
+    if (T == 1) {
+        const int nt = omp_get_max_threads(), serial = serial_call(tn, B);
+        if (serial) omp_set_num_threads(1);
+        const int rc = ddpm_tape_backward(tn->tape[0], tn->out[0], dout);
+        if (serial) omp_set_num_threads(nt);
+        return rc;
+    }
+    const size_t d = m->sample_numel, n = m->n_params;
+#pragma omp parallel num_threads(T)
+    {
+        omp_set_num_threads(1);
+        const int nth = omp_get_num_threads(), me = omp_get_thread_num();
+        for (int k = me; k < T; k += nth) {
+            if (k) memset(tn->gpart[k], 0, sizeof(float) * n);
+            const size_t b0 = (size_t)slice_start(B, T, k);
+            slice_record(tn, k, ddpm_tape_backward(tn->tape[k], tn->out[k], dout + b0 * d));
+        }
+#pragma omp barrier
+        /* m->grads += the other slices' gradients, in slice order; each thread a range */
+        const size_t i0 = n * (size_t)me / (size_t)nth, i1 = n * (size_t)(me + 1) / (size_t)nth;
+        for (int k = 1; k < T; k++) {
+            const float *g = tn->gpart[k];
+            float *dst = m->grads;
+#pragma omp simd
+            for (size_t i = i0; i < i1; i++) dst[i] += g[i];
+        }
+    }
+    return slices_status(tn, T);
+}
+
+ddpm_tape *ddpm_model_tape(ddpm_model *m, int k) {
+    if (!m || !ddpm_model_is_tape_net(m) || k < 0) return NULL;
+    const ddpm_tape_net *tn = m->impl;
+    return k < tn->n_slices ? tn->tape[k] : NULL;
+}
