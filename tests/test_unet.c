@@ -319,6 +319,8 @@ static void test_bad_configs(void **s) {
         {"{\"kind\":\"unet\",\"base_channels\":2}", "\"base_channels\""},
         {"{\"kind\":\"unet\",\"channel_mult\":[1,0]}", "\"channel_mult\"[1]"},
         {"{\"kind\":\"unet\",\"channel_mult\":[]}", "\"channel_mult\""},
+        /* refused by range before the conversion to int (1e74 was undefined behaviour) */
+        {"{\"kind\":\"unet\",\"channel_mult\":[1,1e74]}", "\"channel_mult\"[1] must be a non-negative integer up to"},
         {"{\"kind\":\"unet\",\"num_res_blocks\":0}", "\"num_res_blocks\""},
         {"{\"kind\":\"unet\",\"dropout\":1}", "\"dropout\""},
         {"{\"kind\":\"unet\",\"self_cond\":\"yes\"}", "\"self_cond\""},

@@ -2,6 +2,7 @@
  * loading weights by name, and the sampler callback with classifier-free guidance. */
 #include "models/model_internal.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 
@@ -298,8 +299,12 @@ int ddpm_json_int_list(const cJSON *o, const char *key, const int *def, int n_de
                          key, max);
     for (int i = 0; i < k; i++) {
         const cJSON *e = cJSON_GetArrayItem(v, i);
-        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble != floor(e->valuedouble))
-            return ddpm_fail(DDPM_ERR_INVALID, "model config: \"%s\"[%d] must be a non-negative integer", key, i);
+        /* range first: converting 1e74 to int is undefined behaviour */
+        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > INT_MAX ||
+            e->valuedouble != floor(e->valuedouble))
+            return ddpm_fail(DDPM_ERR_INVALID,
+                             "model config: \"%s\"[%d] must be a non-negative integer up to %d", key,
+                             i, INT_MAX);
         out[i] = (int)e->valuedouble;
     }
     *n = k;
