@@ -4,9 +4,9 @@
  * same kernel, then their weight gradient.
  *
  * y [C_out, N] = W [C_out, K] @ col [K, N] + bias runs on the 6 x 16 register-tiled kernel of
- * mlp_kernels.c, and col is never built: each 16-position panel of it is gathered, one block of
- * DIRECT_KC rows at a time, straight from a zero-padded copy of the input just before the kernel
- * consumes it from L1. The copy is split into stride x stride phase planes,
+ * kernels/kernels.c, and col is never built: each 16-position panel of it is gathered, one
+ * block of DIRECT_KC rows at a time, straight from a zero-padded copy of the input just before
+ * the kernel consumes it from L1. The copy is split into stride x stride phase planes,
  *   xq[c, pi, pj, hq, wq] = x_pad[c, hq stride + pi, wq stride + pj]   (Hq x Wq each),
  * so that tap (ki, kj) of output (oh, ow) is xq[c, ki % s, kj % s, oh + ki / s, ow + kj / s]:
  * row k = (c, ki, kj) of col is the phase plane at offset off[k] read at oh Wq + ow, and the 16
