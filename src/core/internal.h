@@ -35,11 +35,13 @@ int ddpm_read_file(const char *path, unsigned char **data, size_t *size);
 int ddpm_write_file_atomic(const char *path, const void *const *parts, const size_t *sizes,
                            size_t n_parts);
 
-/* ops_conv.c: stride-1 conv2d as shifted GEMMs on the padded input (1, the default) or through
- * im2col (0). For tests and benchmarks; not thread-safe. */
+/* ops/conv.c: stride-1 conv2d as shifted GEMMs on the padded input (1, the default) or through
+ * im2col (0). For tests and benchmarks; thread-safe (a relaxed atomic): a call running on
+ * another thread sees the old or the new setting. Set it before sizing workspaces. */
 void ddpm_conv_use_shifted(int on);
-/* ops_conv.c: stride-1 conv2d forwards on the library's own GEMM kernel with an implicit im2col
- * (1, the default, where the CPU has AVX2 + FMA) or through the BLAS paths (0). Same caveats. */
+/* ops/conv.c: conv2d on the library's own GEMM kernel with an implicit im2col (1, the default,
+ * where the CPU has AVX2 + FMA: the forward for any stride, the input and weight gradients for
+ * stride 1) or through the BLAS paths (0). Same caveats. */
 void ddpm_conv_use_direct(int on);
 
 #endif
