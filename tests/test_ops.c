@@ -14,6 +14,7 @@
  * each gradient is recomputed alone (the others NULL) and must match. */
 #include "testutil.h"
 #include "core/internal.h"
+#include "core/test_hooks.h"
 
 #include <math.h>
 #include <omp.h>

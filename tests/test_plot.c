@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Under ASan, the library's weak __lsan_default_suppressions (src/plot.c) hides the ~1 KB that
- * fontconfig leaks once per process; this executable deliberately has none of its own, so a
- * leak check failure here means that hook broke (or that plot.c leaks). */
+/* Under ASan's leak check, cairo's and fontconfig's process-wide caches would show as leaks
+ * unless ddpm_release_caches frees them (main calls it last); this executable has no leak
+ * suppressions of its own, so a leak report here means report/plot.c leaks or that call broke. */
 
 typedef struct {
     cairo_surface_t *s;

@@ -11,4 +11,16 @@ ddpm_tape *ddpm_model_tape(ddpm_model *m, int k);
 /* models/unet.c: forward FLOPs per item of a DDPM U-Net (0 for other networks). */
 double ddpm_unet_flops(const ddpm_model *m);
 
+/* ops/conv_naive.c: naive convolutions (direct loops, no workspace; the forwards sum in
+ * double), the references every fast path is tested against. */
+void ddpm_conv2d_forward_ref(float *out, const float *inp, const float *weight,
+                             const float *bias, const ddpm_conv_dims *d);
+void ddpm_conv2d_backward_ref(float *dinp, float *dweight, float *dbias, const float *dout,
+                              const float *inp, const float *weight, const ddpm_conv_dims *d);
+void ddpm_conv_transpose2d_forward_ref(float *out, const float *inp, const float *weight,
+                                       const float *bias, const ddpm_conv_dims *d);
+void ddpm_conv_transpose2d_backward_ref(float *dinp, float *dweight, float *dbias,
+                                        const float *dout, const float *inp, const float *weight,
+                                        const ddpm_conv_dims *d);
+
 #endif

@@ -2,6 +2,7 @@
  * and backward, accumulating the forward in double. The tests compare every fast path with
  * them. */
 #include "core/internal.h"
+#include "core/test_hooks.h"
 
 /* Calls f(b, co, ci, oh, ow, ih, iw, ki, kj) for every in-bounds tap of a conv2d geometry. The
  * same loop nest serves conv2d (x at ih/iw, y at oh/ow) and, with the roles swapped, the

@@ -1,0 +1,202 @@
+/* ddpm/diffusion.h - beta schedules, the forward process, prediction targets, sampler steps and the sampling loop (no network: the loop takes it as a callback).
+ * Part of the public API; include "ddpm.h" for all of it. */
+#ifndef DDPM_DIFFUSION_H
+#define DDPM_DIFFUSION_H
+
+#include "ddpm/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Beta schedules and every derived buffer                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef enum {
+    DDPM_SCHEDULE_LINEAR = 0,    /* betas = linspace(beta_start, beta_end, T) (Ho et al.) */
+    DDPM_SCHEDULE_LINEAR_COURSE, /* DeepLearning.AI course: T+1 points linspace(beta_start,
+                                    beta_end, T+1), abar = exp(cumsum(log(1-beta))), abar_0 = 1;
+                                    usable steps 1..T */
+    DDPM_SCHEDULE_COSINE,        /* Nichol & Dhariwal, s = 0.008, betas clipped at 0.999 */
+    DDPM_SCHEDULE_SIGMOID,       /* abar from a sigmoid (start -3, end 3, tau 1), clipped 0.999 */
+    DDPM_SCHEDULE_SIGMOID_2D,    /* the 2-D tutorial: sigmoid(linspace(-6, 6, T)) *
+                                    (beta_end - beta_start) + beta_start, with 1e-5, 5e-3 */
+    DDPM_SCHEDULE_CUSTOM,        /* a user-supplied list of T betas */
+    DDPM_SCHEDULE_COUNT
+} ddpm_schedule_kind;
+
+typedef struct {
+    ddpm_schedule_kind kind;
+    int timesteps;                   /* T >= 2 */
+    double beta_start, beta_end;     /* linear, linear-course, sigmoid-2d */
+    double cosine_s;                 /* cosine offset s */
+    double sigmoid_start, sigmoid_end, sigmoid_tau; /* sigmoid */
+    const double *betas;             /* custom: T values in (0, 1); copied by ddpm_schedule_init */
+} ddpm_schedule_config;
+
+/* Fills c with the usual defaults for kind and T (linear 1e-4..0.02, course 1e-4..0.02,
+ * sigmoid-2d 1e-5..5e-3, cosine s = 0.008, sigmoid -3..3 tau 1). */
+void ddpm_schedule_config_default(ddpm_schedule_config *c, ddpm_schedule_kind kind, int T);
+/* "linear", "linear-course", "cosine", "sigmoid", "sigmoid-2d", "custom". */
+const char *ddpm_schedule_kind_name(ddpm_schedule_kind kind);
+/* Parses a name as above; returns DDPM_ERR_INVALID with a message listing the names. */
+int ddpm_schedule_kind_parse(const char *name, ddpm_schedule_kind *out);
+
+/* All buffers are computed in double and stored as float; each has n entries. */
+typedef struct {
+    ddpm_schedule_config config; /* config.betas is NULL after init (custom betas live below) */
+    int n;                       /* number of entries: T, or T + 1 for linear-course */
+    int t0;                      /* first usable step (0, or 1 for linear-course) */
+    float *betas;
+    float *alphas;                          /* 1 - beta */
+    float *alphas_cumprod;                  /* abar_t */
+    float *alphas_cumprod_prev;             /* abar_{t-1}, 1 at the first entry */
+    float *sqrt_alphas_cumprod;             /* sqrt(abar) */
+    float *sqrt_one_minus_alphas_cumprod;   /* sqrt(1 - abar) */
+    float *log_one_minus_alphas_cumprod;    /* log(1 - abar); 1 - abar floored at 1e-20 */
+    float *sqrt_recip_alphas_cumprod;       /* sqrt(1 / abar) */
+    float *sqrt_recipm1_alphas_cumprod;     /* sqrt(1 / abar - 1) */
+    float *posterior_variance;              /* beta (1 - abar_prev) / (1 - abar) */
+    float *posterior_log_variance_clipped;  /* log of it, entry t0 taken from entry t0+1 */
+    float *posterior_mean_coef1;            /* beta sqrt(abar_prev) / (1 - abar): x_0's */
+    float *posterior_mean_coef2;            /* (1 - abar_prev) sqrt(alpha) / (1 - abar): x_t's */
+    float *snr;                             /* abar / (1 - abar) */
+    double *betas_f64;                      /* the betas in double, as the schedule was built */
+    float *storage_;                        /* one allocation behind every buffer */
+} ddpm_schedule;
+
+/* Number of named buffers and their names, in the order `ddpm schedule` prints them. */
+#define DDPM_SCHEDULE_NUM_BUFFERS 14
+const char *ddpm_schedule_buffer_name(int i);
+const float *ddpm_schedule_buffer(const ddpm_schedule *s, int i);
+
+/* Builds a schedule. Fails with DDPM_ERR_INVALID (and a message) for T < 2, betas outside
+ * (0, 1), beta_start > beta_end, and the like. */
+int ddpm_schedule_init(ddpm_schedule *s, const ddpm_schedule_config *c);
+void ddpm_schedule_free(ddpm_schedule *s);
+/* Reads a custom beta list: numbers separated by commas, spaces or newlines ('#' comments).
+ * On success *betas is malloc'd and *count set. Errors name the file and the line. */
+int ddpm_betas_read(const char *path, double **betas, int *count);
+
+/* ------------------------------------------------------------------------------------------ */
+/* The forward process, prediction targets and the posterior                                    */
+/* All take B items of d floats each with a per-item timestep t[B] (values in t0..n-1).         */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef enum {
+    DDPM_PRED_EPS = 0, /* the network predicts the noise eps */
+    DDPM_PRED_X0,      /* ... the clean sample x_0 */
+    DDPM_PRED_V,       /* ... the velocity v = sqrt(abar) eps - sqrt(1 - abar) x_0 */
+} ddpm_prediction;
+const char *ddpm_prediction_name(ddpm_prediction p); /* "eps", "x0", "v" */
+int ddpm_prediction_parse(const char *name, ddpm_prediction *out);
+
+/* x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps */
+void ddpm_q_sample(const ddpm_schedule *s, const float *x0, const float *eps, const int *t, int B,
+                   size_t d, float *xt);
+/* x_0 = sqrt(1/abar) x_t - sqrt(1/abar - 1) eps */
+void ddpm_x0_from_eps(const ddpm_schedule *s, const float *xt, const float *eps, const int *t,
+                      int B, size_t d, float *x0);
+/* eps = (sqrt(1/abar) x_t - x_0) / sqrt(1/abar - 1) */
+void ddpm_eps_from_x0(const ddpm_schedule *s, const float *xt, const float *x0, const int *t,
+                      int B, size_t d, float *eps);
+/* v = sqrt(abar) eps - sqrt(1 - abar) x_0 */
+void ddpm_v_from_x0_eps(const ddpm_schedule *s, const float *x0, const float *eps, const int *t,
+                        int B, size_t d, float *v);
+/* x_0 = sqrt(abar) x_t - sqrt(1 - abar) v */
+void ddpm_x0_from_v(const ddpm_schedule *s, const float *xt, const float *v, const int *t, int B,
+                    size_t d, float *x0);
+/* eps = sqrt(1 - abar) x_t + sqrt(abar) v */
+void ddpm_eps_from_v(const ddpm_schedule *s, const float *xt, const float *v, const int *t, int B,
+                     size_t d, float *eps);
+/* The training target for prediction type p (eps, x_0 or v) given x_0 and eps. */
+void ddpm_target(const ddpm_schedule *s, ddpm_prediction p, const float *x0, const float *eps,
+                 const int *t, int B, size_t d, float *target);
+/* From a network output of type p, the implied eps and x_0 (either may be NULL). With clip,
+ * x_0 is clamped to [-1, 1] and eps re-derived from the clamped x_0. */
+void ddpm_split_prediction(const ddpm_schedule *s, ddpm_prediction p, const float *xt,
+                           const float *out, const int *t, int B, size_t d, int clip, float *eps,
+                           float *x0);
+/* The posterior q(x_{t-1} | x_t, x_0): mean (B*d), variance and clipped log variance (B each;
+ * either may be NULL). */
+void ddpm_q_posterior(const ddpm_schedule *s, const float *x0, const float *xt, const int *t,
+                      int B, size_t d, float *mean, float *var, float *log_var);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Samplers: one reverse step, the timestep sequences, and the whole loop                       */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef enum { DDPM_VAR_SMALL = 0, DDPM_VAR_LARGE } ddpm_variance; /* posterior / beta */
+typedef enum { DDPM_SAMPLER_DDPM = 0, DDPM_SAMPLER_DDIM } ddpm_sampler;
+typedef enum { DDPM_SPACING_LEADING = 0, DDPM_SPACING_TRAILING, DDPM_SPACING_LINSPACE } ddpm_spacing;
+const char *ddpm_variance_name(ddpm_variance v);
+int ddpm_variance_parse(const char *name, ddpm_variance *out);
+const char *ddpm_sampler_name(ddpm_sampler s);
+int ddpm_sampler_parse(const char *name, ddpm_sampler *out);
+const char *ddpm_spacing_name(ddpm_spacing s);
+int ddpm_spacing_parse(const char *name, ddpm_spacing *out);
+
+typedef struct {
+    ddpm_prediction prediction; /* what the network outputs */
+    ddpm_variance variance;     /* DDPM: posterior variance ("small") or beta ("large") */
+    int clip_x0;                /* clamp the predicted x_0 to [-1, 1] */
+    int no_noise;               /* DDPM: add no noise at any step (shows why noise is needed) */
+} ddpm_step_opts;
+
+/* One DDPM ancestral step from x_t to x_{t-1} at a shared t for all B items:
+ * x_{t-1} = (x_t - beta_t / sqrt(1 - abar_t) eps_hat) / sqrt(alpha_t) + sigma_t z (Ho et al.'s
+ * Algorithm 2; with clip_x0, the posterior mean of the clamped x0_hat instead), with no noise at
+ * the last step (t == t0). sigma_t^2 is the posterior variance ("small") or beta_t ("large").
+ * noise holds B*d standard normal draws (unused, and may be NULL, when no noise is added).
+ * x0_out (optional) receives the predicted x_0. x_prev may alias xt. */
+void ddpm_step_ddpm(const ddpm_schedule *s, const ddpm_step_opts *o, int t, const float *xt,
+                    const float *model_out, const float *noise, int B, size_t d, float *x_prev,
+                    float *x0_out);
+/* One DDIM step from x_t to x_{t_prev} (t_prev < t; t_prev < t0 means "to x_0", abar = 1):
+ * sigma = eta sqrt((1 - abar_prev) / (1 - abar) (1 - abar / abar_prev)),
+ * x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps_hat + sigma z. */
+void ddpm_step_ddim(const ddpm_schedule *s, const ddpm_step_opts *o, int t, int t_prev, float eta,
+                    const float *xt, const float *model_out, const float *noise, int B, size_t d,
+                    float *x_prev, float *x0_out);
+
+/* K decreasing timesteps in t0..n-1 for a K-step sampler (as diffusers' schedulers space them):
+ * leading: k * (T / K) (integer ratio), trailing: round(T - k T/K) - 1, linspace:
+ * round(linspace(0, T - 1, K)), each then offset by t0 (T = n - t0). Fails if K < 1 or K > T. */
+int ddpm_timesteps(const ddpm_schedule *s, int K, ddpm_spacing spacing, int *out);
+
+/* The network as the sampler sees it: out[B*d] = f(x[B*d], t) for B items at a shared step t.
+ * x0_prev is the previous step's x_0 estimate (NULL at the first step) for self-conditioning.
+ * Returns a ddpm_status. */
+typedef int (*ddpm_denoise_fn)(void *ctx, const float *x, int B, int t, const float *x0_prev,
+                               float *out);
+/* Called after each step (k = 1..steps) with the current x and x_0 estimate; return non-zero to
+ * stop. t is the step just taken. */
+typedef int (*ddpm_progress_fn)(void *ctx, int k, int steps, int t, const float *x,
+                                const float *x0);
+
+typedef struct {
+    ddpm_sampler sampler;
+    int steps;             /* DDIM: number of steps (DDPM always uses every step) */
+    ddpm_spacing spacing;  /* DDIM timestep spacing */
+    float eta;             /* DDIM: 0 = deterministic, 1 = DDPM-like */
+    ddpm_step_opts step;
+    uint64_t seed;
+    uint64_t first_item;   /* global index of the first of the B items (for the noise streams) */
+    int x_is_init;         /* x already holds x_T; otherwise x_T is drawn from the seed */
+    ddpm_progress_fn progress;
+    void *progress_ctx;
+} ddpm_sample_opts;
+
+void ddpm_sample_opts_default(ddpm_sample_opts *o);
+/* Runs the reverse process on B items of d floats: x [B*d] holds x_T on entry if x_is_init and
+ * the sample on return. The noise of item i at step t is randn(seed, SAMPLE_STEP, first_item+i, t),
+ * so a sample does not depend on the batch it was drawn in. Returns a ddpm_status. */
+int ddpm_sample_loop(const ddpm_schedule *s, const ddpm_sample_opts *o, ddpm_denoise_fn f,
+                     void *ctx, int B, size_t d, float *x);
+
+/* ------------------------------------------------------------------------------------------ */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DDPM_DIFFUSION_H */

@@ -1,0 +1,130 @@
+/* ddpm/model.h - one interface for every network, the tutorial MLP, and sampling with a model (classifier-free guidance).
+ * Part of the public API; include "ddpm.h" for all of it. */
+#ifndef DDPM_MODEL_H
+#define DDPM_MODEL_H
+
+#include "ddpm/diffusion.h"
+#include "ddpm/io.h"
+#include "ddpm/nn.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- models: one interface for every network ---- */
+
+/* One named tensor of a model (a PyTorch state_dict key): a view into the model's contiguous
+ * params (and grads) buffer, or into its buffers array for non-trained state (batch-norm running
+ * statistics). */
+typedef struct {
+    char name[128];
+    int ndim;
+    int64_t shape[4];
+    size_t offset; /* into params/grads, or into buffers if is_buffer */
+    size_t numel;
+    int is_buffer;
+} ddpm_param_info;
+
+/* What a network is given for B items. */
+typedef struct {
+    const float *x;         /* [B, d] noisy samples x_t (d = sample_numel) */
+    const int *t;           /* [B] timestep indices into the schedule */
+    const float *cond;      /* [B, cond_dim] class one-hot or context vector; NULL = none.
+                               An all-zero row means "unconditional" (context dropout). */
+    const float *self_cond; /* [B, d] previous x_0 estimate for self-conditioning, or NULL */
+    int B;
+    int train;              /* 1: record for backward, batch statistics, dropout on */
+    uint64_t seed;          /* for dropout masks */
+    uint64_t step;          /* for dropout masks */
+} ddpm_model_input;
+
+typedef struct ddpm_model ddpm_model;
+typedef struct {
+    const char *kind; /* "mlp", "context-unet", "simple-unet", "unet" */
+    /* out [B, d] = network(input). Fails if B exceeds the reserved batch size. */
+    int (*forward)(ddpm_model *m, const ddpm_model_input *in, float *out);
+    /* Backward of the last forward (which had train = 1): ACCUMULATES into m->grads. */
+    int (*backward)(ddpm_model *m, const float *dout);
+    /* Plans activation memory for batches of up to B items (nothing is allocated in a step). */
+    int (*reserve)(ddpm_model *m, int B);
+    void (*destroy)(ddpm_model *m);
+} ddpm_model_ops;
+
+struct ddpm_model {
+    const ddpm_model_ops *ops;
+    void *impl;
+    char *config_json;     /* the network's configuration, as stored in checkpoints */
+    size_t sample_numel;   /* floats per item: D for points, C*H*W for images */
+    int dim;               /* points: D */
+    int channels, height, width; /* images (0 for points) */
+    int cond_dim;          /* 0: unconditional network */
+    int self_cond;         /* 1: the network takes a self-conditioning input */
+    int num_timesteps;     /* schedule entries the network embeds (its t input range) */
+    float *params, *grads; /* contiguous, n_params each, 64-byte aligned */
+    size_t n_params;       /* floats, incl. each tensor's padding to 16 (see ddpm_model_weight_count) */
+    float *buffers;        /* contiguous non-trained state (may be NULL) */
+    size_t n_buffers;
+    ddpm_param_info *tensors; /* every named tensor: parameters first, then buffers */
+    size_t n_tensors;
+    int max_batch;         /* reserved batch size */
+};
+
+/* Builds a model from its JSON configuration ({"kind": "mlp", ...}); parameters are initialised
+ * as PyTorch initialises the equivalent module (from seed, with DDPM_STREAM_INIT). Errors name the
+ * offending key. */
+int ddpm_model_create(const char *config_json, uint64_t seed, ddpm_model **out);
+void ddpm_model_free(ddpm_model *m);
+int ddpm_model_reserve(ddpm_model *m, int B);
+const ddpm_param_info *ddpm_model_find(const ddpm_model *m, const char *name);
+/* The number of trained weights (the sum of the parameter tensors' sizes, as PyTorch counts
+ * them; n_params also holds each tensor's padding). */
+size_t ddpm_model_weight_count(const ddpm_model *m);
+/* Pointer to a tensor's values (params or buffers). */
+float *ddpm_model_tensor_data(ddpm_model *m, const ddpm_param_info *p);
+/* Loads tensors by name from a safetensors file (model keys exactly, or prefix + key). Every
+ * model tensor must be present with the same shape and the file must hold no other tensor with
+ * that prefix; the error names the first mismatching tensor. */
+int ddpm_model_load_tensors(ddpm_model *m, const ddpm_safetensors *st, const char *prefix,
+                            const char *path_for_errors);
+
+/* Registers a model kind beside the built-in ones (a static table in src/models/model.c). */
+typedef int (*ddpm_model_factory)(const void *config_cjson, uint64_t seed, ddpm_model **out);
+int ddpm_model_register(const char *kind, ddpm_model_factory factory);
+
+/* ---- the tutorial MLP (2-D points) ---- */
+/* Linear(D,H)-ReLU-[Linear(H,H)-ReLU] x (depth-1)-Linear(H,D), with a learned embedding table
+ * step_embeddings.i [T, H] per hidden layer whose row t is added after each hidden Linear (the
+ * tutorial's MLPDiffusion), or with "time_embedding": "sinusoidal", a fixed sinusoidal embedding
+ * of t projected per layer (time_proj.i, Linear(H, H)). State-dict names as in PyTorch:
+ * linears.0.weight, linears.0.bias, linears.2.weight, ..., step_embeddings.0.weight, ... */
+typedef struct {
+    int dim;           /* D >= 1 */
+    int hidden;        /* H, default 128 */
+    int depth;         /* hidden layers, default 3 */
+    int num_timesteps; /* T of the embedding table */
+    int sinusoidal;    /* 0: learned tables (tutorial), 1: sinusoidal + projections */
+} ddpm_mlp_config;
+/* {"kind":"mlp","dim":2,"hidden":128,"depth":3,"num_timesteps":100,"time_embedding":"learned"} */
+char *ddpm_mlp_config_json(const ddpm_mlp_config *c); /* malloc'd */
+
+/* ---- sampling with a model ---- */
+
+/* The sampler callback for a model: ctx is a ddpm_model_sampler. With guidance w != 0 and a
+ * condition, eps = (1 + w) eps(x, c) - w eps(x, none) (classifier-free guidance). */
+typedef struct {
+    ddpm_model *model;
+    const float *cond;  /* [B, cond_dim] per item, or NULL */
+    float guidance;
+    float *buf_;        /* private: [2B, d] and [2B, cond_dim] work space */
+    float *cbuf_;
+    int *tbuf_;
+    int capacity_;
+} ddpm_model_sampler;
+int ddpm_model_sampler_init(ddpm_model_sampler *ms, ddpm_model *m, int B);
+void ddpm_model_sampler_free(ddpm_model_sampler *ms);
+int ddpm_model_denoise(void *ctx, const float *x, int B, int t, const float *x0_prev, float *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DDPM_MODEL_H */

@@ -1,0 +1,136 @@
+/* ddpm/train.h - the trainer (loss, Adam/AdamW, clipping, EMA, schedules of the learning rate) and checkpoints of its whole state.
+ * Part of the public API; include "ddpm.h" for all of it. */
+#ifndef DDPM_TRAIN_H
+#define DDPM_TRAIN_H
+
+#include "ddpm/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- training ---- */
+
+typedef enum { DDPM_OPT_ADAM = 0, DDPM_OPT_ADAMW } ddpm_optimizer;
+typedef enum { DDPM_LR_CONSTANT = 0, DDPM_LR_COSINE, DDPM_LR_LINEAR } ddpm_lr_decay;
+typedef enum { DDPM_LOSS_L2 = 0, DDPM_LOSS_L1 } ddpm_loss;
+
+typedef struct {
+    ddpm_prediction prediction; /* target: eps (default), x0 or v */
+    ddpm_loss loss;             /* L2 (default) or L1, mean over all elements */
+    float min_snr_gamma;        /* > 0: min-SNR-gamma loss weighting (Hang et al., gamma = 5) */
+    ddpm_optimizer optimizer;
+    double lr, beta1, beta2, adam_eps, weight_decay; /* doubles, as PyTorch holds them */
+    int warmup_steps;           /* linear warm-up from 0 */
+    ddpm_lr_decay decay;        /* after warm-up, down to min_lr at total_steps */
+    double min_lr;
+    float grad_clip;            /* max global gradient norm; 0 = off (default 1.0) */
+    float ema_decay;            /* 0 = no EMA */
+    int ema_warmup;             /* decay_t = min(ema_decay, (1 + t) / (10 + t)) */
+    int batch_size;
+    int64_t total_steps;
+    uint64_t seed;
+    float cond_drop_prob;       /* probability of zeroing an item's conditioning */
+    int self_cond;              /* train with self-conditioning on half of the steps */
+} ddpm_train_config;
+void ddpm_train_config_default(ddpm_train_config *c);
+const char *ddpm_optimizer_name(ddpm_optimizer o);
+int ddpm_optimizer_parse(const char *name, ddpm_optimizer *out);
+const char *ddpm_lr_decay_name(ddpm_lr_decay d);
+int ddpm_lr_decay_parse(const char *name, ddpm_lr_decay *out);
+const char *ddpm_loss_name(ddpm_loss l);
+int ddpm_loss_parse(const char *name, ddpm_loss *out);
+
+/* The training data as the trainer sees it: n items of the model's sample_numel floats. */
+typedef struct {
+    const float *x;    /* [n, d] */
+    const float *cond; /* [n, cond_dim] or NULL */
+    size_t n;
+    int hflip;         /* images: random horizontal flips */
+} ddpm_train_data;
+
+/* Optimizer state lives in buffers parallel to the model's params: Adam's m and v, EMA weights.
+ * Every step is a pure function of (weights, optimizer state, step, seed): resuming from a
+ * checkpoint at step k gives bitwise the same run. */
+typedef struct {
+    ddpm_model *model;
+    const ddpm_schedule *schedule;
+    ddpm_train_config cfg;
+    ddpm_train_data data;
+    float *adam_m, *adam_v, *ema; /* n_params each */
+    int64_t step;                 /* optimizer steps taken */
+    /* the last step */
+    float last_loss, last_grad_norm, last_lr;
+    /* private working memory */
+    float *x0_, *eps_, *xt_, *target_, *out_, *dout_, *cond_, *w_, *sc_;
+    int *t_;
+    uint32_t *perm_;
+    int64_t perm_epoch_;
+} ddpm_trainer;
+
+int ddpm_trainer_init(ddpm_trainer *tr, ddpm_model *model, const ddpm_schedule *schedule,
+                      const ddpm_train_config *cfg, const ddpm_train_data *data);
+void ddpm_trainer_free(ddpm_trainer *tr);
+/* One optimizer step on the next batch. Returns DDPM_ERR_NUMERIC (without touching the weights)
+ * if the loss or the gradient is NaN or inf. */
+int ddpm_trainer_step(ddpm_trainer *tr);
+/* The learning rate at a step (warm-up and decay applied). */
+float ddpm_lr_at(const ddpm_train_config *c, int64_t step);
+/* Items and batches: steps per epoch = ceil(n / batch_size); the last batch is smaller. */
+int64_t ddpm_steps_per_epoch(const ddpm_trainer *tr);
+
+/* The pieces of a step, exposed for tests against PyTorch: */
+/* One Adam/AdamW update at step number `step` (1-based) over n parameters. */
+void ddpm_adam_update(float *params, const float *grads, float *m, float *v, size_t n,
+                      const ddpm_train_config *c, float lr, int64_t step);
+/* Scales grads so their global L2 norm is at most max_norm (as torch.nn.utils.clip_grad_norm_);
+ * returns the norm before clipping. */
+float ddpm_clip_grad_norm(float *grads, size_t n, float max_norm);
+/* ema = decay * ema + (1 - decay) * params */
+void ddpm_ema_update(float *ema, const float *params, size_t n, float decay);
+/* The EMA decay used at a step (with warm-up if enabled). */
+float ddpm_ema_decay_at(const ddpm_train_config *c, int64_t step);
+/* Loss and its gradient for B items of d floats with per-item weights w (NULL = 1):
+ * returns mean over items of w_i * mean_j l(out - target); dout may be NULL. */
+double ddpm_loss_and_grad(ddpm_loss loss, const float *out, const float *target, const float *w,
+                          int B, size_t d, float *dout);
+/* Per-item min-SNR-gamma weights for prediction type p. */
+void ddpm_min_snr_weights(const ddpm_schedule *s, ddpm_prediction p, float gamma, const int *t,
+                          int B, float *w);
+
+/* ---- checkpoints ---- */
+
+/* Writes model weights, EMA weights, Adam moments and metadata (model, schedule and training
+ * config as JSON, step, data description) atomically. extra_keys/values: more metadata. */
+int ddpm_checkpoint_save(const char *path, const ddpm_trainer *tr, const char *data_json,
+                         const char *const *extra_keys, const char *const *extra_values,
+                         size_t n_extra);
+
+/* A loaded checkpoint: the model (built from its stored config, weights loaded), the schedule and
+ * the training state. */
+typedef struct {
+    ddpm_model *model;
+    ddpm_schedule schedule;
+    ddpm_train_config train;
+    int has_train;        /* the file had training state (not a plain weights export) */
+    int64_t step;
+    float *ema;           /* n_params or NULL */
+    float *adam_m, *adam_v;
+    char *data_json;      /* the data description, or NULL */
+    ddpm_safetensors st;  /* the file (for extra metadata) */
+} ddpm_checkpoint;
+/* Reads and validates a checkpoint; errors name the file and the problem (missing, truncated,
+ * corrupted, wrong tensor names or shapes, unknown model kind). */
+int ddpm_checkpoint_load(const char *path, ddpm_checkpoint *ck);
+void ddpm_checkpoint_free(ddpm_checkpoint *ck);
+/* Restores a trainer's state (weights, moments, EMA, step) from a loaded checkpoint. */
+int ddpm_trainer_restore(ddpm_trainer *tr, const ddpm_checkpoint *ck);
+
+/* Schedule config as JSON and back (stored in checkpoints). */
+char *ddpm_schedule_config_json(const ddpm_schedule *s);
+int ddpm_schedule_from_json(const char *json, ddpm_schedule *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DDPM_TRAIN_H */
