@@ -1,16 +1,20 @@
-/* mlp_kernels.h - fused small-matrix kernels for the fully connected networks, whose GEMM also
- * runs the convolutions (ops_conv.c, on gathered panels) (internal).
+/* kernels.h - the CPU kernels shared by every model (internal): the 6 x 16 GEMM micro-kernel
+ * with its panel packing and gather, which runs the convolutions (ops/conv.c, on gathered panels)
+ * and the fully connected networks (gemm.c); the optimizer's loops (optim.c); the run-time choice
+ * of the fast kernels and the thread governor (cpu.c).
  *
  * Every kernel has a plain C reference (`_ref`) that performs exactly the same floating-point
  * operations in the same order (fmaf where the fast kernel fuses), so the fast AVX2/FMA kernels
- * and the references agree bit for bit; tests/test_mlp_kernels.c checks that. Results never depend
+ * and the references agree bit for bit; tests/test_kernels.c checks that. Results never depend
  * on how rows or columns are split between threads: each output element is computed by one
  * thread, by one fixed sequence of operations.
  */
-#ifndef DDPM_MLP_KERNELS_H
-#define DDPM_MLP_KERNELS_H
+#ifndef DDPM_KERNELS_H
+#define DDPM_KERNELS_H
 
 #include <stddef.h>
+
+/* ---- the GEMM micro-kernel, packing and gather (gemm.c) ---- */
 
 /* Columns per B panel and per register tile of the GEMM kernel. */
 #define DDPM_MK_NR 16
@@ -94,7 +98,7 @@ void ddpm_mk_colsum(float *dbias, const float *G, ptrdiff_t ld, int B, int n0, i
 void ddpm_mk_scatter_rows(float *dE, ptrdiff_t lde, const int *idx, const float *G, ptrdiff_t ld,
                           int B, int n0, int n1);
 
-/* ---- the optimizer's loops (every model's training step) ---- */
+/* ---- the optimizer's loops (every model's training step; optim.c) ---- */
 
 /* Adam / AdamW over elements i0..i1-1, with the operations of ddpm_adam_update's loop in the same
  * order (products and sums rounded separately, no fma), so results are identical:
@@ -121,6 +125,8 @@ void ddpm_mk_adam_ref(float *params, float *grads, float *m, float *v, size_t i0
  * (u_0 + u_2) + (u_1 + u_3). */
 double ddpm_mk_sumsq(const float *x, size_t i0, size_t i1);
 double ddpm_mk_sumsq_ref(const float *x, size_t i0, size_t i1);
+
+/* ---- fast-kernel selection and thread policy (cpu.c) ---- */
 
 /* 1 if the fast kernels run on this machine (AVX2 and FMA) and DDPM_KERNELS is not "ref";
  * otherwise the _run entry points fall back to the references. Read once. */
@@ -160,6 +166,8 @@ void ddpm_mk_gov_end(ddpm_mk_gov *g);
  * environment again. */
 void ddpm_mk_set_adapt(int on);
 
+/* ---- work splitting (inline) ---- */
+
 /* [lo, hi) of part i of n equal parts of [0, total), boundaries rounded to multiples of align. */
 static inline void ddpm_mk_split(int total, int parts, int i, int align, int *lo, int *hi) {
     const int units = (total + align - 1) / align;
@@ -169,4 +177,4 @@ static inline void ddpm_mk_split(int total, int parts, int i, int align, int *lo
     *hi = b * align < total ? b * align : total;
 }
 
-#endif
+#endif /* DDPM_KERNELS_H */

@@ -1,5 +1,7 @@
-/* mlp_kernels.c - fused small-matrix kernels for the fully connected networks, the optimizer's
- * loops, and the thread governor of the training step.
+/* gemm.c - the 6 x 16 register-tiled GEMM micro-kernel that every convolution and the fully
+ * connected networks use, the packing of B panels (transposed, plain, or gathered through an
+ * offset table), the row dot products, the bias column sums and the embedding row scatter: each
+ * as a plain C reference and an AVX2 + FMA twin, and the entry points that pick one.
  *
  * The tutorial MLP multiplies 128 x 128 matrices: too small for a BLAS library to amortise its
  * packing, threading and dispatch, big enough that a register-tiled kernel runs near the FMA
@@ -13,6 +15,7 @@
 #include "kernels/kernels.h"
 
 #include "core/internal.h"
+#include "kernels/kernels_internal.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -22,157 +25,6 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#define MK_X86 1
-#include <immintrin.h>
-#define MK_TGT __attribute__((target("avx2,fma")))
-#define MK_AI static inline __attribute__((always_inline)) MK_TGT
-#else
-#define MK_X86 0
-#endif
-
-/* ---- selection and threads ------------------------------------------------------------------- */
-
-static atomic_int mk_choice = -1; /* -1: not decided yet */
-
-static int mk_default(void) {
-#if MK_X86
-    const char *e = getenv("DDPM_KERNELS");
-    if (e && strcmp(e, "ref") == 0) return 0;
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return 0;
-#endif
-}
-
-int ddpm_mk_fast(void) {
-    int c = atomic_load_explicit(&mk_choice, memory_order_relaxed);
-    if (c < 0) {
-        c = mk_default();
-        atomic_store_explicit(&mk_choice, c, memory_order_relaxed);
-    }
-    return c;
-}
-
-void ddpm_mk_set_fast(int on) {
-    atomic_store_explicit(&mk_choice, on < 0 ? -1 : on ? mk_default() : 0, memory_order_relaxed);
-}
-
-int ddpm_mk_threads(double flops) {
-#ifdef _OPENMP
-    if (omp_in_parallel()) return 1;
-    const int max = omp_get_max_threads();
-    /* A fork and a barrier cost a microsecond or two on an idle machine; give each thread at
-     * least ~1 MFLOP (~10 us of one core) or stay serial. */
-    const double per = flops / 1e6;
-    const int by_work = per < 1.0 ? 1 : per > 1024.0 ? 1024 : (int)per;
-    return max < by_work ? max : by_work;
-#else
-    (void)flops;
-    return 1;
-#endif
-}
-
-static double mk_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static atomic_int mk_adapt = -1;
-
-static int adapt_enabled(void) {
-    int a = atomic_load_explicit(&mk_adapt, memory_order_relaxed);
-    if (a < 0) {
-        const char *e = getenv("DDPM_THREADS_ADAPT");
-        a = !(e && strcmp(e, "0") == 0);
-        atomic_store_explicit(&mk_adapt, a, memory_order_relaxed);
-    }
-    return a;
-}
-
-void ddpm_mk_set_adapt(int on) {
-    atomic_store_explicit(&mk_adapt, on < 0 ? -1 : !!on, memory_order_relaxed);
-}
-
-/* > 0 while an outer governor (ddpm_mk_gov_begin_all) holds this thread's thread count */
-static _Thread_local int tls_cap;
-
-static int gov_start(ddpm_mk_gov *g, int n, double flops) {
-    g->active = n > 1 && adapt_enabled();
-    if (!g->active) return n;
-    if (g->wait == 0.0) { /* first use: one thread (safe on a busy machine), then try all */
-        g->cur = 0;
-        g->wait = 0.02;
-    }
-    g->used = g->probing ? !g->cur : g->cur;
-    g->call_flops = flops > 1.0 ? flops : 1.0;
-    g->t0 = mk_now();
-    return g->used ? n : 1;
-}
-
-int ddpm_mk_gov_begin(ddpm_mk_gov *g, double flops) {
-    const int n = ddpm_mk_threads(flops);
-    g->outer = 0;
-    if (tls_cap > 0) {
-        g->active = 0;
-        return n < tls_cap ? n : tls_cap;
-    }
-    return gov_start(g, n, flops);
-}
-
-int ddpm_mk_gov_begin_all(ddpm_mk_gov *g) {
-    g->outer = 0;
-    if (tls_cap > 0) {
-        g->active = 0;
-        return tls_cap;
-    }
-    const int n = ddpm_mk_threads(1e300);
-    const int nt = gov_start(g, n, 1.0);
-    tls_cap = nt;
-    g->outer = 1;
-    return nt;
-}
-
-void ddpm_mk_gov_end(ddpm_mk_gov *g) {
-    if (g->outer) {
-        tls_cap = 0;
-        g->outer = 0;
-    }
-    if (!g->active) return;
-    g->time += mk_now() - g->t0;
-    g->flops += g->call_flops;
-    g->calls++;
-    /* A probe far behind the current choice has lost: under heavy load one call that waits at a
-     * barrier for a preempted thread costs tens of milliseconds, so do not insist. */
-    const double ref = g->rate[g->cur];
-    const int lost = g->probing && ref > 0.0 && g->time > 3.0 * ref * g->flops + 0.002;
-    /* Otherwise a window is at least 4 calls and 20 ms: longer than a scheduler time slice, so
-     * that a window with a preempted thread is not compared with one without. */
-    if (!lost && (g->calls < 4 || g->time < 0.02)) return;
-    const double rate = g->time / g->flops, spent = g->time, before = g->rate[g->used];
-    g->rate[g->used] = rate;
-    g->calls = 0;
-    g->time = g->flops = 0.0;
-    if (g->probing) {
-        g->probing = 0;
-        g->since = 0.0;
-        if (!lost && rate < ref) {
-            g->cur = g->used;
-            g->wait = 0.02;
-        } else {
-            /* the next probe after at least 20x what this one cost, and twice the last wait */
-            g->wait = 2.0 * g->wait > 20.0 * spent ? 2.0 * g->wait : 20.0 * spent;
-            if (g->wait > 10.0) g->wait = 10.0;
-        }
-    } else {
-        g->since += spent;
-        if ((g->cur == 1 && before > 0.0 && rate > 2.0 * before) || g->since >= g->wait)
-            g->probing = 1; /* all threads got twice as slow (load arrived), or it is time */
-    }
-}
 
 /* ---- references ------------------------------------------------------------------------------ */
 
@@ -271,45 +123,6 @@ static void scatter_ref(float *dE, ptrdiff_t lde, const int *idx, const float *G
         for (int n = n0; n < n1; n++) e[n] += G[(ptrdiff_t)b * ld + n];
     }
 }
-
-void ddpm_mk_adam_ref(float *params, float *grads, float *m, float *v, size_t i0, size_t i1,
-                      const ddpm_mk_adam_args *a) {
-    const float one_m_ema = 1.0f - a->ema_decay;
-    for (size_t i = i0; i < i1; i++) {
-        float g = grads[i];
-        if (a->clip) {
-            g *= a->clip_coef;
-            grads[i] = g;
-        }
-        float p = params[i];
-        if (a->adamw)
-            p *= a->decay_w;
-        else if (a->wd != 0.0f)
-            g += a->wd * p;
-        const float mi = a->b1 * m[i] + a->one_m_b1 * g;
-        const float vi = a->b2 * v[i] + a->one_m_b2 * g * g;
-        m[i] = mi;
-        v[i] = vi;
-        p = p - a->step_size * (mi / (sqrtf(vi) / a->bc2_sqrt + a->eps));
-        params[i] = p;
-        if (a->ema) a->ema[i] = a->ema_decay * a->ema[i] + one_m_ema * p;
-    }
-}
-
-/* The reduction of the 16 partial sums of ddpm_mk_sumsq: pairs (j, j + 8), then (j, j + 4), ... */
-static inline double lanes16_sum(const double s[16]) {
-    double t[8];
-    for (int j = 0; j < 8; j++) t[j] = s[j] + s[j + 8];
-    for (int j = 0; j < 4; j++) t[j] = t[j] + t[j + 4];
-    return (t[0] + t[2]) + (t[1] + t[3]);
-}
-
-double ddpm_mk_sumsq_ref(const float *x, size_t i0, size_t i1) {
-    double s[16] = {0};
-    for (size_t i = i0; i < i1; i++) s[(i - i0) % 16] += (double)x[i] * x[i];
-    return lanes16_sum(s);
-}
-
 /* ---- AVX2 + FMA ------------------------------------------------------------------------------ */
 #if MK_X86
 
@@ -676,68 +489,6 @@ MK_TGT static void scatter_avx2(float *dE, ptrdiff_t lde, const int *idx, const 
     }
 }
 
-/* The optimizer step, 8 elements at a time: the operations of ddpm_mk_adam_ref, in its order. */
-MK_TGT static void adam_avx2(float *params, float *grads, float *m, float *v, size_t i0, size_t i1,
-                             const ddpm_mk_adam_args *a) {
-    const __m256 b1 = _mm256_set1_ps(a->b1), b2 = _mm256_set1_ps(a->b2);
-    const __m256 omb1 = _mm256_set1_ps(a->one_m_b1), omb2 = _mm256_set1_ps(a->one_m_b2);
-    const __m256 eps = _mm256_set1_ps(a->eps), wd = _mm256_set1_ps(a->wd);
-    const __m256 decay_w = _mm256_set1_ps(a->decay_w), step = _mm256_set1_ps(a->step_size);
-    const __m256 bc2 = _mm256_set1_ps(a->bc2_sqrt), coef = _mm256_set1_ps(a->clip_coef);
-    const __m256 ed = _mm256_set1_ps(a->ema_decay), omed = _mm256_set1_ps(1.0f - a->ema_decay);
-    const int l2 = !a->adamw && a->wd != 0.0f;
-    size_t i = i0;
-    for (; i + 8 <= i1; i += 8) {
-        __m256 g = _mm256_loadu_ps(grads + i);
-        if (a->clip) {
-            g = _mm256_mul_ps(g, coef);
-            _mm256_storeu_ps(grads + i, g);
-        }
-        __m256 p = _mm256_loadu_ps(params + i);
-        if (a->adamw)
-            p = _mm256_mul_ps(p, decay_w);
-        else if (l2)
-            g = _mm256_add_ps(g, _mm256_mul_ps(wd, p));
-        const __m256 mi =
-            _mm256_add_ps(_mm256_mul_ps(b1, _mm256_loadu_ps(m + i)), _mm256_mul_ps(omb1, g));
-        const __m256 vi = _mm256_add_ps(_mm256_mul_ps(b2, _mm256_loadu_ps(v + i)),
-                                        _mm256_mul_ps(_mm256_mul_ps(omb2, g), g));
-        _mm256_storeu_ps(m + i, mi);
-        _mm256_storeu_ps(v + i, vi);
-        const __m256 den = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), bc2), eps);
-        p = _mm256_sub_ps(p, _mm256_mul_ps(step, _mm256_div_ps(mi, den)));
-        _mm256_storeu_ps(params + i, p);
-        if (a->ema)
-            _mm256_storeu_ps(a->ema + i,
-                             _mm256_add_ps(_mm256_mul_ps(ed, _mm256_loadu_ps(a->ema + i)),
-                                           _mm256_mul_ps(omed, p)));
-    }
-    if (i < i1) ddpm_mk_adam_ref(params, grads, m, v, i, i1, a);
-}
-
-MK_TGT static double sumsq_avx2(const float *x, size_t i0, size_t i1) {
-    /* four accumulators of 4 doubles: s0 holds lanes 0-3, s1 lanes 4-7, s2 lanes 8-11, ... */
-    __m256d s0 = _mm256_setzero_pd(), s1 = s0, s2 = s0, s3 = s0;
-    size_t i = i0;
-    for (; i + 16 <= i1; i += 16) {
-        const __m256d x0 = _mm256_cvtps_pd(_mm_loadu_ps(x + i));
-        const __m256d x1 = _mm256_cvtps_pd(_mm_loadu_ps(x + i + 4));
-        const __m256d x2 = _mm256_cvtps_pd(_mm_loadu_ps(x + i + 8));
-        const __m256d x3 = _mm256_cvtps_pd(_mm_loadu_ps(x + i + 12));
-        s0 = _mm256_add_pd(s0, _mm256_mul_pd(x0, x0));
-        s1 = _mm256_add_pd(s1, _mm256_mul_pd(x1, x1));
-        s2 = _mm256_add_pd(s2, _mm256_mul_pd(x2, x2));
-        s3 = _mm256_add_pd(s3, _mm256_mul_pd(x3, x3));
-    }
-    double s[16];
-    _mm256_storeu_pd(s, s0);
-    _mm256_storeu_pd(s + 4, s1);
-    _mm256_storeu_pd(s + 8, s2);
-    _mm256_storeu_pd(s + 12, s3);
-    for (size_t j = 0; i < i1; i++, j++) s[j] += (double)x[i] * x[i];
-    return lanes16_sum(s);
-}
-
 #endif /* MK_X86 */
 
 /* ---- entry points ---------------------------------------------------------------------------- */
@@ -814,22 +565,4 @@ void ddpm_mk_scatter_rows(float *dE, ptrdiff_t lde, const int *idx, const float 
     }
 #endif
     scatter_ref(dE, lde, idx, G, ld, B, n0, n1);
-}
-
-void ddpm_mk_adam(float *params, float *grads, float *m, float *v, size_t i0, size_t i1,
-                  const ddpm_mk_adam_args *a) {
-#if MK_X86
-    if (ddpm_mk_fast()) {
-        adam_avx2(params, grads, m, v, i0, i1, a);
-        return;
-    }
-#endif
-    ddpm_mk_adam_ref(params, grads, m, v, i0, i1, a);
-}
-
-double ddpm_mk_sumsq(const float *x, size_t i0, size_t i1) {
-#if MK_X86
-    if (ddpm_mk_fast()) return sumsq_avx2(x, i0, i1);
-#endif
-    return ddpm_mk_sumsq_ref(x, i0, i1);
 }
