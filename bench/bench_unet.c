@@ -76,8 +76,8 @@ static int run(int size, int reps) {
     return 0;
 }
 
-void ddpm_conv_use_shifted(int on); /* ops_conv.c (internal) */
-void ddpm_conv_use_direct(int on);  /* ops_conv.c (internal) */
+void ddpm_conv_use_shifted(int on); /* ops/conv.c (internal) */
+void ddpm_conv_use_direct(int on);  /* ops/conv.c (internal) */
 
 int main(int argc, char **argv) {
     /* DDPM_CONV_SHIFTED=0: stride-1 convolutions through im2col instead (for comparison) */

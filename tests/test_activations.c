@@ -1,5 +1,5 @@
 /* test_activations.c - GELU and SiLU (forward and backward) against their formulas evaluated in
- * double precision with libm, over a dense grid: they use vmath.h's vectorised exp and normal CDF
+ * double precision with libm, over a dense grid: they use core/vmath.h's vectorised exp and normal CDF
  * instead of libm, and test_ops.c's PyTorch fixtures only cover a few hundred values near 0.
  *
  * Tolerances are relative, per element, against the size of the terms that make up the result

@@ -1,4 +1,4 @@
-/* test_mlp_kernels.c - the fused MLP kernels against their plain references (bit for bit), the
+/* test_kernels.c - the fused MLP kernels against their plain references (bit for bit), the
  * fast MLP against the reference (BLAS) path, and results that do not depend on the thread count.
  */
 #include "testutil.h"

@@ -132,7 +132,7 @@ static void check_vs_pytorch(const char *prefix, int B) {
     float *out = malloc(sizeof(float) * n);
     ddpm_model_input mi = {.x = in.x, .t = in.t, .cond = in.cond, .self_cond = in.sc, .B = B,
                            .train = 1, .seed = 3, .step = 9};
-    /* one thread, then two (the batch split into one slice per thread, see net_unet.c) */
+    /* one thread, then two (the batch split into one slice per thread, see models/tape_net.c) */
     for (int threads = 1; threads <= 2; threads++) {
         omp_set_num_threads(threads);
         assert_int_equal(m->ops->forward(m, &mi, out), DDPM_OK);

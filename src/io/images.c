@@ -1,4 +1,4 @@
-/* imageio.c - images in and out: PNG writing (libpng), image grids, animated GIFs (giflib), and
+/* images.c - images in and out: PNG writing (libpng), image grids, animated GIFs (giflib), and
  * reading any image stb_image decodes, scaled and centre-cropped to a square.
  *
  * stb_image and stb_image_resize are compiled here, static, so their symbols stay private to

@@ -9,7 +9,7 @@
 #include <math.h>
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "npy.c assumes a little-endian host"
+#error "io/npy.c assumes a little-endian host"
 #endif
 
 static const unsigned char NPY_MAGIC[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};

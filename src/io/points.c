@@ -1,4 +1,4 @@
-/* data2d.c - 2-D point clouds: the built-in toy data sets and CSV files of points.
+/* points.c - 2-D point clouds: the built-in toy data sets and CSV files of points.
  *
  * Every generator draws point i from (seed, DDPM_STREAM_DATA, item i): four uniforms at step 0
  * and four normals at step 1 (the two steps keep uniforms and normals from sharing Philox

@@ -1,4 +1,4 @@
-/* net_context_unet.c - the DeepLearning.AI course's ContextUnet ("How Diffusion Models Work"),
+/* context_unet.c - the DeepLearning.AI course's ContextUnet ("How Diffusion Models Work"),
  * written once on the tape: the forward below is also the backward.
  *
  *   x0  = init_conv(x)                        ResidualConvBlock(C, nf, is_res)   [B, nf, h, h]
@@ -50,7 +50,7 @@ typedef struct {
     cu_affine l0, l2;
 } cu_embed;
 
-/* The tape net comes first (see model_internal.h). */
+/* The tape net comes first (see models/model_internal.h). */
 typedef struct {
     ddpm_tape_net tn;
     cu_config cfg;

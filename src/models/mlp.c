@@ -9,13 +9,13 @@
  * Linear and ReLU layers in one ModuleList, hence the even indices linears.0, .2, .4, .6.
  *
  * Two implementations of the same pass:
- *  - fast (mlp_kernels.c, AVX2 + FMA): each hidden layer is one fused kernel call (x W^T, + bias,
+ *  - fast (kernels/gemm.c, AVX2 + FMA): each hidden layer is one fused kernel call (x W^T, + bias,
  *    + embedding row, ReLU) on packed W^T panels; the backward masks by the ReLU inside the GEMM
  *    that produces each gradient. OpenMP threads split the batch rows (forward, input gradients)
  *    and the output features (weight, bias and embedding gradients), so every number is computed
  *    by one thread in one fixed order: results do not depend on the thread count.
  *  - reference (ddpm_linear_forward/backward, i.e. BLAS, and plain loops): used when the CPU lacks
- *    AVX2/FMA or DDPM_KERNELS=ref; tests/test_mlp_kernels.c checks the two agree. */
+ *    AVX2/FMA or DDPM_KERNELS=ref; tests/test_kernels.c checks the two agree. */
 #include "kernels/kernels.h"
 #include "models/model_internal.h"
 

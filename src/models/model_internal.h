@@ -129,8 +129,8 @@ static inline int ddpm_model_is_tape_net(const ddpm_model *m) {
 
 /* Factories of the built-in networks. */
 int ddpm_mlp_create(const void *config_cjson, uint64_t seed, ddpm_model **out);
-int ddpm_context_unet_create(const void *config_cjson, uint64_t seed, ddpm_model **out); /* net_context_unet.c */
-int ddpm_simple_unet_create(const void *config_cjson, uint64_t seed, ddpm_model **out);  /* net_simple_unet.c */
-int ddpm_unet_create(const void *config_cjson, uint64_t seed, ddpm_model **out);         /* net_unet.c */
+int ddpm_context_unet_create(const void *config_cjson, uint64_t seed, ddpm_model **out); /* models/context_unet.c */
+int ddpm_simple_unet_create(const void *config_cjson, uint64_t seed, ddpm_model **out);  /* models/simple_unet.c */
+int ddpm_unet_create(const void *config_cjson, uint64_t seed, ddpm_model **out);         /* models/unet.c */
 
 #endif

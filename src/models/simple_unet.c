@@ -1,4 +1,4 @@
-/* net_simple_unet.c - the "diffusion models from scratch" tutorial's SimpleUnet, written once on
+/* simple_unet.c - the "diffusion models from scratch" tutorial's SimpleUnet, written once on
  * the tape: the forward below is also the backward.
  *
  *   temb = relu(Linear(sinusoidal(t)))                  time_mlp.1            [B, E]
@@ -38,7 +38,7 @@ typedef struct {
     int up;
 } su_block;
 
-/* The tape net comes first (see model_internal.h). */
+/* The tape net comes first (see models/model_internal.h). */
 typedef struct {
     ddpm_tape_net tn;
     su_config cfg;

@@ -1,4 +1,4 @@
-/* net_unet.c - the DDPM paper's U-Net (Ho et al. 2020), ddpm's default image network.
+/* unet.c - the DDPM paper's U-Net (Ho et al. 2020), ddpm's default image network.
  *
  * One definition on the tape (unet_net) gives the forward and, through ddpm_tape_backward, the
  * backward. The PyTorch reference is scripts/fixtures/gen_unet.py: same configuration keys, same

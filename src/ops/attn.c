@@ -1,4 +1,4 @@
-/* ops_attn.c - multi-head self-attention over the spatial positions of an image.
+/* attn.c - multi-head self-attention over the spatial positions of an image.
  *
  * Every product is an sgemm on channel-major [channels, N] matrices, the layout the image is
  * already in, so nothing is transposed in memory: a head's q, k and v are consecutive row blocks

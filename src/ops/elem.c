@@ -1,4 +1,4 @@
-/* ops_elem.c - elementwise and data-movement image operators: activations, scale, dropout,
+/* elem.c - elementwise and data-movement image operators: activations, scale, dropout,
  * residual add, per-channel broadcasts, concatenation and slicing along channels, pooling,
  * nearest upsampling and the sinusoidal timestep embedding.
  *
@@ -14,7 +14,7 @@
 
 /* ---- activations ---- */
 
-/* GELU(x) = x Phi(x), with the vectorisable Phi of vmath.h (libm's erff was 11% of a ContextUnet
+/* GELU(x) = x Phi(x), with the vectorisable Phi of core/vmath.h (libm's erff was 11% of a ContextUnet
  * training step). */
 void ddpm_gelu_forward(float *out, const float *inp, size_t n) {
 #pragma omp parallel for simd schedule(static) if (n > OMP_MIN_WORK)

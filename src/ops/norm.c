@@ -1,4 +1,4 @@
-/* ops_norm.c - batch norm and group norm, forward and backward.
+/* norm.c - batch norm and group norm, forward and backward.
  *
  * Statistics are accumulated row by row: a float SIMD partial sum over one contiguous row of HW
  * values (the omp simd reduction lets the compiler vectorise without -ffast-math), added into a

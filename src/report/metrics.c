@@ -1,4 +1,4 @@
-/* eval.c - sample-quality metrics between point sets: sliced Wasserstein-1 and RBF-kernel MMD^2.
+/* metrics.c - sample-quality metrics between point sets: sliced Wasserstein-1 and RBF-kernel MMD^2.
  *
  * Both are deterministic for a seed: random projections and subsamples come from the counter
  * based RNG (stream DDPM_STREAM_EVAL), per-projection / per-row partial results are stored and
