@@ -1,6 +1,6 @@
 /* tape.c - record image-network forwards and replay them backwards.
  *
- * An op runs its forward immediately (ops_*.c), allocating its output from the tape's arena,
+ * An op runs its forward immediately (ops/), allocating its output from the tape's arena,
  * and appends a node holding what its backward needs: the input and output vars, copies of the
  * parameter handles, the op's dims and pointers to saved statistics. Backward walks the nodes
  * in reverse; because backward functions accumulate, a var consumed by several ops just
