@@ -1,4 +1,4 @@
-/* cmd_train.c - `ddpm train`: train a diffusion model on points (or, later, images). */
+/* cmd_train.c - `ddpm train`: train a diffusion model on points or images. */
 #include "job.h"
 
 #include <cjson/cJSON.h>

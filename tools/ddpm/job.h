@@ -1,5 +1,6 @@
 /* job.h - the CLI's drivers shared by several subcommands: training data described as JSON (and
- * stored in checkpoints), the training run with progress, checkpoints, loss log and Ctrl-C. */
+ * stored in checkpoints), the training run with progress, checkpoints, loss log and Ctrl-C,
+ * image sampling, and the 2-D point jobs (forward panels, reverse trajectory, evaluation). */
 #ifndef DDPM_JOB_H
 #define DDPM_JOB_H
 
@@ -89,8 +90,6 @@ typedef struct {
 /* Samples images from ck (EMA weights already in place) and writes the outputs. */
 int sample_images(const sample_image_args *a, ddpm_checkpoint *ck, const ddpm_sample_opts *so);
 
-#endif
-
 /* ---- 2-D points ---- */
 
 /* The forward process of a point set at n_panels evenly spaced t (the tutorial's 20 panels,
@@ -115,3 +114,5 @@ int job_trajectory_write(const job_trajectory *tr, const char *dir, const ddpm_s
  * fresh draws (the noise floor). Prints a table; returns the two SWD values. */
 int job_eval_points(const ddpm_points *samples, const ddpm_points *ref_a, const ddpm_points *ref_b,
                     int projections, uint64_t seed, double *swd_samples, double *swd_floor);
+
+#endif
