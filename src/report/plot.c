@@ -4,8 +4,9 @@
  * ticks in 1-2-5 steps that widen until their labels do not collide, grid lines, spines with
  * outward ticks, axis labels, titles with simple subscripts, and a legend placed in the corner
  * where it covers the fewest data. Everything is drawn on a white ARGB32 image surface, encoded
- * to PNG in memory and written atomically. */
-#include "core/internal.h"
+ * to PNG in memory and written atomically. The text with sub- and superscripts and the tick
+ * choices are in plot_text.c. */
+#include "report/plot_internal.h"
 
 #include <cairo.h>
 #include <ctype.h>
@@ -25,12 +26,8 @@ void ddpm_release_caches(void) {
     FcFini();
 }
 
-#define FONT_FACE "DejaVu Sans"
 #define MAX_SIDE 16384
 
-typedef struct {
-    double r, g, b;
-} rgb;
 
 static const rgb C_TEXT = {0.10, 0.10, 0.10};
 static const rgb C_SPINE = {0.20, 0.20, 0.20};
@@ -41,279 +38,6 @@ static const rgb TAB10[10] = {{0.122, 0.467, 0.706}, {1.000, 0.498, 0.055}, {0.1
                               {0.839, 0.153, 0.157}, {0.580, 0.404, 0.741}, {0.549, 0.337, 0.294},
                               {0.890, 0.467, 0.761}, {0.498, 0.498, 0.498}, {0.737, 0.741, 0.133},
                               {0.090, 0.745, 0.812}};
-
-static void set_rgb(cairo_t *cr, rgb c, double alpha) {
-    cairo_set_source_rgba(cr, c.r, c.g, c.b, alpha);
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* Text with sub- and superscripts: "_{...}", "_" + digits or one letter, and "^{...}"          */
-/* ------------------------------------------------------------------------------------------ */
-
-/* 1 if a subscript starts at p, 2 if a superscript does, else 0. */
-static int script_at(const char *p) {
-    if (p[0] == '^') return p[1] == '{' && strchr(p + 2, '}') ? 2 : 0;
-    if (p[0] != '_') return 0;
-    if (p[1] == '{') return strchr(p + 2, '}') != NULL;
-    if (isdigit((unsigned char)p[1])) return 1;
-    /* a single letter: "x_t" but not "model_final" */
-    return isalpha((unsigned char)p[1]) && !isalnum((unsigned char)p[2]);
-}
-
-/* The next run of text; *kind is 0 (normal), 1 (subscript) or 2 (superscript). Returns its
- * length and advances *pp; 0 at the end (or for an empty "_{}", which still advances). */
-static size_t next_span(const char **pp, const char **start, int *kind) {
-    const char *p = *pp;
-    if (!*p) return 0;
-    int k = script_at(p);
-    *kind = k;
-    if (k) {
-        if (p[1] == '{') {
-            const char *e = strchr(p + 2, '}');
-            *start = p + 2;
-            *pp = e + 1;
-            return (size_t)(e - (p + 2));
-        }
-        const char *e = p + 2;
-        while (isdigit((unsigned char)p[1]) && isdigit((unsigned char)*e)) e++;
-        *start = p + 1;
-        *pp = e;
-        return (size_t)(e - (p + 1));
-    }
-    const char *e = p + 1;
-    while (*e && !script_at(e)) e++;
-    *start = p;
-    *pp = e;
-    return (size_t)(e - p);
-}
-
-static void set_font(cairo_t *cr, double size, int bold) {
-    cairo_select_font_face(cr, FONT_FACE, CAIRO_FONT_SLANT_NORMAL,
-                           bold ? CAIRO_FONT_WEIGHT_BOLD : CAIRO_FONT_WEIGHT_NORMAL);
-    cairo_set_font_size(cr, size);
-}
-
-/* Walks the spans of text; draws them from (x, y) if draw, returns the total advance. */
-static double text_run(cairo_t *cr, const char *text, double size, int bold, double x, double y,
-                       int draw) {
-    const char *p = text ? text : "", *s = p;
-    int kind = 0;
-    size_t len;
-    double adv = 0;
-    char buf[512];
-    while ((len = next_span(&p, &s, &kind)) > 0 || *p) {
-        if (len == 0) continue; /* "_{}" */
-        if (len >= sizeof buf) len = sizeof buf - 1;
-        memcpy(buf, s, len);
-        buf[len] = 0;
-        double fs = kind ? size * 0.72 : size;
-        double dy = kind == 1 ? size * 0.24 : kind == 2 ? -size * 0.42 : 0;
-        set_font(cr, fs, bold);
-        cairo_text_extents_t te;
-        cairo_text_extents(cr, buf, &te);
-        if (draw) {
-            cairo_move_to(cr, x + adv, y + dy);
-            cairo_show_text(cr, buf);
-        }
-        adv += te.x_advance;
-    }
-    return adv;
-}
-
-static double text_width(cairo_t *cr, const char *text, double size, int bold) {
-    return text_run(cr, text, size, bold, 0, 0, 0);
-}
-
-enum { AL_LEFT, AL_CENTER, AL_RIGHT };
-
-/* Draws text with its baseline at y, aligned on x. */
-static void draw_text(cairo_t *cr, const char *text, double size, int bold, double x, double y,
-                      int align, rgb c) {
-    double w = text_width(cr, text, size, bold);
-    double x0 = align == AL_LEFT ? x : align == AL_CENTER ? x - w / 2 : x - w;
-    set_rgb(cr, c, 1.0);
-    text_run(cr, text, size, bold, x0, y, 1);
-}
-
-/* The largest size <= size at which text fits in max_w pixels (at least 7). */
-static double fit_size(cairo_t *cr, const char *text, double size, int bold, double max_w) {
-    double w = text_width(cr, text, size, bold);
-    if (w <= max_w || w <= 0) return size;
-    double s = size * max_w / w;
-    return s < 7 ? 7 : s;
-}
-
-/* Height of digits / capitals above the baseline (DejaVu Sans: 0.73 em). */
-static double cap_height(double size) { return 0.73 * size; }
-
-/* ------------------------------------------------------------------------------------------ */
-/* Ticks                                                                                        */
-/* ------------------------------------------------------------------------------------------ */
-
-#define MAX_TICKS 64
-#define MAX_MINOR 128
-
-typedef struct {
-    int n;
-    double v[MAX_TICKS];
-    char label[MAX_TICKS][32];
-    int n_minor;
-    double minor[MAX_MINOR];
-    int exp10; /* labels are v / 10^exp10; a "x10^k" note goes by the axis when non-zero */
-} ticks;
-
-/* The smallest of 1, 2, 5 x 10^k that is >= raw. */
-static double nice_at_least(double raw) {
-    double e = floor(log10(raw));
-    double m = pow(10.0, e), f = raw / m;
-    return (f <= 1.0 + 1e-9 ? 1.0 : f <= 2.0 + 1e-9 ? 2.0 : f <= 5.0 + 1e-9 ? 5.0 : 10.0) * m;
-}
-
-/* The nice number after step: 1 -> 2 -> 5 -> 10. */
-static double nice_next(double step) {
-    double e = floor(log10(step) + 1e-9);
-    double m = pow(10.0, e), f = step / m;
-    return (f < 1.5 ? 2.0 : f < 3.5 ? 5.0 : 10.0) * m;
-}
-
-/* Tick labels use a real minus sign (U+2212), as typeset plots do. */
-static void minus_sign(char *label, size_t cap) {
-    if (label[0] != '-') return;
-    size_t len = strlen(label);
-    if (len + 2 >= cap) return;
-    memmove(label + 3, label + 1, len); /* moves the NUL too */
-    label[0] = (char)0xE2;
-    label[1] = (char)0x88;
-    label[2] = (char)0x92;
-}
-
-/* Ticks at the multiples of step in [lo, hi]. Labels get the decimals the step needs; when the
- * values are large (>= 1e6) or the step small (< 1e-3) they are written as v / 10^k with the
- * factor 10^k shown once by the axis (as matplotlib does). */
-static void linear_ticks(double lo, double hi, double step, ticks *t) {
-    t->n = 0;
-    t->n_minor = 0;
-    t->exp10 = 0;
-    double k0 = ceil(lo / step - 1e-9), k1 = floor(hi / step + 1e-9);
-    for (double k = k0; k <= k1 && t->n < MAX_TICKS; k++) t->v[t->n++] = k * step;
-    double amax = 0;
-    for (int i = 0; i < t->n; i++) {
-        if (fabs(t->v[i]) < step * 1e-6) t->v[i] = 0.0;
-        amax = fmax(amax, fabs(t->v[i]));
-    }
-    int e = amax > 0 ? (int)floor(log10(amax) + 1e-9) : 0;
-    if (amax >= 1e6 || (amax > 0 && step < 1e-3)) t->exp10 = e;
-    double scale = pow(10.0, -t->exp10);
-    int dec = (int)-floor(log10(step * scale) + 1e-9);
-    dec = dec < 0 ? 0 : dec > 9 ? 9 : dec;
-    for (int i = 0; i < t->n; i++) {
-        snprintf(t->label[i], sizeof t->label[i], "%.*f", dec, t->v[i] * scale);
-        minus_sign(t->label[i], sizeof t->label[i]);
-    }
-}
-
-/* "x10^{k}" (with a real times and minus sign) for a ticks' shared factor. */
-static void factor_text(const ticks *t, char *buf, size_t cap) {
-    snprintf(buf, cap,
-             "\xC3\x97"
-             "10^{%s%d}",
-             t->exp10 < 0 ? "\xE2\x88\x92" : "", abs(t->exp10));
-}
-
-static double max_label_width(cairo_t *cr, const ticks *t, double font) {
-    double w = 0;
-    for (int i = 0; i < t->n; i++) w = fmax(w, text_width(cr, t->label[i], font, 0));
-    return w;
-}
-
-/* The nice number before step: 1 -> 0.5 -> 0.2 -> 0.1. */
-static double nice_prev(double step) {
-    double e = floor(log10(step) + 1e-9);
-    double m = pow(10.0, e), f = step / m;
-    return (f < 1.5 ? 0.5 : f < 3.5 ? 1.0 : 2.0) * m;
-}
-
-/* Whether neighbouring tick labels keep apart: horizontal labels by their width plus a gap,
- * vertical ones by twice the font size. */
-static int ticks_fit(cairo_t *cr, const ticks *t, double step, double lo, double hi, double len_px,
-                     int horizontal, double font) {
-    double px = step / (hi - lo) * len_px;
-    double need = horizontal ? max_label_width(cr, t, font) + 0.9 * font : 2.0 * font;
-    return px >= need;
-}
-
-/* Ticks for [lo, hi] over len_px pixels about every spacing_px pixels: widened (1-2-5) until
- * the labels keep apart, narrowed while fewer than 3 ticks show and narrower labels still fit. */
-static void choose_linear(cairo_t *cr, double lo, double hi, double len_px, double spacing_px,
-                          int horizontal, double font, ticks *t) {
-    double target = fmax(1.0, len_px / spacing_px);
-    double step = nice_at_least((hi - lo) / target);
-    for (int it = 0; it < 30; it++) {
-        linear_ticks(lo, hi, step, t);
-        if (ticks_fit(cr, t, step, lo, hi, len_px, horizontal, font) || t->n <= 2) break;
-        step = nice_next(step);
-    }
-    for (int it = 0; it < 4 && t->n < 3; it++) {
-        ticks finer;
-        double s2 = nice_prev(step);
-        linear_ticks(lo, hi, s2, &finer);
-        if (!ticks_fit(cr, &finer, s2, lo, hi, len_px, horizontal, font)) break;
-        *t = finer;
-        step = s2;
-    }
-}
-
-/* Ticks for a log10 axis over [lo, hi] (both > 0). */
-static void choose_log(cairo_t *cr, double lo, double hi, double len_px, double font, ticks *t) {
-    t->n = 0;
-    t->n_minor = 0;
-    t->exp10 = 0;
-    double llo = log10(lo), lhi = log10(hi);
-    int e0 = (int)ceil(llo - 1e-9), e1 = (int)floor(lhi + 1e-9);
-    int ndec = e1 - e0 + 1;
-    int maxt = (int)fmax(2.0, len_px / (2.2 * font));
-    if (ndec >= 2) {
-        int every = (ndec + maxt - 1) / maxt;
-        for (int e = e0; e <= e1 && t->n < MAX_TICKS; e++)
-            if ((e - e0) % every == 0) t->v[t->n++] = pow(10.0, e);
-        if (every == 1)
-            for (int e = e0 - 1; e <= e1; e++)
-                for (int m = 2; m <= 9 && t->n_minor < MAX_MINOR; m++) {
-                    double v = m * pow(10.0, e);
-                    if (v >= lo && v <= hi) t->minor[t->n_minor++] = v;
-                }
-    } else {
-        static const int mant[3] = {1, 2, 5};
-        for (int e = e0 - 1; e <= e1; e++)
-            for (int k = 0; k < 3 && t->n < MAX_TICKS; k++) {
-                double v = mant[k] * pow(10.0, e);
-                if (v >= lo * (1 - 1e-9) && v <= hi * (1 + 1e-9)) t->v[t->n++] = v;
-            }
-        if (t->n < 2) { /* a narrow range: linear steps, placed on the log scale */
-            choose_linear(cr, lo, hi, len_px, 3.0 * font, 0, font, t);
-            return;
-        }
-        for (int e = e0 - 1; e <= e1; e++)
-            for (int m = 2; m <= 9 && t->n_minor < MAX_MINOR; m++) {
-                double v = m * pow(10.0, e);
-                if (m != 2 && m != 5 && v >= lo && v <= hi) t->minor[t->n_minor++] = v;
-            }
-    }
-    /* Plain numbers from 0.001 to 10000, powers of ten ("10^{-5}") beyond. */
-    int plain = 1;
-    for (int i = 0; i < t->n; i++)
-        if (t->v[i] < 1e-3 * (1 - 1e-9) || t->v[i] > 1e4 * (1 + 1e-9)) plain = 0;
-    for (int i = 0; i < t->n; i++) {
-        double l = log10(t->v[i]);
-        int e = (int)lround(l);
-        if (plain || fabs(l - e) > 1e-6) {
-            snprintf(t->label[i], sizeof t->label[i], "%.4g", t->v[i]);
-        } else {
-            snprintf(t->label[i], sizeof t->label[i], "10^{%s%d}", e < 0 ? "\xE2\x88\x92" : "",
-                     abs(e));
-        }
-    }
-}
 
 /* ------------------------------------------------------------------------------------------ */
 /* Frames: an axes rectangle with data limits                                                   */
@@ -389,21 +113,21 @@ static void frame_axes(cairo_t *cr, const frame *f, const ticks *xt, const ticks
     }
     if (label_x)
         for (int i = 0; i < xt->n; i++)
-            draw_text(cr, xt->label[i], TICK_FONT, 0, fx(f, xt->v[i]),
+            plot_draw_text(cr, xt->label[i], TICK_FONT, 0, fx(f, xt->v[i]),
                       b + TICK_LEN + 4 + cap_height(TICK_FONT), AL_CENTER, C_TEXT);
     if (label_y)
         for (int i = 0; i < yt->n; i++)
-            draw_text(cr, yt->label[i], TICK_FONT, 0, l - TICK_LEN - 4,
+            plot_draw_text(cr, yt->label[i], TICK_FONT, 0, l - TICK_LEN - 4,
                       fy(f, yt->v[i]) + cap_height(TICK_FONT) / 2, AL_RIGHT, C_TEXT);
     char factor[48];
     if (label_x && xt->exp10) {
-        factor_text(xt, factor, sizeof factor);
-        draw_text(cr, factor, TICK_FONT, 0, r,
+        plot_factor_text(xt, factor, sizeof factor);
+        plot_draw_text(cr, factor, TICK_FONT, 0, r,
                   b + TICK_LEN + 4 + cap_height(TICK_FONT) + TICK_FONT * 1.5, AL_RIGHT, C_TEXT);
     }
     if (label_y && yt->exp10) {
-        factor_text(yt, factor, sizeof factor);
-        draw_text(cr, factor, TICK_FONT, 0, l, t - 6, AL_LEFT, C_TEXT);
+        plot_factor_text(yt, factor, sizeof factor);
+        plot_draw_text(cr, factor, TICK_FONT, 0, l, t - 6, AL_LEFT, C_TEXT);
     }
 }
 
@@ -412,7 +136,7 @@ static void draw_text_vertical(cairo_t *cr, const char *text, double size, doubl
     cairo_save(cr);
     cairo_translate(cr, x, y);
     cairo_rotate(cr, -M_PI / 2);
-    draw_text(cr, text, size, 0, 0, 0, AL_CENTER, c);
+    plot_draw_text(cr, text, size, 0, 0, 0, AL_CENTER, c);
     cairo_restore(cr);
 }
 
@@ -434,7 +158,7 @@ static void draw_legend(cairo_t *cr, const frame *f, const legend_entry *e, int 
     if (n == 0) return;
     const double font = 13.0, pad = 8.0, sym = 22.0, row = font * 1.5;
     double tw = 0;
-    for (int i = 0; i < n; i++) tw = fmax(tw, text_width(cr, e[i].label, font, 0));
+    for (int i = 0; i < n; i++) tw = fmax(tw, plot_text_width(cr, e[i].label, font, 0));
     double bw = pad + sym + 6 + tw + pad, bh = pad + n * row - (row - font) + pad;
     double inset = 10;
     double cx[4] = {f->x0 + f->w - inset - bw, f->x0 + inset, f->x0 + f->w - inset - bw,
@@ -475,7 +199,7 @@ static void draw_legend(cairo_t *cr, const frame *f, const legend_entry *e, int 
             cairo_arc(cr, x + pad + sym / 2, mid, 4.5, 0, 2 * M_PI);
             cairo_fill(cr);
         }
-        draw_text(cr, e[i].label, font, 0, x + pad + sym + 6, base, AL_LEFT, C_TEXT);
+        plot_draw_text(cr, e[i].label, font, 0, x + pad + sym + 6, base, AL_LEFT, C_TEXT);
     }
 }
 
@@ -702,14 +426,14 @@ static void layout_single(cairo_t *cr, int W, int H, int has_title, int has_xlab
             f->ymax = cy + upp * f->h / 2;
         }
         if (f->log_y)
-            choose_log(cr, pow(10.0, f->ymin), pow(10.0, f->ymax), f->h, TICK_FONT, yt);
+            plot_choose_log(cr, pow(10.0, f->ymin), pow(10.0, f->ymax), f->h, TICK_FONT, yt);
         else
-            choose_linear(cr, f->ymin, f->ymax, f->h, 55, 0, TICK_FONT, yt);
-        double need = max_label_width(cr, yt, TICK_FONT);
+            plot_choose_linear(cr, f->ymin, f->ymax, f->h, 55, 0, TICK_FONT, yt);
+        double need = plot_max_label_width(cr, yt, TICK_FONT);
         if (fabs(need - label_w) < 1) break;
         label_w = need;
     }
-    choose_linear(cr, f->xmin, f->xmax, f->w, 90, 1, TICK_FONT, xt);
+    plot_choose_linear(cr, f->xmin, f->xmax, f->w, 90, 1, TICK_FONT, xt);
 }
 
 /* Title, axis labels and ticks around a laid-out single frame. */
@@ -717,16 +441,16 @@ static void decorate_single(cairo_t *cr, int W, const frame *f, const ticks *xt,
                             const char *title, const char *xlabel, const char *ylabel) {
     frame_axes(cr, f, xt, yt, 1, 1);
     if (title && *title) {
-        double size = fit_size(cr, title, TITLE_FONT, 1, W - 20);
-        draw_text(cr, title, size, 1, f->x0 + f->w / 2, 14 + cap_height(TITLE_FONT) + 2, AL_CENTER,
+        double size = plot_fit_size(cr, title, TITLE_FONT, 1, W - 20);
+        plot_draw_text(cr, title, size, 1, f->x0 + f->w / 2, 14 + cap_height(TITLE_FONT) + 2, AL_CENTER,
                   C_TEXT);
     }
     if (xlabel && *xlabel)
-        draw_text(cr, xlabel, LABEL_FONT, 0, f->x0 + f->w / 2,
+        plot_draw_text(cr, xlabel, LABEL_FONT, 0, f->x0 + f->w / 2,
                   f->y0 + f->h + TICK_LEN + 4 + TICK_FONT + 10 + cap_height(LABEL_FONT), AL_CENTER,
                   C_TEXT);
     if (ylabel && *ylabel) {
-        double lw = max_label_width(cr, yt, TICK_FONT);
+        double lw = plot_max_label_width(cr, yt, TICK_FONT);
         double x = f->x0 - TICK_LEN - 4 - lw - 12 - (LABEL_FONT - cap_height(LABEL_FONT));
         draw_text_vertical(cr, ylabel, LABEL_FONT, x, f->y0 + f->h / 2, C_TEXT);
     }
@@ -855,9 +579,9 @@ int ddpm_plot_scatter_grid(const char *png_path, const char *title, const ddpm_p
     cairo_t *mc = cairo_create(ms);
     double P = panel_px;
     ticks xt, yt;
-    choose_linear(mc, bd[0], bd[1], P, 70, 1, TICK_FONT, &xt);
-    choose_linear(mc, bd[2], bd[3], P, 55, 0, TICK_FONT, &yt);
-    double ylw = max_label_width(mc, &yt, TICK_FONT);
+    plot_choose_linear(mc, bd[0], bd[1], P, 70, 1, TICK_FONT, &xt);
+    plot_choose_linear(mc, bd[2], bd[3], P, 55, 0, TICK_FONT, &yt);
+    double ylw = plot_max_label_width(mc, &yt, TICK_FONT);
     cairo_destroy(mc);
     cairo_surface_destroy(ms);
 
@@ -880,8 +604,8 @@ int ddpm_plot_scatter_grid(const char *png_path, const char *title, const ddpm_p
     if ((rc = canvas_new(png_path, W, H, &s, &cr))) return rc;
 
     if (title && *title) {
-        double size = fit_size(cr, title, gtitle_font, 1, W - 20);
-        draw_text(cr, title, size, 1, W / 2.0, 14 + cap_height(gtitle_font) + 2, AL_CENTER, C_TEXT);
+        double size = plot_fit_size(cr, title, gtitle_font, 1, W - 20);
+        plot_draw_text(cr, title, size, 1, W / 2.0, 14 + cap_height(gtitle_font) + 2, AL_CENTER, C_TEXT);
     }
     for (int k = 0; k < n_panels; k++) {
         int row = k / n_cols, col = k % n_cols;
@@ -901,8 +625,8 @@ int ddpm_plot_scatter_grid(const char *png_path, const char *title, const ddpm_p
         int label_x = k + n_cols >= n_panels; /* nothing below this panel */
         frame_axes(cr, &f, &xt, &yt, label_x, col == 0);
         if (panel_titles && panel_titles[k]) {
-            double size = fit_size(cr, panel_titles[k], ptitle_font, 0, P + hgap - 4);
-            draw_text(cr, panel_titles[k], size, 0, f.x0 + P / 2, f.y0 - 8, AL_CENTER, C_TEXT);
+            double size = plot_fit_size(cr, panel_titles[k], ptitle_font, 0, P + hgap - 4);
+            plot_draw_text(cr, panel_titles[k], size, 0, f.x0 + P / 2, f.y0 - 8, AL_CENTER, C_TEXT);
         }
     }
     return canvas_finish(png_path, s, cr);
@@ -1012,7 +736,7 @@ int ddpm_plot_lines(const char *png_path, const char *title, const char *xlabel,
     cairo_restore(cr);
     decorate_single(cr, width, &f, &xt, &yt, title, xlabel, ylabel);
     if (empty)
-        draw_text(cr, "no finite data", 14, 0, f.x0 + f.w / 2, f.y0 + f.h / 2, AL_CENTER,
+        plot_draw_text(cr, "no finite data", 14, 0, f.x0 + f.w / 2, f.y0 + f.h / 2, AL_CENTER,
                   (rgb){0.5, 0.5, 0.5});
     draw_legend(cr, &f, le, nl, avoid, na);
     free(avoid);
