@@ -236,6 +236,25 @@ static void test_idx_errors(void **state) {
     write_idx(ipath, 1, 0x803, idims, 3, more, sizeof more);
     tu_expect_status(ddpm_dataset_fashion_mnist(dir, 1, 0, &d), DDPM_ERR_FORMAT, ipath,
                      "unexpected data");
+    /* A header announcing more than the file can hold is refused before allocating: the
+     * reproducer (tests/fixtures/regress/idx-huge-count) is a 60-byte file asking for 2^31 - 1
+     * images of 28 x 28 (a 56 GB allocation before the fix). */
+    {
+        char rdir[1024], rpath[1100];
+        snprintf(rdir, sizeof rdir, "%s", tu_fixture_path("regress/idx-huge-count"));
+        snprintf(rpath, sizeof rpath, "%s/train-images-idx3-ubyte", rdir);
+        tu_expect_status(ddpm_dataset_fashion_mnist(rdir, 1, 0, &d), DDPM_ERR_FORMAT, rpath,
+                         "more than the 60-byte file can hold");
+        assert_null(d.x);
+    }
+    /* the same for a gzip'd file: at most deflate's 1032:1 */
+    {
+        const uint32_t huge[3] = {0x7fffffff, 28, 28};
+        write_idx(ipath, 1, 0x803, huge, 3, px, sizeof px);
+        tu_expect_status(ddpm_dataset_fashion_mnist(dir, 1, 0, &d), DDPM_ERR_FORMAT, ipath,
+                         "more than the");
+        write_idx(ipath, 1, 0x803, idims, 3, px, sizeof px);
+    }
     /* A gzip stream cut in the middle. */
     unsigned char big[2 * 64 * 64];
     for (size_t i = 0; i < sizeof big; i++) big[i] = (unsigned char)(i * 2654435761u >> 24);

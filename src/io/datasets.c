@@ -63,7 +63,7 @@ static const char *const FASHION_NAMES[10] = {"T-shirt/top", "Trouser", "Pullove
 
 /* Opens dir/base.gz or else dir/base (gzread reads uncompressed files as they are). */
 static int idx_open(const char *dir, const char *base, int default_dir, char *path, size_t cap,
-                    gzFile *out) {
+                    gzFile *out, uint64_t *file_size) {
     *out = NULL;
     struct stat st;
     snprintf(path, cap, "%s/%s.gz", dir, base);
@@ -79,7 +79,16 @@ static int idx_open(const char *dir, const char *base, int default_dir, char *pa
     gzFile f = gzopen(path, "rb");
     if (!f) return ddpm_fail(DDPM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     *out = f;
+    *file_size = (uint64_t)st.st_size;
     return DDPM_OK;
+}
+
+/* The most bytes an IDX file of file_size bytes can hold after its header: the rest of the file
+ * if it is stored plainly, else what deflate's best ratio (1032:1) could expand it to. Checked
+ * before allocating, so a 60-byte file cannot ask for 56 GB. */
+static uint64_t idx_capacity(gzFile f, uint64_t file_size, uint64_t header) {
+    if (gzdirect(f)) return file_size > header ? file_size - header : 0;
+    return file_size * 1032;
 }
 
 /* Reads exactly n bytes; an error names the file (truncated or corrupt). */
@@ -133,10 +142,11 @@ int ddpm_dataset_fashion_mnist(const char *dir, int train, int max_items, ddpm_i
     unsigned char hdr[16], chunk[64 * 1024];
     unsigned char *lab = NULL;
     snprintf(base, sizeof base, "%s-images-idx3-ubyte", prefix);
-    int rc = idx_open(dir, base, default_dir, ipath, sizeof ipath, &fi);
+    uint64_t isize = 0, lsize = 0;
+    int rc = idx_open(dir, base, default_dir, ipath, sizeof ipath, &fi, &isize);
     if (rc) goto done;
     snprintf(base, sizeof base, "%s-labels-idx1-ubyte", prefix);
-    rc = idx_open(dir, base, default_dir, lpath, sizeof lpath, &fl);
+    rc = idx_open(dir, base, default_dir, lpath, sizeof lpath, &fl, &lsize);
     if (rc) goto done;
     if ((rc = idx_read(fi, ipath, hdr, 16, "the IDX header"))) goto done;
     if (be32(hdr) != 0x00000803) {
@@ -151,11 +161,24 @@ int ddpm_dataset_fashion_mnist(const char *dir, int train, int max_items, ddpm_i
                        rows, cols);
         goto done;
     }
+    if ((uint64_t)n * rows * cols > idx_capacity(fi, isize, 16)) {
+        rc = ddpm_fail(DDPM_ERR_FORMAT,
+                       "%s: the header announces %u images of %u x %u pixels, more than the "
+                       "%llu-byte file can hold",
+                       ipath, n, rows, cols, (unsigned long long)isize);
+        goto done;
+    }
     if ((rc = idx_read(fl, lpath, hdr, 8, "the IDX header"))) goto done;
     if (be32(hdr) != 0x00000801) {
         rc = ddpm_fail(DDPM_ERR_FORMAT,
                        "%s: bad IDX magic 0x%08x, expected 0x00000801 (1-D unsigned byte labels)",
                        lpath, be32(hdr));
+        goto done;
+    }
+    if ((uint64_t)n > idx_capacity(fl, lsize, 8)) {
+        rc = ddpm_fail(DDPM_ERR_FORMAT,
+                       "%s: the header announces %u labels, more than the %llu-byte file can hold",
+                       lpath, n, (unsigned long long)lsize);
         goto done;
     }
     if (be32(hdr + 4) != n) {
