@@ -52,6 +52,16 @@ static int eval_chunk(const ddpm_tape_net *tn, int B) {
     return n < B ? (int)n : B;
 }
 
+/* Frees slice k's tape, handles and gradient buffer (NULL ones are fine). */
+static void free_slice(ddpm_tape_net *tn, int k) {
+    ddpm_tape_free(tn->tape[k]);
+    free(tn->prm[k]);
+    free(tn->gpart[k]);
+    tn->tape[k] = NULL;
+    tn->prm[k] = NULL;
+    tn->gpart[k] = NULL;
+}
+
 /* Tapes, handles and gradient buffers for T slices (allocated once, when T first grows). */
 static int ensure_slices(ddpm_model *m, ddpm_tape_net *tn, int T) {
     for (int k = tn->n_slices; k < T; k++) {
@@ -59,12 +69,7 @@ static int ensure_slices(ddpm_model *m, ddpm_tape_net *tn, int T) {
         tn->prm[k] = ddpm_alloc(m->n_tensors, sizeof(ddpm_param));
         tn->gpart[k] = k ? ddpm_alloc_aligned(m->n_params, sizeof(float)) : NULL;
         if (!tn->tape[k] || !tn->prm[k] || (k && !tn->gpart[k])) {
-            ddpm_tape_free(tn->tape[k]);
-            free(tn->prm[k]);
-            free(tn->gpart[k]);
-            tn->tape[k] = NULL;
-            tn->prm[k] = NULL;
-            tn->gpart[k] = NULL;
+            free_slice(tn, k);
             return ddpm_fail(DDPM_ERR_NOMEM, "%s: out of memory for %d threads", m->ops->kind, T);
         }
         tn->n_slices = k + 1;
@@ -81,14 +86,7 @@ int ddpm_tape_net_init(ddpm_model *m) {
 }
 
 void ddpm_tape_net_free(ddpm_tape_net *tn) {
-    for (int k = 0; k < tn->n_slices; k++) {
-        ddpm_tape_free(tn->tape[k]);
-        free(tn->prm[k]);
-        free(tn->gpart[k]);
-        tn->tape[k] = NULL;
-        tn->prm[k] = NULL;
-        tn->gpart[k] = NULL;
-    }
+    for (int k = 0; k < tn->n_slices; k++) free_slice(tn, k);
     tn->n_slices = 0;
 }
 
