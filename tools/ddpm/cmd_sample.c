@@ -1,5 +1,7 @@
 /* cmd_sample.c - `ddpm sample`: draw samples from a checkpoint with DDPM or DDIM. */
-#include "job.h"
+#include "data_source.h"
+#include "points_jobs.h"
+#include "sample_driver.h"
 #include "model_flags.h"
 
 #include <cjson/cJSON.h>
@@ -176,7 +178,7 @@ int cmd_sample(int argc, char **argv) {
             int64_t shape[2] = {n, (int64_t)d};
             rc = ddpm_npy_write_f32(out, samples.x, 2, shape);
         }
-        if (!rc && !quiet) job_wrote(out, "samples");
+        if (!rc && !quiet) cli_wrote(out, "samples");
     }
     if (!rc && traj) rc = job_trajectory_write(&tj, traj, &ck.schedule, quiet);
     if (!rc && plot) {
@@ -188,7 +190,7 @@ int cmd_sample(int argc, char **argv) {
                                    "samples", 0, 0);
             job_data_free(&data);
         }
-        if (!rc && !quiet) job_wrote(plot, "samples over the data");
+        if (!rc && !quiet) cli_wrote(plot, "samples over the data");
     }
     job_trajectory_free(&tj);
     ddpm_points_free(&samples);

@@ -1,5 +1,5 @@
 /* cmd_train.c - `ddpm train`: train a diffusion model on points or images. */
-#include "job.h"
+#include "train_driver.h"
 #include "model_flags.h"
 
 #include <cjson/cJSON.h>
@@ -266,8 +266,8 @@ int cmd_train(int argc, char **argv) {
     rc = job_train(&tr, &data, &ro);
     if (!rc && !a.quiet) {
         printf("final loss %.5f after %lld steps\n", tr.last_loss, (long long)tr.step);
-        job_wrote(job_path(a.out, "ckpt.safetensors"), "checkpoint (weights, EMA, optimizer state)");
-        job_wrote(job_path(a.out, "loss.csv"), "loss per step");
+        cli_wrote(cli_path(a.out, "ckpt.safetensors"), "checkpoint (weights, EMA, optimizer state)");
+        cli_wrote(cli_path(a.out, "loss.csv"), "loss per step");
     }
     if (!rc) rc = job_plot_loss(a.out, a.quiet);
 out:
