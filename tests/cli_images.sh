@@ -65,5 +65,7 @@ expect_fail 2 "npy of the wrong rank" "rank.npy" "$DDPM" train --data "$tmp/rank
 { printf '\x93NUMPY\x01\x00\x76\x00'; printf "%-117s\n" "{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }"; head -c 24 /dev/zero; } > "$tmp/lab.npy"
 expect_fail 2 "labels count differs" "lab.npy has 3 rows but" "$DDPM" train --data "$tmp/img.npy" --labels "$tmp/lab.npy" "${tiny[@]}" --out "$tmp/r2"
 expect_fail 2 "image size the network cannot take" "height" "$DDPM" train --data "$tmp/data" --image-size 10 --model context-unet --n-feat 8 --quiet --out "$tmp/r2"
+expect_fail 2 "per-class beyond the sample limit" "--per-class 600000 x 2 classes is more than 1000000 samples" "$DDPM" sample --ckpt "$ck" --per-class 600000 --out "$tmp/x.png"
+expect_fail 2 "gif-every beyond its range" "--gif-every must be in 0..1000000" "$DDPM" sample --ckpt "$ck" -n 2 --gif "$tmp/x.gif" --gif-every 2147483647
 expect_fail 2 "weights of another model" "of the context-unet model is missing" "$DDPM" sample --weights "$ck" --model context-unet --n-feat 8 --n-cfeat 2 --height 8 --channels 3 --timesteps 40 --out "$tmp/x.png"
 finish

@@ -44,6 +44,11 @@ check "Ctrl-C says where it saved" grep -q "interrupted at step" "$tmp/int.err"
 check "Ctrl-C checkpoint loads" "$DDPM" sample --ckpt "$tmp/int/ckpt.safetensors" -n 5 --out "$tmp/i.csv" --quiet
 
 # bad input
+# counts that would overflow int arithmetic or ask for absurd memory are refused by range
+expect_fail 2 "-n beyond the sample limit" "-n must be in 1..1000000 (got '2147483647')" "$DDPM" sample --ckpt "$tmp/run/ckpt.safetensors" -n 2147483647 --out "$tmp/x.csv"
+expect_fail 2 "negative grid size" "--sample-n must be in 1..1000 (got '-1')" "$DDPM" train --sample-n -1 --steps 1 --out "$tmp/x"
+expect_fail 2 "huge batch" "--batch-size must be in 1..65536" "$DDPM" train --batch-size 2147483647 --steps 1 --out "$tmp/x"
+expect_fail 2 "float flag beyond float" "--grad-clip expects a number, got '1e300'" "$DDPM" train --grad-clip 1e300 --steps 1 --out "$tmp/x"
 cp "$tmp/run/ckpt.safetensors" "$tmp/good.st"
 expect_fail 2 "missing checkpoint" "nope.safetensors: cannot open" "$DDPM" sample --ckpt "$tmp/nope.safetensors" --out "$tmp/x.csv"
 head -c 100 "$tmp/good.st" > "$tmp/trunc.st"

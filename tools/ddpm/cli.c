@@ -2,6 +2,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -32,11 +33,14 @@ int cli_fail(const char *cmd, int status) {
     }
 }
 
+/* "-" for the one-letter options (-n), else "--". */
+static const char *dashes(const cli_opt *o) { return o->name[1] ? "--" : "-"; }
+
 static void print_help(const char *cmd, const char *usage, const cli_opt *opts, int n) {
     printf("usage: ddpm %s [options]\n\n%s\n\noptions:\n", cmd, usage);
     for (int i = 0; i < n; i++) {
         char left[64];
-        const char *dash = opts[i].name[1] ? "--" : "-";
+        const char *dash = dashes(&opts[i]);
         if (opts[i].type == CLI_FLAG)
             snprintf(left, sizeof left, "%s%s", dash, opts[i].name);
         else
@@ -47,30 +51,45 @@ static void print_help(const char *cmd, const char *usage, const cli_opt *opts, 
     printf("  %-26s %s\n", "--help", "show this help");
 }
 
+/* The range error of an option with lo < hi, or 0 when x is inside. */
+static int out_of_range(const char *cmd, const cli_opt *o, double x, const char *v) {
+    if (!(o->lo < o->hi) || (x >= o->lo && x <= o->hi)) return 0;
+    if (o->type == CLI_INT || o->type == CLI_U64)
+        return cli_usage_error(cmd, "%s%s must be in %.0f..%.0f (got '%s')", dashes(o), o->name,
+                               o->lo, o->hi, v);
+    return cli_usage_error(cmd, "%s%s must be in %g..%g (got '%s')", dashes(o), o->name, o->lo,
+                           o->hi, v);
+}
+
 static int set_value(const char *cmd, const cli_opt *o, const char *v) {
     char *end;
+    int rc;
     errno = 0;
     switch (o->type) {
     case CLI_INT: {
         long x = strtol(v, &end, 10);
         if (!*v || *end || errno || x < -2147483647L || x > 2147483647L)
-            return cli_usage_error(cmd, "--%s expects an integer, got '%s'", o->name, v);
+            return cli_usage_error(cmd, "%s%s expects an integer, got '%s'", dashes(o), o->name, v);
+        if ((rc = out_of_range(cmd, o, (double)x, v))) return rc;
         *(int *)o->ptr = (int)x;
         break;
     }
     case CLI_U64: {
-        if (*v == '-') return cli_usage_error(cmd, "--%s expects a non-negative integer, got '%s'", o->name, v);
+        if (*v == '-') return cli_usage_error(cmd, "%s%s expects a non-negative integer, got '%s'", dashes(o), o->name, v);
         unsigned long long x = strtoull(v, &end, 10);
         if (!*v || *end || errno)
-            return cli_usage_error(cmd, "--%s expects a non-negative integer, got '%s'", o->name, v);
+            return cli_usage_error(cmd, "%s%s expects a non-negative integer, got '%s'", dashes(o), o->name, v);
+        if ((rc = out_of_range(cmd, o, (double)x, v))) return rc;
         *(uint64_t *)o->ptr = (uint64_t)x;
         break;
     }
     case CLI_FLOAT:
     case CLI_DOUBLE: {
         double x = strtod(v, &end);
-        if (!*v || *end || errno || !isfinite(x))
-            return cli_usage_error(cmd, "--%s expects a number, got '%s'", o->name, v);
+        /* a float flag also refuses what float cannot hold (1e300 would become inf) */
+        if (!*v || *end || errno || !isfinite(x) || (o->type == CLI_FLOAT && fabs(x) > FLT_MAX))
+            return cli_usage_error(cmd, "%s%s expects a number, got '%s'", dashes(o), o->name, v);
+        if ((rc = out_of_range(cmd, o, x, v))) return rc;
         if (o->type == CLI_FLOAT)
             *(float *)o->ptr = (float)x;
         else
@@ -78,7 +97,8 @@ static int set_value(const char *cmd, const cli_opt *o, const char *v) {
         break;
     }
     case CLI_STRING:
-        if (!*v) return cli_usage_error(cmd, "--%s expects a value, got an empty string", o->name);
+        if (!*v) return cli_usage_error(cmd, "%s%s expects a value, got an empty string", dashes(o),
+                                     o->name);
         *(const char **)o->ptr = v;
         break;
     case CLI_FLAG: *(int *)o->ptr = 1; break;

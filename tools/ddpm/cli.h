@@ -15,6 +15,8 @@ typedef struct {
     const char *metavar; /* e.g. "T"; NULL for flags */
     const char *help;
     int *was_set;        /* optional: set to 1 when the option appears */
+    double lo, hi;       /* numbers, when lo < hi: the value must lie in lo..hi (an error names
+                          * the flag and the range); both 0: any value of the type */
 } cli_opt;
 
 /* Exit codes: 0 success, 1 a failure at run time, 2 bad usage or bad input, 130 interrupted. */

@@ -12,7 +12,7 @@ int cmd_noise(int argc, char **argv) {
     uint64_t seed = 0;
     const cli_opt opts[] = {
         {"data", CLI_STRING, &data, "NAME|FILE.csv", "built-in data set or CSV of points (default s-curve)", NULL},
-        {"n-points", CLI_INT, &n, "N", "points of a built-in data set (default 10000)", NULL},
+        {"n-points", CLI_INT, &n, "N", "points of a built-in data set (default 10000)", NULL, 1, 10000000},
         {"schedule", CLI_STRING, &schedule, "NAME", "beta schedule (default sigmoid-2d)", NULL},
         {"timesteps", CLI_INT, &T, "T", "diffusion steps (default 100)", NULL},
         {"beta-start", CLI_DOUBLE, &bs, "A", "first beta", &set_bs},

@@ -68,7 +68,7 @@ int cmd_sample(int argc, char **argv) {
     int set_n = 0;
     const cli_opt sample_opts[] = {
         {"ckpt", CLI_STRING, &ckpt, "FILE", "checkpoint written by ddpm train (carries model, schedule and prediction type)", NULL},
-        {"n", CLI_INT, &ia.n, "N", "number of samples (default 1000; images 40 unless --per-class)", &set_n},
+        {"n", CLI_INT, &ia.n, "N", "number of samples (default 1000; images 40 unless --per-class)", &set_n, 1, SAMPLE_MAX_N},
         {"sampler", CLI_STRING, &sa.sampler, "NAME", "ddpm (every step, default) or ddim", NULL},
         {"steps", CLI_INT, &sa.steps, "K", "DDIM steps (default min(50, T))", NULL},
         {"eta", CLI_FLOAT, &sa.eta, "E", "DDIM eta: 0 deterministic (default), 1 DDPM-like", NULL},
@@ -82,18 +82,18 @@ int cmd_sample(int argc, char **argv) {
         {"out", CLI_STRING, &ia.out, "FILE", "points: .csv or .npy; images: a grid .png or the samples .npy", NULL},
         {"trajectory", CLI_STRING, &traj, "DIR", "points: write the reverse process (10 snapshots and a plot)", NULL},
         {"plot", CLI_STRING, &plot, "FILE.png", "points: scatter plot of the samples over the data", NULL},
-        {"class", CLI_INT, &ia.class_id, "K", "images: sample class K (0-based)", NULL},
-        {"per-class", CLI_INT, &ia.per_class, "K", "images: K samples of every class, one row per class", NULL},
+        {"class", CLI_INT, &ia.class_id, "K", "images: sample class K (0-based)", NULL, -1, 1000000},
+        {"per-class", CLI_INT, &ia.per_class, "K", "images: K samples of every class, one row per class", NULL, 0, 1000000},
         {"context", CLI_STRING, &ia.context, "V", "images: a context vector for every sample, e.g. 1,0,0.6,0,0", NULL},
         {"context-file", CLI_STRING, &ia.context_file, "FILE.npy", "images: one context vector per sample [N, K]", NULL},
         {"guidance", CLI_FLOAT, &ia.guidance, "W", "classifier-free guidance: eps = (1 + W) eps_cond - W eps_uncond (default 0)", NULL},
-        {"nrow", CLI_INT, &ia.nrow, "R", "images per grid row", NULL},
-        {"scale", CLI_INT, &ia.scale, "S", "grid pixel scale (default 2 below 32 pixels)", NULL},
+        {"nrow", CLI_INT, &ia.nrow, "R", "images per grid row", NULL, 0, 10000},
+        {"scale", CLI_INT, &ia.scale, "S", "grid pixel scale (default 2 below 32 pixels)", NULL, 0, 64},
         {"npy", CLI_STRING, &ia.npy, "FILE", "images: also write the samples [N, C, H, W] as .npy", NULL},
         {"gif", CLI_STRING, &ia.gif, "FILE.gif", "images: the denoising process as an animated GIF", NULL},
-        {"gif-every", CLI_INT, &ia.gif_every, "K", "a GIF frame every K steps (default: 25 frames)", NULL},
+        {"gif-every", CLI_INT, &ia.gif_every, "K", "a GIF frame every K steps (default: 25 frames)", NULL, 0, 1000000},
         {"x-init", CLI_STRING, &ia.x_init, "FILE.npy", "images: start from this x_T [N, C, H, W] float32", NULL},
-        {"batch", CLI_INT, &ia.batch, "B", "images per forward pass (default 100)", NULL},
+        {"batch", CLI_INT, &ia.batch, "B", "images per forward pass (default 100)", NULL, 0, 65536},
         {"quiet", CLI_FLAG, &quiet, NULL, "print nothing but errors", NULL},
     };
     const cli_opt weights_opts[] = {

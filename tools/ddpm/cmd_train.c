@@ -86,13 +86,13 @@ int cmd_train(int argc, char **argv) {
     model_flags_init(&a.net, "mlp");
     const cli_opt data_opts[] = {
         {"data", CLI_STRING, &a.data, "SOURCE", "points: s-curve (default), swiss-roll, moons, circles, 8-gaussians, checkerboard or FILE.csv; images: fashion-mnist, a folder of images or FILE.npy (N x H x W x C)", NULL},
-        {"n-points", CLI_INT, &a.n_points, "N", "points drawn from a built-in data set (default 10000)", NULL},
+        {"n-points", CLI_INT, &a.n_points, "N", "points drawn from a built-in data set (default 10000)", NULL, 1, 10000000},
         {"data-seed", CLI_U64, &a.data_seed, "S", "seed of the built-in data set (default 0)", NULL},
         {"labels", CLI_STRING, &a.labels, "FILE.npy", "labels for .npy images: class indices [N] or context vectors [N, K]", NULL},
-        {"image-size", CLI_INT, &a.image_size, "S", "folder images: resize and center-crop to S x S (default 32)", NULL},
+        {"image-size", CLI_INT, &a.image_size, "S", "folder images: resize and center-crop to S x S (default 32)", NULL, 4, 1024},
         {"channels", CLI_INT, &a.channels, "C", "folder images: 3 (RGB, default) or 1 (grayscale)", NULL},
         {"labels-from-dirs", CLI_FLAG, &a.labels_from_dirs, NULL, "folder images: class labels from the sub-folder names", NULL},
-        {"max-items", CLI_INT, &a.max_items, "N", "fashion-mnist: use the first N training images", NULL},
+        {"max-items", CLI_INT, &a.max_items, "N", "fashion-mnist: use the first N training images", NULL, 0, 1000000000},
         {"hflip", CLI_FLAG, &a.hflip, NULL, "random horizontal flips (default on for folders)", NULL},
         {"no-hflip", CLI_FLAG, &a.no_hflip, NULL, "no random flips", NULL},
     };
@@ -118,14 +118,14 @@ int cmd_train(int argc, char **argv) {
         {"grad-clip", CLI_FLOAT, &a.grad_clip, "N", "max gradient norm, 0 = off (default 1)", NULL},
         {"ema-decay", CLI_FLOAT, &a.ema_decay, "D", "EMA decay of the weights, 0 = off (default 0.999)", NULL},
         {"no-ema-warmup", CLI_FLAG, &a.no_ema_warmup, NULL, "use the EMA decay from the first step", NULL},
-        {"batch-size", CLI_INT, &a.batch, "B", "batch size (default 128; context-unet 100, unet 64)", &a.set_batch},
+        {"batch-size", CLI_INT, &a.batch, "B", "batch size (default 128; context-unet 100, unet 64)", &a.set_batch, 1, 65536},
         {"steps", CLI_INT, &a.steps, "N", "optimizer steps (default 10000)", &a.set_steps},
         {"epochs", CLI_INT, &a.epochs, "E", "train for E passes over the data instead of --steps", &a.set_epochs},
         {"seed", CLI_U64, &a.seed, "S", "seed of initialisation, shuffling, t and noise (default 0)", NULL},
         {"out", CLI_STRING, &a.out, "DIR", "run directory (default runs/train)", NULL},
         {"save-every", CLI_INT, &a.save_every, "N", "checkpoint every N steps (default 1000)", NULL},
         {"sample-every", CLI_INT, &a.sample_every, "N", "images: a sample grid in DIR/samples every N steps, 0 = off (default 1000)", NULL},
-        {"sample-n", CLI_INT, &a.sample_n, "N", "images: samples in those grids (default 40)", NULL},
+        {"sample-n", CLI_INT, &a.sample_n, "N", "images: samples in those grids (default 40)", NULL, 1, 1000},
         {"log-every", CLI_INT, &a.log_every, "N", "progress line every N steps when not on a terminal", NULL},
         {"resume", CLI_STRING, &a.resume, "CKPT", "continue a run from its checkpoint (exactly)", NULL},
         {"quiet", CLI_FLAG, &a.quiet, NULL, "no progress display", NULL},
@@ -149,7 +149,6 @@ int cmd_train(int argc, char **argv) {
     if (a.save_every < 0 || a.log_every < 0 || a.sample_every < 0)
         return cli_usage_error("train", "--save-every, --sample-every and --log-every must be >= 0");
     if (a.channels != 1 && a.channels != 3) return cli_usage_error("train", "--channels must be 1 or 3");
-    if (a.image_size < 4 || a.image_size > 1024) return cli_usage_error("train", "--image-size must be in 4..1024");
 
     const int images = !a.resume && data_is_images(a.data);
     if (!a.resume) {

@@ -27,6 +27,9 @@ int sampler_args_resolve(const char *cmd, const sampler_args *a, const ddpm_chec
 /* Puts the checkpoint's EMA weights in place of the raw ones unless no_ema. */
 void sampler_use_ema(ddpm_checkpoint *ck, int no_ema, int quiet);
 
+/* The most samples one `ddpm sample` draws (-n, --per-class x classes, --context-file rows). */
+enum { SAMPLE_MAX_N = 1000000 };
+
 /* The image flags of `ddpm sample`. */
 typedef struct {
     int n, class_id, per_class, nrow, scale, gif_every, batch, quiet;

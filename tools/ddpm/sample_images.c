@@ -53,12 +53,20 @@ int sample_images(const sample_image_args *a, ddpm_checkpoint *ck, const ddpm_sa
         return cli_usage_error("sample", "--guidance needs a conditional model");
     ddpm_npy ctx_file = {0}, xinit = {0};
     float *cond = NULL, *x_init = NULL;
-    if (a->per_class > 0) n = a->per_class * K;
+    if (a->per_class > 0) {
+        if ((long long)a->per_class * K > SAMPLE_MAX_N)
+            return cli_usage_error("sample", "--per-class %d x %d classes is more than %d samples", a->per_class, K, SAMPLE_MAX_N);
+        n = a->per_class * K;
+    }
     if (a->context_file) {
         if ((rc = ddpm_npy_read(a->context_file, &ctx_file))) return cli_fail("sample", rc);
         if (ctx_file.ndim != 2 || ctx_file.shape[1] != K) {
             ddpm_npy_free(&ctx_file);
             return cli_usage_error("sample", "%s must be an array [N, %d] of context vectors", a->context_file, K);
+        }
+        if (ctx_file.shape[0] > SAMPLE_MAX_N) {
+            ddpm_npy_free(&ctx_file);
+            return cli_usage_error("sample", "%s holds more than %d context vectors", a->context_file, SAMPLE_MAX_N);
         }
         n = (int)ctx_file.shape[0];
     }
@@ -104,7 +112,7 @@ int sample_images(const sample_image_args *a, ddpm_checkpoint *ck, const ddpm_sa
     const int steps = so_in->sampler == DDPM_SAMPLER_DDIM ? so_in->steps : ck->schedule.n - ck->schedule.t0;
     gif_recorder gr = {0};
     if (!rc && a->gif) {
-        gr.every = a->gif_every > 0 ? a->gif_every : (steps + 24) / 25;
+        gr.every = a->gif_every > 0 ? (a->gif_every < steps ? a->gif_every : steps) : (steps + 24) / 25;
         gr.n_frames = (steps + gr.every - 1) / gr.every;
         gr.n_total = (size_t)n;
         gr.d = d;
