@@ -13,9 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#ifdef _OPENMP
 #include <omp.h>
-#endif
 
 
 /* ---- selection and threads ------------------------------------------------------------------- */
@@ -47,7 +45,6 @@ void ddpm_mk_set_fast(int on) {
 }
 
 int ddpm_mk_threads(double flops) {
-#ifdef _OPENMP
     if (omp_in_parallel()) return 1;
     const int max = omp_get_max_threads();
     /* A fork and a barrier cost a microsecond or two on an idle machine; give each thread at
@@ -55,10 +52,6 @@ int ddpm_mk_threads(double flops) {
     const double per = flops / 1e6;
     const int by_work = per < 1.0 ? 1 : per > 1024.0 ? 1024 : (int)per;
     return max < by_work ? max : by_work;
-#else
-    (void)flops;
-    return 1;
-#endif
 }
 
 static double mk_now(void) {

@@ -22,9 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#ifdef _OPENMP
 #include <omp.h>
-#endif
 
 /* ---- references ------------------------------------------------------------------------------ */
 

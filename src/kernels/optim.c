@@ -13,9 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#ifdef _OPENMP
 #include <omp.h>
-#endif
 
 /* ---- references ------------------------------------------------------------------------------ */
 

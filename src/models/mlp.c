@@ -21,9 +21,7 @@
 #include "models/model_internal.h"
 
 #include <math.h>
-#ifdef _OPENMP
 #include <omp.h>
-#endif
 
 #define MLP_RB 96 /* rows per block of the fast forward (a block stays in L2 through all layers) */
 
@@ -61,18 +59,10 @@ static int mlp_ld(int H) {
     return ld;
 }
 
-static int max_threads(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
 static int mlp_reserve(ddpm_model *m, int B) {
     mlp *p = m->impl;
     const int H = p->cfg.hidden, D = p->cfg.dim, L = p->cfg.depth, ld = p->ld;
-    const int nt = max_threads();
+    const int nt = omp_get_max_threads();
     free(p->x);
     free(p->h);
     free(p->temb);
@@ -262,11 +252,7 @@ static void mlp_forward_fast(ddpm_model *m, mlp *p, int B, int train, float *out
     if (nt > p->scratch_threads) nt = p->scratch_threads;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-#ifdef _OPENMP
-        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-#else
-        const int tid = 0, nth = 1;
-#endif
+const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
         pack_forward(m, p, tid, nth);
         if (nth > 1) {
 #pragma omp barrier
@@ -286,11 +272,7 @@ static void mlp_backward_fast(ddpm_model *m, mlp *p, const float *dout) {
     const int nt = ddpm_mk_gov_begin(&gov, flops);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-#ifdef _OPENMP
-        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-#else
-        const int tid = 0, nth = 1;
-#endif
+const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
         int r0, r1, c0, c1;
         ddpm_mk_split(B, nth, tid, 1, &r0, &r1);          /* batch rows: input gradients */
         ddpm_mk_split(H, nth, tid, DDPM_MK_NR, &c0, &c1); /* features: parameter gradients */

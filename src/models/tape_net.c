@@ -24,14 +24,7 @@
 #include "core/test_hooks.h"
 #include "models/model_internal.h"
 
-#ifdef _OPENMP
 #include <omp.h>
-#else
-static int omp_get_max_threads(void) { return 1; }
-static int omp_get_thread_num(void) { return 0; }
-static int omp_get_num_threads(void) { return 1; }
-static void omp_set_num_threads(int n) { (void)n; }
-#endif
 
 /* Calls with less forward work than this (FLOPs, ~0.1 ms on one core) run on one thread. */
 #define DDPM_TAPE_NET_SERIAL_FLOPS 5e6

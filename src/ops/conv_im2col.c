@@ -284,52 +284,51 @@ void conv_for_each_item(const void *job, int B, int slots, conv_item_fn item) {
     }
 }
 
-void conv_im2col_forward(float *out, const float *inp, const float *weight, const float *bias,
-                         const ddpm_conv_dims *d, float *ws) {
+/* Both passes of both convolutions: the job's arrays, then every item (the backward's weight
+ * and bias gradients in per-thread partials, reduced in a fixed order). */
+static void run_forward(const ddpm_conv_dims *d, float *ws, float *out, const float *inp,
+                        const float *weight, const float *bias, conv_item_fn item) {
     conv_job j = job_of(d, ws);
     j.out = out;
     j.inp = inp;
     j.weight = weight;
     j.bias = bias;
-    conv_for_each_item(&j, d->B, j.p.slots, conv_fwd_item);
+    conv_for_each_item(&j, d->B, j.p.slots, item);
+}
+
+static void run_backward(const ddpm_conv_dims *d, float *ws, float *dinp, float *dweight,
+                         float *dbias, const float *dout, const float *inp, const float *weight,
+                         conv_item_fn item) {
+    conv_job j = job_of(d, ws);
+    j.dinp = dinp;
+    j.dweight = dweight;
+    j.dbias = dbias;
+    j.dout = dout;
+    j.inp = inp;
+    j.weight = weight;
+    partials_zero(&j);
+    conv_for_each_item(&j, d->B, j.p.slots, item);
+    partials_reduce(&j);
+}
+
+void conv_im2col_forward(float *out, const float *inp, const float *weight, const float *bias,
+                         const ddpm_conv_dims *d, float *ws) {
+    run_forward(d, ws, out, inp, weight, bias, conv_fwd_item);
 }
 
 void conv_im2col_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                           const float *inp, const float *weight, const ddpm_conv_dims *d,
                           float *ws) {
-    conv_job j = job_of(d, ws);
-    j.dinp = dinp;
-    j.dweight = dweight;
-    j.dbias = dbias;
-    j.dout = dout;
-    j.inp = inp;
-    j.weight = weight;
-    partials_zero(&j);
-    conv_for_each_item(&j, d->B, j.p.slots, conv_bwd_item);
-    partials_reduce(&j);
+    run_backward(d, ws, dinp, dweight, dbias, dout, inp, weight, conv_bwd_item);
 }
 
 void conv_transpose_im2col_forward(float *out, const float *inp, const float *weight,
                                    const float *bias, const ddpm_conv_dims *d, float *ws) {
-    conv_job j = job_of(d, ws);
-    j.out = out;
-    j.inp = inp;
-    j.weight = weight;
-    j.bias = bias;
-    conv_for_each_item(&j, d->B, j.p.slots, convt_fwd_item);
+    run_forward(d, ws, out, inp, weight, bias, convt_fwd_item);
 }
 
 void conv_transpose_im2col_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                                     const float *inp, const float *weight,
                                     const ddpm_conv_dims *d, float *ws) {
-    conv_job j = job_of(d, ws);
-    j.dinp = dinp;
-    j.dweight = dweight;
-    j.dbias = dbias;
-    j.dout = dout;
-    j.inp = inp;
-    j.weight = weight;
-    partials_zero(&j);
-    conv_for_each_item(&j, d->B, j.p.slots, convt_bwd_item);
-    partials_reduce(&j);
+    run_backward(d, ws, dinp, dweight, dbias, dout, inp, weight, convt_bwd_item);
 }

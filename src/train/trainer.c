@@ -10,9 +10,7 @@
 #include "models/model_internal.h"
 
 #include <math.h>
-#ifdef _OPENMP
 #include <omp.h>
-#endif
 
 static const char *const opt_names[] = {"adam", "adamw"};
 static const char *const decay_names[] = {"constant", "cosine", "linear"};
@@ -396,11 +394,7 @@ static int trainer_step(ddpm_trainer *tr) {
     const int nt = ddpm_mk_gov_begin(&gov, 2e4 * (double)B * (double)(d < 64 ? 1 : d / 64));
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-#ifdef _OPENMP
-        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-#else
-        const int tid = 0, nth = 1;
-#endif
+const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
         int i0, i1;
         ddpm_mk_split(B, nth, tid, 1, &i0, &i1);
         assemble_items(tr, epoch, start, i0, i1);
