@@ -125,15 +125,9 @@ static void gemm_case(int M, int N, int K, int v, int m0, int m1, int n0, int n1
     free(idx);
 }
 
-static void test_gemm_matches_reference(void **state) {
-    (void)state;
-    if (!have_fast()) return;
-    const int shapes[][3] = {{1, 1, 1},     {2, 3, 1},   {6, 16, 2},     {7, 8, 5},
-                             {8, 17, 3},    {9, 24, 4},  {13, 31, 16},   {12, 33, 7},
-                             {5, 15, 128},  {19, 40, 2}, {64, 128, 128}, {128, 2, 128},
-                             {2, 128, 128}, {11, 7, 0}};
+static void gemm_shapes(const int (*shapes)[3], size_t n_shapes) {
     uint64_t seed = 100;
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+    for (size_t s = 0; s < n_shapes; s++) {
         const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
         const int big = (double)M * N * K > 1e5;
         for (int v = 0; v < 256; v += big ? 37 : 1) {
@@ -150,6 +144,30 @@ static void test_gemm_matches_reference(void **state) {
         }
     }
 }
+
+/* At every fast level this CPU has (AVX2, then AVX-512, whose tiles are up to 12 rows: the
+ * shapes give every tile height 1..12 and both column tails). */
+static void test_gemm_matches_reference(void **state) {
+    (void)state;
+    if (!have_fast()) return;
+    const int shapes[][3] = {{1, 1, 1},     {2, 3, 1},   {6, 16, 2},     {7, 8, 5},
+                             {8, 17, 3},    {9, 24, 4},  {13, 31, 16},   {12, 33, 7},
+                             {5, 15, 128},  {19, 40, 2}, {64, 128, 128}, {128, 2, 128},
+                             {2, 128, 128}, {11, 7, 0},  {3, 20, 9},     {4, 47, 6},
+                             {10, 9, 33},   {23, 5, 11}};
+    for (int isa = DDPM_ISA_AVX2; isa <= DDPM_ISA_AVX512; isa++) {
+        if (isa > (int)ddpm_mk_isa_cpu()) {
+            print_message("no %s on this CPU: its GEMM kernel is not tested here\n",
+                          ddpm_mk_isa_name((ddpm_isa)isa));
+            break;
+        }
+        ddpm_mk_set_isa(isa);
+        assert_int_equal(ddpm_mk_isa(), isa);
+        gemm_shapes(shapes, sizeof shapes / sizeof shapes[0]);
+    }
+    ddpm_mk_set_isa(-1);
+}
+
 
 /* ---- packing, the small-output dot kernel, column sums and scatter-adds ---------------------- */
 

@@ -1,7 +1,7 @@
-/* cpu.c - the run-time choice between the AVX2 + FMA kernels and their plain references (CPU
- * feature detection, DDPM_* overrides), the thread count for a kernel call of a given size, and
- * the thread governor of the training step, which times calls and probes whether fewer threads
- * run them faster.
+/* cpu.c - the run-time choice between the AVX-512 and AVX2 + FMA kernels and their plain
+ * references (CPU feature detection, the DDPM_ISA and DDPM_KERNELS overrides), the thread count
+ * for a kernel call of a given size, and the thread governor of the training step, which times
+ * calls and probes whether fewer threads run them faster.
  */
 #include "kernels/kernels.h"
 
@@ -10,6 +10,7 @@
 
 #include <math.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -18,30 +19,65 @@
 
 /* ---- selection and threads ------------------------------------------------------------------- */
 
-static atomic_int mk_choice = -1; /* -1: not decided yet */
+static atomic_int mk_choice = -1; /* a ddpm_isa, or -1: not decided yet */
 
-static int mk_default(void) {
+ddpm_isa ddpm_mk_isa_cpu(void) {
 #if MK_X86
-    const char *e = getenv("DDPM_KERNELS");
-    if (e && strcmp(e, "ref") == 0) return 0;
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    /* GCC's checks include the OS's support (XCR0) for the AVX and AVX-512 register state. */
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return DDPM_ISA_REF;
+    return __builtin_cpu_supports("avx512f") ? DDPM_ISA_AVX512 : DDPM_ISA_AVX2;
 #else
-    return 0;
+    return DDPM_ISA_REF;
 #endif
 }
 
-int ddpm_mk_fast(void) {
+const char *ddpm_mk_isa_name(ddpm_isa isa) {
+    return isa == DDPM_ISA_AVX512 ? "avx512" : isa == DDPM_ISA_AVX2 ? "avx2" : "ref";
+}
+
+/* The CPU's best, capped by DDPM_ISA (or DDPM_KERNELS=ref). An unknown DDPM_ISA value is said
+ * once on stderr and ignored: the library has no other channel before its first call. */
+static int mk_default(void) {
+    const int cpu = ddpm_mk_isa_cpu();
+    const char *k = getenv("DDPM_KERNELS");
+    if (k && strcmp(k, "ref") == 0) return DDPM_ISA_REF;
+    const char *e = getenv("DDPM_ISA");
+    if (!e || !*e) return cpu;
+    int cap = -1;
+    for (int i = DDPM_ISA_REF; i <= DDPM_ISA_AVX512; i++)
+        if (strcmp(e, ddpm_mk_isa_name((ddpm_isa)i)) == 0) cap = i;
+    if (cap < 0) {
+        fprintf(stderr, "ddpm: DDPM_ISA=%s is not ref, avx2 or avx512; using %s\n", e,
+                ddpm_mk_isa_name((ddpm_isa)cpu));
+        return cpu;
+    }
+    return cap < cpu ? cap : cpu;
+}
+
+ddpm_isa ddpm_mk_isa(void) {
     int c = atomic_load_explicit(&mk_choice, memory_order_relaxed);
     if (c < 0) {
         c = mk_default();
         atomic_store_explicit(&mk_choice, c, memory_order_relaxed);
     }
-    return c;
+    return (ddpm_isa)c;
+}
+
+int ddpm_mk_fast(void) { return ddpm_mk_isa() >= DDPM_ISA_AVX2; }
+
+void ddpm_mk_set_isa(int isa) {
+    const int cpu = ddpm_mk_isa_cpu();
+    atomic_store_explicit(&mk_choice, isa < 0 ? -1 : isa < cpu ? isa : cpu, memory_order_relaxed);
 }
 
 void ddpm_mk_set_fast(int on) {
     atomic_store_explicit(&mk_choice, on < 0 ? -1 : on ? mk_default() : 0, memory_order_relaxed);
+}
+
+int ddpm_mk_tile_rows(int rem) {
+    return ddpm_mk_tile_rows_max(rem, ddpm_mk_isa() >= DDPM_ISA_AVX512 ? DDPM_MK_MR_AVX512
+                                                                       : DDPM_MK_MR_AVX2);
 }
 
 int ddpm_mk_threads(double flops) {

@@ -269,7 +269,7 @@ static const tile_fn tiles[6][4] = {MK_ROW(1), MK_ROW(2), MK_ROW(3),
 MK_TGT static void gemm_avx2(const ddpm_mk_gemm *g, int m0, int m1, int n0, int n1) {
     for (int m = m0; m < m1;) {
         const int rem = m1 - m;
-        const int mr = ddpm_mk_tile_rows(rem);
+        const int mr = ddpm_mk_tile_rows_max(rem, DDPM_MK_MR_AVX2);
         for (int n = n0; n < n1; n += DDPM_MK_NR) {
             const int nc = n1 - n < DDPM_MK_NR ? n1 - n : DDPM_MK_NR;
             const int kind = nc == 16 ? 0 : nc > 8 ? 1 : nc == 8 ? 2 : 3;
@@ -494,7 +494,12 @@ MK_TGT static void scatter_avx2(float *dE, ptrdiff_t lde, const int *idx, const 
 void ddpm_mk_gemm_run(const ddpm_mk_gemm *g, int m0, int m1, int n0, int n1) {
     if (m0 >= m1 || n0 >= n1) return;
 #if MK_X86
-    if (ddpm_mk_fast()) {
+    const ddpm_isa isa = ddpm_mk_isa();
+    if (isa >= DDPM_ISA_AVX512) {
+        ddpm_mk_gemm_avx512(g, m0, m1, n0, n1);
+        return;
+    }
+    if (isa >= DDPM_ISA_AVX2) {
         gemm_avx2(g, m0, m1, n0, n1);
         return;
     }

@@ -56,13 +56,19 @@ void ddpm_mk_gemm_run(const ddpm_mk_gemm *g, int m0, int m1, int n0, int n1);
 void ddpm_mk_gemm_ref(const ddpm_mk_gemm *g, int m0, int m1, int n0, int n1);
 
 /* Rows of the register tile the GEMM kernel takes next with `rem` rows left: as few tiles as
- * 6-row tiles allow, their rows spread evenly (64 rows: nine of 6 and two of 5; 8 rows: 4 + 4).
- * A tile needs 8 accumulators in flight to hide the FMA latency on two pipes: 4-row tiles have
- * exactly 8 and measured slow, 5-row tiles have 10. */
-static inline int ddpm_mk_tile_rows(int rem) {
-    const int tiles = (rem + 5) / 6;
+ * tiles of at most DDPM_MK_MR_AVX2 (6) rows, or DDPM_MK_MR_AVX512 (12) with the AVX-512 kernel,
+ * allow, their rows spread evenly (AVX2, 64 rows: nine of 6 and two of 5; 8 rows: 4 + 4). An
+ * AVX2 tile needs 8 accumulators in flight to hide the FMA latency on two pipes: 4-row tiles
+ * have exactly 8 and measured slow, 5-row tiles have 10. An AVX-512 tile row is one register
+ * (16 columns), so its tiles are twice as tall. Callers that hand the kernel one tile at a time
+ * (the convolutions) ask here so each call fills the registers of the kernel that runs. */
+#define DDPM_MK_MR_AVX2 6
+#define DDPM_MK_MR_AVX512 12
+static inline int ddpm_mk_tile_rows_max(int rem, int max_rows) {
+    const int tiles = (rem + max_rows - 1) / max_rows;
     return (rem + tiles - 1) / tiles;
 }
+int ddpm_mk_tile_rows(int rem);
 
 /* Panels for b_packed = 1 (zero-padded to a multiple of 16 columns), panels p0..p1-1 only:
  *  _t:  B = W^T for W [N, K] row-major with row stride ldw: B(k, n) = W[n * ldw + k]
@@ -128,11 +134,23 @@ double ddpm_mk_sumsq_ref(const float *x, size_t i0, size_t i1);
 
 /* ---- fast-kernel selection and thread policy (cpu.c) ---- */
 
-/* 1 if the fast kernels run on this machine (AVX2 and FMA) and DDPM_KERNELS is not "ref";
- * otherwise the _run entry points fall back to the references. Read once. */
+/* The instruction sets the kernels can run, in order: the plain references, AVX2 + FMA, and
+ * AVX-512 (F, with the OS saving its registers) for the GEMM kernel (its other kernels stay
+ * AVX2). Every level gives bit-identical results. */
+typedef enum { DDPM_ISA_REF = 0, DDPM_ISA_AVX2 = 1, DDPM_ISA_AVX512 = 2 } ddpm_isa;
+/* The level the kernels run at: the best this CPU has, capped by the environment (DDPM_ISA=ref,
+ * avx2 or avx512; DDPM_KERNELS=ref as before). Read once. */
+ddpm_isa ddpm_mk_isa(void);
+/* The best level this CPU has, whatever the environment says. */
+ddpm_isa ddpm_mk_isa_cpu(void);
+const char *ddpm_mk_isa_name(ddpm_isa isa); /* "ref", "avx2", "avx512" */
+/* Overrides the choice (tests, benchmarks): a level (capped at what the CPU has), or -1 for the
+ * default again. */
+void ddpm_mk_set_isa(int isa);
+/* 1 if any fast kernel runs (ddpm_mk_isa() >= DDPM_ISA_AVX2). */
 int ddpm_mk_fast(void);
-/* Overrides the choice (tests, benchmarks): 1 = fast if the CPU can, 0 = references,
- * -1 = back to the default. */
+/* Overrides the choice (tests, benchmarks): 1 = the default level if it is fast (else the
+ * CPU's best), 0 = references, -1 = back to the default. */
 void ddpm_mk_set_fast(int on);
 
 /* Threads worth using for `flops` floating-point operations of kernel work (at least 1, at most
