@@ -214,6 +214,114 @@ static void test_conv_same_bits_every_isa(void **s) {
     }
 }
 
+/* Winograd F(2x2, 3x3), forward and input gradient, against the naive references (forward in
+ * double) and against the own kernel's direct path: paddings 0..2, odd and even outputs, one
+ * chunk and many (tiles over 64, across items), 1 to 3 threads, the input gradient added to a
+ * non-zero buffer. Inputs like a U-Net's activations after a norm (unit normal) and its weights
+ * (scale 1/sqrt(9 C_in)). Prints the worst errors relative to max|ref|. */
+static void test_winograd_matches_references(void **s) {
+    (void)s;
+    if (!ddpm_mk_fast()) {
+        print_message("no AVX2/FMA here: Winograd runs only on the own kernel\n");
+        return;
+    }
+    const int saved_threads = omp_get_max_threads();
+    const conv_shape shapes[] = {
+        {2, 16, 8, 8, 16, 3, 3, 1, 1},   {3, 32, 7, 9, 24, 3, 3, 1, 1},
+        {1, 20, 11, 6, 17, 3, 3, 1, 0},  {2, 16, 5, 5, 32, 3, 3, 1, 2},
+        {4, 64, 14, 14, 64, 3, 3, 1, 1}, {1, 48, 28, 28, 32, 3, 3, 1, 1},
+    };
+    double worst_y = 0, worst_dx = 0;
+    for (int threads = 1; threads <= 3; threads++) {
+        omp_set_num_threads(threads);
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+            const conv_shape *sh = &shapes[i];
+            ddpm_conv_dims d;
+            assert_int_equal(ddpm_conv2d_dims(&d, sh->B, sh->Ci, sh->H, sh->W, sh->Co, 3, 3, 1,
+                                              sh->p),
+                             DDPM_OK);
+            const size_t nx = (size_t)d.B * d.C_in * d.H * d.W,
+                         ny = (size_t)d.B * d.C_out * d.H_out * d.W_out,
+                         nw = (size_t)d.C_in * d.C_out * 9;
+            float *x = tu_randn_alloc(nx, 1), *b = tu_randn_alloc(d.C_out, 0.1f);
+            float *w = tu_randn_alloc(nw, (float)(1.0 / sqrt(9.0 * d.C_in)));
+            float *dy = tu_randn_alloc(ny, 1);
+            float *y_wg = calloc(ny, 4), *y_ref = calloc(ny, 4), *y_dir = calloc(ny, 4);
+            float *dx_wg = tu_randn_alloc(nx, 1), *dx_ref = malloc(nx * 4), *dx_dir = malloc(nx * 4);
+            memcpy(dx_ref, dx_wg, nx * 4);
+            memcpy(dx_dir, dx_wg, nx * 4);
+            const size_t nws = ddpm_conv2d_workspace(&d);
+            float *ws = calloc(nws ? nws : 1, 4);
+            ddpm_conv2d_forward(y_wg, x, w, b, &d, ws);
+            ddpm_conv2d_backward(dx_wg, NULL, NULL, dy, x, w, &d, ws);
+            ddpm_conv_use_winograd(0);
+            ddpm_conv2d_forward(y_dir, x, w, b, &d, ws);
+            ddpm_conv2d_backward(dx_dir, NULL, NULL, dy, x, w, &d, ws);
+            ddpm_conv_use_winograd(1);
+            ddpm_conv2d_forward_ref(y_ref, x, w, b, &d);
+            float *dx_add = calloc(nx, 4);
+            ddpm_conv2d_backward_ref(dx_add, NULL, NULL, dy, x, w, &d);
+            for (size_t k = 0; k < nx; k++) dx_ref[k] += dx_add[k];
+            const double my = tu_maxabs(y_ref, ny), mx = tu_maxabs(dx_add, nx);
+            char what[96];
+            snprintf(what, sizeof what, "winograd B%d Ci%d %dx%d Co%d p%d, %d threads", sh->B,
+                     sh->Ci, sh->H, sh->W, sh->Co, sh->p, threads);
+            tu_assert_close(y_wg, y_ref, ny, 0, 2e-6 * my * 4, what);
+            tu_assert_close(y_wg, y_dir, ny, 0, 2e-6 * my * 4, what);
+            for (size_t k = 0; k < ny; k++) {
+                const double e = fabs((double)y_wg[k] - y_ref[k]) / my;
+                worst_y = e > worst_y ? e : worst_y;
+            }
+            for (size_t k = 0; k < nx; k++) {
+                const double e = fabs((double)(dx_wg[k] - dx_add[k] + dx_add[k]) - dx_ref[k]) / mx;
+                worst_dx = e > worst_dx ? e : worst_dx;
+            }
+            tu_assert_close(dx_wg, dx_ref, nx, 0, 8e-6 * mx, what);
+            tu_assert_close(dx_wg, dx_dir, nx, 0, 8e-6 * mx, what);
+            free(x);
+            free(b);
+            free(w);
+            free(dy);
+            free(y_wg);
+            free(y_ref);
+            free(y_dir);
+            free(dx_wg);
+            free(dx_ref);
+            free(dx_dir);
+            free(dx_add);
+            free(ws);
+        }
+    }
+    omp_set_num_threads(saved_threads);
+    printf("[conv] winograd F(2x2,3x3) worst |error| / max|ref|: forward %.2g, input gradient %.2g\n",
+           worst_y, worst_dx);
+}
+
+/* The same call at 1, 2 and 3 threads gives the same bits (chunks do not depend on threads). */
+static void test_winograd_same_bits_any_threads(void **s) {
+    (void)s;
+    if (!ddpm_mk_fast()) return;
+    const int saved_threads = omp_get_max_threads();
+    ddpm_conv_dims d;
+    assert_int_equal(ddpm_conv2d_dims(&d, 5, 32, 14, 14, 32, 3, 3, 1, 1), DDPM_OK);
+    const size_t nx = (size_t)d.B * d.C_in * d.H * d.W, ny = (size_t)d.B * d.C_out * d.H_out * d.W_out;
+    float *x = tu_randn_alloc(nx, 1), *w = tu_randn_alloc((size_t)d.C_in * d.C_out * 9, 0.1f);
+    float *y[3];
+    for (int t = 0; t < 3; t++) {
+        omp_set_num_threads(t + 1); /* before sizing: the workspace has a buffer per thread */
+        float *ws = calloc(ddpm_conv2d_workspace(&d) + 1, 4);
+        y[t] = calloc(ny, 4);
+        ddpm_conv2d_forward(y[t], x, w, NULL, &d, ws);
+        free(ws);
+    }
+    omp_set_num_threads(saved_threads);
+    assert_memory_equal(y[0], y[1], ny * 4);
+    assert_memory_equal(y[0], y[2], ny * 4);
+    for (int t = 0; t < 3; t++) free(y[t]);
+    free(x);
+    free(w);
+}
+
 /* ---- argument validation and corner cases ---- */
 
 static void test_dims_validation(void **s) {
@@ -248,6 +356,8 @@ int main(void) {
         cmocka_unit_test(test_fast_vs_naive_conv),
         cmocka_unit_test(test_conv_scale_gelu),
         cmocka_unit_test(test_conv_same_bits_every_isa),
+        cmocka_unit_test(test_winograd_matches_references),
+        cmocka_unit_test(test_winograd_same_bits_any_threads),
         cmocka_unit_test(test_dims_validation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -7,6 +7,8 @@
  *   conv_direct.c   the library's own 6 x 16 GEMM kernel with an implicit im2col: forward
  *                   (any stride, optionally with the fused scale + GELU epilogue), and for
  *                   stride 1 the input and weight gradients
+ *   conv_winograd.c 3x3 stride-1 conv2d forward and input gradient by Winograd F(2x2, 3x3),
+ *                   the products as 16 GEMMs on the own kernel
  *   conv_naive.c    the naive direct-loop references the tests compare every path with
  * The shape predicates and workspace sizes below are pure functions of the shape: the
  * process-global switches (ddpm_conv_use_shifted / ddpm_conv_use_direct) and the CPU's kernel
@@ -110,5 +112,15 @@ int conv_direct_dw_fits(const ddpm_conv_dims *d);
 size_t conv_direct_dw_workspace(const ddpm_conv_dims *d);
 void conv_direct_dw(float *dweight, const float *dout, const float *inp, const ddpm_conv_dims *d,
                     float *ws);
+
+/* ---- conv_winograd.c ---- */
+/* 3x3, stride 1, padding <= 2, C_in and C_out >= 16 (and not too wide), outputs >= 2x2. */
+int conv_winograd_fits(const ddpm_conv_dims *d);
+size_t conv_winograd_workspace(const ddpm_conv_dims *d); /* forward and dx alike */
+void conv_winograd_forward(float *out, const float *inp, const float *weight, const float *bias,
+                           const ddpm_conv_dims *d, float *ws);
+/* dinp += the input gradient */
+void conv_winograd_dx(float *dinp, const float *dout, const float *weight,
+                      const ddpm_conv_dims *d, float *ws);
 
 #endif

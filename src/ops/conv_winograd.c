@@ -1,0 +1,255 @@
+/* conv_winograd.c - 3x3 stride-1 convolutions by Winograd's minimal filtering F(2x2, 3x3)
+ * (Lavin and Gray 2016): each 2x2 block of outputs ("tile") from a 4x4 patch of the input with
+ * 16 multiplications per input/output channel pair instead of 36, the multiplications done as
+ * 16 GEMMs on the library's own kernel:
+ *
+ *   U_xi [C_out, C_in] = (G g G^T)_xi         per filter g [3, 3]        (weights, once a call)
+ *   V_xi [C_in, tiles] = (B^T d B)_xi         per input patch d [4, 4]   (in panels for the GEMM)
+ *   M_xi [C_out, tiles] = U_xi V_xi           16 GEMMs, xi = 0..15
+ *   y [2, 2] = A^T M A (+ bias), per output channel and tile
+ *
+ * with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1],
+ * A^T = [1 1 1 0; 0 1 -1 -1]. The coefficients are 0, +-1 and +-1/2, so the transforms add a few
+ * roundings but no cancellation to speak of (tests/test_conv_fast.c states the error against
+ * the double-precision naive convolution). The input gradient of a 3x3 stride-1 convolution with
+ * padding p is itself one, of dy with the flipped, transposed filters and padding 2 - p, so it
+ * runs here too.
+ *
+ * Tiles are numbered over the whole batch (item, tile row, tile column) and cut into chunks of
+ * WG_NT (several items at low resolution): a chunk's V and M stay in L2, V in the GEMM kernel's
+ * 16-column panels (a panel's 16 tiles are the vector lanes of both transforms), chunks run on
+ * the threads, and every output is computed by one fixed sequence of operations whatever the
+ * thread count. (A layout with a tile row's patches read as the even and odd columns of 4 input
+ * rows measured slower: at these resolutions a tile row is 2 to 14 tiles, too short a loop.) */
+#include "ops/conv_internal.h"
+#include "kernels/kernels.h"
+
+#include <omp.h>
+
+#define WG_NT 64 /* tiles per chunk: 4 panels of 16 */
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* The transforms are 16-lane loops over a panel's tiles: vectorised for AVX2 (this path runs
+ * only where the own kernel does, which needs AVX2). */
+#define WG_TGT __attribute__((target("avx2,fma")))
+#else
+#define WG_TGT
+#endif
+
+int conv_winograd_fits(const ddpm_conv_dims *d) {
+    /* C_in, C_out >= 16: with a few image channels the GEMMs are too thin to pay for the
+     * transforms (the first conv of every U-Net stays direct). The weight transforms of very
+     * wide layers would not fit in cache beside the chunks. */
+    return !d->transposed && d->KH == 3 && d->KW == 3 && d->stride == 1 && d->pad <= 2 &&
+           d->C_in >= 16 && d->C_out >= 16 && (long long)d->C_in * d->C_out <= 512 * 512 &&
+           d->H_out >= 2 && d->W_out >= 2;
+}
+
+/* Floats of a call with C_in channels in, C_out out: U, then each thread's V and M. */
+static size_t wg_workspace(int C_in, int C_out) {
+    const size_t T = (size_t)(omp_get_max_threads() > 0 ? omp_get_max_threads() : 1);
+    return (size_t)16 * C_in * C_out + T * (size_t)16 * WG_NT * ((size_t)C_in + C_out);
+}
+
+/* The forward and the input gradient alike (the roles of C_in and C_out swap). */
+size_t conv_winograd_workspace(const ddpm_conv_dims *d) {
+    return conv_winograd_fits(d) ? wg_workspace(d->C_in, d->C_out) : 0;
+}
+
+/* U_xi[o][i] = (G g G^T)_xi for the filter g = w[o][i] (flip: the dx filters, g[u][v] =
+ * w[i][o][2 - u][2 - v] with w [C_out', C_in', 3, 3] and o, i the roles of the gradient). */
+static void weight_transform(float *U, const float *w, int n_out, int n_in, int flip) {
+#pragma omp parallel for schedule(static) if ((size_t)n_out * n_in > 4096)
+    for (int o = 0; o < n_out; o++)
+        for (int i = 0; i < n_in; i++) {
+            float g[3][3];
+            for (int u = 0; u < 3; u++)
+                for (int v = 0; v < 3; v++)
+                    g[u][v] = flip ? w[((size_t)i * n_out + o) * 9 + (2 - u) * 3 + (2 - v)]
+                                   : w[((size_t)o * n_in + i) * 9 + u * 3 + v];
+            float t[4][3]; /* G g */
+            for (int v = 0; v < 3; v++) {
+                t[0][v] = g[0][v];
+                t[1][v] = 0.5f * (g[0][v] + g[1][v] + g[2][v]);
+                t[2][v] = 0.5f * (g[0][v] - g[1][v] + g[2][v]);
+                t[3][v] = g[2][v];
+            }
+            for (int r = 0; r < 4; r++) { /* (G g) G^T */
+                const float u4[4] = {t[r][0], 0.5f * (t[r][0] + t[r][1] + t[r][2]),
+                                     0.5f * (t[r][0] - t[r][1] + t[r][2]), t[r][2]};
+                for (int c = 0; c < 4; c++)
+                    U[(size_t)(r * 4 + c) * n_out * n_in + (size_t)o * n_in + i] = u4[c];
+            }
+        }
+}
+
+typedef struct {
+    int C, H, W, pad;  /* the input of the convolution being computed */
+    int th, tw, tiles; /* tile rows and columns of an item, tiles of the batch */
+} wg_geom;
+
+/* Where the 16 tiles of a panel sit: lane l is tile t0 + l of the batch (l < nl); its input
+ * patch starts at in_off[l] of channel 0 (row y0[l], column x0[l] of its item's planes; inside
+ * when the whole 4x4 patch is in the image), its 2x2 outputs at out_off[l] (row oy[l], column
+ * ox[l]). Worked out once a panel, not once a channel. */
+typedef struct {
+    int nl;
+    ptrdiff_t in_off[16], out_off[16];
+    int y0[16], x0[16], inside[16], oy[16], ox[16];
+} wg_lanes;
+
+static void lanes_of(wg_lanes *L, const wg_geom *g, int C_out, int Ho, int Wo, int t0, int nl) {
+    L->nl = nl;
+    const int per_item = g->th * g->tw;
+    for (int l = 0; l < nl; l++) {
+        const int t = t0 + l, b = t / per_item, r = t % per_item;
+        L->oy[l] = 2 * (r / g->tw);
+        L->ox[l] = 2 * (r % g->tw);
+        L->y0[l] = L->oy[l] - g->pad;
+        L->x0[l] = L->ox[l] - g->pad;
+        L->inside[l] =
+            L->y0[l] >= 0 && L->x0[l] >= 0 && L->y0[l] + 4 <= g->H && L->x0[l] + 4 <= g->W;
+        L->in_off[l] = (ptrdiff_t)b * g->C * g->H * g->W + (ptrdiff_t)L->y0[l] * g->W + L->x0[l];
+        L->out_off[l] = (ptrdiff_t)b * C_out * Ho * Wo + (ptrdiff_t)L->oy[l] * Wo + L->ox[l];
+    }
+}
+
+/* V for the panel's tiles and every channel: V_xi as GEMM panels, element (channel c, lane l)
+ * at V + xi * (C * WG_NT) + c * 16 + l (V already at the panel); lanes past nl are zero. */
+WG_TGT static void input_transform(float *V, const wg_geom *g, const wg_lanes *L, const float *x) {
+    const int C = g->C, W = g->W;
+    const size_t per_xi = (size_t)C * WG_NT, plane = (size_t)g->H * W;
+    for (int c = 0; c < C; c++) {
+        const float *xc = x + c * plane;
+        float d[16][16]; /* [element][lane] */
+        for (int l = 0; l < 16; l++) {
+            if (l >= L->nl) {
+                for (int k = 0; k < 16; k++) d[k][l] = 0.0f;
+            } else if (L->inside[l]) {
+                const float *s = xc + L->in_off[l];
+                for (int i = 0; i < 4; i++)
+                    for (int j = 0; j < 4; j++) d[i * 4 + j][l] = s[i * W + j];
+            } else {
+                const float *s = xc + L->in_off[l];
+                for (int i = 0; i < 4; i++)
+                    for (int j = 0; j < 4; j++) {
+                        const int yy = L->y0[l] + i, xx = L->x0[l] + j;
+                        d[i * 4 + j][l] =
+                            yy >= 0 && yy < g->H && xx >= 0 && xx < W ? s[i * W + j] : 0.0f;
+                    }
+            }
+        }
+        float s[16][16]; /* B^T d */
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 16; l++) {
+                const float d0 = d[0 * 4 + j][l], d1 = d[1 * 4 + j][l], d2 = d[2 * 4 + j][l],
+                            d3 = d[3 * 4 + j][l];
+                s[0 * 4 + j][l] = d0 - d2;
+                s[1 * 4 + j][l] = d1 + d2;
+                s[2 * 4 + j][l] = d2 - d1;
+                s[3 * 4 + j][l] = d1 - d3;
+            }
+        float *dst = V + (size_t)c * 16;
+        for (int i = 0; i < 4; i++) /* (B^T d) B */
+            for (int l = 0; l < 16; l++) {
+                const float s0 = s[i * 4 + 0][l], s1 = s[i * 4 + 1][l], s2 = s[i * 4 + 2][l],
+                            s3 = s[i * 4 + 3][l];
+                dst[(size_t)(i * 4 + 0) * per_xi + l] = s0 - s2;
+                dst[(size_t)(i * 4 + 1) * per_xi + l] = s1 + s2;
+                dst[(size_t)(i * 4 + 2) * per_xi + l] = s2 - s1;
+                dst[(size_t)(i * 4 + 3) * per_xi + l] = s1 - s3;
+            }
+    }
+}
+
+/* y = A^T M A (+ bias, or added to y) for the panel's tiles and every output channel, M_xi
+ * [C_out, WG_NT] (M already at the panel). */
+WG_TGT static void output_transform(float *y, const float *M, const wg_lanes *L, int C_out,
+                                    int Ho, int Wo, const float *bias, int acc) {
+    const size_t per_xi = (size_t)C_out * WG_NT, plane = (size_t)Ho * Wo;
+    for (int o = 0; o < C_out; o++) {
+        const float *m = M + (size_t)o * WG_NT;
+        float q[8][16]; /* A^T M: rows 0..1 x columns 0..3, per lane */
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 16; l++) {
+                const float m0 = m[(size_t)(0 * 4 + j) * per_xi + l],
+                            m1 = m[(size_t)(1 * 4 + j) * per_xi + l],
+                            m2 = m[(size_t)(2 * 4 + j) * per_xi + l],
+                            m3 = m[(size_t)(3 * 4 + j) * per_xi + l];
+                q[0 * 4 + j][l] = m0 + m1 + m2;
+                q[1 * 4 + j][l] = m1 - m2 - m3;
+            }
+        float r[4][16]; /* (A^T M) A: y00 y01 y10 y11 */
+        const float bo = bias && !acc ? bias[o] : 0.0f;
+        for (int i = 0; i < 2; i++)
+            for (int l = 0; l < 16; l++) {
+                r[i * 2 + 0][l] = q[i * 4 + 0][l] + q[i * 4 + 1][l] + q[i * 4 + 2][l] + bo;
+                r[i * 2 + 1][l] = q[i * 4 + 1][l] - q[i * 4 + 2][l] - q[i * 4 + 3][l] + bo;
+            }
+        float *yo = y + o * plane;
+        for (int l = 0; l < L->nl; l++) {
+            float *dst = yo + L->out_off[l];
+            const int two_rows = L->oy[l] + 1 < Ho, two_cols = L->ox[l] + 1 < Wo;
+            if (acc) {
+                dst[0] += r[0][l];
+                if (two_cols) dst[1] += r[1][l];
+                if (two_rows) dst[Wo] += r[2][l];
+                if (two_rows && two_cols) dst[Wo + 1] += r[3][l];
+            } else {
+                dst[0] = r[0][l];
+                if (two_cols) dst[1] = r[1][l];
+                if (two_rows) dst[Wo] = r[2][l];
+                if (two_rows && two_cols) dst[Wo + 1] = r[3][l];
+            }
+        }
+    }
+}
+
+/* y [B, C_out, Ho, Wo] (=, or += with acc) the 3x3 stride-1 convolution of x [B, C_in, H, W]
+ * with padding pad, from the transformed filters U (computed into ws by the caller). */
+static void winograd_run(float *y, const float *x, const float *bias, int acc, int B, int C_in,
+                         int H, int W, int C_out, int pad, int Ho, int Wo, float *ws) {
+    wg_geom g = {C_in, H, W, pad, (Ho + 1) / 2, (Wo + 1) / 2, 0};
+    g.tiles = B * g.th * g.tw;
+    const float *U = ws;
+    float *bufs = ws + (size_t)16 * C_in * C_out;
+    const size_t per_thread = (size_t)16 * WG_NT * ((size_t)C_in + C_out);
+    const int chunks = (g.tiles + WG_NT - 1) / WG_NT;
+    const double flops = 2.0 * 16 * C_in * C_out * (double)g.tiles;
+    int T = ddpm_mk_threads(flops);
+    if (T > chunks) T = chunks;
+#pragma omp parallel for schedule(static) num_threads(T) if (T > 1)
+    for (int k = 0; k < chunks; k++) {
+        float *V = bufs + (size_t)omp_get_thread_num() * per_thread;
+        float *M = V + (size_t)16 * WG_NT * C_in;
+        const int t0 = k * WG_NT, nt = g.tiles - t0 < WG_NT ? g.tiles - t0 : WG_NT;
+        wg_lanes L[WG_NT / 16];
+        for (int p = 0; p * 16 < nt; p++) {
+            lanes_of(&L[p], &g, C_out, Ho, Wo, t0 + p * 16, nt - p * 16 < 16 ? nt - p * 16 : 16);
+            input_transform(V + (size_t)p * C_in * 16, &g, &L[p], x);
+        }
+        for (int xi = 0; xi < 16; xi++) {
+            const ddpm_mk_gemm gm = {.M = C_out, .N = nt, .K = C_in,
+                                     .a = U + (size_t)xi * C_out * C_in, .sam = C_in, .sak = 1,
+                                     .b = V + (size_t)xi * C_in * WG_NT, .b_packed = 1,
+                                     .c = M + (size_t)xi * C_out * WG_NT, .ldc = WG_NT};
+            ddpm_mk_gemm_run(&gm, 0, C_out, 0, nt);
+        }
+        for (int p = 0; p * 16 < nt; p++)
+            output_transform(y, M + p * 16, &L[p], C_out, Ho, Wo, bias, acc);
+    }
+}
+
+void conv_winograd_forward(float *out, const float *inp, const float *weight, const float *bias,
+                           const ddpm_conv_dims *d, float *ws) {
+    weight_transform(ws, weight, d->C_out, d->C_in, 0);
+    winograd_run(out, inp, bias, 0, d->B, d->C_in, d->H, d->W, d->C_out, d->pad, d->H_out,
+                 d->W_out, ws);
+}
+
+void conv_winograd_dx(float *dinp, const float *dout, const float *weight,
+                      const ddpm_conv_dims *d, float *ws) {
+    weight_transform(ws, weight, d->C_in, d->C_out, 1);
+    winograd_run(dinp, dout, NULL, 1, d->B, d->C_out, d->H_out, d->W_out, d->C_in, 2 - d->pad,
+                 d->H, d->W, ws);
+}
