@@ -23,6 +23,8 @@ check "npy magic" bash -c "head -c 6 '$tmp/s.npy' | grep -q NUMPY"
 "$DDPM" sample --ckpt "$tmp/run/ckpt.safetensors" -n 20 --seed 4 --out "$tmp/a.csv" --quiet
 "$DDPM" sample --ckpt "$tmp/run/ckpt.safetensors" -n 20 --seed 4 --out "$tmp/b.csv" --quiet
 check "same seed, same samples" cmp -s "$tmp/a.csv" "$tmp/b.csv"
+"$DDPM" sample --ckpt "$tmp/run/ckpt.safetensors" -n 20 --seed 4 --threads 1 --out "$tmp/c.csv" --quiet
+check "--threads 1 gives the same samples" cmp -s "$tmp/a.csv" "$tmp/c.csv"
 out=$("$DDPM" eval --ckpt "$tmp/run/ckpt.safetensors" -n 300 --projections 32 2>&1)
 check "eval prints the noise floor" grep -q "data vs data (floor)" <<<"$out"
 expect_ok "noise" "$DDPM" noise --data moons --n-points 300 --out "$tmp/fwd.png"
@@ -44,6 +46,7 @@ check "Ctrl-C says where it saved" grep -q "interrupted at step" "$tmp/int.err"
 check "Ctrl-C checkpoint loads" "$DDPM" sample --ckpt "$tmp/int/ckpt.safetensors" -n 5 --out "$tmp/i.csv" --quiet
 
 # bad input
+expect_fail 2 "zero threads" "--threads must be in 1..4096 (got '0')" "$DDPM" train --threads 0 --steps 1 --out "$tmp/x"
 # counts that would overflow int arithmetic or ask for absurd memory are refused by range
 expect_fail 2 "-n beyond the sample limit" "-n must be in 1..1000000 (got '2147483647')" "$DDPM" sample --ckpt "$tmp/run/ckpt.safetensors" -n 2147483647 --out "$tmp/x.csv"
 expect_fail 2 "negative grid size" "--sample-n must be in 1..1000 (got '-1')" "$DDPM" train --sample-n -1 --steps 1 --out "$tmp/x"

@@ -37,6 +37,12 @@ int ddpm_fail(int code, const char *fmt, ...)
 /* Short name of a status code ("invalid input", "I/O error", ...). */
 const char *ddpm_status_name(int code);
 
+/* Threads for the library's work from now on (OpenMP's team size; the default is
+ * OMP_NUM_THREADS or the machine's cores). Results never depend on it. Fails for n < 1. */
+int ddpm_set_threads(int n);
+/* The threads the library uses now. */
+int ddpm_threads(void);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Random numbers: Philox4x32-10, counter based                                                 */
 /* ------------------------------------------------------------------------------------------ */

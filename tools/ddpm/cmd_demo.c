@@ -19,13 +19,14 @@ static double seconds(void) {
 
 int cmd_demo(int argc, char **argv) {
     const char *out = "runs/demo";
-    int steps = 60000, quiet = 0;
+    int steps = 60000, quiet = 0, threads = 0;
     uint64_t seed = 0;
     const cli_opt opts[] = {
         {"out", CLI_STRING, &out, "DIR", "run directory (default runs/demo)", NULL},
         {"steps", CLI_INT, &steps, "N", "training steps (default 60000)", NULL},
         {"seed", CLI_U64, &seed, "S", "seed of everything (default 0)", NULL},
         {"quiet", CLI_FLAG, &quiet, NULL, "no progress display", NULL},
+        {"threads", CLI_INT, &threads, "N", "threads (default: OMP_NUM_THREADS or every core); results do not depend on it", NULL, 1, 4096},
     };
     int rc = cli_parse("demo",
                        "The 2-D tutorial end to end: trains the tutorial MLP (3 x 128 with learned "
@@ -33,6 +34,7 @@ int cmd_demo(int argc, char **argv) {
                        "10,000 points with DDPM, evaluates them and writes every picture to DIR.",
                        argc, argv, opts, (int)(sizeof opts / sizeof opts[0]));
     if (rc) return rc < 0 ? 0 : rc;
+    if (threads > 0) ddpm_set_threads(threads);
     if (steps < 1) return cli_usage_error("demo", "--steps must be at least 1");
     const double t_start = seconds();
 

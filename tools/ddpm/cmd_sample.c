@@ -60,7 +60,7 @@ static int load_plain_weights(const weights_args *w, ddpm_checkpoint *ck) {
 
 int cmd_sample(int argc, char **argv) {
     const char *ckpt = NULL, *traj = NULL, *plot = NULL;
-    int quiet = 0, no_clip = 0;
+    int quiet = 0, no_clip = 0, threads = 0;
     sampler_args sa = {.sampler = "ddpm", .variance = "small", .spacing = "leading"};
     sample_image_args ia = {.n = 1000, .class_id = -1};
     weights_args wa = {.channels = 3, .height = 32, .n_cfeat = 5, .dim = 2};
@@ -95,6 +95,7 @@ int cmd_sample(int argc, char **argv) {
         {"x-init", CLI_STRING, &ia.x_init, "FILE.npy", "images: start from this x_T [N, C, H, W] float32", NULL},
         {"batch", CLI_INT, &ia.batch, "B", "images per forward pass (default 100)", NULL, 0, 65536},
         {"quiet", CLI_FLAG, &quiet, NULL, "print nothing but errors", NULL},
+        {"threads", CLI_INT, &threads, "N", "threads (default: OMP_NUM_THREADS or every core); results do not depend on it", NULL, 1, 4096},
     };
     const cli_opt weights_opts[] = {
         {"weights", CLI_STRING, &wa.weights, "FILE", "a plain state-dict safetensors export (with --model and its flags)", NULL},
@@ -120,6 +121,7 @@ int cmd_sample(int argc, char **argv) {
                        "state dict), --model and the network flags after it say which network it is.",
                        argc, argv, opts, (int)(sizeof opts / sizeof opts[0]));
     if (rc) return rc < 0 ? 0 : rc;
+    if (threads > 0) ddpm_set_threads(threads);
     if (!ckpt == !wa.weights) return cli_usage_error("sample", "give --ckpt FILE (or --weights FILE with --model)");
     if (ia.n < 1) return cli_usage_error("sample", "-n must be at least 1");
 

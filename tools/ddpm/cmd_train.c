@@ -12,7 +12,8 @@
 typedef struct {
     const char *data, *schedule, *betas_file, *prediction, *loss, *optimizer, *lr_decay, *out,
         *resume;
-    int n_points, timesteps, warmup, batch, epochs, save_every, log_every, quiet, no_ema_warmup;
+    int n_points, timesteps, warmup, batch, epochs, save_every, log_every, quiet, no_ema_warmup,
+        threads;
     uint64_t data_seed, seed;
     int64_t steps_i;
     double beta_start, beta_end, lr, beta1, beta2, adam_eps, weight_decay, min_lr;
@@ -129,6 +130,7 @@ int cmd_train(int argc, char **argv) {
         {"log-every", CLI_INT, &a.log_every, "N", "progress line every N steps when not on a terminal", NULL},
         {"resume", CLI_STRING, &a.resume, "CKPT", "continue a run from its checkpoint (exactly)", NULL},
         {"quiet", CLI_FLAG, &a.quiet, NULL, "no progress display", NULL},
+        {"threads", CLI_INT, &a.threads, "N", "threads (default: OMP_NUM_THREADS or every core); results do not depend on it", NULL, 1, 4096},
     };
     enum { N_DATA = sizeof data_opts / sizeof data_opts[0], N_TRAIN = sizeof train_opts / sizeof train_opts[0] };
     cli_opt opts[N_DATA + MODEL_FLAGS_N + N_TRAIN];
@@ -142,6 +144,7 @@ int cmd_train(int argc, char **argv) {
                        "saves a checkpoint and stops; --resume continues exactly.",
                        argc, argv, opts, n_opts);
     if (rc) return rc < 0 ? 0 : rc;
+    if (a.threads > 0) ddpm_set_threads(a.threads);
     if (a.n_points < 1) return cli_usage_error("train", "--n-points must be at least 1");
     if (a.steps < 1 || (a.set_epochs && a.epochs < 1))
         return cli_usage_error("train", "--steps and --epochs must be at least 1");
