@@ -67,7 +67,7 @@ expect_fail 2 "missing CSV" "missing.csv" "$DDPM" train --data "$tmp/missing.csv
 expect_fail 2 "unknown data set" "unknown" "$DDPM" train --data spirals --out "$tmp/r2"
 expect_fail 2 "sample without --out" "--out" "$DDPM" sample --ckpt "$tmp/good.st"
 expect_fail 2 "ddim steps > T" "--steps must be in 1..100" "$DDPM" sample --ckpt "$tmp/good.st" --sampler ddim --steps 101 --out "$tmp/x.csv"
-expect_fail 2 "bad sampler" "unknown sampler 'euler'" "$DDPM" sample --ckpt "$tmp/good.st" --sampler euler --out "$tmp/x.csv"
+expect_fail 2 "bad sampler" "unknown sampler 'unipc'" "$DDPM" sample --ckpt "$tmp/good.st" --sampler unipc --out "$tmp/x.csv"
 expect_fail 2 "bad output type" "--out must end in .csv or .npy" "$DDPM" sample --ckpt "$tmp/good.st" --out "$tmp/x.txt"
 # a diverging run stops with an error and writes no checkpoint
 printf '1e30,1e30\n-1e30,2e30\n3e30,1\n' > "$tmp/huge.csv"
