@@ -196,7 +196,8 @@ void ddpm_step_ddim(const ddpm_schedule *s, const ddpm_step_opts *o, int t, int 
  * log sigma over t, as diffusers' _sigma_to_t, then rounding), moved where needed so that the K
  * steps are distinct. Fails if K < 1 or K > T. */
 int ddpm_timesteps(const ddpm_schedule *s, int K, ddpm_spacing spacing, int *out);
-/* sigma(t) = sqrt((1 - abar_t) / abar_t) in double from the float abar; 0 for t < t0. */
+/* sigma(t) = sqrt((1 - abar_t) / abar_t) (the schedule's sqrt_recipm1_alphas_cumprod); 0 for
+ * t < t0. */
 double ddpm_sigma(const ddpm_schedule *s, int t);
 
 /* Dynamic thresholding (Imagen; diffusers' thresholding=True): for each of B items of d floats,

@@ -212,9 +212,9 @@ void ddpm_step_ddim(const ddpm_schedule *s, const ddpm_step_opts *o, int t, int 
 }
 
 double ddpm_sigma(const ddpm_schedule *s, int t) {
-    if (t < s->t0) return 0.0;
-    const double ab = s->alphas_cumprod[t];
-    return sqrt((1.0 - ab) / ab);
+    /* sqrt(1 / abar - 1) was rounded to float from the double abar: near t = 0, where 1 - abar
+     * is ~1e-5, recomputing it from the float abar would lose three digits. */
+    return t < s->t0 ? 0.0 : (double)s->sqrt_recipm1_alphas_cumprod[t];
 }
 
 /* Karras or log-SNR spacing: K sigmas from sigma(n-1) down to sigma(t0), each mapped to the
