@@ -608,6 +608,39 @@ static void test_batch_and_threads(void **state) {
     ddpm_schedule_free(&s);
 }
 
+/* The noise of step k is item i's stream at that step's t, randn(seed, SAMPLE_STEP,
+ * first_item + i, t), as for DDPM and DDIM: two Euler ancestral steps redone by hand. */
+static void test_noise_streams(void **state) {
+    (void)state;
+    ddpm_schedule s;
+    make_schedule(&s, DDPM_SCHEDULE_LINEAR, 100);
+    gauss_model m = {&s, 0.2, 0.5, DDPM_PRED_EPS, 4, 0};
+    ddpm_sample_opts o;
+    ddpm_sample_opts_default(&o);
+    o.sampler = DDPM_SAMPLER_EULER_ANCESTRAL;
+    o.steps = 2;
+    o.spacing = DDPM_SPACING_TRAILING;
+    o.final_sigma = DDPM_FINAL_SIGMA_MIN;
+    o.seed = 5;
+    o.first_item = 7;
+    float x[8], want[8], out[8], x0[8], z[8];
+    assert_int_equal(ddpm_sample_loop(&s, &o, gauss_denoise, &m, 2, 4, x), DDPM_OK);
+    int ts[2];
+    double sig[3];
+    assert_int_equal(ddpm_sample_timesteps(&s, &o, ts, sig), DDPM_OK);
+    for (int i = 0; i < 2; i++)
+        ddpm_randn(5, DDPM_STREAM_SAMPLE_INIT, 7 + (uint64_t)i, 0, want + 4 * i, 4);
+    for (int k = 0; k < 2; k++) {
+        gauss_denoise(&m, want, 2, ts[k], NULL, out);
+        ddpm_predict_x0(&s, &o, ts[k], want, out, 2, 4, x0, NULL);
+        for (int i = 0; i < 2; i++)
+            ddpm_randn(5, DDPM_STREAM_SAMPLE_STEP, 7 + (uint64_t)i, (uint32_t)ts[k], z + 4 * i, 4);
+        ddpm_step_euler_ancestral(sig[k], sig[k + 1], want, x0, z, 8, want);
+    }
+    assert_memory_equal(x, want, sizeof x);
+    ddpm_schedule_free(&s);
+}
+
 /* Fails at the n-th network call. */
 static int fail_at(void *ctx, const float *x, int B, int t, const float *x0_prev, float *out) {
     int *left = ctx;
@@ -665,6 +698,7 @@ int main(void) {
         cmocka_unit_test(test_threshold_formula),
         cmocka_unit_test(test_threshold_in_loop),
         cmocka_unit_test(test_batch_and_threads),
+        cmocka_unit_test(test_noise_streams),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
