@@ -10,4 +10,12 @@ static inline double ddpm_json_number_or(const cJSON *o, const char *key, double
     return cJSON_IsNumber(v) ? v->valuedouble : def;
 }
 
+/* The compact text of o (malloc'd: cJSON keeps the default allocator), and o freed; NULL when
+ * out of memory (o may be NULL). */
+static inline char *ddpm_json_print_and_free(cJSON *o) {
+    char *s = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    return s;
+}
+
 #endif

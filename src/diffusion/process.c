@@ -29,31 +29,31 @@ _Static_assert(sizeof spacing_names / sizeof *spacing_names == DDPM_SPACING_COUN
 
 /* ---- forward process and conversions (per-item t) --------------------------------------------- */
 
-/* out = a[t] * x + b[t] * y over B items of d floats: every conversion has this shape. */
-static void axpby_per_t(const float *a, const float *b, const float *x, const float *y,
-                        const int *t, int B, size_t d, float *out) {
+/* out = a[t] x + b[t] y (or, with minus, a[t] x - b[t] y) over B items of d floats: most
+ * conversions have this shape. */
+static void axpby_per_t(const float *a, const float *b, int minus, const float *x,
+                        const float *y, const int *t, int B, size_t d, float *out) {
     for (int i = 0; i < B; i++) {
         const float ai = a[t[i]], bi = b[t[i]];
         const float *xi = x + (size_t)i * d, *yi = y + (size_t)i * d;
         float *oi = out + (size_t)i * d;
-        for (size_t j = 0; j < d; j++) oi[j] = ai * xi[j] + bi * yi[j];
+        if (minus)
+            for (size_t j = 0; j < d; j++) oi[j] = ai * xi[j] - bi * yi[j];
+        else
+            for (size_t j = 0; j < d; j++) oi[j] = ai * xi[j] + bi * yi[j];
     }
 }
 
 void ddpm_q_sample(const ddpm_schedule *s, const float *x0, const float *eps, const int *t, int B,
                    size_t d, float *xt) {
-    axpby_per_t(s->sqrt_alphas_cumprod, s->sqrt_one_minus_alphas_cumprod, x0, eps, t, B, d, xt);
+    axpby_per_t(s->sqrt_alphas_cumprod, s->sqrt_one_minus_alphas_cumprod, 0, x0, eps, t, B, d,
+                xt);
 }
 
 void ddpm_x0_from_eps(const ddpm_schedule *s, const float *xt, const float *eps, const int *t,
                       int B, size_t d, float *x0) {
-    for (int i = 0; i < B; i++) {
-        const float a = s->sqrt_recip_alphas_cumprod[t[i]], b = s->sqrt_recipm1_alphas_cumprod[t[i]];
-        for (size_t j = 0; j < d; j++) {
-            size_t k = (size_t)i * d + j;
-            x0[k] = a * xt[k] - b * eps[k];
-        }
-    }
+    axpby_per_t(s->sqrt_recip_alphas_cumprod, s->sqrt_recipm1_alphas_cumprod, 1, xt, eps, t, B,
+                d, x0);
 }
 
 void ddpm_eps_from_x0(const ddpm_schedule *s, const float *xt, const float *x0, const int *t,
@@ -69,29 +69,20 @@ void ddpm_eps_from_x0(const ddpm_schedule *s, const float *xt, const float *x0, 
 
 void ddpm_v_from_x0_eps(const ddpm_schedule *s, const float *x0, const float *eps, const int *t,
                         int B, size_t d, float *v) {
-    for (int i = 0; i < B; i++) {
-        const float a = s->sqrt_alphas_cumprod[t[i]], b = s->sqrt_one_minus_alphas_cumprod[t[i]];
-        for (size_t j = 0; j < d; j++) {
-            size_t k = (size_t)i * d + j;
-            v[k] = a * eps[k] - b * x0[k];
-        }
-    }
+    axpby_per_t(s->sqrt_alphas_cumprod, s->sqrt_one_minus_alphas_cumprod, 1, eps, x0, t, B, d,
+                v);
 }
 
 void ddpm_x0_from_v(const ddpm_schedule *s, const float *xt, const float *v, const int *t, int B,
                     size_t d, float *x0) {
-    for (int i = 0; i < B; i++) {
-        const float a = s->sqrt_alphas_cumprod[t[i]], b = s->sqrt_one_minus_alphas_cumprod[t[i]];
-        for (size_t j = 0; j < d; j++) {
-            size_t k = (size_t)i * d + j;
-            x0[k] = a * xt[k] - b * v[k];
-        }
-    }
+    axpby_per_t(s->sqrt_alphas_cumprod, s->sqrt_one_minus_alphas_cumprod, 1, xt, v, t, B, d,
+                x0);
 }
 
 void ddpm_eps_from_v(const ddpm_schedule *s, const float *xt, const float *v, const int *t, int B,
                      size_t d, float *eps) {
-    axpby_per_t(s->sqrt_one_minus_alphas_cumprod, s->sqrt_alphas_cumprod, xt, v, t, B, d, eps);
+    axpby_per_t(s->sqrt_one_minus_alphas_cumprod, s->sqrt_alphas_cumprod, 0, xt, v, t, B, d,
+                eps);
 }
 
 void ddpm_target(const ddpm_schedule *s, ddpm_prediction p, const float *x0, const float *eps,
@@ -133,7 +124,7 @@ void ddpm_split_prediction(const ddpm_schedule *s, ddpm_prediction p, const floa
 
 void ddpm_q_posterior(const ddpm_schedule *s, const float *x0, const float *xt, const int *t,
                       int B, size_t d, float *mean, float *var, float *log_var) {
-    if (mean) axpby_per_t(s->posterior_mean_coef1, s->posterior_mean_coef2, x0, xt, t, B, d, mean);
+    if (mean) axpby_per_t(s->posterior_mean_coef1, s->posterior_mean_coef2, 0, x0, xt, t, B, d, mean);
     for (int i = 0; i < B; i++) {
         if (var) var[i] = s->posterior_variance[t[i]];
         if (log_var) log_var[i] = s->posterior_log_variance_clipped[t[i]];

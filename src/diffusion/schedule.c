@@ -360,9 +360,7 @@ char *ddpm_schedule_config_json(const ddpm_schedule *s) {
         cJSON *a = cJSON_AddArrayToObject(o, "betas");
         for (int i = 0; i < s->n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(s->betas_f64[i]));
     }
-    char *txt = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    return txt;
+    return ddpm_json_print_and_free(o);
 }
 
 int ddpm_schedule_from_json(const char *json, ddpm_schedule *s) {

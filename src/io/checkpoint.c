@@ -36,9 +36,7 @@ static char *train_config_json(const ddpm_train_config *c) {
     cJSON_AddStringToObject(o, "seed", seed);
     cJSON_AddNumberToObject(o, "cond_drop_prob", c->cond_drop_prob);
     cJSON_AddBoolToObject(o, "self_cond", c->self_cond);
-    char *txt = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    return txt;
+    return ddpm_json_print_and_free(o);
 }
 
 static int train_config_from_json(const char *json, ddpm_train_config *c) {

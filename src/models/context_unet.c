@@ -29,6 +29,7 @@
  *    constants, as PyTorch computes them for an empty input.
  * Parameter names and their order are the PyTorch module's state_dict (without the batch norms'
  * num_batches_tracked, which loading ignores). */
+#include "core/json.h"
 #include "models/model_internal.h"
 
 typedef struct {
@@ -384,9 +385,7 @@ static char *config_json(const cu_config *c) {
     cJSON_AddNumberToObject(o, "height", c->height);
     cJSON_AddNumberToObject(o, "num_timesteps", c->num_timesteps);
     cJSON_AddStringToObject(o, "shortcut", c->learned_shortcut ? "learned" : "none");
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    return s;
+    return ddpm_json_print_and_free(o);
 }
 
 int ddpm_context_unet_create(const void *config_cjson, uint64_t seed, ddpm_model **out) {
@@ -398,18 +397,10 @@ int ddpm_context_unet_create(const void *config_cjson, uint64_t seed, ddpm_model
     if (!m) return DDPM_ERR_NOMEM;
     cu_net *p = m->impl;
     p->cfg = c;
-    m->channels = c.in_channels;
-    m->height = m->width = c.height;
-    m->sample_numel = (size_t)c.in_channels * c.height * c.height;
     m->cond_dim = c.n_cfeat;
-    m->num_timesteps = c.num_timesteps;
-    m->config_json = config_json(&c);
-
     ddpm_param_table pt = {0};
     declare(p, &pt);
-    rc = ddpm_model_alloc_params(m, &pt);
-    if (!rc && !m->config_json) rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
-    if (!rc) rc = ddpm_tape_net_init(m);
+    rc = ddpm_tape_net_init_image(m, c.in_channels, c.height, c.num_timesteps, config_json(&c), &pt);
     if (!rc) {
         p->zeros = ddpm_alloc_aligned((size_t)2 * c.n_feat, sizeof(float));
         if (!p->zeros) rc = DDPM_ERR_NOMEM;

@@ -17,6 +17,7 @@
  *  - reference (ddpm_linear_forward/backward, i.e. BLAS, and plain loops): used when the CPU lacks
  *    AVX2/FMA or DDPM_KERNELS=ref; tests/test_kernels.c checks the two agree. */
 #include "kernels/kernels.h"
+#include "core/json.h"
 #include "models/model_internal.h"
 
 #include <math.h>
@@ -426,9 +427,7 @@ char *ddpm_mlp_config_json(const ddpm_mlp_config *c) {
     cJSON_AddNumberToObject(o, "depth", c->depth);
     cJSON_AddNumberToObject(o, "num_timesteps", c->num_timesteps);
     cJSON_AddStringToObject(o, "time_embedding", c->sinusoidal ? "sinusoidal" : "learned");
-    char *s = cJSON_PrintUnformatted(o); /* malloc'd: cJSON keeps the default allocator */
-    cJSON_Delete(o);
-    return s;
+    return ddpm_json_print_and_free(o);
 }
 
 int ddpm_mlp_create(const void *config_cjson, uint64_t seed, ddpm_model **out) {

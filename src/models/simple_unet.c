@@ -18,6 +18,7 @@
  * schedule index (0..num_timesteps-1) as the tutorial feeds it. The tutorial hard-codes 3 image
  * channels; here they are in_channels. Parameter names and their order are the PyTorch module's
  * state_dict (without the batch norms' num_batches_tracked, which loading ignores). */
+#include "core/json.h"
 #include "models/model_internal.h"
 
 #define SU_MAX_LEVELS 8
@@ -272,9 +273,7 @@ static char *config_json(const su_config *c) {
     cJSON_AddItemToObject(o, "channels", cJSON_CreateIntArray(c->channels, c->n_channels));
     cJSON_AddNumberToObject(o, "time_emb_dim", c->time_emb_dim);
     cJSON_AddNumberToObject(o, "num_timesteps", c->num_timesteps);
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    return s;
+    return ddpm_json_print_and_free(o);
 }
 
 int ddpm_simple_unet_create(const void *config_cjson, uint64_t seed, ddpm_model **out) {
@@ -286,17 +285,9 @@ int ddpm_simple_unet_create(const void *config_cjson, uint64_t seed, ddpm_model 
     if (!m) return DDPM_ERR_NOMEM;
     su_net *p = m->impl;
     p->cfg = c;
-    m->channels = c.in_channels;
-    m->height = m->width = c.height;
-    m->sample_numel = (size_t)c.in_channels * c.height * c.height;
-    m->num_timesteps = c.num_timesteps;
-    m->config_json = config_json(&c);
-
     ddpm_param_table pt = {0};
     declare(p, &pt);
-    rc = ddpm_model_alloc_params(m, &pt);
-    if (!rc && !m->config_json) rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
-    if (!rc) rc = ddpm_tape_net_init(m);
+    rc = ddpm_tape_net_init_image(m, c.in_channels, c.height, c.num_timesteps, config_json(&c), &pt);
     if (rc) {
         su_destroy(m);
         return rc;

@@ -77,9 +77,17 @@ static int ensure_slices(ddpm_model *m, ddpm_tape_net *tn, int T) {
     return DDPM_OK;
 }
 
-int ddpm_tape_net_init(ddpm_model *m) {
+int ddpm_tape_net_init_image(ddpm_model *m, int channels, int height, int num_timesteps,
+                             char *config_json, ddpm_param_table *pt) {
+    m->channels = channels;
+    m->height = m->width = height;
+    m->sample_numel = (size_t)channels * height * height;
+    m->num_timesteps = num_timesteps;
+    m->config_json = config_json;
+    int rc = ddpm_model_alloc_params(m, pt);
+    if (!rc && !m->config_json) rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
     ddpm_tape_net *tn = m->impl;
-    int rc = ensure_slices(m, tn, 1);
+    if (!rc) rc = ensure_slices(m, tn, 1);
     if (rc) return rc;
     ddpm_model_param_handles(m, tn->prm[0], m->grads);
     return DDPM_OK;

@@ -26,6 +26,7 @@
  * UNET_EVAL_CHUNK items per slice, so sampling with a large batch needs only a chunk's
  * activations per thread (group norm has no batch statistics, so items are independent). */
 #include "core/test_hooks.h"
+#include "core/json.h"
 #include "models/model_internal.h"
 
 #include <math.h>
@@ -390,9 +391,7 @@ static char *config_json(const unet_config *c) {
     cJSON_AddNumberToObject(o, "num_classes", c->num_classes);
     cJSON_AddBoolToObject(o, "self_cond", c->self_cond);
     cJSON_AddNumberToObject(o, "num_timesteps", c->num_timesteps);
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    return s;
+    return ddpm_json_print_and_free(o);
 }
 
 /* ---- the parameter table, in state_dict order ------------------------------------------------ */
@@ -574,22 +573,12 @@ int ddpm_unet_create(const void *config_cjson, uint64_t seed, ddpm_model **out) 
     if (!m) return DDPM_ERR_NOMEM;
     unet *u = m->impl;
     u->c = c;
-    m->channels = c.in_channels;
-    m->height = m->width = c.height;
-    m->sample_numel = (size_t)c.in_channels * c.height * c.height;
     m->cond_dim = c.num_classes;
     m->self_cond = c.self_cond;
-    m->num_timesteps = c.num_timesteps;
-    m->config_json = config_json(&c);
-
     plan(u);
     ddpm_param_table pt = {0};
     declare(u, &pt);
-    rc = ddpm_model_alloc_params(m, &pt);
-    if (!rc) {
-        if (!m->config_json) rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
-        if (!rc) rc = ddpm_tape_net_init(m);
-    }
+    rc = ddpm_tape_net_init_image(m, c.in_channels, c.height, c.num_timesteps, config_json(&c), &pt);
     if (!rc) rc = unet_reserve(m, 1);
     if (rc) {
         unet_destroy(m);

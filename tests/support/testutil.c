@@ -197,3 +197,22 @@ void tu_expect_status(int rc, int want, const char *path, const char *fragment) 
     if (fragment && !strstr(msg, fragment))
         fail_msg("message '%s' does not mention '%s'", msg, fragment);
 }
+
+static uint64_t tu_rng_state = 0x9E3779B97F4A7C15ull;
+
+double tu_urand(void) {
+    tu_rng_state ^= tu_rng_state << 13;
+    tu_rng_state ^= tu_rng_state >> 7;
+    tu_rng_state ^= tu_rng_state << 17;
+    return (double)(tu_rng_state >> 11) * (1.0 / 9007199254740992.0);
+}
+
+float *tu_randn_alloc(size_t n, float scale) {
+    float *v = malloc((n ? n : 1) * sizeof(float));
+    assert_non_null(v);
+    for (size_t i = 0; i < n; i++) {
+        const double u1 = tu_urand() + 1e-12, u2 = tu_urand();
+        v[i] = (float)(sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2)) * scale;
+    }
+    return v;
+}

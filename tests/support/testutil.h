@@ -38,6 +38,10 @@ void tu_assert_close_(const float *a, const float *b, size_t n, double rtol, dou
 double tu_max_rel_err(const float *a, const float *b, size_t n, double floor);
 /* max |v[i]| (0 for n = 0). */
 double tu_maxabs(const float *v, size_t n);
+/* A deterministic test RNG, independent of the library's (xorshift64 + Box-Muller; one stream
+ * per test process): a uniform double in [0, 1), and n normal floats times scale (malloc'd). */
+double tu_urand(void);
+float *tu_randn_alloc(size_t n, float scale);
 
 /* The worst error of a series of comparisons and what it was, for the summary a test prints at
  * the end. tu_worst_note keeps err and what if err is larger than the worst so far. */

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 int cli_usage_error(const char *cmd, const char *fmt, ...) {
     va_list ap;
@@ -119,3 +120,30 @@ int cli_parse(const char *cmd, const char *usage, int argc, char **argv, const c
     }
     return 0;
 }
+
+/* ---- output files ---------------------------------------------------------------------------- */
+
+int cli_mkdirs(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return ddpm_fail(DDPM_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        return ddpm_fail(DDPM_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
+    return DDPM_OK;
+}
+
+const char *cli_path(const char *dir, const char *name) {
+    static char bufs[8][4096];
+    static int k;
+    char *b = bufs[k++ & 7];
+    snprintf(b, 4096, "%s/%s", dir, name);
+    return b;
+}
+
+void cli_wrote(const char *path, const char *what) { printf("  wrote %-40s %s\n", path, what); }

@@ -31,6 +31,13 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
 /* Prints "ddpm CMD: <last library error>" and maps a ddpm_status to an exit code. */
 int cli_fail(const char *cmd, int status);
 
+/* Creates a directory and its parents (like mkdir -p). */
+int cli_mkdirs(const char *path);
+/* Joins dir and name into a static rotating buffer. */
+const char *cli_path(const char *dir, const char *name);
+/* Prints "  wrote PATH" (the user sees every output file). */
+void cli_wrote(const char *path, const char *what);
+
 /* The subcommands. */
 int cmd_schedule(int argc, char **argv);
 int cmd_demo(int argc, char **argv);

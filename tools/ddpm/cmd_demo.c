@@ -1,7 +1,10 @@
 /* cmd_demo.c - `ddpm demo`, the main job: the 2-D tutorial end to end with no data or network.
  * Trains the tutorial's MLP on the S-curve, samples 10,000 points, evaluates them against the
  * data's own noise floor and draws every picture into the run directory. */
-#include "job.h"
+#include "data_source.h"
+#include "points_jobs.h"
+#include "sample_driver.h"
+#include "train_driver.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,13 +47,13 @@ int cmd_demo(int argc, char **argv) {
     ddpm_points samples = {0}, ra = {0}, rb = {0};
     job_trajectory tj = {0};
     char *dj = job_points_json("s-curve", 10000, seed);
-    if ((rc = job_mkdirs(out)) || (rc = job_data_load(dj, &data))) goto done;
+    if ((rc = cli_mkdirs(out)) || (rc = job_data_load(dj, &data))) goto done;
     ddpm_points dp = {.x = data.x, .n = data.n, .dim = data.dim};
 
     printf("ddpm demo: the 2-D tutorial on the S-curve (10,000 points), output in %s/\n", out);
-    if ((rc = ddpm_plot_scatter(job_path(out, "data.png"), "the S-curve (training data)", &dp,
+    if ((rc = ddpm_plot_scatter(cli_path(out, "data.png"), "the S-curve (training data)", &dp,
                                 "data", NULL, NULL, 0, 0)) ||
-        (rc = job_plot_forward(job_path(out, "forward.png"), &dp, &s, 20, seed)))
+        (rc = job_plot_forward(cli_path(out, "forward.png"), &dp, &s, 20, seed)))
         goto done;
 
     /* The tutorial's model, data, schedule, batch of 128 from a shuffled DataLoader, Adam and
@@ -85,8 +88,8 @@ int cmd_demo(int argc, char **argv) {
     if ((rc = job_plot_loss(out, 1))) goto done;
 
     /* Sample from the checkpoint, as a user would. */
-    char ckpt[4096]; /* job_path's buffers rotate: keep a copy */
-    snprintf(ckpt, sizeof ckpt, "%s", job_path(out, "ckpt.safetensors"));
+    char ckpt[4096]; /* cli_path's buffers rotate: keep a copy */
+    snprintf(ckpt, sizeof ckpt, "%s", cli_path(out, "ckpt.safetensors"));
     if ((rc = ddpm_checkpoint_load(ckpt, &ck))) goto done;
     sampler_use_ema(&ck, 0, 1);
     ddpm_sample_opts so;
@@ -101,10 +104,10 @@ int cmd_demo(int argc, char **argv) {
                          job_trajectory_progress, &tj)))
         goto done;
     printf("sampled %zu points with DDPM (100 steps, EMA weights) in %.2f s\n", n, seconds() - t_sample);
-    if ((rc = ddpm_points_write_csv(job_path(out, "samples.csv"), &samples)) ||
-        (rc = ddpm_plot_scatter(job_path(out, "samples.png"), "DDPM samples over the data", &dp,
+    if ((rc = ddpm_points_write_csv(cli_path(out, "samples.csv"), &samples)) ||
+        (rc = ddpm_plot_scatter(cli_path(out, "samples.png"), "DDPM samples over the data", &dp,
                                 "data", &samples, "samples", 0, 0)) ||
-        (rc = job_trajectory_write(&tj, job_path(out, "reverse"), &ck.schedule, 1)))
+        (rc = job_trajectory_write(&tj, cli_path(out, "reverse"), &ck.schedule, 1)))
         goto done;
 
     /* Quality against fresh draws of the S-curve. */
@@ -117,14 +120,14 @@ int cmd_demo(int argc, char **argv) {
     printf("the samples are %s the 2x-of-noise-floor mark\n", swd <= 2 * floor_ ? "within" : "OUTSIDE");
 
     printf("outputs:\n");
-    job_wrote(job_path(out, "data.png"), "the training data");
-    job_wrote(job_path(out, "forward.png"), "the forward process, 20 panels");
-    job_wrote(job_path(out, "reverse/reverse.png"), "the reverse process, 10 panels");
-    job_wrote(job_path(out, "samples.png"), "10,000 samples over the data");
-    job_wrote(job_path(out, "samples.csv"), "the samples");
-    job_wrote(job_path(out, "loss.png"), "the loss curve");
-    job_wrote(job_path(out, "loss.csv"), "the loss per step");
-    job_wrote(ckpt, "the checkpoint (ddpm sample --ckpt ...)");
+    cli_wrote(cli_path(out, "data.png"), "the training data");
+    cli_wrote(cli_path(out, "forward.png"), "the forward process, 20 panels");
+    cli_wrote(cli_path(out, "reverse/reverse.png"), "the reverse process, 10 panels");
+    cli_wrote(cli_path(out, "samples.png"), "10,000 samples over the data");
+    cli_wrote(cli_path(out, "samples.csv"), "the samples");
+    cli_wrote(cli_path(out, "loss.png"), "the loss curve");
+    cli_wrote(cli_path(out, "loss.csv"), "the loss per step");
+    cli_wrote(ckpt, "the checkpoint (ddpm sample --ckpt ...)");
     printf("done in %.1f s\n", seconds() - t_start);
 done:
     free(dj);

@@ -1,5 +1,7 @@
 /* cmd_eval.c - `ddpm eval`: sample quality against the data, next to the data's own noise floor. */
-#include "job.h"
+#include "data_source.h"
+#include "points_jobs.h"
+#include "sample_driver.h"
 
 #include <stdio.h>
 #include <stdlib.h>

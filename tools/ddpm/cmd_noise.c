@@ -1,5 +1,6 @@
 /* cmd_noise.c - `ddpm noise`: the forward process of a data set, drawn. */
-#include "job.h"
+#include "data_source.h"
+#include "points_jobs.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,7 +43,7 @@ int cmd_noise(int argc, char **argv) {
     if (!rc) {
         ddpm_points p = {.x = d.x, .n = d.n, .dim = d.dim};
         rc = job_plot_forward(out, &p, &s, panels, seed);
-        if (!rc) job_wrote(out, "the forward process");
+        if (!rc) cli_wrote(out, "the forward process");
         job_data_free(&d);
     }
     ddpm_schedule_free(&s);

@@ -1,5 +1,8 @@
 /* cmd_sample.c - `ddpm sample`: draw samples from a checkpoint with DDPM or DDIM. */
-#include "job.h"
+#include "data_source.h"
+#include "points_jobs.h"
+#include "sample_driver.h"
+#include "model_flags.h"
 
 #include <cjson/cJSON.h>
 
@@ -9,37 +12,25 @@
 
 /* A plain state-dict export (no ddpm metadata): the network and schedule come from the flags. */
 typedef struct {
-    const char *weights, *model, *schedule, *prediction, *channel_mult, *attn_res, *unet_channels,
-        *shortcut;
-    int n_feat, n_cfeat, height, channels, timesteps, base_channels, num_res_blocks, heads, dim_head, set_dim_head, groups,
-        num_classes, self_cond, time_emb_dim, hidden, depth, dim, set_T;
+    const char *weights, *schedule, *prediction;
+    model_flags net;
+    int n_cfeat, height, channels, num_classes, dim, timesteps, set_T;
     double beta_start, beta_end;
     int set_bs, set_be;
 } weights_args;
 
-static int add_list(cJSON *o, const char *key, const char *list) {
-    cJSON *arr = cJSON_AddArrayToObject(o, key);
-    for (const char *p = list; *p;) {
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p || (*end && *end != ',')) return -1;
-        cJSON_AddItemToArray(arr, cJSON_CreateNumber((double)v));
-        p = *end ? end + 1 : end;
-    }
-    return 0;
-}
-
 static int load_plain_weights(const weights_args *w, ddpm_checkpoint *ck) {
     memset(ck, 0, sizeof *ck);
-    if (!w->model) return cli_usage_error("sample", "--weights needs --model (unet, context-unet, simple-unet or mlp)");
-    const int course = strcmp(w->model, "context-unet") == 0;
+    if (!w->net.set_model)
+        return cli_usage_error("sample", "--weights needs --model (unet, context-unet, simple-unet or mlp)");
+    const model_preset *p = model_preset_find(w->net.model);
+    if (!p)
+        return cli_usage_error("sample", "unknown --model '%s' (expected mlp, unet, context-unet or simple-unet)", w->net.model);
     ddpm_schedule_kind kind;
-    const char *sname = w->schedule ? w->schedule : course ? "linear-course" : "linear";
-    if (ddpm_schedule_kind_parse(sname, &kind) || kind == DDPM_SCHEDULE_CUSTOM)
+    if (ddpm_schedule_kind_parse(w->schedule ? w->schedule : p->schedule, &kind) || kind == DDPM_SCHEDULE_CUSTOM)
         return cli_usage_error("sample", "%s", kind == DDPM_SCHEDULE_CUSTOM ? "--weights takes a named schedule" : ddpm_last_error());
     ddpm_schedule_config sc;
-    const int T = w->set_T ? w->timesteps : course ? 500 : strcmp(w->model, "simple-unet") == 0 ? 300 : 1000;
-    ddpm_schedule_config_default(&sc, kind, T);
+    ddpm_schedule_config_default(&sc, kind, w->set_T ? w->timesteps : p->timesteps);
     if (w->set_bs) sc.beta_start = w->beta_start;
     if (w->set_be) sc.beta_end = w->beta_end;
     int rc = ddpm_schedule_init(&ck->schedule, &sc);
@@ -49,40 +40,14 @@ static int load_plain_weights(const weights_args *w, ddpm_checkpoint *ck) {
         ddpm_checkpoint_free(ck);
         return cli_usage_error("sample", "%s", ddpm_last_error());
     }
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "kind", w->model);
-    cJSON_AddNumberToObject(o, "num_timesteps", ck->schedule.n);
-    int bad = 0;
-    if (strcmp(w->model, "mlp") == 0) {
-        cJSON_AddNumberToObject(o, "dim", w->dim);
-        cJSON_AddNumberToObject(o, "hidden", w->hidden);
-        cJSON_AddNumberToObject(o, "depth", w->depth);
-    } else {
-        cJSON_AddNumberToObject(o, "in_channels", w->channels);
-        cJSON_AddNumberToObject(o, "height", w->height);
-        if (w->n_feat > 0) cJSON_AddNumberToObject(o, "n_feat", w->n_feat);
-        if (course) cJSON_AddNumberToObject(o, "n_cfeat", w->n_cfeat);
-        if (course && w->shortcut) cJSON_AddStringToObject(o, "shortcut", w->shortcut);
-        if (w->base_channels > 0) cJSON_AddNumberToObject(o, "base_channels", w->base_channels);
-        if (w->num_res_blocks > 0) cJSON_AddNumberToObject(o, "num_res_blocks", w->num_res_blocks);
-        if (w->heads > 0) cJSON_AddNumberToObject(o, "heads", w->heads);
-        if (w->set_dim_head) cJSON_AddNumberToObject(o, "dim_head", w->dim_head);
-        if (w->groups > 0) cJSON_AddNumberToObject(o, "groups", w->groups);
-        if (w->num_classes > 0) cJSON_AddNumberToObject(o, "num_classes", w->num_classes);
-        if (w->self_cond) cJSON_AddBoolToObject(o, "self_cond", 1);
-        if (w->time_emb_dim > 0) cJSON_AddNumberToObject(o, "time_emb_dim", w->time_emb_dim);
-        if (w->channel_mult) bad |= add_list(o, "channel_mult", w->channel_mult);
-        if (w->attn_res) bad |= add_list(o, "attn_resolutions", w->attn_res);
-        if (w->unet_channels) bad |= add_list(o, "channels", w->unet_channels);
-    }
-    char *json = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (bad) {
-        free(json);
-        ddpm_checkpoint_free(ck);
-        return cli_usage_error("sample", "list flags take comma-separated integers, like 1,2,2");
-    }
-    rc = ddpm_model_create(json, 0, &ck->model);
+    const int points = strcmp(w->net.model, "mlp") == 0;
+    model_shape shape = {.dim = points ? w->dim : 0, .in_channels = w->channels,
+                         .height = points ? 0 : w->height,
+                         .cond_dim = strcmp(w->net.model, "context-unet") == 0 ? w->n_cfeat : w->num_classes,
+                         .num_timesteps = ck->schedule.n};
+    char *json = NULL;
+    rc = model_flags_config_json(&w->net, &shape, &json);
+    if (!rc) rc = ddpm_model_create(json, 0, &ck->model);
     free(json);
     if (!rc) rc = ddpm_safetensors_read(w->weights, &ck->st);
     if (!rc) rc = ddpm_model_load_tensors(ck->model, &ck->st, NULL, w->weights);
@@ -98,9 +63,10 @@ int cmd_sample(int argc, char **argv) {
     int quiet = 0, no_clip = 0;
     sampler_args sa = {.sampler = "ddpm", .variance = "small", .spacing = "leading"};
     sample_image_args ia = {.n = 1000, .class_id = -1};
-    weights_args wa = {.channels = 3, .height = 32, .n_cfeat = 5, .hidden = 128, .depth = 3, .dim = 2};
+    weights_args wa = {.channels = 3, .height = 32, .n_cfeat = 5, .dim = 2};
+    model_flags_init(&wa.net, "unet");
     int set_n = 0;
-    const cli_opt opts[] = {
+    const cli_opt sample_opts[] = {
         {"ckpt", CLI_STRING, &ckpt, "FILE", "checkpoint written by ddpm train (carries model, schedule and prediction type)", NULL},
         {"n", CLI_INT, &ia.n, "N", "number of samples (default 1000; images 40 unless --per-class)", &set_n},
         {"sampler", CLI_STRING, &sa.sampler, "NAME", "ddpm (every step, default) or ddim", NULL},
@@ -128,32 +94,30 @@ int cmd_sample(int argc, char **argv) {
         {"gif-every", CLI_INT, &ia.gif_every, "K", "a GIF frame every K steps (default: 25 frames)", NULL},
         {"x-init", CLI_STRING, &ia.x_init, "FILE.npy", "images: start from this x_T [N, C, H, W] float32", NULL},
         {"batch", CLI_INT, &ia.batch, "B", "images per forward pass (default 100)", NULL},
+        {"quiet", CLI_FLAG, &quiet, NULL, "print nothing but errors", NULL},
+    };
+    const cli_opt weights_opts[] = {
         {"weights", CLI_STRING, &wa.weights, "FILE", "a plain state-dict safetensors export (with --model and its flags)", NULL},
-        {"model", CLI_STRING, &wa.model, "NAME", "with --weights: unet, context-unet, simple-unet or mlp", NULL},
         {"height", CLI_INT, &wa.height, "H", "with --weights: image height = width (default 32)", NULL},
         {"channels", CLI_INT, &wa.channels, "C", "with --weights: image channels (default 3)", NULL},
-        {"n-feat", CLI_INT, &wa.n_feat, "N", "with --weights: context-unet n_feat", NULL},
         {"n-cfeat", CLI_INT, &wa.n_cfeat, "K", "with --weights: context-unet context size (default 5)", NULL},
-        {"shortcut", CLI_STRING, &wa.shortcut, "KIND", "with --weights: context-unet first-block shortcut, learned (ddpm) or none (weights exported from the course)", NULL},
-        {"base-channels", CLI_INT, &wa.base_channels, "C", "with --weights: unet base channels", NULL},
-        {"channel-mult", CLI_STRING, &wa.channel_mult, "LIST", "with --weights: unet channel multipliers", NULL},
-        {"num-res-blocks", CLI_INT, &wa.num_res_blocks, "N", "with --weights: unet res blocks per level", NULL},
-        {"attn-resolutions", CLI_STRING, &wa.attn_res, "LIST", "with --weights: unet attention resolutions", NULL},
-        {"heads", CLI_INT, &wa.heads, "N", "with --weights: unet attention heads", NULL},
-        {"dim-head", CLI_INT, &wa.dim_head, "D", "with --weights: unet attention head width (0 = channels / heads)", &wa.set_dim_head},
-        {"groups", CLI_INT, &wa.groups, "G", "with --weights: unet group-norm groups", NULL},
         {"num-classes", CLI_INT, &wa.num_classes, "K", "with --weights: unet classes", NULL},
-        {"self-cond", CLI_FLAG, &wa.self_cond, NULL, "with --weights: unet self-conditioning", NULL},
-        {"unet-channels", CLI_STRING, &wa.unet_channels, "LIST", "with --weights: simple-unet channels", NULL},
-        {"time-emb-dim", CLI_INT, &wa.time_emb_dim, "D", "with --weights: simple-unet time embedding width", NULL},
+        {"dim", CLI_INT, &wa.dim, "D", "with --weights: mlp point dimension (default 2)", NULL},
         {"schedule", CLI_STRING, &wa.schedule, "NAME", "with --weights: the schedule it was trained with", NULL},
         {"timesteps", CLI_INT, &wa.timesteps, "T", "with --weights: diffusion steps", &wa.set_T},
         {"beta-start", CLI_DOUBLE, &wa.beta_start, "A", "with --weights: first beta", &wa.set_bs},
         {"beta-end", CLI_DOUBLE, &wa.beta_end, "B", "with --weights: last beta", &wa.set_be},
         {"prediction", CLI_STRING, &wa.prediction, "KIND", "with --weights: what the network predicts (eps, x0, v)", NULL},
-        {"quiet", CLI_FLAG, &quiet, NULL, "print nothing but errors", NULL},
     };
-    int rc = cli_parse("sample", "Draws samples from a trained model with DDPM or DDIM.",
+    enum { N_SAMPLE = sizeof sample_opts / sizeof sample_opts[0],
+           N_WEIGHTS = sizeof weights_opts / sizeof weights_opts[0] };
+    cli_opt opts[N_SAMPLE + N_WEIGHTS + MODEL_FLAGS_N];
+    memcpy(opts, sample_opts, sizeof sample_opts);
+    memcpy(opts + N_SAMPLE, weights_opts, sizeof weights_opts);
+    model_flags_options(&wa.net, opts + N_SAMPLE + N_WEIGHTS);
+    int rc = cli_parse("sample",
+                       "Draws samples from a trained model with DDPM or DDIM. With --weights (a plain "
+                       "state dict), --model and the network flags after it say which network it is.",
                        argc, argv, opts, (int)(sizeof opts / sizeof opts[0]));
     if (rc) return rc < 0 ? 0 : rc;
     if (!ckpt == !wa.weights) return cli_usage_error("sample", "give --ckpt FILE (or --weights FILE with --model)");
@@ -214,7 +178,7 @@ int cmd_sample(int argc, char **argv) {
             int64_t shape[2] = {n, (int64_t)d};
             rc = ddpm_npy_write_f32(out, samples.x, 2, shape);
         }
-        if (!rc && !quiet) job_wrote(out, "samples");
+        if (!rc && !quiet) cli_wrote(out, "samples");
     }
     if (!rc && traj) rc = job_trajectory_write(&tj, traj, &ck.schedule, quiet);
     if (!rc && plot) {
@@ -226,7 +190,7 @@ int cmd_sample(int argc, char **argv) {
                                    "samples", 0, 0);
             job_data_free(&data);
         }
-        if (!rc && !quiet) job_wrote(plot, "samples over the data");
+        if (!rc && !quiet) cli_wrote(plot, "samples over the data");
     }
     job_trajectory_free(&tj);
     ddpm_points_free(&samples);

@@ -1,5 +1,6 @@
 /* cmd_train.c - `ddpm train`: train a diffusion model on points or images. */
-#include "job.h"
+#include "train_driver.h"
+#include "model_flags.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -9,22 +10,21 @@
 
 /* Every flag of `ddpm train`, with its value after parsing. */
 typedef struct {
-    const char *data, *model, *time_embedding, *schedule, *betas_file, *prediction, *loss,
-        *optimizer, *lr_decay, *out, *resume;
-    int n_points, hidden, depth, timesteps, warmup, batch, epochs, save_every, log_every, quiet,
-        no_ema_warmup;
+    const char *data, *schedule, *betas_file, *prediction, *loss, *optimizer, *lr_decay, *out,
+        *resume;
+    int n_points, timesteps, warmup, batch, epochs, save_every, log_every, quiet, no_ema_warmup;
     uint64_t data_seed, seed;
     int64_t steps_i;
     double beta_start, beta_end, lr, beta1, beta2, adam_eps, weight_decay, min_lr;
     float min_snr, grad_clip, ema_decay;
     int steps;
     int set_steps, set_epochs, set_bs, set_be, set_T, set_schedule;
+    model_flags net;
     /* images */
-    const char *labels, *channel_mult, *attn_res, *unet_channels, *shortcut;
-    int image_size, channels, labels_from_dirs, max_items, hflip, no_hflip, n_feat, base_channels,
-        num_res_blocks, heads, dim_head, set_dim_head, groups, time_emb_dim, self_cond, sample_every, sample_n;
-    float dropout, cond_drop;
-    int set_lr, set_batch, set_decay, set_warmup, set_cond_drop, set_loss, set_model, set_T_img;
+    const char *labels;
+    int image_size, channels, labels_from_dirs, max_items, hflip, no_hflip, sample_every, sample_n;
+    float cond_drop;
+    int set_lr, set_batch, set_decay, set_warmup, set_cond_drop, set_loss;
 } train_args;
 
 /* Is --data an image source? fashion-mnist, a directory, or an .npy file. */
@@ -59,64 +59,6 @@ static char *images_json(const train_args *a) {
     return s;
 }
 
-/* "1,2,2" -> JSON array */
-static int add_int_list(cJSON *o, const char *key, const char *list) {
-    cJSON *arr = cJSON_AddArrayToObject(o, key);
-    const char *p = list;
-    while (*p) {
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p || v < 0 || v > 100000) return -1;
-        cJSON_AddItemToArray(arr, cJSON_CreateNumber((double)v));
-        p = *end == ',' ? end + 1 : end;
-        if (*end && *end != ',') return -1;
-    }
-    return cJSON_GetArraySize(arr) > 0 ? 0 : -1;
-}
-
-/* The network's configuration from the flags and the data. */
-static int build_image_model_json(const train_args *a, const job_data *d, int n_timesteps, char **out) {
-    if (d->height != d->width)
-        return ddpm_fail(DDPM_ERR_INVALID, "the networks take square images; the data are %dx%d", d->height, d->width);
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "kind", a->model);
-    cJSON_AddNumberToObject(o, "in_channels", d->channels);
-    cJSON_AddNumberToObject(o, "height", d->height);
-    cJSON_AddNumberToObject(o, "num_timesteps", n_timesteps);
-    int bad = 0;
-    if (strcmp(a->model, "context-unet") == 0) {
-        cJSON_AddNumberToObject(o, "n_feat", a->n_feat > 0 ? a->n_feat : 64);
-        cJSON_AddNumberToObject(o, "n_cfeat", d->cond_dim);
-        if (a->shortcut) cJSON_AddStringToObject(o, "shortcut", a->shortcut);
-    } else if (strcmp(a->model, "simple-unet") == 0) {
-        if (a->unet_channels) bad |= add_int_list(o, "channels", a->unet_channels);
-        if (a->time_emb_dim > 0) cJSON_AddNumberToObject(o, "time_emb_dim", a->time_emb_dim);
-        if (d->cond_dim > 0)
-            fprintf(stderr, "note: simple-unet is unconditional; the labels are not used\n");
-    } else if (strcmp(a->model, "unet") == 0) {
-        if (a->base_channels > 0) cJSON_AddNumberToObject(o, "base_channels", a->base_channels);
-        if (a->channel_mult) bad |= add_int_list(o, "channel_mult", a->channel_mult);
-        if (a->num_res_blocks > 0) cJSON_AddNumberToObject(o, "num_res_blocks", a->num_res_blocks);
-        if (a->attn_res) bad |= add_int_list(o, "attn_resolutions", a->attn_res);
-        if (a->heads > 0) cJSON_AddNumberToObject(o, "heads", a->heads);
-        if (a->set_dim_head) cJSON_AddNumberToObject(o, "dim_head", a->dim_head);
-        if (a->groups > 0) cJSON_AddNumberToObject(o, "groups", a->groups);
-        cJSON_AddNumberToObject(o, "dropout", a->dropout);
-        cJSON_AddNumberToObject(o, "num_classes", d->cond_dim);
-        cJSON_AddBoolToObject(o, "self_cond", a->self_cond);
-    } else {
-        cJSON_Delete(o);
-        return ddpm_fail(DDPM_ERR_INVALID, "unknown --model '%s' for images (expected unet, context-unet or simple-unet)", a->model);
-    }
-    if (bad) {
-        cJSON_Delete(o);
-        return ddpm_fail(DDPM_ERR_INVALID, "a list flag (--channel-mult, --attn-resolutions, --unet-channels) must be like 1,2,2");
-    }
-    *out = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    return *out ? DDPM_OK : ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
-}
-
 int train_print_config(const ddpm_model *m, const ddpm_schedule *s, const ddpm_train_config *c,
                        const char *data_json, size_t n_data) {
     char *sj = ddpm_schedule_config_json(s);
@@ -135,15 +77,14 @@ int train_print_config(const ddpm_model *m, const ddpm_schedule *s, const ddpm_t
 }
 
 int cmd_train(int argc, char **argv) {
-    train_args a = {.data = "s-curve", .model = "mlp",  .time_embedding = "learned",
-                    .schedule = "sigmoid-2d", .prediction = "eps", .loss = "l2",
-                    .optimizer = "adam", .lr_decay = "constant", .out = "runs/train",
-                    .n_points = 10000, .hidden = 128, .depth = 3, .timesteps = 100, .batch = 128,
-                    .save_every = 1000, .log_every = 1000, .steps = 10000, .lr = 1e-3,
+    train_args a = {.data = "s-curve", .prediction = "eps", .optimizer = "adam",
+                    .out = "runs/train", .n_points = 10000,
+                    .save_every = 1000, .log_every = 1000, .steps = 10000,
                     .beta1 = 0.9, .beta2 = 0.999, .adam_eps = 1e-8, .grad_clip = 1.0f,
-                    .ema_decay = 0.999f, .image_size = 32, .channels = 3, .dropout = 0.0f,
+                    .ema_decay = 0.999f, .image_size = 32, .channels = 3,
                     .cond_drop = 0.1f, .sample_every = 1000, .sample_n = 40};
-    const cli_opt opts[] = {
+    model_flags_init(&a.net, "mlp");
+    const cli_opt data_opts[] = {
         {"data", CLI_STRING, &a.data, "SOURCE", "points: s-curve (default), swiss-roll, moons, circles, 8-gaussians, checkerboard or FILE.csv; images: fashion-mnist, a folder of images or FILE.npy (N x H x W x C)", NULL},
         {"n-points", CLI_INT, &a.n_points, "N", "points drawn from a built-in data set (default 10000)", NULL},
         {"data-seed", CLI_U64, &a.data_seed, "S", "seed of the built-in data set (default 0)", NULL},
@@ -154,23 +95,8 @@ int cmd_train(int argc, char **argv) {
         {"max-items", CLI_INT, &a.max_items, "N", "fashion-mnist: use the first N training images", NULL},
         {"hflip", CLI_FLAG, &a.hflip, NULL, "random horizontal flips (default on for folders)", NULL},
         {"no-hflip", CLI_FLAG, &a.no_hflip, NULL, "no random flips", NULL},
-        {"model", CLI_STRING, &a.model, "NAME", "mlp (points, default), unet (DDPM paper, images default), context-unet (DeepLearning.AI course), simple-unet (diffusion-from-scratch tutorial)", &a.set_model},
-        {"hidden", CLI_INT, &a.hidden, "H", "mlp: width (default 128)", NULL},
-        {"depth", CLI_INT, &a.depth, "L", "mlp: hidden layers (default 3)", NULL},
-        {"time-embedding", CLI_STRING, &a.time_embedding, "KIND", "mlp: learned (tutorial, default) or sinusoidal", NULL},
-        {"n-feat", CLI_INT, &a.n_feat, "N", "context-unet: feature width n_feat (default 64)", NULL},
-        {"shortcut", CLI_STRING, &a.shortcut, "KIND", "context-unet: first-block shortcut, learned (default) or none (as the course's expected value)", NULL},
-        {"base-channels", CLI_INT, &a.base_channels, "C", "unet: base channels (default 32)", NULL},
-        {"channel-mult", CLI_STRING, &a.channel_mult, "LIST", "unet: per-level channel multipliers (default 1,2,2)", NULL},
-        {"num-res-blocks", CLI_INT, &a.num_res_blocks, "N", "unet: residual blocks per level (default 2)", NULL},
-        {"attn-resolutions", CLI_STRING, &a.attn_res, "LIST", "unet: resolutions with self-attention (default 7 or 8)", NULL},
-        {"heads", CLI_INT, &a.heads, "N", "unet: attention heads (default 4)", NULL},
-        {"dim-head", CLI_INT, &a.dim_head, "D", "unet: width of each attention head (default 32; 0 = channels / heads)", &a.set_dim_head},
-        {"groups", CLI_INT, &a.groups, "G", "unet: group-norm groups (default 8)", NULL},
-        {"dropout", CLI_FLOAT, &a.dropout, "P", "unet: dropout in the residual blocks (default 0)", NULL},
-        {"self-cond", CLI_FLAG, &a.self_cond, NULL, "unet: self-conditioning on the previous x_0 estimate", NULL},
-        {"unet-channels", CLI_STRING, &a.unet_channels, "LIST", "simple-unet: channels per level (default 64,128,256,512,1024)", NULL},
-        {"time-emb-dim", CLI_INT, &a.time_emb_dim, "D", "simple-unet: time embedding width (default 32)", NULL},
+    };
+    const cli_opt train_opts[] = {
         {"cond-drop", CLI_FLOAT, &a.cond_drop, "P", "labelled images: drop the label with probability P so the model also learns to sample unconditionally (default 0.1)", &a.set_cond_drop},
         {"schedule", CLI_STRING, &a.schedule, "NAME", "beta schedule (points: sigmoid-2d; unet: linear; context-unet: linear-course; simple-unet: linear)", &a.set_schedule},
         {"timesteps", CLI_INT, &a.timesteps, "T", "diffusion steps (points 100, unet 1000, context-unet 500, simple-unet 300)", &a.set_T},
@@ -204,6 +130,11 @@ int cmd_train(int argc, char **argv) {
         {"resume", CLI_STRING, &a.resume, "CKPT", "continue a run from its checkpoint (exactly)", NULL},
         {"quiet", CLI_FLAG, &a.quiet, NULL, "no progress display", NULL},
     };
+    enum { N_DATA = sizeof data_opts / sizeof data_opts[0], N_TRAIN = sizeof train_opts / sizeof train_opts[0] };
+    cli_opt opts[N_DATA + MODEL_FLAGS_N + N_TRAIN];
+    memcpy(opts, data_opts, sizeof data_opts);
+    model_flags_options(&a.net, opts + N_DATA);
+    memcpy(opts + N_DATA + MODEL_FLAGS_N, train_opts, sizeof train_opts);
     const int n_opts = (int)(sizeof opts / sizeof opts[0]);
     int rc = cli_parse("train",
                        "Trains a denoising diffusion model and writes DIR/ckpt.safetensors (every "
@@ -221,19 +152,21 @@ int cmd_train(int argc, char **argv) {
     if (a.image_size < 4 || a.image_size > 1024) return cli_usage_error("train", "--image-size must be in 4..1024");
 
     const int images = !a.resume && data_is_images(a.data);
-    if (images) {
-        /* Each network's own tutorial settings, unless given. */
-        if (!a.set_model) a.model = "unet";
-        const int course = strcmp(a.model, "context-unet") == 0, simple = strcmp(a.model, "simple-unet") == 0;
-        if (!a.set_schedule) a.schedule = course ? "linear-course" : "linear";
-        if (!a.set_T) a.timesteps = course ? 500 : simple ? 300 : 1000;
-        if (!a.set_batch) a.batch = course ? 100 : simple ? 128 : 64;
-        if (!a.set_lr) a.lr = course || simple ? 1e-3 : 2e-4;
-        if (!a.set_decay && course) a.lr_decay = "linear";
-        if (!a.set_warmup && !course && !simple) a.warmup = 500;
-        if (!a.set_loss && simple) a.loss = "l1";
+    if (!a.resume) {
+        /* The network's own tutorial settings, unless given. */
+        if (!a.net.set_model) a.net.model = images ? "unet" : "mlp";
+        const model_preset *p = model_preset_find(a.net.model);
+        if (!p)
+            return cli_usage_error("train", "unknown --model '%s' (expected mlp, unet, context-unet or simple-unet)", a.net.model);
+        if (!a.set_schedule) a.schedule = p->schedule;
+        if (!a.set_T) a.timesteps = p->timesteps;
+        if (!a.set_batch) a.batch = p->batch_size;
+        if (!a.set_lr) a.lr = p->lr;
+        if (!a.set_decay) a.lr_decay = p->lr_decay;
+        if (!a.set_warmup) a.warmup = p->warmup;
+        if (!a.set_loss) a.loss = p->loss;
+        if (a.batch < 1) return cli_usage_error("train", "--batch-size must be at least 1");
     }
-    if (a.batch < 1) return cli_usage_error("train", "--batch-size must be at least 1");
 
     ddpm_model *model = NULL;
     ddpm_schedule sched = {0};
@@ -280,7 +213,7 @@ int cmd_train(int argc, char **argv) {
         tc.ema_warmup = !a.no_ema_warmup;
         tc.batch_size = a.batch;
         tc.seed = a.seed;
-        tc.self_cond = a.self_cond;
+        tc.self_cond = a.net.self_cond;
         /* Schedule */
         ddpm_schedule_kind kind;
         if (ddpm_schedule_kind_parse(a.schedule, &kind)) return cli_usage_error("train", "%s", ddpm_last_error());
@@ -309,19 +242,11 @@ int cmd_train(int argc, char **argv) {
         if (data.cond_dim > 0) tc.cond_drop_prob = a.cond_drop;
         /* Model */
         char *mj = NULL;
-        if (images) {
-            rc = build_image_model_json(&a, &data, sched.n, &mj);
-        } else if (strcmp(a.model, "mlp") != 0) {
-            rc = ddpm_fail(DDPM_ERR_INVALID, "--model %s does not take points (use mlp)", a.model);
-        } else {
-            ddpm_mlp_config mc = {.dim = data.dim, .hidden = a.hidden, .depth = a.depth,
-                                  .num_timesteps = sched.n,
-                                  .sinusoidal = strcmp(a.time_embedding, "sinusoidal") == 0};
-            if (!mc.sinusoidal && strcmp(a.time_embedding, "learned") != 0)
-                rc = ddpm_fail(DDPM_ERR_INVALID, "--time-embedding must be learned or sinusoidal (got '%s')", a.time_embedding);
-            else if (!(mj = ddpm_mlp_config_json(&mc)))
-                rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
-        }
+        model_shape shape = {.dim = data.dim, .in_channels = data.channels, .height = data.height,
+                             .cond_dim = data.cond_dim, .num_timesteps = sched.n};
+        if (images && data.height != data.width)
+            rc = ddpm_fail(DDPM_ERR_INVALID, "the networks take square images; the data are %dx%d", data.height, data.width);
+        if (!rc) rc = model_flags_config_json(&a.net, &shape, &mj);
         if (!rc) rc = ddpm_model_create(mj, a.seed, &model);
         free(mj);
         if (rc) goto out;
@@ -341,8 +266,8 @@ int cmd_train(int argc, char **argv) {
     rc = job_train(&tr, &data, &ro);
     if (!rc && !a.quiet) {
         printf("final loss %.5f after %lld steps\n", tr.last_loss, (long long)tr.step);
-        job_wrote(job_path(a.out, "ckpt.safetensors"), "checkpoint (weights, EMA, optimizer state)");
-        job_wrote(job_path(a.out, "loss.csv"), "loss per step");
+        cli_wrote(cli_path(a.out, "ckpt.safetensors"), "checkpoint (weights, EMA, optimizer state)");
+        cli_wrote(cli_path(a.out, "loss.csv"), "loss per step");
     }
     if (!rc) rc = job_plot_loss(a.out, a.quiet);
 out:

@@ -1,6 +1,6 @@
 /* points_jobs.c - what the 2-D subcommands share: forward-process panels, the reverse-process
  * trajectory, and evaluation against the noise floor. */
-#include "job.h"
+#include "points_jobs.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -76,9 +76,9 @@ int job_trajectory_progress(void *ctx, int k, int steps, int t, const float *x, 
 }
 
 int job_trajectory_write(const job_trajectory *tr, const char *dir_in, const ddpm_schedule *s, int quiet) {
-    char dir[4096]; /* dir_in may itself live in job_path's rotating buffers */
+    char dir[4096]; /* dir_in may itself live in cli_path's rotating buffers */
     snprintf(dir, sizeof dir, "%s", dir_in);
-    int rc = job_mkdirs(dir);
+    int rc = cli_mkdirs(dir);
     if (rc) return rc;
     char (*titles)[32] = calloc((size_t)tr->n_snap, sizeof *titles);
     const char **tp = calloc((size_t)tr->n_snap, sizeof *tp);
@@ -93,13 +93,13 @@ int job_trajectory_write(const job_trajectory *tr, const char *dir_in, const ddp
         tp[i] = titles[i];
         char name[64];
         snprintf(name, sizeof name, "x_%03d.csv", t < 0 ? 0 : t);
-        rc = ddpm_points_write_csv(job_path(dir, name), &tr->snaps[i]);
+        rc = ddpm_points_write_csv(cli_path(dir, name), &tr->snaps[i]);
     }
-    if (!rc) rc = ddpm_plot_scatter_grid(job_path(dir, "reverse.png"), "reverse process p(x_{t-1} | x_t)",
+    if (!rc) rc = ddpm_plot_scatter_grid(cli_path(dir, "reverse.png"), "reverse process p(x_{t-1} | x_t)",
                                          tr->snaps, tp, tr->n_snap, tr->n_snap, NULL, 0);
     if (!rc && !quiet) {
-        job_wrote(job_path(dir, "reverse.png"), "the reverse process (10 panels)");
-        job_wrote(job_path(dir, "x_*.csv"), "the points at each panel");
+        cli_wrote(cli_path(dir, "reverse.png"), "the reverse process (10 panels)");
+        cli_wrote(cli_path(dir, "x_*.csv"), "the points at each panel");
     }
     free(titles);
     free(tp);

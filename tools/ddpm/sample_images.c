@@ -1,6 +1,6 @@
 /* sample_images.c - the image half of `ddpm sample`: conditioning (class, context vector, file),
  * classifier-free guidance, grids, .npy, the denoising GIF and a given x_T. */
-#include "job.h"
+#include "sample_driver.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,13 +136,13 @@ int sample_images(const sample_image_args *a, ddpm_checkpoint *ck, const ddpm_sa
     const int scale = a->scale > 0 ? a->scale : m->height < 32 ? 2 : 1;
     if (!rc && a->out && strstr(a->out, ".png")) {
         rc = ddpm_grid_write_png(a->out, x, n, m->channels, m->height, m->width, nrow, scale);
-        if (!rc && !a->quiet) job_wrote(a->out, "sample grid");
+        if (!rc && !a->quiet) cli_wrote(a->out, "sample grid");
     }
     const char *npy = a->npy ? a->npy : (a->out && strstr(a->out, ".npy") ? a->out : NULL);
     if (!rc && npy) {
         int64_t shape[4] = {n, m->channels, m->height, m->width};
         rc = ddpm_npy_write_f32(npy, x, 4, shape);
-        if (!rc && !a->quiet) job_wrote(npy, "samples [N, C, H, W] in [-1, 1]");
+        if (!rc && !a->quiet) cli_wrote(npy, "samples [N, C, H, W] in [-1, 1]");
     }
     if (!rc && a->gif) {
         uint8_t *px = NULL;
@@ -163,7 +163,7 @@ int sample_images(const sample_image_args *a, ddpm_checkpoint *ck, const ddpm_sa
         if (!rc && !a->quiet) {
             char what[96];
             snprintf(what, sizeof what, "the denoising process, %d frames (every %d steps)", gr.n_frames, gr.every);
-            job_wrote(a->gif, what);
+            cli_wrote(a->gif, what);
         }
     }
     free(gr.frames);

@@ -1,0 +1,203 @@
+/* test_conv_fast.c - the fast convolutions (the own kernel, shifted GEMMs, im2col; every
+ * thread count) against the naive references, the fused eval-mode conv -> scale -> GELU, and the
+ * convolution's shape validation. Tolerance as test_ops.c: |got - ref| <= 1e-4 |ref| + 1e-5
+ * max|ref| per element. */
+#include "testutil.h"
+#include "core/internal.h"
+#include "core/test_hooks.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RTOL 1e-4
+#define ATOL_REL 1e-5
+
+/* ---- the fast convolutions against the naive references ---- */
+
+typedef struct {
+    int B, Ci, H, W, Co, KH, KW, s, p;
+} conv_shape;
+
+static void fast_vs_naive(const conv_shape *sh, int transposed) {
+    ddpm_conv_dims d;
+    int rc = transposed ? ddpm_conv_transpose2d_dims(&d, sh->B, sh->Ci, sh->H, sh->W, sh->Co,
+                                                     sh->KH, sh->KW, sh->s, sh->p)
+                        : ddpm_conv2d_dims(&d, sh->B, sh->Ci, sh->H, sh->W, sh->Co, sh->KH, sh->KW,
+                                           sh->s, sh->p);
+    assert_int_equal(rc, DDPM_OK);
+    const size_t nx = (size_t)d.B * d.C_in * d.H * d.W,
+                 ny = (size_t)d.B * d.C_out * d.H_out * d.W_out;
+    const size_t nw = (size_t)d.C_in * d.C_out * d.KH * d.KW;
+    float *x = tu_randn_alloc(nx, 1), *w = tu_randn_alloc(nw, 0.3f), *b = tu_randn_alloc(d.C_out, 1);
+    float *dy = tu_randn_alloc(ny, 1);
+    float *y1 = calloc(ny, 4), *y2 = calloc(ny, 4);
+    float *dx1 = calloc(nx, 4), *dx2 = calloc(nx, 4), *dw1 = calloc(nw, 4), *dw2 = calloc(nw, 4);
+    float *db1 = calloc(d.C_out, 4), *db2 = calloc(d.C_out, 4);
+    size_t nws = transposed ? ddpm_conv_transpose2d_workspace(&d) : ddpm_conv2d_workspace(&d);
+    float *ws = calloc(nws ? nws : 1, 4);
+    if (transposed) {
+        ddpm_conv_transpose2d_forward(y1, x, w, b, &d, ws);
+        ddpm_conv_transpose2d_forward_ref(y2, x, w, b, &d);
+        ddpm_conv_transpose2d_backward(dx1, dw1, db1, dy, x, w, &d, ws);
+        ddpm_conv_transpose2d_backward_ref(dx2, dw2, db2, dy, x, w, &d);
+    } else {
+        ddpm_conv2d_forward(y1, x, w, b, &d, ws);
+        ddpm_conv2d_forward_ref(y2, x, w, b, &d);
+        ddpm_conv2d_backward(dx1, dw1, db1, dy, x, w, &d, ws);
+        ddpm_conv2d_backward_ref(dx2, dw2, db2, dy, x, w, &d);
+    }
+    char what[160];
+    snprintf(what, sizeof what, "%s B%d Ci%d %dx%d Co%d k%dx%d s%d p%d",
+             transposed ? "convT" : "conv", sh->B, sh->Ci, sh->H, sh->W, sh->Co, sh->KH, sh->KW,
+             sh->s, sh->p);
+    tu_assert_close(y1, y2, ny, RTOL, ATOL_REL * tu_maxabs(y2, ny), what);
+    tu_assert_close(dx1, dx2, nx, RTOL, ATOL_REL * tu_maxabs(dx2, nx), what);
+    tu_assert_close(dw1, dw2, nw, RTOL, ATOL_REL * tu_maxabs(dw2, nw), what);
+    tu_assert_close(db1, db2, d.C_out, RTOL, ATOL_REL * tu_maxabs(db2, d.C_out), what);
+    free(x);
+    free(w);
+    free(b);
+    free(dy);
+    free(y1);
+    free(y2);
+    free(dx1);
+    free(dx2);
+    free(dw1);
+    free(dw2);
+    free(db1);
+    free(db2);
+    free(ws);
+}
+
+/* With 1 thread every item runs serially with threaded BLAS; with 2 or 3, items run
+ * concurrently with per-thread partial gradients (B = 1 shapes still take the serial path; odd
+ * B leaves the threads uneven shares). */
+static void test_fast_vs_naive_conv(void **s) {
+    (void)s;
+    const int saved_threads = omp_get_max_threads();
+    /* stride-1 conv2d: the forward on the own kernel with the shifted GEMMs' backward (the
+     * default), shifted GEMMs both ways, and im2col, each against the reference */
+    for (int run = 0; run < 9; run++) {
+        const int threads = 1 + run % 3;
+        ddpm_conv_use_direct(run < 3);
+        ddpm_conv_use_shifted(run < 6);
+        omp_set_num_threads(threads);
+        const conv_shape shapes[] = {
+            {2, 32, 12, 10, 16, 3, 3, 1, 1}, /* large enough for the OpenMP im2col path */
+            {1, 3, 9, 7, 5, 3, 3, 2, 1},     {3, 5, 8, 8, 6, 4, 4, 2, 1},
+            {2, 7, 6, 9, 4, 1, 1, 1, 0}, /* pointwise: no im2col */
+            {2, 4, 5, 5, 3, 1, 1, 2, 0}, /* 1x1 but strided: im2col */
+            {1, 2, 5, 11, 3, 2, 5, 1, 2},    {2, 3, 10, 6, 2, 5, 3, 3, 0},
+            {1, 24, 16, 16, 24, 3, 3, 1, 1}, {7, 6, 4, 4, 5, 3, 3, 1, 1},
+            {3, 4, 5, 6, 3, 3, 3, 1, 0},     {2, 3, 4, 7, 5, 2, 4, 1, 3}, /* no pad; pad > kernel */
+            {5, 9, 3, 5, 4, 1, 1, 1, 0},     {7, 3, 6, 6, 4, 3, 3, 2, 1},
+            /* the own kernel's edges: two blocks of K (K > 256) in one item split by panels,
+             * C_out not a multiple of 6 and positions not of 16, output rows of 1 and 3 */
+            {1, 40, 9, 13, 7, 3, 3, 1, 1},   {3, 70, 5, 5, 11, 2, 2, 1, 0},
+            {2, 3, 17, 1, 8, 3, 1, 1, 1},    {2, 5, 7, 1, 13, 1, 1, 1, 0},
+            {1, 33, 11, 9, 14, 3, 3, 2, 1},  {2, 20, 13, 12, 9, 4, 4, 3, 2}, /* strided */
+            {3, 5, 12, 12, 7, 3, 3, 1, 1}, /* 9 panels an item: a full chunk and one more */
+        };
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) fast_vs_naive(&shapes[i], 0);
+        const conv_shape tshapes[] = {
+            {2, 16, 6, 5, 12, 4, 4, 2, 1}, {1, 6, 3, 4, 5, 2, 2, 2, 0},
+            {2, 8, 1, 1, 6, 7, 7, 7, 0},   {1, 3, 5, 4, 4, 3, 3, 1, 1},
+            {2, 5, 4, 3, 3, 3, 2, 3, 1},   {1, 24, 8, 8, 16, 4, 4, 2, 1},
+            {7, 6, 4, 4, 5, 2, 2, 2, 0},   {5, 4, 2, 3, 3, 4, 4, 2, 1},
+        };
+        for (size_t i = 0; i < sizeof tshapes / sizeof tshapes[0]; i++)
+            fast_vs_naive(&tshapes[i], 1);
+    }
+    omp_set_num_threads(saved_threads);
+    ddpm_conv_use_shifted(1);
+    ddpm_conv_use_direct(1);
+}
+
+/* The eval-mode conv -> batch norm -> GELU in one pass: against the naive conv followed by the
+ * per-channel affine map and GELU in double, on the own kernel (the epilogue on each block) and
+ * through BLAS (a pass after the conv), at 1 and 2 threads. */
+static void test_conv_scale_gelu(void **s) {
+    (void)s;
+    const int saved_threads = omp_get_max_threads();
+    const conv_shape shapes[] = {
+        {3, 8, 7, 9, 10, 3, 3, 1, 1}, {2, 20, 6, 6, 7, 3, 3, 2, 1}, {1, 5, 4, 5, 13, 1, 1, 1, 0},
+        {1, 70, 9, 8, 6, 3, 3, 1, 1}, /* two blocks of K: the epilogue only after the last */
+    };
+    for (int run = 0; run < 4; run++) {
+        ddpm_conv_use_direct(run < 2);
+        omp_set_num_threads(1 + run % 2);
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+            const conv_shape *sh = &shapes[i];
+            ddpm_conv_dims d;
+            assert_int_equal(ddpm_conv2d_dims(&d, sh->B, sh->Ci, sh->H, sh->W, sh->Co, sh->KH,
+                                              sh->KW, sh->s, sh->p),
+                             DDPM_OK);
+            const size_t nx = (size_t)d.B * d.C_in * d.H * d.W,
+                         ny = (size_t)d.B * d.C_out * d.H_out * d.W_out,
+                         nw = (size_t)d.C_in * d.C_out * d.KH * d.KW;
+            float *x = tu_randn_alloc(nx, 1), *w = tu_randn_alloc(nw, 0.3f);
+            float *scale = tu_randn_alloc(d.C_out, 1), *shift = tu_randn_alloc(d.C_out, 1);
+            float *y1 = calloc(ny, 4), *y2 = calloc(ny, 4);
+            const size_t nws = ddpm_conv2d_workspace(&d);
+            float *ws = calloc(nws ? nws : 1, 4);
+            ddpm_conv2d_scale_gelu_forward(y1, x, w, scale, shift, &d, ws);
+            ddpm_conv2d_forward_ref(y2, x, w, NULL, &d);
+            const size_t N = (size_t)d.H_out * d.W_out;
+            for (size_t k = 0; k < ny; k++) {
+                const double v = (double)y2[k] * scale[k / N % d.C_out] + shift[k / N % d.C_out];
+                y2[k] = (float)(v * 0.5 * erfc(-v / sqrt(2.0)));
+            }
+            tu_assert_close(y1, y2, ny, RTOL, ATOL_REL * tu_maxabs(y2, ny), "conv scale gelu");
+            free(x);
+            free(w);
+            free(scale);
+            free(shift);
+            free(y1);
+            free(y2);
+            free(ws);
+        }
+    }
+    omp_set_num_threads(saved_threads);
+    ddpm_conv_use_direct(1);
+}
+
+/* ---- argument validation and corner cases ---- */
+
+static void test_dims_validation(void **s) {
+    (void)s;
+    ddpm_conv_dims d;
+    assert_int_equal(ddpm_conv2d_dims(&d, 1, 3, 2, 2, 4, 5, 5, 1, 1), DDPM_ERR_INVALID);
+    assert_non_null(strstr(ddpm_last_error(), "larger than the padded input"));
+    assert_int_equal(ddpm_conv2d_dims(&d, 1, 3, 8, 8, 4, 3, 3, 0, 1), DDPM_ERR_INVALID);
+    assert_int_equal(ddpm_conv2d_dims(&d, 1, 3, 8, 8, 4, 3, 3, 1, -1), DDPM_ERR_INVALID);
+    assert_int_equal(ddpm_conv2d_dims(&d, 0, 3, 8, 8, 4, 3, 3, 1, 1), DDPM_ERR_INVALID);
+    assert_int_equal(ddpm_conv_transpose2d_dims(&d, 1, 3, 1, 1, 4, 2, 2, 1, 1), DDPM_ERR_INVALID);
+    /* The DDPM U-Net's shapes. */
+    assert_int_equal(ddpm_conv2d_dims(&d, 1, 3, 28, 28, 4, 4, 4, 2, 1), DDPM_OK);
+    assert_int_equal(d.H_out, 14);
+    assert_int_equal(ddpm_conv2d_dims(&d, 1, 3, 7, 9, 4, 3, 3, 2, 1), DDPM_OK);
+    assert_int_equal(d.H_out, 4);
+    assert_int_equal(d.W_out, 5);
+    assert_int_equal(ddpm_conv_transpose2d_dims(&d, 1, 3, 14, 14, 4, 4, 4, 2, 1), DDPM_OK);
+    assert_int_equal(d.H_out, 28);
+    assert_int_equal(ddpm_conv_transpose2d_dims(&d, 1, 3, 1, 1, 4, 7, 7, 7, 0), DDPM_OK);
+    assert_int_equal(d.H_out, 7);
+    /* A single-item pointwise conv through BLAS multiplies the input directly: no workspace
+     * (the own kernel's path needs copies and panel buffers). */
+    assert_int_equal(ddpm_conv2d_dims(&d, 1, 5, 4, 4, 6, 1, 1, 1, 0), DDPM_OK);
+    ddpm_conv_use_direct(0);
+    assert_int_equal(ddpm_conv2d_workspace(&d), 0);
+    ddpm_conv_use_direct(1);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fast_vs_naive_conv),
+        cmocka_unit_test(test_conv_scale_gelu),
+        cmocka_unit_test(test_dims_validation),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

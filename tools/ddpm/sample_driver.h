@@ -1,0 +1,39 @@
+/* sample_driver.h - sampling shared by `sample`, `eval` and `demo`: the sampler flags,
+ * the EMA weights, sampling in chunks, and the image outputs of `ddpm sample`. */
+#ifndef DDPM_SAMPLE_DRIVER_H
+#define DDPM_SAMPLE_DRIVER_H
+
+#include "cli.h"
+
+/* Samples n items from a model: chunks of at most batch items, each item's noise addressed by its
+ * global index so the result does not depend on the chunking. x_init (may be NULL): x_T.
+ * progress: a callback per step of each chunk (may be NULL). */
+int job_sample(ddpm_model *m, const ddpm_schedule *s, const ddpm_sample_opts *o,
+               const float *cond, float guidance, size_t n, int batch, const float *x_init,
+               float *out, ddpm_progress_fn progress, void *progress_ctx);
+
+/* Sampler flags shared by `sample`, `eval` and `demo`. */
+typedef struct {
+    const char *sampler, *variance, *spacing;
+    int steps, no_noise, clip, no_ema;
+    float eta;
+    uint64_t seed;
+} sampler_args;
+
+/* Resolves the sampler flags against a checkpoint (prediction type, number of steps); prints a
+ * usage error and returns CLI_EXIT_USAGE on a bad value. */
+int sampler_args_resolve(const char *cmd, const sampler_args *a, const ddpm_checkpoint *ck,
+                         ddpm_sample_opts *o);
+/* Puts the checkpoint's EMA weights in place of the raw ones unless no_ema. */
+void sampler_use_ema(ddpm_checkpoint *ck, int no_ema, int quiet);
+
+/* The image flags of `ddpm sample`. */
+typedef struct {
+    int n, class_id, per_class, nrow, scale, gif_every, batch, quiet;
+    const char *context, *context_file, *out, *npy, *gif, *x_init;
+    float guidance;
+} sample_image_args;
+/* Samples images from ck (EMA weights already in place) and writes the outputs. */
+int sample_images(const sample_image_args *a, ddpm_checkpoint *ck, const ddpm_sample_opts *so);
+
+#endif

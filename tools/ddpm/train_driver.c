@@ -1,0 +1,202 @@
+/* train_driver.c - a training run as the user sees it: progress on stderr, the loss log,
+ * checkpoints, sample grids, Ctrl-C, and the loss curve at the end. */
+#include "train_driver.h"
+#include "sample_driver.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t interrupted;
+
+static void on_sigint(int sig) {
+    (void)sig;
+    interrupted = 1;
+    signal(SIGINT, SIG_DFL); /* a second Ctrl-C stops at once */
+}
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void fmt_duration(char *buf, size_t n, double s) {
+    if (!isfinite(s) || s < 0) s = 0;
+    long t = (long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else
+        snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
+}
+
+static int save(ddpm_trainer *tr, const job_data *data, const char *path) {
+    return ddpm_checkpoint_save(path, tr, data->json, NULL, NULL, 0);
+}
+
+int job_train(ddpm_trainer *tr, const job_data *data, const job_run_opts *o) {
+    int rc = cli_mkdirs(o->out_dir);
+    if (rc) return rc;
+    const char *ckpt = cli_path(o->out_dir, "ckpt.safetensors");
+    const char *log_path = cli_path(o->out_dir, "loss.csv");
+    /* The loss log: a fresh run starts it, a resumed run appends to it. */
+    FILE *log = fopen(log_path, tr->step > 0 ? "a" : "w");
+    if (!log) return ddpm_fail(DDPM_ERR_IO, "%s: cannot write: %s", log_path, strerror(errno));
+    if (tr->step == 0) fprintf(log, "step,loss,lr,grad_norm\n");
+
+    const int tty = isatty(STDERR_FILENO) && !o->quiet;
+    if (o->sample_every > 0 && (rc = cli_mkdirs(cli_path(o->out_dir, "samples")))) {
+        fclose(log);
+        return rc;
+    }
+    const int64_t total = tr->cfg.total_steps, first = tr->step;
+    interrupted = 0;
+    void (*old)(int) = signal(SIGINT, on_sigint);
+    double t0 = now(), last_draw = 0, smooth = NAN;
+    while (tr->step < total) {
+        if ((rc = ddpm_trainer_step(tr))) break;
+        fprintf(log, "%lld,%.7g,%.7g,%.7g\n", (long long)tr->step, tr->last_loss, tr->last_lr,
+                tr->last_grad_norm);
+        smooth = isnan(smooth) ? tr->last_loss : 0.98 * smooth + 0.02 * tr->last_loss;
+        const double t = now();
+        const double rate = (tr->step - first) / (t - t0 > 1e-9 ? t - t0 : 1e-9);
+        const int done = tr->step == total;
+        if (tty && (t - last_draw > 0.1 || done)) {
+            char eta[32];
+            fmt_duration(eta, sizeof eta, (total - tr->step) / rate);
+            int filled = (int)(30.0 * tr->step / total);
+            char bar[31];
+            for (int i = 0; i < 30; i++) bar[i] = i < filled ? '#' : '-';
+            bar[30] = 0;
+            fprintf(stderr, "\r[%s] %lld/%lld  loss %.4f  %.0f steps/s  ETA %s   ", bar,
+                    (long long)tr->step, (long long)total, smooth, rate, eta);
+            if (done) fputc('\n', stderr);
+            last_draw = t;
+        } else if (!tty && !o->quiet && o->log_every > 0 &&
+                   (tr->step % o->log_every == 0 || done)) {
+            char eta[32];
+            fmt_duration(eta, sizeof eta, (total - tr->step) / rate);
+            fprintf(stderr, "step %lld/%lld  loss %.4f  lr %.3g  %.0f steps/s  ETA %s\n",
+                    (long long)tr->step, (long long)total, smooth, tr->last_lr, rate, eta);
+        }
+        if (o->save_every > 0 && tr->step % o->save_every == 0 && tr->step < total &&
+            (rc = save(tr, data, ckpt)))
+            break;
+        if (o->sample_every > 0 && (tr->step % o->sample_every == 0 || done)) {
+            char name[64];
+            snprintf(name, sizeof name, "samples/step_%07lld.png", (long long)tr->step);
+            if ((rc = job_sample_grid(tr->model, tr->schedule, tr->cfg.prediction, tr->ema,
+                                      o->sample_n, tr->cfg.seed, cli_path(o->out_dir, name))))
+                break;
+        }
+        if (interrupted) {
+            if (tty) fputc('\n', stderr);
+            rc = save(tr, data, ckpt);
+            if (!rc) {
+                fprintf(stderr, "interrupted at step %lld: saved %s (resume with --resume %s)\n",
+                        (long long)tr->step, ckpt, ckpt);
+                rc = ddpm_fail(DDPM_ERR_INTERRUPTED, "interrupted at step %lld", (long long)tr->step);
+            }
+            break;
+        }
+    }
+    signal(SIGINT, old == SIG_ERR ? SIG_DFL : old);
+    if (fclose(log) != 0 && !rc) rc = ddpm_fail(DDPM_ERR_IO, "%s: write failed", log_path);
+    if (rc) {
+        if (tty) fputc('\n', stderr);
+        if (rc == DDPM_ERR_NUMERIC)
+            fprintf(stderr, "training stopped; the last good checkpoint (if any) is %s\n", ckpt);
+        return rc;
+    }
+    return save(tr, data, ckpt);
+}
+
+/* ---- the loss curve ------------------------------------------------------------------------ */
+
+int job_plot_loss(const char *dir, int quiet) {
+    const char *csv = cli_path(dir, "loss.csv"), *png = cli_path(dir, "loss.png");
+    FILE *f = fopen(csv, "r");
+    if (!f) return ddpm_fail(DDPM_ERR_IO, "%s: cannot open: %s", csv, strerror(errno));
+    size_t cap = 4096, n = 0;
+    float *x = malloc(cap * sizeof *x), *y = malloc(cap * sizeof *y);
+    char line[256];
+    int rc = (x && y) ? DDPM_OK : ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+    while (!rc && fgets(line, sizeof line, f)) {
+        long long step;
+        float loss;
+        if (sscanf(line, "%lld,%f", &step, &loss) != 2) continue; /* the header */
+        if (n == cap) {
+            cap *= 2;
+            float *nx = realloc(x, cap * sizeof *x), *ny = realloc(y, cap * sizeof *y);
+            if (nx) x = nx;
+            if (ny) y = ny;
+            if (!nx || !ny) rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+        }
+        if (!rc) {
+            x[n] = (float)step;
+            y[n++] = loss;
+        }
+    }
+    fclose(f);
+    if (!rc && n > 0) {
+        /* An exponential moving average with a window of about 1% of the run. */
+        float *sm = malloc(n * sizeof *sm);
+        if (!sm) {
+            rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+        } else {
+            const double a = 1.0 / (1.0 + n / 100.0);
+            double v = y[0];
+            for (size_t i = 0; i < n; i++) sm[i] = (float)(v = (1 - a) * v + a * y[i]);
+            const float *ys[2] = {y, sm};
+            const char *labels[2] = {"loss", "smoothed"};
+            rc = ddpm_plot_lines(png, "training loss", "step", "loss", x, ys, labels, 2, n, 1, 0, 0);
+            if (!rc && !quiet) cli_wrote(png, "loss curve");
+            free(sm);
+        }
+    }
+    free(x);
+    free(y);
+    return rc;
+}
+
+/* ---- sample grids during training -------------------------------------------------------- */
+
+int job_sample_grid(ddpm_model *m, const ddpm_schedule *s, ddpm_prediction pred,
+                    const float *weights, int n, uint64_t seed, const char *png) {
+    const size_t d = m->sample_numel, np = m->n_params;
+    float *saved = weights ? malloc(sizeof(float) * np) : NULL;
+    float *x = malloc(sizeof(float) * (size_t)n * d);
+    float *cond = m->cond_dim > 0 ? calloc((size_t)n * m->cond_dim, sizeof(float)) : NULL;
+    int rc = (x && (!weights || saved) && (m->cond_dim == 0 || cond)) ? DDPM_OK
+                                                                     : ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+    if (!rc && weights) {
+        memcpy(saved, m->params, sizeof(float) * np);
+        memcpy(m->params, weights, sizeof(float) * np);
+    }
+    for (int i = 0; cond && i < n; i++) cond[(size_t)i * m->cond_dim + i % m->cond_dim] = 1.0f;
+    ddpm_sample_opts o;
+    ddpm_sample_opts_default(&o);
+    o.sampler = DDPM_SAMPLER_DDIM;
+    o.steps = 25 < s->n - s->t0 ? 25 : s->n - s->t0;
+    o.step.prediction = pred;
+    o.step.clip_x0 = 1;
+    o.seed = seed;
+    if (!rc) rc = job_sample(m, s, &o, cond, 0.0f, (size_t)n, n, NULL, x, NULL, NULL);
+    if (!rc) {
+        const int nrow = m->cond_dim > 0 && m->cond_dim <= 16 ? m->cond_dim : 10;
+        rc = ddpm_grid_write_png(png, x, n, m->channels, m->height, m->width, nrow,
+                                 m->height < 32 ? 2 : 1);
+    }
+    if (saved) {
+        memcpy(m->params, saved, sizeof(float) * np);
+        free(saved);
+    }
+    free(x);
+    free(cond);
+    return rc;
+}
