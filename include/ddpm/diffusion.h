@@ -279,7 +279,7 @@ void ddpm_predict_x0(const ddpm_schedule *s, const ddpm_sample_opts *o, int t, c
 /* The number of steps of a run (progress calls): every step for DDPM, o->steps otherwise. */
 int ddpm_sample_num_steps(const ddpm_schedule *s, const ddpm_sample_opts *o);
 /* The number of network evaluations of a run: the steps, and for Heun one more per step that
- * does not end at sigma 0. */
+ * moves to a sigma above 0; -1 if the run's steps are invalid (as ddpm_sample_timesteps says). */
 int ddpm_sample_num_evals(const ddpm_schedule *s, const ddpm_sample_opts *o);
 /* The steps a run takes: ts (room for ddpm_sample_num_steps) receives the K timesteps at which
  * the network is called, in order; sigmas (optional, K + 1 entries) the noise levels the run

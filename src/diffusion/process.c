@@ -213,8 +213,8 @@ double ddpm_sigma(const ddpm_schedule *s, int t) {
  * takes an int t), so each sigma is rounded to a step and the samplers then use that step's own
  * sigma: the update and the network agree on the noise level, where diffusers keeps the
  * unrounded sigma for the update. Rounding can merge neighbours where the schedule's sigmas are
- * far apart (near t0 for many steps); those move to the nearest free steps, so K distinct steps
- * remain. */
+ * far apart (near t0 for many steps); a merged step moves to the next free step below, and no
+ * step goes so low that the rest would not fit above t0, so K distinct steps remain. */
 static void sigma_spaced(const ddpm_schedule *s, int K, ddpm_spacing spacing, int *out) {
     const int lo_t = s->t0, hi_t = s->n - 1;
     const double smin = ddpm_sigma(s, lo_t), smax = ddpm_sigma(s, hi_t);
@@ -231,7 +231,7 @@ static void sigma_spaced(const ddpm_schedule *s, int K, ddpm_spacing spacing, in
         const double ls = log(sg);
         int i = lo_t;
         while (i + 1 < hi_t && log(ddpm_sigma(s, i + 1)) <= ls) i++;
-        const double l0 = log(ddpm_sigma(s, i)), l1 = log(ddpm_sigma(s, i + 1 <= hi_t ? i + 1 : i));
+        const double l0 = log(ddpm_sigma(s, i)), l1 = log(ddpm_sigma(s, i + 1));
         double w = l1 > l0 ? (ls - l0) / (l1 - l0) : 0.0;
         w = w < 0.0 ? 0.0 : w > 1.0 ? 1.0 : w;
         int t = (int)rint(i + w);
@@ -246,13 +246,9 @@ int ddpm_timesteps(const ddpm_schedule *s, int K, ddpm_spacing spacing, int *out
     if (K < 1 || K > T)
         return ddpm_fail(DDPM_ERR_INVALID, "number of sampling steps must be in 1..%d (got %d)", T,
                          K);
-    if (spacing == DDPM_SPACING_KARRAS || spacing == DDPM_SPACING_LOGSNR) {
-        sigma_spaced(s, K, spacing, out);
-        for (int k = 0; k < K; k++)
-            DDPM_CHECK(out[k] >= s->t0 && out[k] < s->n && (k == 0 || out[k] < out[k - 1]));
-        return DDPM_OK;
-    }
-    for (int k = 0; k < K; k++) {
+    const int by_sigma = spacing == DDPM_SPACING_KARRAS || spacing == DDPM_SPACING_LOGSNR;
+    if (by_sigma) sigma_spaced(s, K, spacing, out);
+    for (int k = 0; !by_sigma && k < K; k++) {
         double v;
         switch (spacing) {
         case DDPM_SPACING_LEADING: v = (double)(K - 1 - k) * (T / K); break;
