@@ -21,7 +21,7 @@ void ddpm_threshold_x0(float *x0, int B, size_t d, float ratio, float max_value,
         float *xi = x0 + (size_t)i * d;
         for (size_t j = 0; j < d; j++) scratch[j] = fabsf(xi[j]);
         qsort(scratch, d, sizeof *scratch, cmp_float);
-        /* torch.quantile's linear interpolation between the order statistics around q (d - 1). */
+        /* torch.quantile: linear interpolation between the order statistics around ratio (d - 1). */
         const double pos = (double)ratio * (double)(d - 1);
         const size_t lo = (size_t)pos, hi = lo + 1 < d ? lo + 1 : lo;
         const double q = scratch[lo] + (pos - (double)lo) * (scratch[hi] - scratch[lo]);
