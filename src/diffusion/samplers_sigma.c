@@ -138,7 +138,10 @@ int ddpm_sample_loop_sigma(const ddpm_schedule *s, const ddpm_sample_opts *o, dd
         rc = DDPM_ERR_NOMEM;
     if (!rc) rc = ddpm_sample_timesteps(s, o, ts, sig);
     for (int k = 0; !rc && k < K; k++)
-        if (!(sig[k + 1] < sig[k] || (k == K - 1 && sig[k + 1] == sig[k])))
+        if (!isfinite(sig[k]))
+            rc = ddpm_fail(DDPM_ERR_INVALID, "the schedule's sigma at t = %d is not finite (abar "
+                           "underflows to 0): use fewer timesteps or smaller betas", ts[k]);
+        else if (!(sig[k + 1] < sig[k] || (k == K - 1 && sig[k + 1] == sig[k])))
             rc = ddpm_fail(DDPM_ERR_INVALID,
                            "the schedule's noise levels at t = %d and the next step are not "
                            "distinct (%g, %g)", ts[k], sig[k], sig[k + 1]);
