@@ -15,6 +15,8 @@ run train --n-points 200 --hidden 16 --batch-size 32 --steps 20 --save-every 10 
 run train --resume "$tmp/run/ckpt.safetensors" --steps 30 --out "$tmp/run" --quiet
 run sample --ckpt "$tmp/run/ckpt.safetensors" -n 50 --out "$tmp/s.csv" --trajectory "$tmp/traj" --plot "$tmp/s.png" --quiet
 run sample --ckpt "$tmp/run/ckpt.safetensors" -n 50 --sampler ddim --steps 10 --out "$tmp/s.npy" --quiet
+run sample --ckpt "$tmp/run/ckpt.safetensors" -n 50 --sampler dpmpp-3m --steps 8 --spacing karras --thresholding --out "$tmp/s.csv" --quiet
+run sample --ckpt "$tmp/run/ckpt.safetensors" -n 50 --sampler heun --steps 4 --verbose --out "$tmp/s.csv" --quiet
 run eval --ckpt "$tmp/run/ckpt.safetensors" -n 100 --projections 16
 run noise --data moons --n-points 100 --out "$tmp/f.png"
 # images: a tiny class-conditional U-Net on a few Fashion-MNIST images, then sampling with a GIF

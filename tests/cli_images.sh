@@ -46,6 +46,12 @@ expect_ok "unconditional sampling of a conditional model" "$DDPM" sample --ckpt 
 check "x_T fixes the DDIM result" cmp -s "$tmp/x1.npy" "$tmp/x2.npy"
 "$DDPM" sample --ckpt "$ck" -n 2 --sampler ddim --steps 10 --seed 1 --out "$tmp/x3.npy" --quiet
 check "without x_T the seed matters" bash -c "! cmp -s '$tmp/x1.npy' '$tmp/x3.npy'"
+# a sigma-space sampler: the same x_T, its step count in the GIF
+expect_ok "sample with Heun and karras steps" "$DDPM" sample --ckpt "$ck" -n 2 --sampler heun --steps 6 --spacing karras --x-init "$tmp/xT.npy" --seed 1 --out "$tmp/h1.npy" --gif "$tmp/h.gif" --gif-every 2 --quiet
+"$DDPM" sample --ckpt "$ck" -n 2 --sampler heun --steps 6 --spacing karras --x-init "$tmp/xT.npy" --seed 2 --out "$tmp/h2.npy" --quiet
+check "x_T fixes the Heun result" cmp -s "$tmp/h1.npy" "$tmp/h2.npy"
+frames=$(LC_ALL=C grep -obUaP '\x21\xf9\x04' "$tmp/h.gif" | wc -l)
+check "Heun GIF has 6/2 = 3 frames" test "$frames" -eq 3
 
 # bad input
 expect_fail 2 "class out of range" "--class 5 is out of range: the model has 2 classes" "$DDPM" sample --ckpt "$ck" --class 5 --out "$tmp/x.png"

@@ -20,6 +20,11 @@ check "10 trajectory snapshots" test "$(ls "$tmp/traj"/x_*.csv | wc -l)" -eq 10
 check "final snapshot equals the samples" cmp -s "$tmp/traj/x_000.csv" "$tmp/s.csv"
 expect_ok "sample npy with ddim" "$DDPM" sample --ckpt "$tmp/run/ckpt.safetensors" -n 50 --sampler ddim --steps 10 --out "$tmp/s.npy" --quiet
 check "npy magic" bash -c "head -c 6 '$tmp/s.npy' | grep -q NUMPY"
+expect_ok "sample with dpmpp-2m" "$DDPM" sample --ckpt "$tmp/run/ckpt.safetensors" -n 50 --sampler dpmpp-2m --steps 10 --spacing karras --out "$tmp/dpm.csv" --quiet
+check "dpmpp-2m: 50 samples and a header" test "$(wc -l < "$tmp/dpm.csv")" -eq 51
+out=$("$DDPM" sample --ckpt "$tmp/run/ckpt.safetensors" -n 5 --sampler heun --steps 5 --verbose --out "$tmp/heun.csv" 2>&1)
+check "--verbose prints the timesteps" grep -q "^timesteps: 80 60 40 20 0$" <<<"$out"
+check "--verbose counts Heun's network evaluations" grep -q "heun: 5 steps, 9 network evaluations" <<<"$out"
 "$DDPM" sample --ckpt "$tmp/run/ckpt.safetensors" -n 20 --seed 4 --out "$tmp/a.csv" --quiet
 "$DDPM" sample --ckpt "$tmp/run/ckpt.safetensors" -n 20 --seed 4 --out "$tmp/b.csv" --quiet
 check "same seed, same samples" cmp -s "$tmp/a.csv" "$tmp/b.csv"
@@ -75,7 +80,11 @@ expect_fail 2 "missing CSV" "missing.csv" "$DDPM" train --data "$tmp/missing.csv
 expect_fail 2 "unknown data set" "unknown" "$DDPM" train --data spirals --out "$tmp/r2"
 expect_fail 2 "sample without --out" "--out" "$DDPM" sample --ckpt "$tmp/good.st"
 expect_fail 2 "ddim steps > T" "--steps must be in 1..100" "$DDPM" sample --ckpt "$tmp/good.st" --sampler ddim --steps 101 --out "$tmp/x.csv"
-expect_fail 2 "bad sampler" "unknown sampler 'euler'" "$DDPM" sample --ckpt "$tmp/good.st" --sampler euler --out "$tmp/x.csv"
+expect_fail 2 "bad sampler" "--sampler: unknown sampler 'unipc'" "$DDPM" sample --ckpt "$tmp/good.st" --sampler unipc --out "$tmp/x.csv"
+expect_fail 2 "bad spacing" "--spacing: unknown timestep spacing 'karas'" "$DDPM" sample --ckpt "$tmp/good.st" --sampler euler --spacing karas --out "$tmp/x.csv"
+expect_fail 2 "bad solver type" "--solver-type: unknown solver type" "$DDPM" sample --ckpt "$tmp/good.st" --sampler dpmpp-2m --solver-type rk4 --out "$tmp/x.csv"
+expect_fail 2 "euler steps > T" "--steps must be in 1..100" "$DDPM" sample --ckpt "$tmp/good.st" --sampler euler --steps 101 --out "$tmp/x.csv"
+expect_fail 2 "bad threshold ratio" "--threshold-ratio must be in (0, 1]" "$DDPM" sample --ckpt "$tmp/good.st" --sampler heun --thresholding --threshold-ratio 0 --out "$tmp/x.csv"
 expect_fail 2 "bad output type" "--out must end in .csv or .npy" "$DDPM" sample --ckpt "$tmp/good.st" --out "$tmp/x.txt"
 # a diverging run stops with an error and writes no checkpoint
 printf '1e30,1e30\n-1e30,2e30\n3e30,1\n' > "$tmp/huge.csv"

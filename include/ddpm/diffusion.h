@@ -127,14 +127,43 @@ void ddpm_q_posterior(const ddpm_schedule *s, const float *x0, const float *xt, 
 /* ------------------------------------------------------------------------------------------ */
 
 typedef enum { DDPM_VAR_SMALL = 0, DDPM_VAR_LARGE } ddpm_variance; /* posterior / beta */
-typedef enum { DDPM_SAMPLER_DDPM = 0, DDPM_SAMPLER_DDIM } ddpm_sampler;
-typedef enum { DDPM_SPACING_LEADING = 0, DDPM_SPACING_TRAILING, DDPM_SPACING_LINSPACE } ddpm_spacing;
+/* Names: "ddpm", "ddim", "dpmpp-2m", "dpmpp-2m-sde", "dpmpp-3m", "euler", "euler-ancestral",
+ * "heun". All but DDPM and DDIM work in sigma space (sigma = sqrt((1 - abar) / abar)). */
+typedef enum {
+    DDPM_SAMPLER_DDPM = 0,
+    DDPM_SAMPLER_DDIM,
+    DDPM_SAMPLER_DPMPP_2M,     /* DPM-Solver++ multistep, second order (Lu et al. 2022) */
+    DDPM_SAMPLER_DPMPP_2M_SDE, /* ... its SDE variant (noise at every step) */
+    DDPM_SAMPLER_DPMPP_3M,     /* ... third order (the ODE form) */
+    DDPM_SAMPLER_EULER,        /* Euler on the probability-flow ODE (Karras et al. 2022) */
+    DDPM_SAMPLER_EULER_ANCESTRAL, /* Euler with ancestral noise (k-diffusion, eta 1) */
+    DDPM_SAMPLER_HEUN,         /* Heun's second-order method (Karras et al. 2022, Algorithm 1) */
+    DDPM_SAMPLER_COUNT
+} ddpm_sampler;
+/* Names: "leading", "trailing", "linspace", "karras", "logsnr". */
+typedef enum {
+    DDPM_SPACING_LEADING = 0,
+    DDPM_SPACING_TRAILING,
+    DDPM_SPACING_LINSPACE,
+    DDPM_SPACING_KARRAS, /* Karras et al.'s sigmas (rho = 7) from sigma_max to sigma_min */
+    DDPM_SPACING_LOGSNR, /* uniform in log-SNR (= uniform in log sigma) */
+    DDPM_SPACING_COUNT
+} ddpm_spacing;
+/* DPM-Solver++ 2M's second-order term: "midpoint" (diffusers' default) or "heun". */
+typedef enum { DDPM_SOLVER_MIDPOINT = 0, DDPM_SOLVER_HEUN } ddpm_solver_type;
+/* Where the sigma-space samplers end: "zero" (x_0, as DDIM does) or "sigma-min" (sigma at t0,
+ * diffusers' final_sigmas_type). */
+typedef enum { DDPM_FINAL_SIGMA_ZERO = 0, DDPM_FINAL_SIGMA_MIN } ddpm_final_sigma;
 const char *ddpm_variance_name(ddpm_variance v);
 int ddpm_variance_parse(const char *name, ddpm_variance *out);
 const char *ddpm_sampler_name(ddpm_sampler s);
 int ddpm_sampler_parse(const char *name, ddpm_sampler *out);
 const char *ddpm_spacing_name(ddpm_spacing s);
 int ddpm_spacing_parse(const char *name, ddpm_spacing *out);
+const char *ddpm_solver_type_name(ddpm_solver_type s);
+int ddpm_solver_type_parse(const char *name, ddpm_solver_type *out);
+const char *ddpm_final_sigma_name(ddpm_final_sigma f);
+int ddpm_final_sigma_parse(const char *name, ddpm_final_sigma *out);
 
 typedef struct {
     ddpm_prediction prediction; /* what the network outputs */
@@ -161,8 +190,52 @@ void ddpm_step_ddim(const ddpm_schedule *s, const ddpm_step_opts *o, int t, int 
 
 /* K decreasing timesteps in t0..n-1 for a K-step sampler (as diffusers' schedulers space them):
  * leading: k * (T / K) (integer ratio), trailing: round(T - k T/K) - 1, linspace:
- * round(linspace(0, T - 1, K)), each then offset by t0 (T = n - t0). Fails if K < 1 or K > T. */
+ * round(linspace(0, T - 1, K)), each then offset by t0 (T = n - t0). karras and logsnr space K
+ * sigmas from sigma(n-1) to sigma(t0) (Karras: (smax^(1/7) + k/(K-1) (smin^(1/7) -
+ * smax^(1/7)))^7; logsnr: uniform in log sigma) and take the nearest t of each (interpolating
+ * log sigma over t, as diffusers' _sigma_to_t, then rounding), moved where needed so that the K
+ * steps are distinct. Fails if K < 1 or K > T. */
 int ddpm_timesteps(const ddpm_schedule *s, int K, ddpm_spacing spacing, int *out);
+/* sigma(t) = sqrt((1 - abar_t) / abar_t) (the schedule's sqrt_recipm1_alphas_cumprod); 0 for
+ * t < t0. */
+double ddpm_sigma(const ddpm_schedule *s, int t);
+
+/* Dynamic thresholding (Imagen; diffusers' thresholding=True): for each of B items of d floats,
+ * s = the ratio quantile of |x0| (linear interpolation, as torch.quantile), clamped to
+ * [1, max_value]; then x0 = clamp(x0, -s, s) / s. scratch holds d floats. */
+void ddpm_threshold_x0(float *x0, int B, size_t d, float ratio, float max_value, float *scratch);
+
+/* The sigma-space steps below move n floats of a sample x (in the usual variance-preserving
+ * scale: x = x_ve / sqrt(1 + sigma^2), x_ve = x_0 + sigma eps) from noise level sigma to
+ * sigma_next < sigma, given x_0 estimates; sigma_next = 0 lands on x_0. x_next may alias x. */
+
+/* One DPM-Solver++ multistep step (Lu et al. 2022, data prediction, as diffusers'
+ * DPMSolverMultistepScheduler) of order 1, 2 or 3: sig[j] and x0[j] are the noise level and
+ * x_0 estimate of the current step (j = 0) and of the previous ones (j = 1, 2; order entries).
+ * With lambda = -log sigma, h = lambda_next - lambda_0, alpha = 1 / sqrt(1 + sigma^2) and
+ * s = sigma alpha: order 1 is x' = (s'/s_0) x + alpha' (1 - e^-h) x0[0] (DDIM with eta 0); order
+ * 2 adds D1 = (h / h_0) (x0[0] - x0[1]) in the midpoint or Heun form; order 3 the published
+ * third-order terms. sde: the SDE variant (order 1 or 2): x' = (s'/s_0) e^-h x +
+ * alpha' (1 - e^-2h) (D0 + ...) + s' sqrt(1 - e^-2h) noise (noise: n standard normals; unused,
+ * may be NULL, when sigma_next = 0). Order > 1 needs sigma_next > 0. */
+void ddpm_step_dpmpp(int order, ddpm_solver_type type, int sde, const double *sig,
+                     double sigma_next, const float *x, const float *const *x0, const float *noise,
+                     size_t n, float *x_next);
+/* One Euler step of the probability-flow ODE dx_ve/dsigma = (x_ve - x0) / sigma (Karras et al.
+ * 2022; k-diffusion's sample_euler): x_ve' = x_ve + (sigma_next - sigma) (x_ve - x0) / sigma. */
+void ddpm_step_euler(double sigma, double sigma_next, const float *x, const float *x0, size_t n,
+                     float *x_next);
+/* One Euler ancestral step (k-diffusion's sample_euler_ancestral with eta 1, diffusers'
+ * EulerAncestralDiscreteScheduler): sigma_up = sqrt(sigma_next^2 (sigma^2 - sigma_next^2) /
+ * sigma^2), sigma_down = sqrt(sigma_next^2 - sigma_up^2), an Euler step to sigma_down, then
+ * x_ve += sigma_up noise (noise: n standard normals; unused, may be NULL, if sigma_next = 0). */
+void ddpm_step_euler_ancestral(double sigma, double sigma_next, const float *x, const float *x0,
+                               const float *noise, size_t n, float *x_next);
+/* Heun's correction (Karras et al. 2022, Algorithm 1 with no churn): x0_pred is the x_0
+ * estimate at the Euler predictor ddpm_step_euler(sigma, sigma_next, x, x0) (at sigma_next > 0);
+ * x_ve' = x_ve + (sigma_next - sigma) (d + d') / 2 with d, d' the slopes at x and the predictor. */
+void ddpm_step_heun(double sigma, double sigma_next, const float *x, const float *x0,
+                    const float *x0_pred, size_t n, float *x_next);
 
 /* The network as the sampler sees it: out[B*d] = f(x[B*d], t) for B items at a shared step t.
  * x0_prev is the previous step's x_0 estimate (NULL at the first step) for self-conditioning.
@@ -176,10 +249,19 @@ typedef int (*ddpm_progress_fn)(void *ctx, int k, int steps, int t, const float 
 
 typedef struct {
     ddpm_sampler sampler;
-    int steps;             /* DDIM: number of steps (DDPM always uses every step) */
-    ddpm_spacing spacing;  /* DDIM timestep spacing */
+    int steps;             /* all but DDPM: number of steps (DDPM always uses every step) */
+    ddpm_spacing spacing;  /* all but DDPM: timestep spacing */
     float eta;             /* DDIM: 0 = deterministic, 1 = DDPM-like */
+    ddpm_solver_type solver_type; /* DPM-Solver++ 2M (and its SDE): midpoint or Heun form */
+    int lower_order_final; /* DPM-Solver++ below 15 steps: the last steps of lower order
+                              (diffusers' lower_order_final, on by default) */
+    ddpm_final_sigma final_sigma; /* sigma-space samplers: end at sigma 0 (default) or sigma(t0) */
     ddpm_step_opts step;
+    /* Dynamic thresholding (Saharia et al. 2022) in place of step.clip_x0, for every sampler:
+     * see ddpm_threshold_x0. DDPM and DDIM get the thresholded x_0 as an x_0 prediction. */
+    int threshold;
+    float threshold_ratio; /* the percentile of |x_0| (default 0.995, as diffusers) */
+    float threshold_max;   /* the largest threshold (default 1, diffusers' sample_max_value) */
     uint64_t seed;
     uint64_t first_item;   /* global index of the first of the B items (for the noise streams) */
     int x_is_init;         /* x already holds x_T; otherwise x_T is drawn from the seed */
@@ -188,9 +270,28 @@ typedef struct {
 } ddpm_sample_opts;
 
 void ddpm_sample_opts_default(ddpm_sample_opts *o);
+/* The x_0 estimate of the sigma-space samplers at a shared step t: split from the network output
+ * of type o->step.prediction, then clamped to [-1, 1] (o->step.clip_x0) or dynamically
+ * thresholded (o->threshold; scratch: d floats, else unused and may be NULL). x0 may alias
+ * model_out. */
+void ddpm_predict_x0(const ddpm_schedule *s, const ddpm_sample_opts *o, int t, const float *xt,
+                     const float *model_out, int B, size_t d, float *x0, float *scratch);
+/* The number of steps of a run (progress calls): every step for DDPM, o->steps otherwise. */
+int ddpm_sample_num_steps(const ddpm_schedule *s, const ddpm_sample_opts *o);
+/* The number of network evaluations of a run: the steps, and for Heun one more per step that
+ * moves to a sigma above 0; -1 if the run's steps are invalid (as ddpm_sample_timesteps says). */
+int ddpm_sample_num_evals(const ddpm_schedule *s, const ddpm_sample_opts *o);
+/* The steps a run takes: ts (room for ddpm_sample_num_steps) receives the K timesteps at which
+ * the network is called, in order; sigmas (optional, K + 1 entries) the noise levels the run
+ * moves through, sigma(ts[k]) and then the final one (0, or sigma(t0) for a sigma-space
+ * sampler with DDPM_FINAL_SIGMA_MIN). Fails as ddpm_timesteps does. */
+int ddpm_sample_timesteps(const ddpm_schedule *s, const ddpm_sample_opts *o, int *ts,
+                          double *sigmas);
 /* Runs the reverse process on B items of d floats: x [B*d] holds x_T on entry if x_is_init and
  * the sample on return. The noise of item i at step t is randn(seed, SAMPLE_STEP, first_item+i, t),
- * so a sample does not depend on the batch it was drawn in. Returns a ddpm_status. */
+ * so a sample does not depend on the batch it was drawn in. The sigma-space samplers start from
+ * the same x_T (their x_ve is x_T sqrt(1 + sigma_max^2)) and call the network on the usual
+ * x_t at integer t. Returns a ddpm_status. */
 int ddpm_sample_loop(const ddpm_schedule *s, const ddpm_sample_opts *o, ddpm_denoise_fn f,
                      void *ctx, int B, size_t d, float *x);
 

@@ -1,8 +1,8 @@
 /* process.c - the forward process, conversions between prediction targets, the posterior, one
  * step of each sampler and the reverse-process loop. None of it knows about networks: the loop
  * takes the network as a callback, so it can be tested with an analytic model. */
-#include "core/internal.h"
 #include "core/names.h"
+#include "diffusion/sampling_internal.h"
 
 #include <math.h>
 
@@ -10,13 +10,22 @@
 
 static const char *const pred_names[] = {"eps", "x0", "v"};
 static const char *const var_names[] = {"small", "large"};
-static const char *const sampler_names[] = {"ddpm", "ddim"};
-static const char *const spacing_names[] = {"leading", "trailing", "linspace"};
+static const char *const sampler_names[] = {"ddpm",     "ddim",  "dpmpp-2m",        "dpmpp-2m-sde",
+                                            "dpmpp-3m", "euler", "euler-ancestral", "heun"};
+static const char *const spacing_names[] = {"leading", "trailing", "linspace", "karras", "logsnr"};
+static const char *const solver_names[] = {"midpoint", "heun"};
+static const char *const final_sigma_names[] = {"zero", "sigma-min"};
 
 DDPM_DEFINE_ENUM_NAMES(ddpm_prediction, ddpm_prediction, "prediction type", pred_names)
 DDPM_DEFINE_ENUM_NAMES(ddpm_variance, ddpm_variance, "variance", var_names)
 DDPM_DEFINE_ENUM_NAMES(ddpm_sampler, ddpm_sampler, "sampler", sampler_names)
 DDPM_DEFINE_ENUM_NAMES(ddpm_spacing, ddpm_spacing, "timestep spacing", spacing_names)
+DDPM_DEFINE_ENUM_NAMES(ddpm_solver_type, ddpm_solver_type, "solver type", solver_names)
+DDPM_DEFINE_ENUM_NAMES(ddpm_final_sigma, ddpm_final_sigma, "final sigma", final_sigma_names)
+_Static_assert(sizeof sampler_names / sizeof *sampler_names == DDPM_SAMPLER_COUNT,
+               "a name for every sampler");
+_Static_assert(sizeof spacing_names / sizeof *spacing_names == DDPM_SPACING_COUNT,
+               "a name for every spacing");
 
 /* ---- forward process and conversions (per-item t) --------------------------------------------- */
 
@@ -193,12 +202,53 @@ void ddpm_step_ddim(const ddpm_schedule *s, const ddpm_step_opts *o, int t, int 
     }
 }
 
+double ddpm_sigma(const ddpm_schedule *s, int t) {
+    /* sqrt(1 / abar - 1) was rounded to float from the double abar: near t = 0, where 1 - abar
+     * is ~1e-5, recomputing it from the float abar would lose three digits. */
+    return t < s->t0 ? 0.0 : (double)s->sqrt_recipm1_alphas_cumprod[t];
+}
+
+/* Karras or log-SNR spacing: K sigmas from sigma(n-1) down to sigma(t0), each mapped to the
+ * nearest step. The network only knows the integer steps it was trained at (the denoise callback
+ * takes an int t), so each sigma is rounded to a step and the samplers then use that step's own
+ * sigma: the update and the network agree on the noise level, where diffusers keeps the
+ * unrounded sigma for the update. Rounding can merge neighbours where the schedule's sigmas are
+ * far apart (near t0 for many steps); a merged step moves to the next free step below, and no
+ * step goes so low that the rest would not fit above t0, so K distinct steps remain. */
+static void sigma_spaced(const ddpm_schedule *s, int K, ddpm_spacing spacing, int *out) {
+    const int lo_t = s->t0, hi_t = s->n - 1;
+    const double smin = ddpm_sigma(s, lo_t), smax = ddpm_sigma(s, hi_t);
+    for (int k = 0; k < K; k++) {
+        const double r = K == 1 ? 0.0 : (double)k / (K - 1);
+        double sg;
+        if (spacing == DDPM_SPACING_KARRAS) {
+            const double rho = 7.0, a = pow(smax, 1.0 / rho), b = pow(smin, 1.0 / rho);
+            sg = pow(a + r * (b - a), rho);
+        } else {
+            sg = exp(log(smax) + r * (log(smin) - log(smax)));
+        }
+        /* _sigma_to_t: interpolate t linearly in log sigma between the bracketing steps. */
+        const double ls = log(sg);
+        int i = lo_t;
+        while (i + 1 < hi_t && log(ddpm_sigma(s, i + 1)) <= ls) i++;
+        const double l0 = log(ddpm_sigma(s, i)), l1 = log(ddpm_sigma(s, i + 1));
+        double w = l1 > l0 ? (ls - l0) / (l1 - l0) : 0.0;
+        w = w < 0.0 ? 0.0 : w > 1.0 ? 1.0 : w;
+        int t = (int)rint(i + w);
+        const int floor_t = lo_t + (K - 1 - k), ceil_t = k == 0 ? hi_t : out[k - 1] - 1;
+        t = t < floor_t ? floor_t : t;
+        out[k] = t > ceil_t ? ceil_t : t;
+    }
+}
+
 int ddpm_timesteps(const ddpm_schedule *s, int K, ddpm_spacing spacing, int *out) {
     const int T = s->n - s->t0;
     if (K < 1 || K > T)
         return ddpm_fail(DDPM_ERR_INVALID, "number of sampling steps must be in 1..%d (got %d)", T,
                          K);
-    for (int k = 0; k < K; k++) {
+    const int by_sigma = spacing == DDPM_SPACING_KARRAS || spacing == DDPM_SPACING_LOGSNR;
+    if (by_sigma) sigma_spaced(s, K, spacing, out);
+    for (int k = 0; !by_sigma && k < K; k++) {
         double v;
         switch (spacing) {
         case DDPM_SPACING_LEADING: v = (double)(K - 1 - k) * (T / K); break;
@@ -223,48 +273,111 @@ void ddpm_sample_opts_default(ddpm_sample_opts *o) {
     o->steps = 50;
     o->spacing = DDPM_SPACING_LEADING;
     o->eta = 0.0f;
+    o->lower_order_final = 1;
     o->step.prediction = DDPM_PRED_EPS;
     o->step.variance = DDPM_VAR_SMALL;
+    o->threshold_ratio = 0.995f;
+    o->threshold_max = 1.0f;
     o->seed = 0;
+}
+
+int ddpm_sample_num_steps(const ddpm_schedule *s, const ddpm_sample_opts *o) {
+    return o->sampler == DDPM_SAMPLER_DDPM ? s->n - s->t0 : o->steps;
+}
+
+/* DDPM and DDIM end at x_0 (abar = 1); the sigma-space samplers at their final sigma. */
+static int is_sigma_sampler(ddpm_sampler sm) {
+    return sm != DDPM_SAMPLER_DDPM && sm != DDPM_SAMPLER_DDIM;
+}
+
+int ddpm_sample_timesteps(const ddpm_schedule *s, const ddpm_sample_opts *o, int *ts,
+                          double *sigmas) {
+    if ((int)o->sampler < 0 || o->sampler >= DDPM_SAMPLER_COUNT)
+        return ddpm_fail(DDPM_ERR_INVALID, "unknown sampler %d", (int)o->sampler);
+    const int K = ddpm_sample_num_steps(s, o);
+    if (o->sampler == DDPM_SAMPLER_DDPM) {
+        for (int k = 0; k < K; k++) ts[k] = s->n - 1 - k;
+    } else {
+        int rc = ddpm_timesteps(s, K, o->spacing, ts);
+        if (rc) return rc;
+    }
+    if (sigmas) {
+        for (int k = 0; k < K; k++) sigmas[k] = ddpm_sigma(s, ts[k]);
+        sigmas[K] = is_sigma_sampler(o->sampler) && o->final_sigma == DDPM_FINAL_SIGMA_MIN
+                        ? ddpm_sigma(s, s->t0)
+                        : 0.0;
+    }
+    return DDPM_OK;
+}
+
+int ddpm_sample_num_evals(const ddpm_schedule *s, const ddpm_sample_opts *o) {
+    const int K = ddpm_sample_num_steps(s, o);
+    if (o->sampler != DDPM_SAMPLER_HEUN) return K;
+    int *ts = ddpm_alloc(K > 0 ? (size_t)K : 1, sizeof(int));
+    double *sig = ddpm_alloc((size_t)(K > 0 ? K : 0) + 1, sizeof(double));
+    int evals = -1;
+    if (ts && sig && ddpm_sample_timesteps(s, o, ts, sig) == DDPM_OK) {
+        evals = K;
+        /* The samplers' rule: a correction for every step that moves to a sigma above 0. */
+        for (int k = 0; k < K; k++) evals += sig[k + 1] > 0.0 && sig[k + 1] < sig[k];
+    }
+    free(ts);
+    free(sig);
+    return evals;
+}
+
+void ddpm_sample_draw_init(const ddpm_sample_opts *o, int B, size_t d, float *x) {
+    for (int i = 0; i < B; i++)
+        ddpm_randn(o->seed, DDPM_STREAM_SAMPLE_INIT, o->first_item + (uint64_t)i, 0,
+                   x + (size_t)i * d, d);
+}
+
+void ddpm_sample_draw_noise(const ddpm_sample_opts *o, int t, int B, size_t d, float *noise) {
+    /* Philox + Box-Muller is compute bound (tens of ns a number): worth threads at a much
+     * smaller size than the memory-bound steps. */
+#pragma omp parallel for schedule(static) if ((size_t)B * d > 8192 && B > 1)
+    for (int i = 0; i < B; i++)
+        ddpm_randn(o->seed, DDPM_STREAM_SAMPLE_STEP, o->first_item + (uint64_t)i, (uint32_t)t,
+                   noise + (size_t)i * d, d);
 }
 
 int ddpm_sample_loop(const ddpm_schedule *s, const ddpm_sample_opts *o, ddpm_denoise_fn f,
                      void *ctx, int B, size_t d, float *x) {
     if (B < 1 || d < 1) return ddpm_fail(DDPM_ERR_INVALID, "nothing to sample (B=%d, d=%zu)", B, d);
+    if ((int)o->sampler < 0 || o->sampler >= DDPM_SAMPLER_COUNT)
+        return ddpm_fail(DDPM_ERR_INVALID, "unknown sampler %d", (int)o->sampler);
+    if (is_sigma_sampler(o->sampler)) return ddpm_sample_loop_sigma(s, o, f, ctx, B, d, x);
+    if (ddpm_sample_check_threshold(o)) return DDPM_ERR_INVALID;
     const size_t n = ddpm_size_mul((size_t)B, d);
     const int ddim = o->sampler == DDPM_SAMPLER_DDIM;
-    const int K = ddim ? o->steps : s->n - s->t0;
+    const int K = ddpm_sample_num_steps(s, o);
     int *ts = ddpm_alloc((size_t)K > 0 ? (size_t)K : 1, sizeof(int));
     float *out = ddpm_alloc_aligned(n, sizeof(float));
     float *x0 = ddpm_alloc_aligned(n, sizeof(float));
     float *noise = ddpm_alloc_aligned(n, sizeof(float));
-    int rc = (!ts || !out || !x0 || !noise) ? DDPM_ERR_NOMEM : DDPM_OK;
-    if (!rc && ddim) rc = ddpm_timesteps(s, K, o->spacing, ts);
-    if (!rc && !ddim)
-        for (int k = 0; k < K; k++) ts[k] = s->n - 1 - k;
-    if (!rc && !o->x_is_init)
-        for (int i = 0; i < B; i++)
-            ddpm_randn(o->seed, DDPM_STREAM_SAMPLE_INIT, o->first_item + (uint64_t)i, 0,
-                       x + (size_t)i * d, d);
+    float *scratch = o->threshold ? ddpm_alloc(d, sizeof(float)) : NULL;
+    int rc = (!ts || !out || !x0 || !noise || (o->threshold && !scratch)) ? DDPM_ERR_NOMEM
+                                                                              : DDPM_OK;
+    if (!rc) rc = ddpm_sample_timesteps(s, o, ts, NULL);
+    /* With thresholding the steps get the thresholded x_0 as an x_0 prediction. Clipping it
+     * changes no value (it lies in [-1, 1]) but gives DDPM's step the posterior mean of that
+     * x_0, as with plain clipping. */
+    ddpm_step_opts step = o->step;
+    if (o->threshold) step.prediction = DDPM_PRED_X0, step.clip_x0 = 1;
+    if (!rc && !o->x_is_init) ddpm_sample_draw_init(o, B, d, x);
     for (int k = 0; !rc && k < K; k++) {
         const int t = ts[k];
         const int t_prev = k + 1 < K ? ts[k + 1] : s->t0 - 1;
         rc = f(ctx, x, B, t, k > 0 ? x0 : NULL, out);
         if (rc) break;
+        if (o->threshold) ddpm_predict_x0(s, o, t, x, out, B, d, out, scratch);
         int need_noise = ddim ? (o->eta > 0.0f && t_prev >= s->t0)
                               : (t > s->t0 && !o->step.no_noise);
-        if (need_noise) {
-            /* Philox + Box-Muller is compute bound (tens of ns a number): worth threads
-             * at a much smaller size than the memory-bound step below. */
-#pragma omp parallel for schedule(static) if (n > 8192 && B > 1)
-            for (int i = 0; i < B; i++)
-                ddpm_randn(o->seed, DDPM_STREAM_SAMPLE_STEP, o->first_item + (uint64_t)i,
-                           (uint32_t)t, noise + (size_t)i * d, d);
-        }
+        if (need_noise) ddpm_sample_draw_noise(o, t, B, d, noise);
         if (ddim)
-            ddpm_step_ddim(s, &o->step, t, t_prev, o->eta, x, out, noise, B, d, x, x0);
+            ddpm_step_ddim(s, &step, t, t_prev, o->eta, x, out, noise, B, d, x, x0);
         else
-            ddpm_step_ddpm(s, &o->step, t, x, out, noise, B, d, x, x0);
+            ddpm_step_ddpm(s, &step, t, x, out, noise, B, d, x, x0);
         if (o->progress && o->progress(o->progress_ctx, k + 1, K, t, x, x0))
             rc = ddpm_fail(DDPM_ERR_INTERRUPTED, "sampling stopped at step %d of %d", k + 1, K);
     }
@@ -272,5 +385,6 @@ int ddpm_sample_loop(const ddpm_schedule *s, const ddpm_sample_opts *o, ddpm_den
     free(out);
     free(x0);
     free(noise);
+    free(scratch);
     return rc;
 }

@@ -60,8 +60,9 @@ static int load_plain_weights(const weights_args *w, ddpm_checkpoint *ck) {
 
 int cmd_sample(int argc, char **argv) {
     const char *ckpt = NULL, *traj = NULL, *plot = NULL;
-    int quiet = 0, no_clip = 0, threads = 0;
-    sampler_args sa = {.sampler = "ddpm", .variance = "small", .spacing = "leading"};
+    int quiet = 0, no_clip = 0, verbose = 0, threads = 0;
+    sampler_args sa = {.sampler = "ddpm", .variance = "small", .spacing = "leading",
+                       .threshold_ratio = 0.995f, .threshold_max = 1.0f};
     sample_image_args ia = {.n = 1000, .class_id = -1};
     weights_args wa = {.channels = 3, .height = 32, .n_cfeat = 5, .dim = 2};
     model_flags_init(&wa.net, "unet");
@@ -69,10 +70,16 @@ int cmd_sample(int argc, char **argv) {
     const cli_opt sample_opts[] = {
         {"ckpt", CLI_STRING, &ckpt, "FILE", "checkpoint written by ddpm train (carries model, schedule and prediction type)", NULL},
         {"n", CLI_INT, &ia.n, "N", "number of samples (default 1000; images 40 unless --per-class)", &set_n, 1, SAMPLE_MAX_N},
-        {"sampler", CLI_STRING, &sa.sampler, "NAME", "ddpm (every step, default) or ddim", NULL},
-        {"steps", CLI_INT, &sa.steps, "K", "DDIM steps (default min(50, T))", NULL},
+        {"sampler", CLI_STRING, &sa.sampler, "NAME", "ddpm (every step, default), ddim, dpmpp-2m, dpmpp-2m-sde, dpmpp-3m, euler, euler-ancestral or heun", NULL},
+        {"steps", CLI_INT, &sa.steps, "K", "steps of every sampler but ddpm (default min(50, T))", NULL},
         {"eta", CLI_FLOAT, &sa.eta, "E", "DDIM eta: 0 deterministic (default), 1 DDPM-like", NULL},
-        {"spacing", CLI_STRING, &sa.spacing, "KIND", "DDIM timesteps: leading (default), trailing or linspace", NULL},
+        {"spacing", CLI_STRING, &sa.spacing, "KIND", "timesteps: leading (default), trailing, linspace, karras (sigmas, rho 7) or logsnr (uniform in log-SNR)", NULL},
+        {"solver-type", CLI_STRING, &sa.solver_type, "KIND", "dpmpp-2m(-sde): midpoint (default) or heun", NULL},
+        {"final-sigma", CLI_STRING, &sa.final_sigma, "KIND", "dpmpp, euler, heun: end at zero (default) or sigma-min", NULL},
+        {"no-lower-order-final", CLI_FLAG, &sa.no_lower_order_final, NULL, "dpmpp below 15 steps: keep the full order in the last steps", NULL},
+        {"thresholding", CLI_FLAG, &sa.threshold, NULL, "dynamic thresholding of x_0 (Imagen) instead of clipping", NULL},
+        {"threshold-ratio", CLI_FLOAT, &sa.threshold_ratio, "P", "thresholding: percentile of |x_0| (default 0.995)", NULL},
+        {"threshold-max", CLI_FLOAT, &sa.threshold_max, "M", "thresholding: largest threshold (default 1)", NULL},
         {"variance", CLI_STRING, &sa.variance, "KIND", "DDPM variance: small (posterior, default) or large (beta)", NULL},
         {"no-noise", CLI_FLAG, &sa.no_noise, NULL, "DDPM without the added noise (to see why it is needed)", NULL},
         {"clip", CLI_FLAG, &sa.clip, NULL, "points: clamp the predicted x_0 to [-1, 1] (images always do unless --no-clip)", NULL},
@@ -96,6 +103,7 @@ int cmd_sample(int argc, char **argv) {
         {"batch", CLI_INT, &ia.batch, "B", "images per forward pass (default 100)", NULL, 0, 65536},
         {"quiet", CLI_FLAG, &quiet, NULL, "print nothing but errors", NULL},
         {"threads", CLI_INT, &threads, "N", "threads (default: OMP_NUM_THREADS or every core); results do not depend on it", NULL, 1, 4096},
+        {"verbose", CLI_FLAG, &verbose, NULL, "print the sampler's timesteps and noise levels", NULL},
     };
     const cli_opt weights_opts[] = {
         {"weights", CLI_STRING, &wa.weights, "FILE", "a plain state-dict safetensors export (with --model and its flags)", NULL},
@@ -117,7 +125,7 @@ int cmd_sample(int argc, char **argv) {
     memcpy(opts + N_SAMPLE, weights_opts, sizeof weights_opts);
     model_flags_options(&wa.net, opts + N_SAMPLE + N_WEIGHTS);
     int rc = cli_parse("sample",
-                       "Draws samples from a trained model with DDPM or DDIM. With --weights (a plain "
+                       "Draws samples from a trained model with DDPM, DDIM, DPM-Solver++, Euler or Heun. With --weights (a plain "
                        "state dict), --model and the network flags after it say which network it is.",
                        argc, argv, opts, (int)(sizeof opts / sizeof opts[0]));
     if (rc) return rc < 0 ? 0 : rc;
@@ -137,6 +145,10 @@ int cmd_sample(int argc, char **argv) {
     if ((rc = sampler_args_resolve("sample", &sa, &ck, &so))) {
         ddpm_checkpoint_free(&ck);
         return rc;
+    }
+    if (verbose && (rc = sampler_print_timesteps(&ck.schedule, &so))) {
+        ddpm_checkpoint_free(&ck);
+        return cli_fail("sample", rc);
     }
     sampler_use_ema(&ck, sa.no_ema, quiet);
     if (images) {
@@ -169,7 +181,7 @@ int cmd_sample(int argc, char **argv) {
     if (!rc) {
         if (!quiet)
             printf("sampling %d points with %s (%d steps)\n", n, ddpm_sampler_name(so.sampler),
-                   so.sampler == DDPM_SAMPLER_DDIM ? so.steps : ck.schedule.n - ck.schedule.t0);
+                   ddpm_sample_num_steps(&ck.schedule, &so));
         rc = job_sample(m, &ck.schedule, &so, NULL, 0.0f, (size_t)n, n, NULL, samples.x,
                         traj ? job_trajectory_progress : NULL, &tj);
     }

@@ -11,22 +11,58 @@
 int sampler_args_resolve(const char *cmd, const sampler_args *a, const ddpm_checkpoint *ck,
                          ddpm_sample_opts *o) {
     ddpm_sample_opts_default(o);
-    if (ddpm_sampler_parse(a->sampler, &o->sampler) || ddpm_variance_parse(a->variance, &o->step.variance) ||
-        ddpm_spacing_parse(a->spacing, &o->spacing))
-        return cli_usage_error(cmd, "%s", ddpm_last_error());
+    if (ddpm_sampler_parse(a->sampler, &o->sampler))
+        return cli_usage_error(cmd, "--sampler: %s", ddpm_last_error());
+    if (ddpm_variance_parse(a->variance, &o->step.variance))
+        return cli_usage_error(cmd, "--variance: %s", ddpm_last_error());
+    if (ddpm_spacing_parse(a->spacing, &o->spacing))
+        return cli_usage_error(cmd, "--spacing: %s", ddpm_last_error());
+    if (a->solver_type && ddpm_solver_type_parse(a->solver_type, &o->solver_type))
+        return cli_usage_error(cmd, "--solver-type: %s", ddpm_last_error());
+    if (a->final_sigma && ddpm_final_sigma_parse(a->final_sigma, &o->final_sigma))
+        return cli_usage_error(cmd, "--final-sigma: %s", ddpm_last_error());
     const int T = ck->schedule.n - ck->schedule.t0;
-    o->steps = a->steps > 0 ? a->steps : (o->sampler == DDPM_SAMPLER_DDIM ? (T < 50 ? T : 50) : T);
-    if (o->sampler == DDPM_SAMPLER_DDIM && (o->steps < 1 || o->steps > T))
+    const int every = o->sampler == DDPM_SAMPLER_DDPM;
+    o->steps = a->steps > 0 ? a->steps : (!every ? (T < 50 ? T : 50) : T);
+    if (!every && (o->steps < 1 || o->steps > T))
         return cli_usage_error(cmd, "--steps must be in 1..%d for this schedule (got %d)", T, o->steps);
-    if (o->sampler == DDPM_SAMPLER_DDPM && a->steps > 0 && a->steps != T)
+    if (every && a->steps > 0 && a->steps != T)
         return cli_usage_error(cmd, "the DDPM sampler takes every one of the %d steps; use --sampler ddim for fewer", T);
     if (!(a->eta >= 0.0f)) return cli_usage_error(cmd, "--eta must be >= 0");
     o->eta = a->eta;
+    o->lower_order_final = !a->no_lower_order_final;
+    if (a->threshold) {
+        if (!(a->threshold_ratio > 0.0f && a->threshold_ratio <= 1.0f))
+            return cli_usage_error(cmd, "--threshold-ratio must be in (0, 1] (got %g)", a->threshold_ratio);
+        if (!(a->threshold_max >= 1.0f))
+            return cli_usage_error(cmd, "--threshold-max must be >= 1 (got %g)", a->threshold_max);
+        o->threshold = 1;
+        o->threshold_ratio = a->threshold_ratio;
+        o->threshold_max = a->threshold_max;
+    }
     o->step.prediction = ck->train.prediction;
     o->step.no_noise = a->no_noise;
     o->step.clip_x0 = a->clip;
     o->seed = a->seed;
     return 0;
+}
+
+int sampler_print_timesteps(const ddpm_schedule *s, const ddpm_sample_opts *o) {
+    const int K = ddpm_sample_num_steps(s, o);
+    int *ts = malloc(sizeof(int) * (size_t)K);
+    double *sig = malloc(sizeof(double) * ((size_t)K + 1));
+    int rc = ts && sig ? ddpm_sample_timesteps(s, o, ts, sig) : ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+    if (!rc) {
+        printf("%s: %d steps, %d network evaluations\ntimesteps:", ddpm_sampler_name(o->sampler), K,
+               ddpm_sample_num_evals(s, o));
+        for (int k = 0; k < K; k++) printf(" %d", ts[k]);
+        printf("\nsigmas:");
+        for (int k = 0; k <= K; k++) printf(" %.4g", sig[k]);
+        printf("\n");
+    }
+    free(ts);
+    free(sig);
+    return rc;
 }
 
 /* Puts the EMA weights in place unless told otherwise. */

@@ -12,18 +12,24 @@ int job_sample(ddpm_model *m, const ddpm_schedule *s, const ddpm_sample_opts *o,
                const float *cond, float guidance, size_t n, int batch, const float *x_init,
                float *out, ddpm_progress_fn progress, void *progress_ctx);
 
-/* Sampler flags shared by `sample`, `eval` and `demo`. */
+/* Sampler flags shared by `sample`, `eval` and `demo` (the DPM-Solver++ and thresholding ones
+ * only `sample` sets; NULL solver_type / final_sigma mean the library's defaults). */
 typedef struct {
     const char *sampler, *variance, *spacing;
     int steps, no_noise, clip, no_ema;
     float eta;
     uint64_t seed;
+    const char *solver_type, *final_sigma;
+    int no_lower_order_final, threshold;
+    float threshold_ratio, threshold_max;
 } sampler_args;
 
 /* Resolves the sampler flags against a checkpoint (prediction type, number of steps); prints a
  * usage error and returns CLI_EXIT_USAGE on a bad value. */
 int sampler_args_resolve(const char *cmd, const sampler_args *a, const ddpm_checkpoint *ck,
                          ddpm_sample_opts *o);
+/* Prints the run's timesteps and noise levels (sample --verbose). */
+int sampler_print_timesteps(const ddpm_schedule *s, const ddpm_sample_opts *o);
 /* Puts the checkpoint's EMA weights in place of the raw ones unless no_ema. */
 void sampler_use_ema(ddpm_checkpoint *ck, int no_ema, int quiet);
 

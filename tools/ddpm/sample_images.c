@@ -109,7 +109,7 @@ int sample_images(const sample_image_args *a, ddpm_checkpoint *ck, const ddpm_sa
     }
     float *x = rc ? NULL : malloc(sizeof(float) * (size_t)n * d);
     if (!rc && !x) rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
-    const int steps = so_in->sampler == DDPM_SAMPLER_DDIM ? so_in->steps : ck->schedule.n - ck->schedule.t0;
+    const int steps = ddpm_sample_num_steps(&ck->schedule, so_in);
     gif_recorder gr = {0};
     if (!rc && a->gif) {
         gr.every = a->gif_every > 0 ? (a->gif_every < steps ? a->gif_every : steps) : (steps + 24) / 25;

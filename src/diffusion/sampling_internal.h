@@ -1,0 +1,20 @@
+/* sampling_internal.h - what the two sampling loops share: DDPM and DDIM run in process.c, the
+ * sigma-space samplers (DPM-Solver++, Euler, Euler ancestral, Heun) in samplers_sigma.c; both
+ * draw x_T and each step's noise from the same per-item streams. */
+#ifndef DDPM_DIFFUSION_SAMPLING_INTERNAL_H
+#define DDPM_DIFFUSION_SAMPLING_INTERNAL_H
+
+#include "core/internal.h"
+
+/* x_T of item i: randn(seed, SAMPLE_INIT, first_item + i, 0), d floats each. */
+void ddpm_sample_draw_init(const ddpm_sample_opts *o, int B, size_t d, float *x);
+/* The noise of the step at timestep t: randn(seed, SAMPLE_STEP, first_item + i, t). */
+void ddpm_sample_draw_noise(const ddpm_sample_opts *o, int t, int B, size_t d, float *noise);
+/* Fails (DDPM_ERR_INVALID, with a message) if thresholding is on with a ratio outside (0, 1] or
+ * a max value below 1. */
+int ddpm_sample_check_threshold(const ddpm_sample_opts *o);
+/* ddpm_sample_loop for the sigma-space samplers (o->sampler other than DDPM and DDIM). */
+int ddpm_sample_loop_sigma(const ddpm_schedule *s, const ddpm_sample_opts *o, ddpm_denoise_fn f,
+                           void *ctx, int B, size_t d, float *x);
+
+#endif
