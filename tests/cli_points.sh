@@ -50,6 +50,9 @@ check "Ctrl-C exits 130" test $rc -eq 130
 check "Ctrl-C says where it saved" grep -q "interrupted at step" "$tmp/int.err"
 check "Ctrl-C checkpoint loads" "$DDPM" sample --ckpt "$tmp/int/ckpt.safetensors" -n 5 --out "$tmp/i.csv" --quiet
 
+# a directory named like a built-in data set does not shadow it
+mkdir -p "$tmp/shadow/moons" && (cd "$tmp/shadow" && "$DDPM" train --data moons --n-points 200 --steps 5 --save-every 0 --out moons --quiet) >/dev/null 2>&1
+check "--data moons beside a moons directory trains on the points" "$DDPM" sample --ckpt "$tmp/shadow/moons/ckpt.safetensors" -n 5 --out "$tmp/shadow/s.csv" --quiet
 # bad input
 expect_fail 2 "zero threads" "--threads must be in 1..4096 (got '0')" "$DDPM" train --threads 0 --steps 1 --out "$tmp/x"
 # counts that would overflow int arithmetic or ask for absurd memory are refused by range

@@ -28,10 +28,23 @@ typedef struct {
     int set_lr, set_batch, set_decay, set_warmup, set_cond_drop, set_loss;
 } train_args;
 
-/* Is --data an image source? fashion-mnist, a directory, or an .npy file. */
+/* A built-in 2-D data set's name (a whole word of ddpm_points_dataset_names). */
+static int is_builtin_points(const char *data) {
+    const size_t n = strlen(data);
+    for (const char *p = ddpm_points_dataset_names(); n && (p = strstr(p, data)); p += n) {
+        const char *names = ddpm_points_dataset_names();
+        if ((p == names || p[-1] == ' ') && (p[n] == ',' || p[n] == 0)) return 1;
+    }
+    return 0;
+}
+
+/* Is --data an image source? fashion-mnist, a directory, or an .npy file. A built-in 2-D data
+ * set's name means the data set even where a directory has that name (say, the run directory
+ * of `--data moons --out moons`); ./moons means the directory. */
 static int data_is_images(const char *data) {
     const char *dot = strrchr(data, '.');
     struct stat st;
+    if (is_builtin_points(data)) return 0;
     return strcmp(data, "fashion-mnist") == 0 || (dot && strcmp(dot, ".npy") == 0) ||
            (stat(data, &st) == 0 && S_ISDIR(st.st_mode));
 }
