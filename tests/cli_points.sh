@@ -53,6 +53,21 @@ check "Ctrl-C checkpoint loads" "$DDPM" sample --ckpt "$tmp/int/ckpt.safetensors
 # a directory named like a built-in data set does not shadow it
 mkdir -p "$tmp/shadow/moons" && (cd "$tmp/shadow" && "$DDPM" train --data moons --n-points 200 --steps 5 --save-every 0 --out moons --quiet) >/dev/null 2>&1
 check "--data moons beside a moons directory trains on the points" "$DDPM" sample --ckpt "$tmp/shadow/moons/ckpt.safetensors" -n 5 --out "$tmp/shadow/s.csv" --quiet
+# kill -9 mid-run, then --resume: the loss log holds every step once (rows after the last
+# checkpoint and a torn row are cut; the log is on disk before each checkpoint)
+"$DDPM" train "${small[@]}" --steps 100000000 --save-every 25 --out "$tmp/k9" 2>/dev/null &
+pid=$!
+for _ in $(seq 200); do [ -s "$tmp/k9/ckpt.safetensors" ] && [ "$(wc -l < "$tmp/k9/loss.csv")" -gt 60 ] && break; sleep 0.05; done
+kill -9 $pid; wait $pid 2>/dev/null
+target=$(( $(wc -l < "$tmp/k9/loss.csv") + 100 ))
+expect_ok "resume after kill -9" "$DDPM" train --resume "$tmp/k9/ckpt.safetensors" --steps "$target" --out "$tmp/k9" --quiet
+check "loss log after kill -9 + resume: steps 1..$target once each, in order" awk -F, -v n="$target" 'NR == 1 { next } $1 != NR - 1 { exit 1 } END { exit NR - 1 != n }' "$tmp/k9/loss.csv"
+# SIGTERM (a scheduler's stop) saves and stops like Ctrl-C
+"$DDPM" train "${small[@]}" --steps 100000000 --save-every 0 --out "$tmp/term" 2>"$tmp/term.err" &
+pid=$!
+for _ in $(seq 100); do [ -s "$tmp/term/loss.csv" ] && [ "$(wc -l < "$tmp/term/loss.csv")" -gt 20 ] && break; sleep 0.1; done
+kill -TERM $pid; wait $pid; rc=$?
+check "SIGTERM exits 130 after saving" test $rc -eq 130 -a -s "$tmp/term/ckpt.safetensors"
 # bad input
 expect_fail 2 "zero threads" "--threads must be in 1..4096 (got '0')" "$DDPM" train --threads 0 --steps 1 --out "$tmp/x"
 # counts that would overflow int arithmetic or ask for absurd memory are refused by range

@@ -15,9 +15,8 @@
 static volatile sig_atomic_t interrupted;
 
 static void on_sigint(int sig) {
-    (void)sig;
     interrupted = 1;
-    signal(SIGINT, SIG_DFL); /* a second Ctrl-C stops at once */
+    signal(sig, SIG_DFL); /* a second one stops at once */
 }
 
 static double now(void) {
@@ -35,8 +34,49 @@ static void fmt_duration(char *buf, size_t n, double s) {
         snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
 }
 
-static int save(ddpm_trainer *tr, const job_data *data, const char *path) {
+/* The loss log reaches the disk before each checkpoint does, so a checkpoint never holds a step
+ * whose row the log could lose. */
+static int save(ddpm_trainer *tr, const job_data *data, const char *path, FILE *log,
+                const char *log_path) {
+    if (log && (fflush(log) != 0 || fsync(fileno(log)) != 0))
+        return ddpm_fail(DDPM_ERR_IO, "%s: write failed: %s", log_path, strerror(errno));
     return ddpm_checkpoint_save(path, tr, data->json, NULL, NULL, 0);
+}
+
+/* A resumed run's log: the header and the complete rows up to the checkpoint's step, in order;
+ * rows written after that checkpoint by the run that stopped (they are trained again) and a row
+ * torn by a crash are cut off. Returns the log open for appending, or NULL (error set). */
+static FILE *resume_log(const char *path, int64_t step) {
+    FILE *f = fopen(path, "r+");
+    if (!f && errno == ENOENT) {
+        f = fopen(path, "w");
+        if (f) fprintf(f, "step,loss,lr,grad_norm\n");
+        return f ? f : (ddpm_fail(DDPM_ERR_IO, "%s: cannot write: %s", path, strerror(errno)), NULL);
+    }
+    if (!f) return ddpm_fail(DDPM_ERR_IO, "%s: cannot open: %s", path, strerror(errno)), NULL;
+    char line[512];
+    long keep = 0;
+    long long last = -1;
+    while (fgets(line, sizeof line, f)) {
+        const size_t len = strlen(line);
+        if (len == 0 || line[len - 1] != '\n') break; /* torn (or absurdly long) */
+        char *end;
+        const long long st = strtoll(line, &end, 10);
+        if (end != line && *end == ',') {
+            if (st > step || st <= last) break;
+            last = st;
+        } else if (keep != 0) {
+            break; /* only the first line may be the header */
+        }
+        keep = ftell(f);
+    }
+    if (fflush(f) != 0 || ftruncate(fileno(f), keep) != 0 || fseek(f, 0, SEEK_END) != 0) {
+        ddpm_fail(DDPM_ERR_IO, "%s: cannot truncate: %s", path, strerror(errno));
+        fclose(f);
+        return NULL;
+    }
+    if (keep == 0) fprintf(f, "step,loss,lr,grad_norm\n");
+    return f;
 }
 
 int job_train(ddpm_trainer *tr, const job_data *data, const job_run_opts *o) {
@@ -44,9 +84,11 @@ int job_train(ddpm_trainer *tr, const job_data *data, const job_run_opts *o) {
     if (rc) return rc;
     const char *ckpt = cli_path(o->out_dir, "ckpt.safetensors");
     const char *log_path = cli_path(o->out_dir, "loss.csv");
-    /* The loss log: a fresh run starts it, a resumed run appends to it. */
-    FILE *log = fopen(log_path, tr->step > 0 ? "a" : "w");
-    if (!log) return ddpm_fail(DDPM_ERR_IO, "%s: cannot write: %s", log_path, strerror(errno));
+    /* The loss log: a fresh run starts it, a resumed run continues it from its checkpoint. */
+    FILE *log = tr->step > 0 ? resume_log(log_path, tr->step) : fopen(log_path, "w");
+    if (!log) return tr->step > 0 ? DDPM_ERR_IO
+                                  : ddpm_fail(DDPM_ERR_IO, "%s: cannot write: %s", log_path,
+                                              strerror(errno));
     if (tr->step == 0) fprintf(log, "step,loss,lr,grad_norm\n");
 
     const int tty = isatty(STDERR_FILENO) && !o->quiet;
@@ -56,7 +98,11 @@ int job_train(ddpm_trainer *tr, const job_data *data, const job_run_opts *o) {
     }
     const int64_t total = tr->cfg.total_steps, first = tr->step;
     interrupted = 0;
+    /* Ctrl-C, a kill (SIGTERM: schedulers, systemd) and a closed terminal (SIGHUP) all save a
+     * checkpoint and stop; a second one stops at once. */
     void (*old)(int) = signal(SIGINT, on_sigint);
+    void (*old_term)(int) = signal(SIGTERM, on_sigint);
+    void (*old_hup)(int) = signal(SIGHUP, on_sigint);
     double t0 = now(), last_draw = 0, smooth = NAN;
     while (tr->step < total) {
         if ((rc = ddpm_trainer_step(tr))) break;
@@ -85,7 +131,7 @@ int job_train(ddpm_trainer *tr, const job_data *data, const job_run_opts *o) {
                     (long long)tr->step, (long long)total, smooth, tr->last_lr, rate, eta);
         }
         if (o->save_every > 0 && tr->step % o->save_every == 0 && tr->step < total &&
-            (rc = save(tr, data, ckpt)))
+            (rc = save(tr, data, ckpt, log, log_path)))
             break;
         if (o->sample_every > 0 && (tr->step % o->sample_every == 0 || done)) {
             char name[64];
@@ -96,7 +142,7 @@ int job_train(ddpm_trainer *tr, const job_data *data, const job_run_opts *o) {
         }
         if (interrupted) {
             if (tty) fputc('\n', stderr);
-            rc = save(tr, data, ckpt);
+            rc = save(tr, data, ckpt, log, log_path);
             if (!rc) {
                 fprintf(stderr, "interrupted at step %lld: saved %s (resume with --resume %s)\n",
                         (long long)tr->step, ckpt, ckpt);
@@ -106,6 +152,10 @@ int job_train(ddpm_trainer *tr, const job_data *data, const job_run_opts *o) {
         }
     }
     signal(SIGINT, old == SIG_ERR ? SIG_DFL : old);
+    signal(SIGTERM, old_term == SIG_ERR ? SIG_DFL : old_term);
+    signal(SIGHUP, old_hup == SIG_ERR ? SIG_DFL : old_hup);
+    if (!rc && (fflush(log) != 0 || fsync(fileno(log)) != 0))
+        rc = ddpm_fail(DDPM_ERR_IO, "%s: write failed: %s", log_path, strerror(errno));
     if (fclose(log) != 0 && !rc) rc = ddpm_fail(DDPM_ERR_IO, "%s: write failed", log_path);
     if (rc) {
         if (tty) fputc('\n', stderr);
@@ -113,7 +163,7 @@ int job_train(ddpm_trainer *tr, const job_data *data, const job_run_opts *o) {
             fprintf(stderr, "training stopped; the last good checkpoint (if any) is %s\n", ckpt);
         return rc;
     }
-    return save(tr, data, ckpt);
+    return save(tr, data, ckpt, NULL, log_path);
 }
 
 /* ---- the loss curve ------------------------------------------------------------------------ */
