@@ -25,6 +25,7 @@
  *   k        train: steps per timed block (default 5); ddpm: timed steps (default 20)
  * Threads: OMP_NUM_THREADS. */
 #include "ddpm.h"
+#include "kernels/kernels.h" /* the instruction set the kernels run at, for the record */
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -232,7 +233,8 @@ int main(int argc, char **argv) {
     if (train) printf(",\"steps_per_block\":%d", k);
     if (ddim) printf(",\"sampling_steps\":%d,\"extrapolated\":false", DDIM_STEPS);
     if (ddpm) printf(",\"sampling_steps\":%d,\"extrapolated\":true,\"timed_steps\":%d", nd->T, k);
-    printf(",\"load_before\":%.2f,\"load_after\":%.2f}\n", load_before, load1());
+    printf(",\"isa\":\"%s\",\"load_before\":%.2f,\"load_after\":%.2f}\n",
+           ddpm_mk_isa_name(ddpm_mk_isa()), load_before, load1());
     fflush(stdout);
     free(sorted);
     free(rate);

@@ -43,6 +43,7 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 unset OPENBLAS_CORETYPE
 found_obt=${OPENBLAS_NUM_THREADS-__unset__}
 results=${RESULTS:-$(mktemp /tmp/run_images.XXXXXX.jsonl)}
+echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-), family $(grep -m1 'cpu family' /proc/cpuinfo | cut -d: -f2 | tr -d ' ') model $(grep -m1 '^model\s' /proc/cpuinfo | cut -d: -f2 | tr -d ' '), $(grep -q avx512f /proc/cpuinfo && echo AVX-512 || echo 'no AVX-512'); DDPM_ISA=${DDPM_ISA-unset}" >&2
 echo "raw results: $results ($(nproc) CPUs, OMP_WAIT_POLICY=$OMP_WAIT_POLICY," \
   "OPENBLAS_NUM_THREADS as found: ${OPENBLAS_NUM_THREADS-unset}," \
   "load before: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
