@@ -214,7 +214,7 @@ static void test_conv_same_bits_every_isa(void **s) {
     }
 }
 
-/* Winograd F(2x2, 3x3), forward and input gradient, against the naive references (forward in
+/* Winograd F(4x4, 3x3), forward and input gradient, against the naive references (forward in
  * double) and against the own kernel's direct path: paddings 0..2, odd and even outputs, one
  * chunk and many (tiles over 64, across items), 1 to 3 threads, the input gradient added to a
  * non-zero buffer. Inputs like a U-Net's activations after a norm (unit normal) and its weights
@@ -293,7 +293,7 @@ static void test_winograd_matches_references(void **s) {
         }
     }
     omp_set_num_threads(saved_threads);
-    printf("[conv] winograd F(2x2,3x3) worst |error| / max|ref|: forward %.2g, input gradient %.2g\n",
+    printf("[conv] winograd F(4x4,3x3) worst |error| / max|ref|: forward %.2g, input gradient %.2g\n",
            worst_y, worst_dx);
 }
 

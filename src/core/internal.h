@@ -43,7 +43,7 @@ void ddpm_conv_use_shifted(int on);
  * where the CPU has AVX2 + FMA: the forward for any stride, the input and weight gradients for
  * stride 1) or through the BLAS paths (0). Same caveats. */
 void ddpm_conv_use_direct(int on);
-/* ops/conv.c: 3x3 stride-1 conv2d forward and input gradient by Winograd F(2x2, 3x3) on the
+/* ops/conv.c: 3x3 stride-1 conv2d forward and input gradient by Winograd F(4x4, 3x3) on the
  * own kernel (1, the default, where the own kernel runs) or on the other paths (0). Same
  * caveats. */
 void ddpm_conv_use_winograd(int on);

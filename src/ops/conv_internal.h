@@ -7,8 +7,8 @@
  *   conv_direct.c   the library's own 6 x 16 GEMM kernel with an implicit im2col: forward
  *                   (any stride, optionally with the fused scale + GELU epilogue), and for
  *                   stride 1 the input and weight gradients
- *   conv_winograd.c 3x3 stride-1 conv2d forward and input gradient by Winograd F(2x2, 3x3),
- *                   the products as 16 GEMMs on the own kernel
+ *   conv_winograd.c 3x3 stride-1 conv2d forward and input gradient by Winograd F(4x4, 3x3),
+ *                   the products as 36 GEMMs on the own kernel
  *   conv_naive.c    the naive direct-loop references the tests compare every path with
  * The shape predicates and workspace sizes below are pure functions of the shape: the
  * process-global switches (ddpm_conv_use_shifted / ddpm_conv_use_direct) and the CPU's kernel

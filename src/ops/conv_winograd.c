@@ -1,32 +1,37 @@
-/* conv_winograd.c - 3x3 stride-1 convolutions by Winograd's minimal filtering F(2x2, 3x3)
- * (Lavin and Gray 2016): each 2x2 block of outputs ("tile") from a 4x4 patch of the input with
- * 16 multiplications per input/output channel pair instead of 36, the multiplications done as
- * 16 GEMMs on the library's own kernel:
+/* conv_winograd.c - 3x3 stride-1 convolutions by Winograd's minimal filtering F(4x4, 3x3)
+ * (Lavin and Gray 2016): each 4x4 block of outputs ("tile") from a 6x6 patch of the input with
+ * 36 multiplications per input/output channel pair instead of 144, the multiplications done as
+ * 36 GEMMs on the library's own kernel:
  *
  *   U_xi [C_out, C_in] = (G g G^T)_xi         per filter g [3, 3]        (weights, once a call)
- *   V_xi [C_in, tiles] = (B^T d B)_xi         per input patch d [4, 4]   (in panels for the GEMM)
- *   M_xi [C_out, tiles] = U_xi V_xi           16 GEMMs, xi = 0..15
- *   y [2, 2] = A^T M A (+ bias), per output channel and tile
+ *   V_xi [C_in, tiles] = (B^T d B)_xi         per input patch d [6, 6]   (in panels for the GEMM)
+ *   M_xi [C_out, tiles] = U_xi V_xi           36 GEMMs, xi = 0..35
+ *   y [4, 4] = A^T M A (+ bias), per output channel and tile
  *
- * with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1],
- * A^T = [1 1 1 0; 0 1 -1 -1]. The coefficients are 0, +-1 and +-1/2, so the transforms add a few
- * roundings but no cancellation to speak of (tests/test_conv_fast.c states the error against
- * the double-precision naive convolution). The input gradient of a 3x3 stride-1 convolution with
- * padding p is itself one, of dy with the flipped, transposed filters and padding 2 - p, so it
- * runs here too.
+ * with Lavin and Gray's B^T, G and A^T (in WG_BT, g_times and WG_AT below). Their coefficients
+ * reach 8 and 1/24, so the transforms cost some precision: against the double-precision naive
+ * convolution the worst error is about 7e-6 of the output's largest magnitude on unit-normal
+ * activations (tests/test_conv_fast.c prints it; F(2x2, 3x3) had 4e-7 and was measured slower:
+ * 0.94x of the direct kernel's time on the U-Net's training step against 0.88x). The input
+ * gradient of a 3x3 stride-1 convolution with padding p is itself one, of dy with the flipped,
+ * transposed filters and padding 2 - p, so it runs here too.
  *
  * Tiles are numbered over the whole batch (item, tile row, tile column) and cut into chunks of
  * WG_NT (several items at low resolution): a chunk's V and M stay in L2, V in the GEMM kernel's
  * 16-column panels (a panel's 16 tiles are the vector lanes of both transforms), chunks run on
  * the threads, and every output is computed by one fixed sequence of operations whatever the
- * thread count. (A layout with a tile row's patches read as the even and odd columns of 4 input
- * rows measured slower: at these resolutions a tile row is 2 to 14 tiles, too short a loop.) */
+ * thread count. (A layout with a tile row's patches read as the even and odd columns of the
+ * input rows measured slower: at these resolutions a tile row is 2 to 14 tiles, too short a
+ * loop.) */
 #include "ops/conv_internal.h"
 #include "kernels/kernels.h"
 
 #include <omp.h>
 
-#define WG_NT 64 /* tiles per chunk: 4 panels of 16 */
+#define WG_NT 32 /* tiles per chunk: 2 panels of 16 */
+#define WG_M 4   /* outputs per tile side */
+#define WG_P 6   /* input patch side: WG_M + 2 */
+#define WG_X 36  /* transform points: WG_P^2, one GEMM each */
 
 #if defined(__x86_64__) && defined(__GNUC__)
 /* The transforms are 16-lane loops over a panel's tiles: vectorised for AVX2 (this path runs
@@ -48,12 +53,22 @@ int conv_winograd_fits(const ddpm_conv_dims *d) {
 /* Floats of a call with C_in channels in, C_out out: U, then each thread's V and M. */
 static size_t wg_workspace(int C_in, int C_out) {
     const size_t T = (size_t)(omp_get_max_threads() > 0 ? omp_get_max_threads() : 1);
-    return (size_t)16 * C_in * C_out + T * (size_t)16 * WG_NT * ((size_t)C_in + C_out);
+    return (size_t)WG_X * C_in * C_out + T * (size_t)WG_X * WG_NT * ((size_t)C_in + C_out);
 }
 
 /* The forward and the input gradient alike (the roles of C_in and C_out swap). */
 size_t conv_winograd_workspace(const ddpm_conv_dims *d) {
     return conv_winograd_fits(d) ? wg_workspace(d->C_in, d->C_out) : 0;
+}
+
+/* u = G g for one column g of 3 (G of F(4x4, 3x3), Lavin and Gray's). */
+static void g_times(const float g[3], float u[6]) {
+    u[0] = g[0] / 4.0f;
+    u[1] = -(g[0] + g[1] + g[2]) / 6.0f;
+    u[2] = -(g[0] - g[1] + g[2]) / 6.0f;
+    u[3] = g[0] / 24.0f + g[1] / 12.0f + g[2] / 6.0f;
+    u[4] = g[0] / 24.0f - g[1] / 12.0f + g[2] / 6.0f;
+    u[5] = g[2];
 }
 
 /* U_xi[o][i] = (G g G^T)_xi for the filter g = w[o][i] (flip: the dx filters, g[u][v] =
@@ -67,18 +82,18 @@ static void weight_transform(float *U, const float *w, int n_out, int n_in, int 
                 for (int v = 0; v < 3; v++)
                     g[u][v] = flip ? w[((size_t)i * n_out + o) * 9 + (2 - u) * 3 + (2 - v)]
                                    : w[((size_t)o * n_in + i) * 9 + u * 3 + v];
-            float t[4][3]; /* G g */
+            float t[6][3]; /* G g, column by column */
             for (int v = 0; v < 3; v++) {
-                t[0][v] = g[0][v];
-                t[1][v] = 0.5f * (g[0][v] + g[1][v] + g[2][v]);
-                t[2][v] = 0.5f * (g[0][v] - g[1][v] + g[2][v]);
-                t[3][v] = g[2][v];
+                const float col[3] = {g[0][v], g[1][v], g[2][v]};
+                float u6[6];
+                g_times(col, u6);
+                for (int r = 0; r < 6; r++) t[r][v] = u6[r];
             }
-            for (int r = 0; r < 4; r++) { /* (G g) G^T */
-                const float u4[4] = {t[r][0], 0.5f * (t[r][0] + t[r][1] + t[r][2]),
-                                     0.5f * (t[r][0] - t[r][1] + t[r][2]), t[r][2]};
-                for (int c = 0; c < 4; c++)
-                    U[(size_t)(r * 4 + c) * n_out * n_in + (size_t)o * n_in + i] = u4[c];
+            for (int r = 0; r < 6; r++) { /* (G g) G^T, row by row */
+                float u6[6];
+                g_times(t[r], u6);
+                for (int c = 0; c < 6; c++)
+                    U[(size_t)(r * 6 + c) * n_out * n_in + (size_t)o * n_in + i] = u6[c];
             }
         }
 }
@@ -103,16 +118,29 @@ static void lanes_of(wg_lanes *L, const wg_geom *g, int C_out, int Ho, int Wo, i
     const int per_item = g->th * g->tw;
     for (int l = 0; l < nl; l++) {
         const int t = t0 + l, b = t / per_item, r = t % per_item;
-        L->oy[l] = 2 * (r / g->tw);
-        L->ox[l] = 2 * (r % g->tw);
+        L->oy[l] = WG_M * (r / g->tw);
+        L->ox[l] = WG_M * (r % g->tw);
         L->y0[l] = L->oy[l] - g->pad;
         L->x0[l] = L->ox[l] - g->pad;
         L->inside[l] =
-            L->y0[l] >= 0 && L->x0[l] >= 0 && L->y0[l] + 4 <= g->H && L->x0[l] + 4 <= g->W;
+            L->y0[l] >= 0 && L->x0[l] >= 0 && L->y0[l] + WG_P <= g->H && L->x0[l] + WG_P <= g->W;
         L->in_off[l] = (ptrdiff_t)b * g->C * g->H * g->W + (ptrdiff_t)L->y0[l] * g->W + L->x0[l];
         L->out_off[l] = (ptrdiff_t)b * C_out * Ho * Wo + (ptrdiff_t)L->oy[l] * Wo + L->ox[l];
     }
 }
+
+/* t = B^T d for 6 rows d[0..5] of 16 lanes (B^T of F(4x4, 3x3)); in place is not allowed. */
+#define WG_BT(d, t, l)                                                                             \
+    do {                                                                                           \
+        const float d0 = (d)[0][l], d1 = (d)[1][l], d2 = (d)[2][l], d3 = (d)[3][l],               \
+                    d4 = (d)[4][l], d5 = (d)[5][l];                                                \
+        (t)[0][l] = 4.0f * d0 - 5.0f * d2 + d4;                                                    \
+        (t)[1][l] = -4.0f * (d1 + d2) + d3 + d4;                                                   \
+        (t)[2][l] = 4.0f * (d1 - d2) - d3 + d4;                                                    \
+        (t)[3][l] = 2.0f * (d3 - d1) - d2 + d4;                                                    \
+        (t)[4][l] = 2.0f * (d1 - d3) - d2 + d4;                                                    \
+        (t)[5][l] = 4.0f * d1 - 5.0f * d3 + d5;                                                    \
+    } while (0)
 
 /* V for the panel's tiles and every channel: V_xi as GEMM panels, element (channel c, lane l)
  * at V + xi * (C * WG_NT) + c * 16 + l (V already at the panel); lanes past nl are zero. */
@@ -121,46 +149,54 @@ WG_TGT static void input_transform(float *V, const wg_geom *g, const wg_lanes *L
     const size_t per_xi = (size_t)C * WG_NT, plane = (size_t)g->H * W;
     for (int c = 0; c < C; c++) {
         const float *xc = x + c * plane;
-        float d[16][16]; /* [element][lane] */
+        float d[WG_X][16]; /* [element][lane] */
         for (int l = 0; l < 16; l++) {
             if (l >= L->nl) {
-                for (int k = 0; k < 16; k++) d[k][l] = 0.0f;
+                for (int k = 0; k < WG_X; k++) d[k][l] = 0.0f;
             } else if (L->inside[l]) {
                 const float *s = xc + L->in_off[l];
-                for (int i = 0; i < 4; i++)
-                    for (int j = 0; j < 4; j++) d[i * 4 + j][l] = s[i * W + j];
+                for (int i = 0; i < WG_P; i++)
+                    for (int j = 0; j < WG_P; j++) d[i * WG_P + j][l] = s[i * W + j];
             } else {
                 const float *s = xc + L->in_off[l];
-                for (int i = 0; i < 4; i++)
-                    for (int j = 0; j < 4; j++) {
+                for (int i = 0; i < WG_P; i++)
+                    for (int j = 0; j < WG_P; j++) {
                         const int yy = L->y0[l] + i, xx = L->x0[l] + j;
-                        d[i * 4 + j][l] =
+                        d[i * WG_P + j][l] =
                             yy >= 0 && yy < g->H && xx >= 0 && xx < W ? s[i * W + j] : 0.0f;
                     }
             }
         }
-        float s[16][16]; /* B^T d */
-        for (int j = 0; j < 4; j++)
-            for (int l = 0; l < 16; l++) {
-                const float d0 = d[0 * 4 + j][l], d1 = d[1 * 4 + j][l], d2 = d[2 * 4 + j][l],
-                            d3 = d[3 * 4 + j][l];
-                s[0 * 4 + j][l] = d0 - d2;
-                s[1 * 4 + j][l] = d1 + d2;
-                s[2 * 4 + j][l] = d2 - d1;
-                s[3 * 4 + j][l] = d1 - d3;
-            }
+        float s[WG_X][16]; /* B^T d: column j of the patch through B^T */
+        for (int j = 0; j < WG_P; j++) {
+            float col[6][16], out[6][16];
+            for (int i = 0; i < 6; i++)
+                for (int l = 0; l < 16; l++) col[i][l] = d[i * WG_P + j][l];
+            for (int l = 0; l < 16; l++) WG_BT(col, out, l);
+            for (int i = 0; i < 6; i++)
+                for (int l = 0; l < 16; l++) s[i * WG_P + j][l] = out[i][l];
+        }
         float *dst = V + (size_t)c * 16;
-        for (int i = 0; i < 4; i++) /* (B^T d) B */
-            for (int l = 0; l < 16; l++) {
-                const float s0 = s[i * 4 + 0][l], s1 = s[i * 4 + 1][l], s2 = s[i * 4 + 2][l],
-                            s3 = s[i * 4 + 3][l];
-                dst[(size_t)(i * 4 + 0) * per_xi + l] = s0 - s2;
-                dst[(size_t)(i * 4 + 1) * per_xi + l] = s1 + s2;
-                dst[(size_t)(i * 4 + 2) * per_xi + l] = s2 - s1;
-                dst[(size_t)(i * 4 + 3) * per_xi + l] = s1 - s3;
-            }
+        for (int i = 0; i < WG_P; i++) { /* (B^T d) B: row i through B^T again */
+            float out[6][16];
+            for (int l = 0; l < 16; l++) WG_BT(&s[i * WG_P], out, l);
+            for (int j = 0; j < 6; j++)
+                for (int l = 0; l < 16; l++) dst[(size_t)(i * WG_P + j) * per_xi + l] = out[j][l];
+        }
     }
 }
+
+/* y = A^T m for 6 rows m[0..5] of 16 lanes (A^T of F(4x4, 3x3)). */
+#define WG_AT(m, y, l)                                                                             \
+    do {                                                                                           \
+        const float m0 = (m)[0][l], m1 = (m)[1][l], m2 = (m)[2][l], m3 = (m)[3][l],               \
+                    m4 = (m)[4][l], m5 = (m)[5][l];                                                \
+        const float a = m1 + m2, b = m1 - m2, c = m3 + m4, e = m3 - m4;                            \
+        (y)[0][l] = m0 + a + c;                                                                    \
+        (y)[1][l] = b + 2.0f * e;                                                                  \
+        (y)[2][l] = a + 4.0f * c;                                                                  \
+        (y)[3][l] = b + 8.0f * e + m5;                                                             \
+    } while (0)
 
 /* y = A^T M A (+ bias, or added to y) for the panel's tiles and every output channel, M_xi
  * [C_out, WG_NT] (M already at the panel). */
@@ -169,38 +205,35 @@ WG_TGT static void output_transform(float *y, const float *M, const wg_lanes *L,
     const size_t per_xi = (size_t)C_out * WG_NT, plane = (size_t)Ho * Wo;
     for (int o = 0; o < C_out; o++) {
         const float *m = M + (size_t)o * WG_NT;
-        float q[8][16]; /* A^T M: rows 0..1 x columns 0..3, per lane */
-        for (int j = 0; j < 4; j++)
-            for (int l = 0; l < 16; l++) {
-                const float m0 = m[(size_t)(0 * 4 + j) * per_xi + l],
-                            m1 = m[(size_t)(1 * 4 + j) * per_xi + l],
-                            m2 = m[(size_t)(2 * 4 + j) * per_xi + l],
-                            m3 = m[(size_t)(3 * 4 + j) * per_xi + l];
-                q[0 * 4 + j][l] = m0 + m1 + m2;
-                q[1 * 4 + j][l] = m1 - m2 - m3;
-            }
-        float r[4][16]; /* (A^T M) A: y00 y01 y10 y11 */
+        float q[4 * WG_P][16]; /* A^T M: rows 0..3 x columns 0..5, per lane */
+        for (int j = 0; j < WG_P; j++) {
+            float col[6][16], out[4][16];
+            for (int i = 0; i < 6; i++)
+                for (int l = 0; l < 16; l++) col[i][l] = m[(size_t)(i * WG_P + j) * per_xi + l];
+            for (int l = 0; l < 16; l++) WG_AT(col, out, l);
+            for (int i = 0; i < 4; i++)
+                for (int l = 0; l < 16; l++) q[i * WG_P + j][l] = out[i][l];
+        }
+        float r[WG_M * WG_M][16]; /* (A^T M) A: y[i][j] at i * 4 + j */
         const float bo = bias && !acc ? bias[o] : 0.0f;
-        for (int i = 0; i < 2; i++)
-            for (int l = 0; l < 16; l++) {
-                r[i * 2 + 0][l] = q[i * 4 + 0][l] + q[i * 4 + 1][l] + q[i * 4 + 2][l] + bo;
-                r[i * 2 + 1][l] = q[i * 4 + 1][l] - q[i * 4 + 2][l] - q[i * 4 + 3][l] + bo;
-            }
+        for (int i = 0; i < WG_M; i++) {
+            float out[4][16];
+            for (int l = 0; l < 16; l++) WG_AT(&q[i * WG_P], out, l);
+            for (int j = 0; j < WG_M; j++)
+                for (int l = 0; l < 16; l++) r[i * WG_M + j][l] = out[j][l] + bo;
+        }
         float *yo = y + o * plane;
         for (int l = 0; l < L->nl; l++) {
             float *dst = yo + L->out_off[l];
-            const int two_rows = L->oy[l] + 1 < Ho, two_cols = L->ox[l] + 1 < Wo;
-            if (acc) {
-                dst[0] += r[0][l];
-                if (two_cols) dst[1] += r[1][l];
-                if (two_rows) dst[Wo] += r[2][l];
-                if (two_rows && two_cols) dst[Wo + 1] += r[3][l];
-            } else {
-                dst[0] = r[0][l];
-                if (two_cols) dst[1] = r[1][l];
-                if (two_rows) dst[Wo] = r[2][l];
-                if (two_rows && two_cols) dst[Wo + 1] = r[3][l];
-            }
+            const int rows = Ho - L->oy[l] < WG_M ? Ho - L->oy[l] : WG_M,
+                      cols = Wo - L->ox[l] < WG_M ? Wo - L->ox[l] : WG_M;
+            for (int i = 0; i < rows; i++)
+                for (int j = 0; j < cols; j++) {
+                    if (acc)
+                        dst[i * Wo + j] += r[i * WG_M + j][l];
+                    else
+                        dst[i * Wo + j] = r[i * WG_M + j][l];
+                }
         }
     }
 }
@@ -209,26 +242,26 @@ WG_TGT static void output_transform(float *y, const float *M, const wg_lanes *L,
  * with padding pad, from the transformed filters U (computed into ws by the caller). */
 static void winograd_run(float *y, const float *x, const float *bias, int acc, int B, int C_in,
                          int H, int W, int C_out, int pad, int Ho, int Wo, float *ws) {
-    wg_geom g = {C_in, H, W, pad, (Ho + 1) / 2, (Wo + 1) / 2, 0};
+    wg_geom g = {C_in, H, W, pad, (Ho + WG_M - 1) / WG_M, (Wo + WG_M - 1) / WG_M, 0};
     g.tiles = B * g.th * g.tw;
     const float *U = ws;
-    float *bufs = ws + (size_t)16 * C_in * C_out;
-    const size_t per_thread = (size_t)16 * WG_NT * ((size_t)C_in + C_out);
+    float *bufs = ws + (size_t)WG_X * C_in * C_out;
+    const size_t per_thread = (size_t)WG_X * WG_NT * ((size_t)C_in + C_out);
     const int chunks = (g.tiles + WG_NT - 1) / WG_NT;
-    const double flops = 2.0 * 16 * C_in * C_out * (double)g.tiles;
+    const double flops = 2.0 * WG_X * C_in * C_out * (double)g.tiles;
     int T = ddpm_mk_threads(flops);
     if (T > chunks) T = chunks;
 #pragma omp parallel for schedule(static) num_threads(T) if (T > 1)
     for (int k = 0; k < chunks; k++) {
         float *V = bufs + (size_t)omp_get_thread_num() * per_thread;
-        float *M = V + (size_t)16 * WG_NT * C_in;
+        float *M = V + (size_t)WG_X * WG_NT * C_in;
         const int t0 = k * WG_NT, nt = g.tiles - t0 < WG_NT ? g.tiles - t0 : WG_NT;
         wg_lanes L[WG_NT / 16];
         for (int p = 0; p * 16 < nt; p++) {
             lanes_of(&L[p], &g, C_out, Ho, Wo, t0 + p * 16, nt - p * 16 < 16 ? nt - p * 16 : 16);
             input_transform(V + (size_t)p * C_in * 16, &g, &L[p], x);
         }
-        for (int xi = 0; xi < 16; xi++) {
+        for (int xi = 0; xi < WG_X; xi++) {
             const ddpm_mk_gemm gm = {.M = C_out, .N = nt, .K = C_in,
                                      .a = U + (size_t)xi * C_out * C_in, .sam = C_in, .sak = 1,
                                      .b = V + (size_t)xi * C_in * WG_NT, .b_packed = 1,
