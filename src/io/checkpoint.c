@@ -9,6 +9,10 @@
 #include <math.h>
 
 #define FORMAT_VERSION "1"
+/* The largest item (C * H * W values) a checkpoint's model may take: 2^24, a 4096 x 4096 gray or
+ * 2365 x 2365 RGB image, far beyond what trains on a CPU; a config asking for more is refused
+ * before the model reserves memory for it. */
+#define CHECKPOINT_MAX_ITEM ((size_t)1 << 24)
 
 /* ---- training config as JSON (the schedule's is in diffusion/schedule.c) ---------------------- */
 
@@ -164,17 +168,27 @@ static int load_copy(const ddpm_checkpoint *ck, const char *prefix, const char *
     if (!any) return DDPM_OK;
     float *v = ddpm_alloc_aligned(m->n_params, sizeof(float));
     if (!v) return DDPM_ERR_NOMEM;
+    const int second_moment = strcmp(prefix, "adam_v.") == 0;
     for (size_t i = 0; i < m->n_tensors; i++) {
         const ddpm_param_info *p = &m->tensors[i];
         if (p->is_buffer) continue;
         snprintf(key, sizeof key, "%s%s", prefix, p->name);
         const ddpm_tensor *t = ddpm_safetensors_find(&ck->st, key);
-        if (!t || t->numel != p->numel || t->ndim != p->ndim) {
+        int same = t && t->ndim == p->ndim;
+        for (int k = 0; same && k < p->ndim; k++) same = t->shape[k] == p->shape[k];
+        if (!same) {
             free(v);
             return ddpm_fail(DDPM_ERR_FORMAT, "%s: tensor '%s' is %s", path, key,
-                             t ? "of the wrong shape" : "missing");
+                             t ? "of the wrong shape (not the model's)" : "missing");
         }
         int rc = ddpm_tensor_to_f32(t, v + p->offset);
+        if (rc) rc = ddpm_fail(rc, "%s: %s", path, ddpm_last_error());
+        if (!rc) rc = ddpm_check_finite(v + p->offset, p->numel, path, key);
+        /* Adam's second moment is a running mean of squares: a negative one makes sqrt NaN */
+        for (size_t j = 0; !rc && second_moment && j < p->numel; j++)
+            if (v[p->offset + j] < 0.0f)
+                rc = ddpm_fail(DDPM_ERR_FORMAT, "%s: tensor '%s' holds %g at element %zu (a "
+                               "second moment must be >= 0)", path, key, (double)v[p->offset + j], j);
         if (rc) {
             free(v);
             return rc;
@@ -218,7 +232,13 @@ int ddpm_checkpoint_load(const char *path, ddpm_checkpoint *ck) {
         ddpm_checkpoint_free(ck);
         return rc;
     }
-    if ((rc = ddpm_model_create(model_json, 0, &ck->model))) {
+    /* Every model tensor must be in the file, so it can describe no more weights than the file
+     * holds float values: a few hundred bytes of metadata cannot build a 13 GB model. */
+    size_t file_floats = 0;
+    for (size_t i = 0; i < ck->st.n_tensors; i++)
+        if (ck->st.tensors[i].dtype <= DDPM_DT_BF16) file_floats += ck->st.tensors[i].numel;
+    if ((rc = ddpm_model_create_bounded(model_json, 0, file_floats, CHECKPOINT_MAX_ITEM,
+                                        "float values the file holds", &ck->model))) {
         rc = ddpm_fail(rc, "%s: %s", path, ddpm_last_error());
         ddpm_checkpoint_free(ck);
         return rc;
