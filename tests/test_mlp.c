@@ -309,8 +309,8 @@ static void test_checkpoint_bad_step(void **state) {
 /* Checkpoints that must be refused before anything uses them (tests/fixtures/regress/, made from
  * a 4-wide MLP checkpoint): non-finite weights and a transposed EMA copy once loaded silently; a
  * metadata-only file once built a 50M-weight model, and a U-Net of 4097 x 4097 items reserved
- * memory for them, before any tensor was checked. Each error names the file and the tensor or
- * the limit. */
+ * memory for them, before any tensor was checked; a training config's batch size of 1e74 was
+ * converted to int. Each error names the file and the tensor, the limit or the key. */
 static void test_checkpoint_bad_tensors(void **state) {
     (void)state;
     const struct {
@@ -322,6 +322,9 @@ static void test_checkpoint_bad_tensors(void **state) {
         {"regress/checkpoint-huge-model.safetensors",
          "describes 50495490 weights, more than the 0 float values the file holds"},
         {"regress/checkpoint-huge-item.safetensors", "items of 16785409 values, more than the 16777216"},
+        /* converted to int unchecked: undefined behaviour (UBSan), INT_MIN on x86 */
+        {"regress/checkpoint-train-batch-1e74.safetensors",
+         "training config: \"batch_size\" is 1e+74, not an integer in 1..2147483647"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char path[4096];

@@ -6,6 +6,7 @@
 #include "models/model_internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 
 #define FORMAT_VERSION "1"
@@ -70,13 +71,20 @@ static int train_config_from_json(const char *json, ddpm_train_config *c) {
     c->beta2 = ddpm_json_number_or(o, "beta2", c->beta2);
     c->adam_eps = ddpm_json_number_or(o, "adam_eps", c->adam_eps);
     c->weight_decay = ddpm_json_number_or(o, "weight_decay", c->weight_decay);
-    c->warmup_steps = (int)ddpm_json_number_or(o, "warmup_steps", c->warmup_steps);
+    int64_t v64 = 0;
+    const char *what = "training config";
+    if (!rc && !(rc = ddpm_json_integer_or(o, "warmup_steps", c->warmup_steps, 0, INT_MAX, what, &v64)))
+        c->warmup_steps = (int)v64;
     c->min_lr = ddpm_json_number_or(o, "min_lr", c->min_lr);
     c->grad_clip = (float)ddpm_json_number_or(o, "grad_clip", c->grad_clip);
     c->ema_decay = (float)ddpm_json_number_or(o, "ema_decay", c->ema_decay);
     c->ema_warmup = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "ema_warmup"));
-    c->batch_size = (int)ddpm_json_number_or(o, "batch_size", c->batch_size);
-    c->total_steps = (int64_t)ddpm_json_number_or(o, "total_steps", (double)c->total_steps);
+    if (!rc && !(rc = ddpm_json_integer_or(o, "batch_size", c->batch_size, 1, INT_MAX, what, &v64)))
+        c->batch_size = (int)v64;
+    /* 2^53: every count up to it is exact in the JSON number */
+    if (!rc && !(rc = ddpm_json_integer_or(o, "total_steps", c->total_steps, 0, (int64_t)1 << 53,
+                                           what, &v64)))
+        c->total_steps = v64;
     c->cond_drop_prob = (float)ddpm_json_number_or(o, "cond_drop_prob", c->cond_drop_prob);
     c->self_cond = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "self_cond"));
     cJSON_Delete(o);
