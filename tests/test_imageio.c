@@ -562,6 +562,33 @@ static void test_read_errors(void **state) {
     tu_expect_status(ddpm_image_read(p, 0, 3, out), DDPM_ERR_INVALID, p, NULL);
 }
 
+/* Image files that must be refused before decoding (tests/fixtures/regress/): BMPs announcing
+ * 32 x 16,777,215 or 8192 x 8192 pixels in 118 bytes (the second was decoded: 7 s and 526 MB;
+ * the first asks for 8 GB), BMPs with a side of 0 (accepted; UBSan: -nan converted to int in
+ * stb_image_resize.h), and a JPEG whose Huffman table counts sum to 4,080 (stb_image 2.27 writes
+ * them past its 257-entry arrays; UBSan: index 257 out of bounds in stbi__build_huffman). Each
+ * error names the file. */
+static void test_read_refused(void **state) {
+    (void)state;
+    const struct {
+        const char *file, *fragment;
+    } cases[] = {
+        {"regress/image-bmp-32x16777215.bmp", "32 x 16777215 pixels, more than the limit"},
+        {"regress/image-bmp-8192x8192.bmp", "8192 x 8192 pixels, more than the limit"},
+        {"regress/image-bmp-zero-width.bmp", "0 x 4 pixels (an empty side)"},
+        {"regress/image-bmp-zero-height.bmp", "4 x 0 pixels (an empty side)"},
+        {"regress/image-jpeg-dht-overflow.jpg", "Huffman table with more than 256 codes"},
+    };
+    float out[3 * 8 * 8];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s", tu_fixture_path(cases[i].file));
+        for (int c = 1; c <= 3; c += 2)
+            tu_expect_status(ddpm_image_read(path, 8, c, out), DDPM_ERR_FORMAT, path,
+                             cases[i].fragment);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pixel_mapping), cmocka_unit_test(test_png_write),
@@ -569,7 +596,7 @@ int main(void) {
         cmocka_unit_test(test_gif_gray),      cmocka_unit_test(test_gif_rgb),
         cmocka_unit_test(test_gif_errors),    cmocka_unit_test(test_read_exact),
         cmocka_unit_test(test_read_resize),   cmocka_unit_test(test_read_formats),
-        cmocka_unit_test(test_read_errors),
+        cmocka_unit_test(test_read_errors),   cmocka_unit_test(test_read_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -580,6 +580,74 @@ int ddpm_image_ext_supported(const char *path) {
     return 0;
 }
 
+/* The most pixels an image file may have: 2^25 (e.g. 5792 x 5792). Checked on the dimensions of
+ * the file's header before decoding, so a small file announcing a huge image (a decompression
+ * bomb: a few KB of PNG or GIF can announce gigapixels) is refused before anything is allocated
+ * or decoded; the decoded RGBA and the float copy stay below 136 MB and 403 MB. */
+#define IMAGE_MAX_PIXELS ((size_t)1 << 25)
+
+/* Checks the Huffman tables of a JPEG before stb_image sees them: stb_image 2.27 copies a DHT
+ * table's 16 code counts without checking that they sum to at most 256, and then writes up to
+ * 4,080 entries into its 257-entry arrays (issue 11, finding 8). Walks the marker segments (and
+ * the entropy-coded data between them: progressive files define tables between scans); returns
+ * NULL if every table is well formed, else why not. Other bytes are left for stb_image to judge. */
+static const char *jpeg_check_huffman(const unsigned char *p, size_t n) {
+    if (n < 2 || p[0] != 0xFF || p[1] != 0xD8) return NULL; /* not a JPEG */
+    size_t i = 2;
+    while (i + 1 < n) {
+        if (p[i] != 0xFF) { /* entropy-coded data: skip to the next marker */
+            i++;
+            continue;
+        }
+        const unsigned m = p[i + 1];
+        /* fill bytes, stuffed zeros, restart markers and the standalone markers have no length */
+        if (m == 0xFF) {
+            i++;
+            continue;
+        }
+        if (m == 0x00 || (m >= 0xD0 && m <= 0xD8) || m == 0x01) {
+            i += 2;
+            continue;
+        }
+        if (m == 0xD9) return NULL; /* end of image */
+        if (i + 4 > n) return NULL;  /* truncated: stb_image reports it */
+        const size_t len = (size_t)p[i + 2] << 8 | p[i + 3];
+        if (len < 2) return "bad marker segment length";
+        const size_t end = i + 2 + len < n ? i + 2 + len : n;
+        if (m == 0xC4) { /* DHT: tables of 1 + 16 + sum(counts) bytes */
+            size_t q = i + 4;
+            while (q < end) {
+                if (q + 17 > end) return "truncated Huffman table";
+                size_t count = 0;
+                for (int k = 1; k <= 16; k++) count += p[q + k];
+                if (count > 256) return "Huffman table with more than 256 codes";
+                q += 17 + count;
+            }
+        }
+        i += 2 + len;
+    }
+    return NULL;
+}
+
+/* DDPM_ERR_FORMAT naming the file unless a w x h image is readable: no side of 0 (it would make
+ * the crop's scale NaN) and at most IMAGE_MAX_PIXELS pixels. */
+static int check_image_size(const char *path, int w, int h) {
+    if (w < 1 || h < 1)
+        return ddpm_fail(DDPM_ERR_FORMAT, "%s: the image is %d x %d pixels (an empty side)", path,
+                         w, h);
+    if ((size_t)w * (size_t)h > IMAGE_MAX_PIXELS)
+        return ddpm_fail(DDPM_ERR_FORMAT,
+                         "%s: the image is %d x %d pixels, more than the limit of %zu (2^25)",
+                         path, w, h, IMAGE_MAX_PIXELS);
+    return DDPM_OK;
+}
+
+static int decode_error(const char *path) {
+    const char *why = stbi_failure_reason();
+    return ddpm_fail(DDPM_ERR_FORMAT, "%s: cannot decode image: %s", path,
+                     why ? why : "unknown error");
+}
+
 int ddpm_image_read(const char *path, int size, int channels, float *dst) {
     if (size < 1 || size > 16384 || (channels != 1 && channels != 3))
         return ddpm_fail(DDPM_ERR_INVALID,
@@ -593,14 +661,21 @@ int ddpm_image_read(const char *path, int size, int channels, float *dst) {
         free(file);
         return ddpm_fail(DDPM_ERR_FORMAT, "%s: image file too large", path);
     }
-    int w, h, comp;
-    stbi_uc *rgba = stbi_load_from_memory(file, (int)fsize, &w, &h, &comp, 4);
+    /* The header's dimensions first (no pixel is decoded), then the pixels; the decoder's own
+     * dimensions are checked again in case they differ from the header's. */
+    int w = 0, h = 0, comp;
+    stbi_uc *rgba = NULL;
+    const char *bad = jpeg_check_huffman(file, fsize);
+    if (bad)
+        rc = ddpm_fail(DDPM_ERR_FORMAT, "%s: cannot decode image: corrupt JPEG (%s)", path, bad);
+    else if (!stbi_info_from_memory(file, (int)fsize, &w, &h, &comp))
+        rc = decode_error(path);
+    else if (!(rc = check_image_size(path, w, h)) &&
+             !(rgba = stbi_load_from_memory(file, (int)fsize, &w, &h, &comp, 4)))
+        rc = decode_error(path);
     free(file);
-    if (!rgba) {
-        const char *why = stbi_failure_reason();
-        return ddpm_fail(DDPM_ERR_FORMAT, "%s: cannot decode image: %s", path,
-                         why ? why : "unknown error");
-    }
+    if (!rc && (rc = check_image_size(path, w, h))) stbi_image_free(rgba);
+    if (rc) return rc;
     /* Composite onto white and convert to the requested channels, as 0..255 floats. */
     const size_t npx = (size_t)w * (size_t)h;
     float *src = malloc(ddpm_size_mul(npx, (size_t)channels * sizeof(float)));
