@@ -589,6 +589,29 @@ static void test_read_refused(void **state) {
     }
 }
 
+/* 16-bit PNM files (maxval > 255): stb_image 2.27 converted them to RGBA as if they were 8-bit,
+ * then read twice that buffer converting 16 to 8 bits (found by fuzz_image; ASan:
+ * heap-buffer-overflow in stbi__convert_16_to_8, reproducer regress/image-pgm-16bit-overflow.pgm),
+ * and it reads their samples in the wrong byte order (a 2 x 2 PGM of 0, 0x4000, 0x8000, 0xffff
+ * gave 0, 0, 0, 255): they are refused, naming the file. An 8-bit PGM still reads. */
+static void test_read_pnm16(void **state) {
+    (void)state;
+    float out[3 * 4];
+    const char *files[] = {"regress/image-pgm-16bit.pgm", "regress/image-pgm-16bit-overflow.pgm"};
+    for (int i = 0; i < 2; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s", tu_fixture_path(files[i]));
+        for (int c = 1; c <= 3; c += 2)
+            tu_expect_status(ddpm_image_read(path, 2, c, out), DDPM_ERR_FORMAT, path,
+                             "16-bit PNM images are not supported");
+    }
+    const char *p = tu_tmp("8bit.pgm");
+    tu_write_file(p, "P5 2 2 255\n\x00\x40\x80\xff", 15);
+    assert_int_equal(ddpm_image_read(p, 2, 1, out), DDPM_OK);
+    const float want[4] = {-1.0f, 64 / 127.5f - 1.0f, 128 / 127.5f - 1.0f, 1.0f};
+    for (int i = 0; i < 4; i++) assert_float_equal(out[i], want[i], 1e-6);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pixel_mapping), cmocka_unit_test(test_png_write),
@@ -597,6 +620,7 @@ int main(void) {
         cmocka_unit_test(test_gif_errors),    cmocka_unit_test(test_read_exact),
         cmocka_unit_test(test_read_resize),   cmocka_unit_test(test_read_formats),
         cmocka_unit_test(test_read_errors),   cmocka_unit_test(test_read_refused),
+        cmocka_unit_test(test_read_pnm16),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

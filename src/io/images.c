@@ -670,6 +670,13 @@ int ddpm_image_read(const char *path, int size, int channels, float *dst) {
         rc = ddpm_fail(DDPM_ERR_FORMAT, "%s: cannot decode image: corrupt JPEG (%s)", path, bad);
     else if (!stbi_info_from_memory(file, (int)fsize, &w, &h, &comp))
         rc = decode_error(path);
+    /* stb_image 2.27 reads 16-bit PNM files (maxval > 255) in the wrong byte order, and converts
+     * them to RGBA as if they were 8-bit, then reads twice that buffer (found by fuzz_image;
+     * ASan: heap-buffer-overflow in stbi__convert_16_to_8) */
+    else if (file[0] == 'P' && stbi_is_16_bit_from_memory(file, (int)fsize))
+        rc = ddpm_fail(DDPM_ERR_FORMAT,
+                       "%s: 16-bit PNM images are not supported (convert it to 8 bits or to PNG)",
+                       path);
     else if (!(rc = check_image_size(path, w, h)) &&
              !(rgba = stbi_load_from_memory(file, (int)fsize, &w, &h, &comp, 4)))
         rc = decode_error(path);
