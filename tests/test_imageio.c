@@ -578,6 +578,10 @@ static void test_read_refused(void **state) {
         {"regress/image-bmp-zero-width.bmp", "0 x 4 pixels (an empty side)"},
         {"regress/image-bmp-zero-height.bmp", "4 x 0 pixels (an empty side)"},
         {"regress/image-jpeg-dht-overflow.jpg", "Huffman table with more than 256 codes"},
+        /* found by fuzz_image (a 12 s timeout under ASan): a TGA header announcing 3840 x 3855
+         * pixels, decoded from zeros past the end of the file */
+        {"regress/image-tga-51-bytes-15-megapixels.tga",
+         "3840 x 3855 pixels, more than a 51-byte file can hold"},
     };
     float out[3 * 8 * 8];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -594,6 +598,22 @@ static void test_read_refused(void **state) {
  * heap-buffer-overflow in stbi__convert_16_to_8, reproducer regress/image-pgm-16bit-overflow.pgm),
  * and it reads their samples in the wrong byte order (a 2 x 2 PGM of 0, 0x4000, 0x8000, 0xffff
  * gave 0, 0, 0, 255): they are refused, naming the file. An 8-bit PGM still reads. */
+/* The pixels-per-byte limit leaves real images alone: a flat 2048 x 2048 PNG (4 megapixels in a
+ * few KB, about 1000 pixels per byte) still reads. */
+static void test_read_flat_large(void **state) {
+    (void)state;
+    const int n = 2048;
+    uint8_t *px = calloc((size_t)n * n, 1);
+    assert_non_null(px);
+    for (int i = 0; i < n * n; i++) px[i] = 200;
+    const char *p = tu_tmp("flat.png");
+    assert_int_equal(ddpm_png_write(p, px, n, n, 1), DDPM_OK);
+    free(px);
+    float out[4 * 4];
+    if (ddpm_image_read(p, 4, 1, out)) fail_msg("%s", ddpm_last_error());
+    for (int i = 0; i < 16; i++) assert_float_equal(out[i], 200 / 127.5f - 1.0f, 1e-5);
+}
+
 static void test_read_pnm16(void **state) {
     (void)state;
     float out[3 * 4];
@@ -620,7 +640,7 @@ int main(void) {
         cmocka_unit_test(test_gif_errors),    cmocka_unit_test(test_read_exact),
         cmocka_unit_test(test_read_resize),   cmocka_unit_test(test_read_formats),
         cmocka_unit_test(test_read_errors),   cmocka_unit_test(test_read_refused),
-        cmocka_unit_test(test_read_pnm16),
+        cmocka_unit_test(test_read_pnm16),    cmocka_unit_test(test_read_flat_large),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -580,11 +580,15 @@ int ddpm_image_ext_supported(const char *path) {
     return 0;
 }
 
-/* The most pixels an image file may have: 2^25 (e.g. 5792 x 5792). Checked on the dimensions of
- * the file's header before decoding, so a small file announcing a huge image (a decompression
- * bomb: a few KB of PNG or GIF can announce gigapixels) is refused before anything is allocated
- * or decoded; the decoded RGBA and the float copy stay below 136 MB and 403 MB. */
+/* The most pixels an image file may have: 2^25 (e.g. 5792 x 5792), and at most 4096 per byte of
+ * the file. Checked on the dimensions of the file's header before decoding, so a small file
+ * announcing a huge image (a decompression bomb: 51 bytes of TGA header announce 15 megapixels,
+ * which stb_image then decodes from zeros past the end) is refused before anything is allocated
+ * or decoded; the decoded RGBA and the float copy stay below 136 MB and 403 MB. No format packs
+ * more pixels per byte in practice: deflate's limit is 1032:1, LZW's about 2730:1, a JPEG needs
+ * 2 bits for a flat 8 x 8 block, the RLE formats (TGA, HDR, PSD) at most 64 pixels per byte. */
 #define IMAGE_MAX_PIXELS ((size_t)1 << 25)
+#define IMAGE_MAX_PIXELS_PER_BYTE 4096
 
 /* Checks the Huffman tables of a JPEG before stb_image sees them: stb_image 2.27 copies a DHT
  * table's 16 code counts without checking that they sum to at most 256, and then writes up to
@@ -629,16 +633,23 @@ static const char *jpeg_check_huffman(const unsigned char *p, size_t n) {
     return NULL;
 }
 
-/* DDPM_ERR_FORMAT naming the file unless a w x h image is readable: no side of 0 (it would make
- * the crop's scale NaN) and at most IMAGE_MAX_PIXELS pixels. */
-static int check_image_size(const char *path, int w, int h) {
+/* DDPM_ERR_FORMAT naming the file unless a w x h image in a file of fsize bytes is readable: no
+ * side of 0 (it would make the crop's scale NaN), at most IMAGE_MAX_PIXELS pixels and at most
+ * IMAGE_MAX_PIXELS_PER_BYTE per byte of the file. */
+static int check_image_size(const char *path, int w, int h, size_t fsize) {
     if (w < 1 || h < 1)
         return ddpm_fail(DDPM_ERR_FORMAT, "%s: the image is %d x %d pixels (an empty side)", path,
                          w, h);
-    if ((size_t)w * (size_t)h > IMAGE_MAX_PIXELS)
+    const size_t npx = (size_t)w * (size_t)h;
+    if (npx > IMAGE_MAX_PIXELS)
         return ddpm_fail(DDPM_ERR_FORMAT,
                          "%s: the image is %d x %d pixels, more than the limit of %zu (2^25)",
                          path, w, h, IMAGE_MAX_PIXELS);
+    if (npx > fsize * IMAGE_MAX_PIXELS_PER_BYTE)
+        return ddpm_fail(DDPM_ERR_FORMAT,
+                         "%s: the header announces %d x %d pixels, more than a %zu-byte file can "
+                         "hold (truncated, or a decompression bomb)",
+                         path, w, h, fsize);
     return DDPM_OK;
 }
 
@@ -677,11 +688,11 @@ int ddpm_image_read(const char *path, int size, int channels, float *dst) {
         rc = ddpm_fail(DDPM_ERR_FORMAT,
                        "%s: 16-bit PNM images are not supported (convert it to 8 bits or to PNG)",
                        path);
-    else if (!(rc = check_image_size(path, w, h)) &&
+    else if (!(rc = check_image_size(path, w, h, fsize)) &&
              !(rgba = stbi_load_from_memory(file, (int)fsize, &w, &h, &comp, 4)))
         rc = decode_error(path);
     free(file);
-    if (!rc && (rc = check_image_size(path, w, h))) stbi_image_free(rgba);
+    if (!rc && (rc = check_image_size(path, w, h, fsize))) stbi_image_free(rgba);
     if (rc) return rc;
     /* Composite onto white and convert to the requested channels, as 0..255 floats. */
     const size_t npx = (size_t)w * (size_t)h;
