@@ -95,6 +95,10 @@ put("npy/seed-f8-nchw.npy", npy("<f8", [1, 3, 2, 2], struct.pack("<12d", *[-1, -
 put("npy/seed-i2-scalar.npy", npy("<i2", [], struct.pack("<h", 3)))
 put("npy/seed-b1-v2.npy", npy("|b1", [3], b"\x00\x01\x01", ver=2))
 put("npy/seed-u4-nhwc3.npy", npy("<u4", [1, 1, 2, 3], struct.pack("<6I", 0, 1, 2, 253, 254, 255)))
+# labels for the harness's fixed dataset of 2 images: class indices, one-hot rows, context vectors
+put("npy/seed-labels-i8.npy", npy("<i8", [2], struct.pack("<2q", 0, 3)))
+put("npy/seed-labels-onehot.npy", npy("<f4", [2, 3], struct.pack("<6f", 0, 1, 0, 1, 0, 0)))
+put("npy/seed-labels-context.npy", npy("<f4", [2, 2], struct.pack("<4f", 0.5, -1, 2, 0)))
 
 # Points CSVs.
 put("points/seed-header.csv", "x,y\n0.1,0.2\n-1.5,3e-2\n")
