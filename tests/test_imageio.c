@@ -582,6 +582,9 @@ static void test_read_refused(void **state) {
          * pixels, decoded from zeros past the end of the file */
         {"regress/image-tga-51-bytes-15-megapixels.tga",
          "3840 x 3855 pixels, more than a 51-byte file can hold"},
+        /* found by fuzz_image: a PPM width of 62222222222222... digits (UBSan: signed integer
+         * overflow in stbi__pnm_getinteger) */
+        {"regress/image-ppm-long-number.ppm", "corrupt PNM (a header number of more than 9 digits)"},
     };
     float out[3 * 8 * 8];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

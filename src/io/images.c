@@ -633,6 +633,27 @@ static const char *jpeg_check_huffman(const unsigned char *p, size_t n) {
     return NULL;
 }
 
+/* Checks the three numbers of a binary PNM header (P5, P6) before stb_image sees them: stb_image
+ * 2.27 reads them into an int with no overflow check (found by fuzz_image; UBSan: signed integer
+ * overflow in stbi__pnm_getinteger). Skips whitespace and '#' comments as stb_image does; returns
+ * NULL if no number has more than 9 digits (stb_image allows sides up to 2^24 and a maximum value
+ * up to 65535), else why not. */
+static const char *pnm_check_header(const unsigned char *p, size_t n) {
+    if (n < 2 || p[0] != 'P' || (p[1] != '5' && p[1] != '6')) return NULL; /* not a PNM */
+    size_t i = 2;
+    for (int k = 0; k < 3; k++) {
+        for (;;) {
+            while (i < n && (p[i] == ' ' || (p[i] >= '\t' && p[i] <= '\r'))) i++;
+            if (i >= n || p[i] != '#') break;
+            while (i < n && p[i] != '\n' && p[i] != '\r') i++;
+        }
+        size_t digits = 0;
+        while (i < n && p[i] >= '0' && p[i] <= '9') i++, digits++;
+        if (digits > 9) return "a header number of more than 9 digits";
+    }
+    return NULL;
+}
+
 /* DDPM_ERR_FORMAT naming the file unless a w x h image in a file of fsize bytes is readable: no
  * side of 0 (it would make the crop's scale NaN), at most IMAGE_MAX_PIXELS pixels and at most
  * IMAGE_MAX_PIXELS_PER_BYTE per byte of the file. */
@@ -676,9 +697,12 @@ int ddpm_image_read(const char *path, int size, int channels, float *dst) {
      * dimensions are checked again in case they differ from the header's. */
     int w = 0, h = 0, comp;
     stbi_uc *rgba = NULL;
-    const char *bad = jpeg_check_huffman(file, fsize);
+    const char *bad = jpeg_check_huffman(file, fsize), *bad_pnm = pnm_check_header(file, fsize);
     if (bad)
         rc = ddpm_fail(DDPM_ERR_FORMAT, "%s: cannot decode image: corrupt JPEG (%s)", path, bad);
+    else if (bad_pnm)
+        rc = ddpm_fail(DDPM_ERR_FORMAT, "%s: cannot decode image: corrupt PNM (%s)", path,
+                       bad_pnm);
     else if (!stbi_info_from_memory(file, (int)fsize, &w, &h, &comp))
         rc = decode_error(path);
     /* stb_image 2.27 reads 16-bit PNM files (maxval > 255) in the wrong byte order, and converts
