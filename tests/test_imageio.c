@@ -585,6 +585,9 @@ static void test_read_refused(void **state) {
         /* found by fuzz_image: a PPM width of 62222222222222... digits (UBSan: signed integer
          * overflow in stbi__pnm_getinteger) */
         {"regress/image-ppm-long-number.ppm", "corrupt PNM (a header number of more than 9 digits)"},
+        /* found by fuzz_image: a 77-byte PNG whose IDAT announces 0x20000014 bytes (stb_image
+         * allocated them before reading: 512 MB) */
+        {"regress/image-png-idat-512mb.png", "corrupt PNG (a chunk longer than the rest of the file)"},
     };
     float out[3 * 8 * 8];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

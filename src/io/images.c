@@ -633,6 +633,23 @@ static const char *jpeg_check_huffman(const unsigned char *p, size_t n) {
     return NULL;
 }
 
+/* Checks that every chunk of a PNG fits in the file before stb_image sees it: stb_image 2.27
+ * allocates an IDAT chunk's announced length before reading it (found by fuzz_image: a 77-byte
+ * file made it allocate 512 MB). Returns NULL if each chunk up to IEND (or the end of the file)
+ * fits, else why not. */
+static const char *png_check_chunks(const unsigned char *p, size_t n) {
+    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+    if (n < 8 || memcmp(p, sig, 8) != 0) return NULL; /* not a PNG */
+    size_t i = 8;
+    while (i + 8 <= n) {
+        const size_t len = (size_t)p[i] << 24 | (size_t)p[i + 1] << 16 | (size_t)p[i + 2] << 8 | p[i + 3];
+        if (len > n - i - 8) return "a chunk longer than the rest of the file";
+        if (memcmp(p + i + 4, "IEND", 4) == 0) return NULL;
+        i += 8 + len + 4; /* length, type, data, CRC */
+    }
+    return NULL; /* truncated: stb_image reports it */
+}
+
 /* Checks the three numbers of a binary PNM header (P5, P6) before stb_image sees them: stb_image
  * 2.27 reads them into an int with no overflow check (found by fuzz_image; UBSan: signed integer
  * overflow in stbi__pnm_getinteger). Skips whitespace and '#' comments as stb_image does; returns
@@ -697,12 +714,12 @@ int ddpm_image_read(const char *path, int size, int channels, float *dst) {
      * dimensions are checked again in case they differ from the header's. */
     int w = 0, h = 0, comp;
     stbi_uc *rgba = NULL;
-    const char *bad = jpeg_check_huffman(file, fsize), *bad_pnm = pnm_check_header(file, fsize);
-    if (bad)
-        rc = ddpm_fail(DDPM_ERR_FORMAT, "%s: cannot decode image: corrupt JPEG (%s)", path, bad);
-    else if (bad_pnm)
-        rc = ddpm_fail(DDPM_ERR_FORMAT, "%s: cannot decode image: corrupt PNM (%s)", path,
-                       bad_pnm);
+    const char *bad_jpeg = jpeg_check_huffman(file, fsize), *bad_pnm = pnm_check_header(file, fsize);
+    const char *bad_png = png_check_chunks(file, fsize);
+    if (bad_jpeg || bad_pnm || bad_png)
+        rc = ddpm_fail(DDPM_ERR_FORMAT, "%s: cannot decode image: corrupt %s (%s)", path,
+                       bad_jpeg ? "JPEG" : bad_pnm ? "PNM" : "PNG",
+                       bad_jpeg ? bad_jpeg : bad_pnm ? bad_pnm : bad_png);
     else if (!stbi_info_from_memory(file, (int)fsize, &w, &h, &comp))
         rc = decode_error(path);
     /* stb_image 2.27 reads 16-bit PNM files (maxval > 255) in the wrong byte order, and converts
