@@ -17,7 +17,7 @@ fi
 for h in "${harnesses[@]}"; do
   [ -f "fuzz/fuzz_$h.c" ] || { echo "fuzz.sh: no harness fuzz/fuzz_$h.c" >&2; exit 2; }
 done
-command -v clang >/dev/null || { echo "fuzz.sh: needs clang and libFuzzer (apt-get install clang libclang-rt-14-dev)" >&2; exit 2; }
+bash scripts/install-deps.sh
 
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g" \
   -DDDPM_FUZZ=ON -DDDPM_BUILD_TESTS=OFF >/dev/null
