@@ -307,10 +307,11 @@ static void test_checkpoint_bad_step(void **state) {
 }
 
 /* Checkpoints that must be refused before anything uses them (tests/fixtures/regress/, made from
- * a 4-wide MLP checkpoint): non-finite weights and a transposed EMA copy once loaded silently; a
- * metadata-only file once built a 50M-weight model, and a U-Net of 4097 x 4097 items reserved
- * memory for them, before any tensor was checked; a training config's batch size of 1e74 was
- * converted to int. Each error names the file and the tensor, the limit or the key. */
+ * a 4-wide MLP checkpoint): non-finite weights, a transposed EMA copy and a negative Adam second
+ * moment (Adam takes its square root) once loaded silently; a metadata-only file once built a
+ * 50M-weight model, and a U-Net of 4097 x 4097 items reserved memory for them, before any tensor
+ * was checked; a training config's batch size of 1e74 was converted to int. Each error names the
+ * file and the tensor, the limit or the key. */
 static void test_checkpoint_bad_tensors(void **state) {
     (void)state;
     const struct {
@@ -319,6 +320,8 @@ static void test_checkpoint_bad_tensors(void **state) {
         {"regress/checkpoint-nan-weight.safetensors", "'linears.0.weight' holds NaN at element 1"},
         {"regress/checkpoint-inf-ema.safetensors", "'ema.linears.2.bias' holds an infinity"},
         {"regress/checkpoint-ema-transposed.safetensors", "'ema.linears.0.weight' is of the wrong shape"},
+        {"regress/checkpoint-negative-adam-v.safetensors",
+         "'adam_v.linears.0.bias' holds -0.25 at element 2 (a second moment must be >= 0)"},
         {"regress/checkpoint-huge-model.safetensors",
          "describes 50495490 weights, more than the 0 float values the file holds"},
         {"regress/checkpoint-huge-item.safetensors", "items of 16785409 values, more than the 16777216"},
