@@ -596,8 +596,11 @@ int ddpm_image_ext_supported(const char *path) {
  * the entropy-coded data between them: progressive files define tables between scans); returns
  * NULL if every table is well formed, else why not. Other bytes are left for stb_image to judge. */
 static const char *jpeg_check_huffman(const unsigned char *p, size_t n) {
-    if (n < 2 || p[0] != 0xFF || p[1] != 0xD8) return NULL; /* not a JPEG */
-    size_t i = 2;
+    /* SOI as stb_image finds it: 0xFF, any number of 0xFF fill bytes, 0xD8 */
+    size_t i = 1;
+    while (i < n && p[i] == 0xFF) i++;
+    if (n < 2 || p[0] != 0xFF || i >= n || p[i] != 0xD8) return NULL; /* not a JPEG */
+    i++;
     while (i + 1 < n) {
         if (p[i] != 0xFF) { /* entropy-coded data: skip to the next marker */
             i++;
