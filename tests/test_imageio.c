@@ -562,6 +562,85 @@ static void test_read_errors(void **state) {
     tu_expect_status(ddpm_image_read(p, 0, 3, out), DDPM_ERR_INVALID, p, NULL);
 }
 
+/* Image files that must be refused before decoding (tests/fixtures/regress/): BMPs announcing
+ * 32 x 16,777,215 or 8192 x 8192 pixels in 118 bytes (the second was decoded: 7 s and 526 MB;
+ * the first asks for 8 GB), BMPs with a side of 0 (accepted; UBSan: -nan converted to int in
+ * stb_image_resize.h), and a JPEG whose Huffman table counts sum to 4,080 (stb_image 2.27 writes
+ * them past its 257-entry arrays; UBSan: index 257 out of bounds in stbi__build_huffman). Each
+ * error names the file. */
+static void test_read_refused(void **state) {
+    (void)state;
+    const struct {
+        const char *file, *fragment;
+    } cases[] = {
+        {"regress/image-bmp-32x16777215.bmp", "32 x 16777215 pixels, more than the limit"},
+        {"regress/image-bmp-8192x8192.bmp", "8192 x 8192 pixels, more than the limit"},
+        {"regress/image-bmp-zero-width.bmp", "0 x 4 pixels (an empty side)"},
+        {"regress/image-bmp-zero-height.bmp", "4 x 0 pixels (an empty side)"},
+        {"regress/image-jpeg-dht-overflow.jpg", "Huffman table with more than 256 codes"},
+        /* found by fuzz_image: the same behind 46 0xFF bytes before the SOI marker's 0xD8, which
+         * stb_image skips (the first check looked for 0xFF 0xD8 at the start only) */
+        {"regress/image-jpeg-fill-bytes-dht.jpg", "Huffman table with more than 256 codes"},
+        /* found by fuzz_image (a 12 s timeout under ASan): a TGA header announcing 3840 x 3855
+         * pixels, decoded from zeros past the end of the file */
+        {"regress/image-tga-51-bytes-15-megapixels.tga",
+         "3840 x 3855 pixels, more than a 51-byte file can hold"},
+        /* found by fuzz_image: a PPM width of 62222222222222... digits (UBSan: signed integer
+         * overflow in stbi__pnm_getinteger) */
+        {"regress/image-ppm-long-number.ppm", "corrupt PNM (a header number of more than 9 digits)"},
+        /* found by fuzz_image: a 77-byte PNG whose IDAT announces 0x20000014 bytes (stb_image
+         * allocated them before reading: 512 MB) */
+        {"regress/image-png-idat-512mb.png", "corrupt PNG (a chunk longer than the rest of the file)"},
+    };
+    float out[3 * 8 * 8];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s", tu_fixture_path(cases[i].file));
+        for (int c = 1; c <= 3; c += 2)
+            tu_expect_status(ddpm_image_read(path, 8, c, out), DDPM_ERR_FORMAT, path,
+                             cases[i].fragment);
+    }
+}
+
+/* 16-bit PNM files (maxval > 255): stb_image 2.27 converted them to RGBA as if they were 8-bit,
+ * then read twice that buffer converting 16 to 8 bits (found by fuzz_image; ASan:
+ * heap-buffer-overflow in stbi__convert_16_to_8, reproducer regress/image-pgm-16bit-overflow.pgm),
+ * and it reads their samples in the wrong byte order (a 2 x 2 PGM of 0, 0x4000, 0x8000, 0xffff
+ * gave 0, 0, 0, 255): they are refused, naming the file. An 8-bit PGM still reads. */
+/* The pixels-per-byte limit leaves real images alone: a flat 2048 x 2048 PNG (4 megapixels in a
+ * few KB, about 1000 pixels per byte) still reads. */
+static void test_read_flat_large(void **state) {
+    (void)state;
+    const int n = 2048;
+    uint8_t *px = calloc((size_t)n * n, 1);
+    assert_non_null(px);
+    for (int i = 0; i < n * n; i++) px[i] = 200;
+    const char *p = tu_tmp("flat.png");
+    assert_int_equal(ddpm_png_write(p, px, n, n, 1), DDPM_OK);
+    free(px);
+    float out[4 * 4];
+    if (ddpm_image_read(p, 4, 1, out)) fail_msg("%s", ddpm_last_error());
+    for (int i = 0; i < 16; i++) assert_float_equal(out[i], 200 / 127.5f - 1.0f, 1e-5);
+}
+
+static void test_read_pnm16(void **state) {
+    (void)state;
+    float out[3 * 4];
+    const char *files[] = {"regress/image-pgm-16bit.pgm", "regress/image-pgm-16bit-overflow.pgm"};
+    for (int i = 0; i < 2; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s", tu_fixture_path(files[i]));
+        for (int c = 1; c <= 3; c += 2)
+            tu_expect_status(ddpm_image_read(path, 2, c, out), DDPM_ERR_FORMAT, path,
+                             "16-bit PNM images are not supported");
+    }
+    const char *p = tu_tmp("8bit.pgm");
+    tu_write_file(p, "P5 2 2 255\n\x00\x40\x80\xff", 15);
+    assert_int_equal(ddpm_image_read(p, 2, 1, out), DDPM_OK);
+    const float want[4] = {-1.0f, 64 / 127.5f - 1.0f, 128 / 127.5f - 1.0f, 1.0f};
+    for (int i = 0; i < 4; i++) assert_float_equal(out[i], want[i], 1e-6);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pixel_mapping), cmocka_unit_test(test_png_write),
@@ -569,7 +648,8 @@ int main(void) {
         cmocka_unit_test(test_gif_gray),      cmocka_unit_test(test_gif_rgb),
         cmocka_unit_test(test_gif_errors),    cmocka_unit_test(test_read_exact),
         cmocka_unit_test(test_read_resize),   cmocka_unit_test(test_read_formats),
-        cmocka_unit_test(test_read_errors),
+        cmocka_unit_test(test_read_errors),   cmocka_unit_test(test_read_refused),
+        cmocka_unit_test(test_read_pnm16),    cmocka_unit_test(test_read_flat_large),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

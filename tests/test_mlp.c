@@ -306,6 +306,46 @@ static void test_checkpoint_bad_step(void **state) {
     }
 }
 
+/* Checkpoints that must be refused before anything uses them (tests/fixtures/regress/, made from
+ * a 4-wide MLP checkpoint): non-finite weights, a transposed EMA copy and a negative Adam second
+ * moment (Adam takes its square root) once loaded silently; a metadata-only file once built a
+ * 50M-weight model, and a U-Net of 4097 x 4097 items reserved memory for them, before any tensor
+ * was checked; a training config's batch size of 1e74 was converted to int. Each error names the
+ * file and the tensor, the limit or the key. */
+static void test_checkpoint_bad_tensors(void **state) {
+    (void)state;
+    const struct {
+        const char *file, *fragment;
+    } cases[] = {
+        {"regress/checkpoint-nan-weight.safetensors", "'linears.0.weight' holds NaN at element 1"},
+        {"regress/checkpoint-inf-ema.safetensors", "'ema.linears.2.bias' holds an infinity"},
+        {"regress/checkpoint-ema-transposed.safetensors", "'ema.linears.0.weight' is of the wrong shape"},
+        {"regress/checkpoint-negative-adam-v.safetensors",
+         "'adam_v.linears.0.bias' holds -0.25 at element 2 (a second moment must be >= 0)"},
+        {"regress/checkpoint-huge-model.safetensors",
+         "describes 50495490 weights, more than the 0 float values the file holds"},
+        {"regress/checkpoint-huge-item.safetensors", "items of 16785409 values, more than the 16777216"},
+        /* converted to int unchecked: undefined behaviour (UBSan), INT_MIN on x86 */
+        {"regress/checkpoint-train-batch-1e74.safetensors",
+         "training config: \"batch_size\" is 1e+74, not an integer in 1..2147483647"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s", tu_fixture_path(cases[i].file));
+        ddpm_checkpoint ck;
+        tu_expect_status(ddpm_checkpoint_load(path, &ck), DDPM_ERR_FORMAT, path, cases[i].fragment);
+    }
+}
+
+/* Adding context to the last error (ddpm_fail(rc, "%s: %s", path, ddpm_last_error())) keeps the
+ * inner message whole: it once formatted the buffer into itself, which garbled it. */
+static void test_error_context(void **state) {
+    (void)state;
+    ddpm_fail(DDPM_ERR_FORMAT, "inner message %d", 42);
+    ddpm_fail(DDPM_ERR_FORMAT, "%s: %s", "outer.safetensors", ddpm_last_error());
+    assert_string_equal(ddpm_last_error(), "outer.safetensors: inner message 42");
+}
+
 static void test_exact_resume(void **state) {
     (void)state;
     run a, b;
@@ -418,6 +458,8 @@ int main(void) {
         cmocka_unit_test(test_loss),
         cmocka_unit_test(test_exact_resume),
         cmocka_unit_test(test_checkpoint_bad_step),
+        cmocka_unit_test(test_checkpoint_bad_tensors),
+        cmocka_unit_test(test_error_context),
         cmocka_unit_test(test_diverging_loss),
         cmocka_unit_test(test_checkpoint_errors),
     };

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static ddpm_safetensors fx;
 
@@ -203,6 +204,46 @@ static void test_bad_input(void **state) {
     expect_error(ddpm_betas_read(path, &b, &n), DDPM_ERR_FORMAT, "found 0 betas");
 }
 
+/* Schedule configs from a checkpoint's metadata: timesteps 1e74 (tests/fixtures/regress/) was
+ * converted to int unchecked (undefined behaviour; UBSan float-cast-overflow); a custom list of
+ * betas was read with cJSON_GetArrayItem per index, quadratic in T (200,000 betas took
+ * 40 s; now milliseconds, the bound leaves room for a loaded sanitizer run). */
+static void test_schedule_json_bad(void **state) {
+    (void)state;
+    unsigned char *text;
+    size_t size;
+    char path[4096];
+    snprintf(path, sizeof path, "%s", tu_fixture_path("regress/schedule-timesteps-1e74.json"));
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    text = calloc(1, 256);
+    size = fread(text, 1, 255, f);
+    fclose(f);
+    assert_true(size > 0);
+    ddpm_schedule s;
+    expect_error(ddpm_schedule_from_json((const char *)text, &s), DDPM_ERR_FORMAT,
+                 "\"timesteps\" is 1e+74, not an integer in 2..1000000");
+    free(text);
+    expect_error(ddpm_schedule_from_json("{\"kind\":\"cosine\",\"timesteps\":10.5}", &s),
+                 DDPM_ERR_FORMAT, "not an integer");
+
+    enum { T = 200000 };
+    char *json = malloc((size_t)T * 8 + 100);
+    assert_non_null(json);
+    size_t k = (size_t)sprintf(json, "{\"kind\":\"custom\",\"timesteps\":%d,\"betas\":[", T);
+    for (int i = 0; i < T; i++) k += (size_t)sprintf(json + k, i ? ",0.0001" : "0.0001");
+    strcpy(json + k, "]}");
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(ddpm_schedule_from_json(json, &s), DDPM_OK);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    free(json);
+    assert_int_equal(s.n, T);
+    ddpm_schedule_free(&s);
+    const double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    if (secs > 10.0) fail_msg("a custom schedule of %d betas took %.1f s to parse", T, secs);
+}
+
 static void check_timesteps(ddpm_spacing sp, int T, int K) {
     char name[96];
     snprintf(name, sizeof name, "timesteps/%s/%d/%d", ddpm_spacing_name(sp), T, K);
@@ -248,7 +289,7 @@ int main(void) {
         cmocka_unit_test(test_cosine),          cmocka_unit_test(test_sigmoid),
         cmocka_unit_test(test_sigmoid_2d),      cmocka_unit_test(test_identities),
         cmocka_unit_test(test_custom_and_file), cmocka_unit_test(test_bad_input),
-        cmocka_unit_test(test_timesteps),
+        cmocka_unit_test(test_timesteps),      cmocka_unit_test(test_schedule_json_bad),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

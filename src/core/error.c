@@ -13,10 +13,15 @@ static _Thread_local char last_error[1024];
 const char *ddpm_last_error(void) { return last_error; }
 
 int ddpm_fail(int code, const char *fmt, ...) {
+    /* Formatted into a copy first: callers add context with ddpm_fail(rc, "%s: %s", path,
+     * ddpm_last_error()), and vsnprintf writing the buffer it reads from is undefined (it
+     * garbled those messages: "F: F:  weights, more than ..."). */
+    char msg[sizeof last_error];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    memcpy(last_error, msg, sizeof msg);
     return code;
 }
 

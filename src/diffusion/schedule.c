@@ -378,8 +378,13 @@ int ddpm_schedule_from_json(const char *json, ddpm_schedule *s) {
         cJSON_Delete(o);
         return rc;
     }
+    int64_t T = 0;
+    if ((rc = ddpm_json_integer_or(o, "timesteps", 0, 2, 1000000, "schedule config", &T))) {
+        cJSON_Delete(o);
+        return rc;
+    }
     ddpm_schedule_config c;
-    ddpm_schedule_config_default(&c, k, (int)ddpm_json_number_or(o, "timesteps", 0));
+    ddpm_schedule_config_default(&c, k, (int)T);
     c.beta_start = ddpm_json_number_or(o, "beta_start", c.beta_start);
     c.beta_end = ddpm_json_number_or(o, "beta_end", c.beta_end);
     c.cosine_s = ddpm_json_number_or(o, "cosine_s", c.cosine_s);
@@ -399,7 +404,9 @@ int ddpm_schedule_from_json(const char *json, ddpm_schedule *s) {
             cJSON_Delete(o);
             return ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
         }
-        for (int i = 0; i < n; i++) betas[i] = cJSON_GetArrayItem(a, i)->valuedouble;
+        /* walked as a list: cJSON_GetArrayItem(a, i) in the loop is quadratic in n */
+        int i = 0;
+        for (const cJSON *e = a->child; e && i < n; e = e->next) betas[i++] = e->valuedouble;
         c.betas = betas;
     }
     rc = ddpm_schedule_init(s, &c);

@@ -6,9 +6,14 @@
 #include "models/model_internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 
 #define FORMAT_VERSION "1"
+/* The largest item (C * H * W values) a checkpoint's model may take: 2^24, a 4096 x 4096 gray or
+ * 2365 x 2365 RGB image, far beyond what trains on a CPU; a config asking for more is refused
+ * before the model reserves memory for it. */
+#define CHECKPOINT_MAX_ITEM ((size_t)1 << 24)
 
 /* ---- training config as JSON (the schedule's is in diffusion/schedule.c) ---------------------- */
 
@@ -64,13 +69,20 @@ static int train_config_from_json(const char *json, ddpm_train_config *c) {
     c->beta2 = ddpm_json_number_or(o, "beta2", c->beta2);
     c->adam_eps = ddpm_json_number_or(o, "adam_eps", c->adam_eps);
     c->weight_decay = ddpm_json_number_or(o, "weight_decay", c->weight_decay);
-    c->warmup_steps = (int)ddpm_json_number_or(o, "warmup_steps", c->warmup_steps);
+    int64_t v64 = 0;
+    const char *what = "training config";
+    if (!rc && !(rc = ddpm_json_integer_or(o, "warmup_steps", c->warmup_steps, 0, INT_MAX, what, &v64)))
+        c->warmup_steps = (int)v64;
     c->min_lr = ddpm_json_number_or(o, "min_lr", c->min_lr);
     c->grad_clip = (float)ddpm_json_number_or(o, "grad_clip", c->grad_clip);
     c->ema_decay = (float)ddpm_json_number_or(o, "ema_decay", c->ema_decay);
     c->ema_warmup = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "ema_warmup"));
-    c->batch_size = (int)ddpm_json_number_or(o, "batch_size", c->batch_size);
-    c->total_steps = (int64_t)ddpm_json_number_or(o, "total_steps", (double)c->total_steps);
+    if (!rc && !(rc = ddpm_json_integer_or(o, "batch_size", c->batch_size, 1, INT_MAX, what, &v64)))
+        c->batch_size = (int)v64;
+    /* 2^53: every count up to it is exact in the JSON number */
+    if (!rc && !(rc = ddpm_json_integer_or(o, "total_steps", c->total_steps, 0, (int64_t)1 << 53,
+                                           what, &v64)))
+        c->total_steps = v64;
     c->cond_drop_prob = (float)ddpm_json_number_or(o, "cond_drop_prob", c->cond_drop_prob);
     c->self_cond = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "self_cond"));
     cJSON_Delete(o);
@@ -162,17 +174,27 @@ static int load_copy(const ddpm_checkpoint *ck, const char *prefix, const char *
     if (!any) return DDPM_OK;
     float *v = ddpm_alloc_aligned(m->n_params, sizeof(float));
     if (!v) return DDPM_ERR_NOMEM;
+    const int second_moment = strcmp(prefix, "adam_v.") == 0;
     for (size_t i = 0; i < m->n_tensors; i++) {
         const ddpm_param_info *p = &m->tensors[i];
         if (p->is_buffer) continue;
         snprintf(key, sizeof key, "%s%s", prefix, p->name);
         const ddpm_tensor *t = ddpm_safetensors_find(&ck->st, key);
-        if (!t || t->numel != p->numel || t->ndim != p->ndim) {
+        int same = t && t->ndim == p->ndim;
+        for (int k = 0; same && k < p->ndim; k++) same = t->shape[k] == p->shape[k];
+        if (!same) {
             free(v);
             return ddpm_fail(DDPM_ERR_FORMAT, "%s: tensor '%s' is %s", path, key,
-                             t ? "of the wrong shape" : "missing");
+                             t ? "of the wrong shape (not the model's)" : "missing");
         }
         int rc = ddpm_tensor_to_f32(t, v + p->offset);
+        if (rc) rc = ddpm_fail(rc, "%s: %s", path, ddpm_last_error());
+        if (!rc) rc = ddpm_check_finite(v + p->offset, p->numel, path, key);
+        /* Adam's second moment is a running mean of squares: a negative one makes sqrt NaN */
+        for (size_t j = 0; !rc && second_moment && j < p->numel; j++)
+            if (v[p->offset + j] < 0.0f)
+                rc = ddpm_fail(DDPM_ERR_FORMAT, "%s: tensor '%s' holds %g at element %zu (a "
+                               "second moment must be >= 0)", path, key, (double)v[p->offset + j], j);
         if (rc) {
             free(v);
             return rc;
@@ -216,7 +238,13 @@ int ddpm_checkpoint_load(const char *path, ddpm_checkpoint *ck) {
         ddpm_checkpoint_free(ck);
         return rc;
     }
-    if ((rc = ddpm_model_create(model_json, 0, &ck->model))) {
+    /* Every model tensor must be in the file, so it can describe no more weights than the file
+     * holds float values: a few hundred bytes of metadata cannot build a 13 GB model. */
+    size_t file_floats = 0;
+    for (size_t i = 0; i < ck->st.n_tensors; i++)
+        if (ck->st.tensors[i].dtype <= DDPM_DT_BF16) file_floats += ck->st.tensors[i].numel;
+    if ((rc = ddpm_model_create_bounded(model_json, 0, file_floats, CHECKPOINT_MAX_ITEM,
+                                        "float values the file holds", &ck->model))) {
         rc = ddpm_fail(rc, "%s: %s", path, ddpm_last_error());
         ddpm_checkpoint_free(ck);
         return rc;

@@ -580,6 +580,126 @@ int ddpm_image_ext_supported(const char *path) {
     return 0;
 }
 
+/* The most pixels an image file may have: 2^25 (e.g. 5792 x 5792), and at most 4096 per byte of
+ * the file. Checked on the dimensions of the file's header before decoding, so a small file
+ * announcing a huge image (a decompression bomb: 51 bytes of TGA header announce 15 megapixels,
+ * which stb_image then decodes from zeros past the end) is refused before anything is allocated
+ * or decoded; the decoded RGBA and the float copy stay below 136 MB and 403 MB. No format packs
+ * more pixels per byte in practice: deflate's limit is 1032:1, LZW's about 2730:1, a JPEG needs
+ * 2 bits for a flat 8 x 8 block, the RLE formats (TGA, HDR, PSD) at most 64 pixels per byte. */
+#define IMAGE_MAX_PIXELS ((size_t)1 << 25)
+#define IMAGE_MAX_PIXELS_PER_BYTE 4096
+
+/* Checks the Huffman tables of a JPEG before stb_image sees them: stb_image 2.27 copies a DHT
+ * table's 16 code counts without checking that they sum to at most 256, and then writes up to
+ * 4,080 entries into its 257-entry arrays (issue 11, finding 8). Walks the marker segments (and
+ * the entropy-coded data between them: progressive files define tables between scans); returns
+ * NULL if every table is well formed, else why not. Other bytes are left for stb_image to judge. */
+static const char *jpeg_check_huffman(const unsigned char *p, size_t n) {
+    /* SOI as stb_image finds it: 0xFF, any number of 0xFF fill bytes, 0xD8 */
+    size_t i = 1;
+    while (i < n && p[i] == 0xFF) i++;
+    if (n < 2 || p[0] != 0xFF || i >= n || p[i] != 0xD8) return NULL; /* not a JPEG */
+    i++;
+    while (i + 1 < n) {
+        if (p[i] != 0xFF) { /* entropy-coded data: skip to the next marker */
+            i++;
+            continue;
+        }
+        const unsigned m = p[i + 1];
+        /* fill bytes, stuffed zeros, restart markers and the standalone markers have no length */
+        if (m == 0xFF) {
+            i++;
+            continue;
+        }
+        if (m == 0x00 || (m >= 0xD0 && m <= 0xD8) || m == 0x01) {
+            i += 2;
+            continue;
+        }
+        if (m == 0xD9) return NULL; /* end of image */
+        if (i + 4 > n) return NULL;  /* truncated: stb_image reports it */
+        const size_t len = (size_t)p[i + 2] << 8 | p[i + 3];
+        if (len < 2) return "bad marker segment length";
+        const size_t end = i + 2 + len < n ? i + 2 + len : n;
+        if (m == 0xC4) { /* DHT: tables of 1 + 16 + sum(counts) bytes */
+            size_t q = i + 4;
+            while (q < end) {
+                if (q + 17 > end) return "truncated Huffman table";
+                size_t count = 0;
+                for (int k = 1; k <= 16; k++) count += p[q + k];
+                if (count > 256) return "Huffman table with more than 256 codes";
+                q += 17 + count;
+            }
+        }
+        i += 2 + len;
+    }
+    return NULL;
+}
+
+/* Checks that every chunk of a PNG fits in the file before stb_image sees it: stb_image 2.27
+ * allocates an IDAT chunk's announced length before reading it (found by fuzz_image: a 77-byte
+ * file made it allocate 512 MB). Returns NULL if each chunk up to IEND (or the end of the file)
+ * fits, else why not. */
+static const char *png_check_chunks(const unsigned char *p, size_t n) {
+    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+    if (n < 8 || memcmp(p, sig, 8) != 0) return NULL; /* not a PNG */
+    size_t i = 8;
+    while (i + 8 <= n) {
+        const size_t len = (size_t)p[i] << 24 | (size_t)p[i + 1] << 16 | (size_t)p[i + 2] << 8 | p[i + 3];
+        if (len > n - i - 8) return "a chunk longer than the rest of the file";
+        if (memcmp(p + i + 4, "IEND", 4) == 0) return NULL;
+        i += 8 + len + 4; /* length, type, data, CRC */
+    }
+    return NULL; /* truncated: stb_image reports it */
+}
+
+/* Checks the three numbers of a binary PNM header (P5, P6) before stb_image sees them: stb_image
+ * 2.27 reads them into an int with no overflow check (found by fuzz_image; UBSan: signed integer
+ * overflow in stbi__pnm_getinteger). Skips whitespace and '#' comments as stb_image does; returns
+ * NULL if no number has more than 9 digits (stb_image allows sides up to 2^24 and a maximum value
+ * up to 65535), else why not. */
+static const char *pnm_check_header(const unsigned char *p, size_t n) {
+    if (n < 2 || p[0] != 'P' || (p[1] != '5' && p[1] != '6')) return NULL; /* not a PNM */
+    size_t i = 2;
+    for (int k = 0; k < 3; k++) {
+        for (;;) {
+            while (i < n && (p[i] == ' ' || (p[i] >= '\t' && p[i] <= '\r'))) i++;
+            if (i >= n || p[i] != '#') break;
+            while (i < n && p[i] != '\n' && p[i] != '\r') i++;
+        }
+        size_t digits = 0;
+        while (i < n && p[i] >= '0' && p[i] <= '9') i++, digits++;
+        if (digits > 9) return "a header number of more than 9 digits";
+    }
+    return NULL;
+}
+
+/* DDPM_ERR_FORMAT naming the file unless a w x h image in a file of fsize bytes is readable: no
+ * side of 0 (it would make the crop's scale NaN), at most IMAGE_MAX_PIXELS pixels and at most
+ * IMAGE_MAX_PIXELS_PER_BYTE per byte of the file. */
+static int check_image_size(const char *path, int w, int h, size_t fsize) {
+    if (w < 1 || h < 1)
+        return ddpm_fail(DDPM_ERR_FORMAT, "%s: the image is %d x %d pixels (an empty side)", path,
+                         w, h);
+    const size_t npx = (size_t)w * (size_t)h;
+    if (npx > IMAGE_MAX_PIXELS)
+        return ddpm_fail(DDPM_ERR_FORMAT,
+                         "%s: the image is %d x %d pixels, more than the limit of %zu (2^25)",
+                         path, w, h, IMAGE_MAX_PIXELS);
+    if (npx > fsize * IMAGE_MAX_PIXELS_PER_BYTE)
+        return ddpm_fail(DDPM_ERR_FORMAT,
+                         "%s: the header announces %d x %d pixels, more than a %zu-byte file can "
+                         "hold (truncated, or a decompression bomb)",
+                         path, w, h, fsize);
+    return DDPM_OK;
+}
+
+static int decode_error(const char *path) {
+    const char *why = stbi_failure_reason();
+    return ddpm_fail(DDPM_ERR_FORMAT, "%s: cannot decode image: %s", path,
+                     why ? why : "unknown error");
+}
+
 int ddpm_image_read(const char *path, int size, int channels, float *dst) {
     if (size < 1 || size > 16384 || (channels != 1 && channels != 3))
         return ddpm_fail(DDPM_ERR_INVALID,
@@ -593,14 +713,31 @@ int ddpm_image_read(const char *path, int size, int channels, float *dst) {
         free(file);
         return ddpm_fail(DDPM_ERR_FORMAT, "%s: image file too large", path);
     }
-    int w, h, comp;
-    stbi_uc *rgba = stbi_load_from_memory(file, (int)fsize, &w, &h, &comp, 4);
+    /* The header's dimensions first (no pixel is decoded), then the pixels; the decoder's own
+     * dimensions are checked again in case they differ from the header's. */
+    int w = 0, h = 0, comp;
+    stbi_uc *rgba = NULL;
+    const char *bad_jpeg = jpeg_check_huffman(file, fsize), *bad_pnm = pnm_check_header(file, fsize);
+    const char *bad_png = png_check_chunks(file, fsize);
+    if (bad_jpeg || bad_pnm || bad_png)
+        rc = ddpm_fail(DDPM_ERR_FORMAT, "%s: cannot decode image: corrupt %s (%s)", path,
+                       bad_jpeg ? "JPEG" : bad_pnm ? "PNM" : "PNG",
+                       bad_jpeg ? bad_jpeg : bad_pnm ? bad_pnm : bad_png);
+    else if (!stbi_info_from_memory(file, (int)fsize, &w, &h, &comp))
+        rc = decode_error(path);
+    /* stb_image 2.27 reads 16-bit PNM files (maxval > 255) in the wrong byte order, and converts
+     * them to RGBA as if they were 8-bit, then reads twice that buffer (found by fuzz_image;
+     * ASan: heap-buffer-overflow in stbi__convert_16_to_8) */
+    else if (file[0] == 'P' && stbi_is_16_bit_from_memory(file, (int)fsize))
+        rc = ddpm_fail(DDPM_ERR_FORMAT,
+                       "%s: 16-bit PNM images are not supported (convert it to 8 bits or to PNG)",
+                       path);
+    else if (!(rc = check_image_size(path, w, h, fsize)) &&
+             !(rgba = stbi_load_from_memory(file, (int)fsize, &w, &h, &comp, 4)))
+        rc = decode_error(path);
     free(file);
-    if (!rgba) {
-        const char *why = stbi_failure_reason();
-        return ddpm_fail(DDPM_ERR_FORMAT, "%s: cannot decode image: %s", path,
-                         why ? why : "unknown error");
-    }
+    if (!rc && (rc = check_image_size(path, w, h, fsize))) stbi_image_free(rgba);
+    if (rc) return rc;
     /* Composite onto white and convert to the requested channels, as 0..255 floats. */
     const size_t npx = (size_t)w * (size_t)h;
     float *src = malloc(ddpm_size_mul(npx, (size_t)channels * sizeof(float)));

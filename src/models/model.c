@@ -31,6 +31,23 @@ int ddpm_model_register(const char *kind, ddpm_model_factory factory) {
     return ddpm_fail(DDPM_ERR_INVALID, "too many model kinds registered");
 }
 
+/* Limits on the model ddpm_model_create_bounded may build on this thread, checked by
+ * ddpm_model_alloc_params before it allocates (limit_why NULL: no limits). Thread-local rather
+ * than a factory argument: the factory signature is public (ddpm_model_register), and the limits
+ * hold only for one call. */
+static _Thread_local size_t limit_weights, limit_item;
+static _Thread_local const char *limit_why;
+
+int ddpm_model_create_bounded(const char *config_json, uint64_t seed, size_t max_weights,
+                              size_t max_item, const char *why, ddpm_model **out) {
+    limit_weights = max_weights;
+    limit_item = max_item;
+    limit_why = why ? why : "allowed";
+    int rc = ddpm_model_create(config_json, seed, out);
+    limit_why = NULL;
+    return rc;
+}
+
 int ddpm_model_create(const char *config_json, uint64_t seed, ddpm_model **out) {
     *out = NULL;
     cJSON *cfg = cJSON_Parse(config_json);
@@ -173,6 +190,21 @@ int ddpm_model_alloc_params(ddpm_model *m, ddpm_param_table *pt) {
         ddpm_param_table_free(pt);
         return DDPM_ERR_NOMEM;
     }
+    if (limit_why) {
+        size_t weights = 0;
+        for (size_t i = 0; i < pt->n; i++) weights += pt->v[i].numel;
+        if (weights > limit_weights || m->sample_numel > limit_item) {
+            ddpm_param_table_free(pt);
+            return weights > limit_weights
+                       ? ddpm_fail(DDPM_ERR_FORMAT,
+                                   "the %s model config describes %zu weights, more than the %zu %s",
+                                   m->ops->kind, weights, limit_weights, limit_why)
+                       : ddpm_fail(DDPM_ERR_FORMAT,
+                                   "the %s model config describes items of %zu values, more than "
+                                   "the %zu a model read from a file may take",
+                                   m->ops->kind, m->sample_numel, limit_item);
+        }
+    }
     size_t np = 0, nb = 0;
     for (size_t i = 0; i < pt->n; i++) {
         size_t *acc = pt->v[i].is_buffer ? &nb : &np;
@@ -313,6 +345,14 @@ int ddpm_json_int_list(const cJSON *o, const char *key, const int *def, int n_de
 
 /* ---- loading weights by name ---------------------------------------------------------------- */
 
+int ddpm_check_finite(const float *v, size_t n, const char *path, const char *name) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            return ddpm_fail(DDPM_ERR_FORMAT, "%s: tensor '%s' holds %s at element %zu (a diverged "
+                             "or corrupted model)", path, name, isnan(v[i]) ? "NaN" : "an infinity", i);
+    return DDPM_OK;
+}
+
 static int shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
     int k = snprintf(buf, n, "[");
     for (int i = 0; i < ndim; i++) k += snprintf(buf + k, n - (size_t)k, i ? ", %lld" : "%lld", (long long)shape[i]);
@@ -343,8 +383,10 @@ int ddpm_model_load_tensors(ddpm_model *m, const ddpm_safetensors *st, const cha
             return ddpm_fail(DDPM_ERR_FORMAT, "%s: tensor '%s' has shape %s, the model expects %s",
                              path, key, a, b);
         }
-        int rc = ddpm_tensor_to_f32(t, ddpm_model_tensor_data(m, p));
+        float *dst = ddpm_model_tensor_data(m, p);
+        int rc = ddpm_tensor_to_f32(t, dst);
         if (rc) return ddpm_fail(rc, "%s: %s", path, ddpm_last_error());
+        if ((rc = ddpm_check_finite(dst, p->numel, path, key))) return rc;
     }
     /* Every tensor under the prefix must belong to the model. */
     for (size_t i = 0; i < st->n_tensors; i++) {

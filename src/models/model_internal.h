@@ -67,6 +67,17 @@ int ddpm_json_string(const cJSON *o, const char *key, const char *def, const cha
 int ddpm_json_int_list(const cJSON *o, const char *key, const int *def, int n_def, int max,
                        int *out, int *n);
 
+/* ddpm_model_create for configs that come from a file: refuses (DDPM_ERR_FORMAT, before any
+ * large allocation) a model with more than max_weights values in its tensors (parameters and
+ * buffers) or items of more than max_item floats. why completes "more than the <max_weights>
+ * ..." in the message ("float values the file holds": a checkpoint must hold every weight). */
+int ddpm_model_create_bounded(const char *config_json, uint64_t seed, size_t max_weights,
+                              size_t max_item, const char *why, ddpm_model **out);
+
+/* DDPM_ERR_FORMAT naming path, tensor and element unless every v[0..n) is finite (weights read
+ * from a file: a NaN would otherwise surface only as NaN samples). */
+int ddpm_check_finite(const float *v, size_t n, const char *path, const char *name);
+
 /* A new model of the given ops whose m->impl is a zeroed struct of impl_size bytes (both freed by
  * ddpm_model_free_common and free); NULL if out of memory. */
 ddpm_model *ddpm_model_new(const ddpm_model_ops *ops, size_t impl_size);
