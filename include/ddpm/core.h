@@ -42,6 +42,9 @@ const char *ddpm_status_name(int code);
 int ddpm_set_threads(int n);
 /* The threads the library uses now. */
 int ddpm_threads(void);
+/* The instruction set the library's kernels run at: "avx512", "avx2" or "ref" (the best the CPU
+ * has, capped by the DDPM_ISA environment variable: ref, avx2 or avx512). */
+const char *ddpm_kernel_isa(void);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Random numbers: Philox4x32-10, counter based                                                 */

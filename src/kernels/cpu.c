@@ -66,6 +66,8 @@ ddpm_isa ddpm_mk_isa(void) {
 
 int ddpm_mk_fast(void) { return ddpm_mk_isa() >= DDPM_ISA_AVX2; }
 
+const char *ddpm_kernel_isa(void) { return ddpm_mk_isa_name(ddpm_mk_isa()); }
+
 void ddpm_mk_set_isa(int isa) {
     const int cpu = ddpm_mk_isa_cpu();
     atomic_store_explicit(&mk_choice, isa < 0 ? -1 : isa < cpu ? isa : cpu, memory_order_relaxed);

@@ -86,6 +86,8 @@ int train_print_config(const ddpm_model *m, const ddpm_schedule *s, const ddpm_t
            c->batch_size, (long long)c->total_steps, c->grad_clip, c->ema_decay,
            c->ema_warmup ? " (warm-up)" : "", (unsigned long long)c->seed);
     if (c->min_snr_gamma > 0) printf("          min-SNR-gamma weighting, gamma %g\n", c->min_snr_gamma);
+    printf("compute   %d thread%s, %s kernels\n", ddpm_threads(), ddpm_threads() == 1 ? "" : "s",
+           ddpm_kernel_isa());
     free(sj);
     return 0;
 }
