@@ -130,6 +130,10 @@ typedef struct {
     int nl;
     ptrdiff_t in_off[16], out_off[16];
     int y0[16], x0[16], inside[16], oy[16], ox[16];
+    /* for the AVX-512 input transform: in_off as 32-bit gather indices, and per patch element
+     * the lanes whose element lies in the image (lanes past nl: none) */
+    int32_t idx[16];
+    uint16_t kmask[WG_X];
 } wg_lanes;
 
 static void lanes_of(wg_lanes *L, const wg_geom *g, int C_out, int Ho, int Wo, int t0, int nl) {
@@ -145,6 +149,15 @@ static void lanes_of(wg_lanes *L, const wg_geom *g, int C_out, int Ho, int Wo, i
             L->y0[l] >= 0 && L->x0[l] >= 0 && L->y0[l] + WG_P <= g->H && L->x0[l] + WG_P <= g->W;
         L->in_off[l] = (ptrdiff_t)b * g->C * g->H * g->W + (ptrdiff_t)L->y0[l] * g->W + L->x0[l];
         L->out_off[l] = (ptrdiff_t)b * C_out * Ho * Wo + (ptrdiff_t)L->oy[l] * Wo + L->ox[l];
+    }
+    for (int l = 0; l < 16; l++) L->idx[l] = l < nl ? (int32_t)L->in_off[l] : 0;
+    for (int k = 0; k < WG_X; k++) {
+        unsigned m = 0;
+        for (int l = 0; l < nl; l++) {
+            const int yy = L->y0[l] + k / WG_P, xx = L->x0[l] + k % WG_P;
+            if (yy >= 0 && yy < g->H && xx >= 0 && xx < g->W) m |= 1u << l;
+        }
+        L->kmask[k] = (uint16_t)m;
     }
 }
 
@@ -204,6 +217,54 @@ WG_TGT static void input_transform(float *V, const wg_geom *g, const wg_lanes *L
         }
     }
 }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+typedef float wg_v16 __attribute__((vector_size(64)));
+
+/* t = B^T d on 16-lane vectors: the same operations in the same order as WG_BT, so both give
+ * the same bits (the build does not contract a * b + c into fma). */
+__attribute__((target("avx512f"))) static inline void bt_vec(const wg_v16 d[6], wg_v16 t[6]) {
+    t[0] = 4.0f * d[0] - 5.0f * d[2] + d[4];
+    t[1] = -4.0f * (d[1] + d[2]) + d[3] + d[4];
+    t[2] = 4.0f * (d[1] - d[2]) - d[3] + d[4];
+    t[3] = 2.0f * (d[3] - d[1]) - d[2] + d[4];
+    t[4] = 2.0f * (d[1] - d[3]) - d[2] + d[4];
+    t[5] = 4.0f * d[1] - 5.0f * d[3] + d[5];
+}
+
+/* input_transform with each patch element of the 16 lanes gathered in one masked AVX-512
+ * gather (elements outside the image and lanes past nl read as 0), instead of 36 scalar copies
+ * a lane. Needs every index below 2^31 (checked by the caller). */
+__attribute__((target("avx512f"))) static void input_transform_512(float *V, const wg_geom *g,
+                                                                  const wg_lanes *L,
+                                                                  const float *x) {
+    const int C = g->C, W = g->W;
+    const size_t per_xi = xi_stride(C), plane = (size_t)g->H * W;
+    const __m512i base = _mm512_loadu_si512((const void *)L->idx);
+    __m512i koff[WG_X];
+    for (int k = 0; k < WG_X; k++) koff[k] = _mm512_add_epi32(base, _mm512_set1_epi32((k / WG_P) * W + k % WG_P));
+    for (int c = 0; c < C; c++) {
+        const float *xc = x + c * plane;
+        wg_v16 s[WG_X];
+        for (int j = 0; j < WG_P; j++) { /* column j through B^T */
+            wg_v16 col[6], t[6];
+            for (int i = 0; i < 6; i++)
+                col[i] = (wg_v16)_mm512_mask_i32gather_ps(_mm512_setzero_ps(), L->kmask[i * WG_P + j],
+                                                         koff[i * WG_P + j], xc, 4);
+            bt_vec(col, t);
+            for (int i = 0; i < 6; i++) s[i * WG_P + j] = t[i];
+        }
+        float *dst = V + (size_t)c * 16;
+        for (int i = 0; i < WG_P; i++) { /* row i through B^T */
+            wg_v16 t[6];
+            bt_vec(&s[i * WG_P], t);
+            for (int j = 0; j < 6; j++)
+                _mm512_storeu_ps(dst + (size_t)(i * WG_P + j) * per_xi, (__m512)t[j]);
+        }
+    }
+}
+#endif
 
 /* y = A^T m for 6 rows m[0..5] of 16 lanes (A^T of F(4x4, 3x3)). */
 #define WG_AT(m, y, l)                                                                             \
@@ -268,6 +329,9 @@ static void winograd_run(float *y, const float *x, const float *bias, int acc, i
     const size_t per_thread = (size_t)WG_X * (xi_stride(C_in) + xi_stride(C_out));
     const int chunks = (g.tiles + WG_NT - 1) / WG_NT;
     const double flops = 2.0 * WG_X * C_in * C_out * (double)g.tiles;
+    /* the AVX-512 gathers address the whole input with 32-bit indices */
+    const int gather = ddpm_mk_isa() >= DDPM_ISA_AVX512 && (double)B * C_in * H * W < 2147483647.0;
+    (void)gather;
     int T = ddpm_mk_threads(flops);
     if (T > chunks) T = chunks;
 #pragma omp parallel for schedule(static) num_threads(T) if (T > 1)
@@ -278,7 +342,12 @@ static void winograd_run(float *y, const float *x, const float *bias, int acc, i
         wg_lanes L[WG_NT / 16];
         for (int p = 0; p * 16 < nt; p++) {
             lanes_of(&L[p], &g, C_out, Ho, Wo, t0 + p * 16, nt - p * 16 < 16 ? nt - p * 16 : 16);
-            input_transform(V + (size_t)p * C_in * 16, &g, &L[p], x);
+#if defined(__x86_64__) && defined(__GNUC__)
+            if (gather)
+                input_transform_512(V + (size_t)p * C_in * 16, &g, &L[p], x);
+            else
+#endif
+                input_transform(V + (size_t)p * C_in * 16, &g, &L[p], x);
         }
         for (int xi = 0; xi < WG_X; xi++) {
             const ddpm_mk_gemm gm = {.M = C_out, .N = nt, .K = C_in,
