@@ -347,7 +347,6 @@ static void winograd_run(float *y, const float *x, const float *bias, int acc, i
                                (double)B * C_in * H * W < 2147483647.0
                            ? (int)ddpm_mk_isa()
                            : 0;
-    (void)gather;
     int T = ddpm_mk_threads(flops);
     if (T > chunks) T = chunks;
 #pragma omp parallel for schedule(static) num_threads(T) if (T > 1)

@@ -30,11 +30,10 @@ typedef struct {
 
 /* A built-in 2-D data set's name (a whole word of ddpm_points_dataset_names). */
 static int is_builtin_points(const char *data) {
+    const char *names = ddpm_points_dataset_names(); /* "s-curve, swiss-roll, ..." */
     const size_t n = strlen(data);
-    for (const char *p = ddpm_points_dataset_names(); n && (p = strstr(p, data)); p += n) {
-        const char *names = ddpm_points_dataset_names();
+    for (const char *p = names; n && (p = strstr(p, data)); p += n)
         if ((p == names || p[-1] == ' ') && (p[n] == ',' || p[n] == 0)) return 1;
-    }
     return 0;
 }
 

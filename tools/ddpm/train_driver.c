@@ -48,12 +48,18 @@ static int save(ddpm_trainer *tr, const job_data *data, const char *path, FILE *
  * torn by a crash are cut off. Returns the log open for appending, or NULL (error set). */
 static FILE *resume_log(const char *path, int64_t step) {
     FILE *f = fopen(path, "r+");
-    if (!f && errno == ENOENT) {
-        f = fopen(path, "w");
-        if (f) fprintf(f, "step,loss,lr,grad_norm\n");
-        return f ? f : (ddpm_fail(DDPM_ERR_IO, "%s: cannot write: %s", path, strerror(errno)), NULL);
+    if (!f && errno == ENOENT) { /* the log was removed: start a new one */
+        if (!(f = fopen(path, "w"))) {
+            ddpm_fail(DDPM_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+            return NULL;
+        }
+        fprintf(f, "step,loss,lr,grad_norm\n");
+        return f;
     }
-    if (!f) return ddpm_fail(DDPM_ERR_IO, "%s: cannot open: %s", path, strerror(errno)), NULL;
+    if (!f) {
+        ddpm_fail(DDPM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
     char line[512];
     long keep = 0;
     long long last = -1;
