@@ -38,7 +38,11 @@ int main(int argc, char **argv) {
     }
     const char *name = argv[1];
     if (strcmp(name, "--version") == 0 || strcmp(name, "version") == 0) {
+#ifdef DDPM_HAVE_MPI
+        printf("ddpm %s (MPI)\n", DDPM_VERSION);
+#else
         printf("ddpm %s\n", DDPM_VERSION);
+#endif
         return 0;
     }
     if (strcmp(name, "help") == 0 || strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
