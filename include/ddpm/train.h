@@ -85,6 +85,8 @@ typedef struct {
     int *t_;
     void *gexact_;  /* n_params + 1 exact accumulators (cfg.microbatch > 0) */
     double *mbloss_; /* per micro-batch loss parts, + 1 slot for the stop flag */
+    double *mbbuf_;  /* per micro-batch running statistics (models with buffers) */
+    float *buf0_;    /* the running statistics at the step's start */
     uint32_t *perm_;
     int64_t perm_epoch_;
 } ddpm_trainer;
@@ -92,8 +94,10 @@ typedef struct {
 int ddpm_trainer_init(ddpm_trainer *tr, ddpm_model *model, const ddpm_schedule *schedule,
                       const ddpm_train_config *cfg, const ddpm_train_data *data);
 void ddpm_trainer_free(ddpm_trainer *tr);
-/* Makes the trainer one rank of a data-parallel group (after init; refused without micro-batches
- * or for models with batch-norm running statistics). */
+/* Makes the trainer one rank of a data-parallel group (after init; refused without micro-batches).
+ * With micro-batches, batch norm normalises each micro-batch by its own statistics (as PyTorch's
+ * DDP does per process without SyncBatchNorm) and the step's running statistics are the mean of
+ * what each micro-batch's update from the step's starting values gives. */
 int ddpm_trainer_set_dist(ddpm_trainer *tr, const ddpm_train_dist *dist);
 /* One optimizer step on the next batch. Returns DDPM_ERR_NUMERIC (without touching the weights)
  * if the loss or the gradient is NaN or inf. */

@@ -21,9 +21,9 @@
  *   in chunks of items, resetting the tape between them, so a tape's arena holds one chunk's
  *   activations. The arena grows during the first forward/backward of the largest batch and is
  *   reused afterwards.
- * - Micro-batches (training calls with in->microbatch = M > 0, sliced networks): the call's items
- *   form fixed micro-batches of M items, one tape each, taken round-robin by the threads (ops
- *   single-threaded). The backward runs them in rounds of one per thread, each into its thread's
+ * - Micro-batches (training calls with in->microbatch = M > 0, every network): the call's items
+ *   form fixed micro-batches of M items, one tape each (batch norm: its own statistics), taken
+ *   round-robin by the threads (ops single-threaded). The backward runs them in rounds of one per thread, each into its thread's
  *   gradient buffer, and adds every buffer exactly (kernels/exact_sum.c) into m->grad_exact: the
  *   sum is the same for any thread count, and for any split of the micro-batches over
  *   processes. */
@@ -97,12 +97,16 @@ int ddpm_tape_net_init_image(ddpm_model *m, int channels, int height, int num_ti
     if (!rc) rc = ensure_slices(m, tn, 1);
     if (rc) return rc;
     ddpm_model_param_handles(m, tn->prm[0], m->grads);
+    m->microbatch_native = 1; /* micro-batches run concurrently, one tape each */
     return DDPM_OK;
 }
 
 void ddpm_tape_net_free(ddpm_tape_net *tn) {
     for (int k = 0; k < tn->n_slices; k++) free_slice(tn, k);
     tn->n_slices = 0;
+    free(tn->mbuf);
+    tn->mbuf = NULL;
+    tn->mbuf_cap = 0;
 }
 
 int ddpm_tape_net_begin(ddpm_model *m, const ddpm_model_input *in) {
@@ -188,14 +192,33 @@ static int run_micro_batches(ddpm_model *m, ddpm_tape_net *tn, const ddpm_model_
     const int G = K < nt ? K : nt;
     int rc = ensure_slices_bufs(m, tn, K, G);
     if (rc) return rc;
-    for (int k = 0; k < K; k++) ddpm_model_param_handles(m, tn->prm[k], thread_grads(m, tn, k % G));
+    /* Batch statistics: each micro-batch is normalised by its own (its tape), and its running
+     * statistics update starts from the step's values in a copy of its own, left for the
+     * trainer in m->mb_buffers (micro-batch order). */
+    const size_t nb = m->n_buffers;
+    if (nb && (size_t)K * nb > tn->mbuf_cap) {
+        float *grown = ddpm_alloc_aligned((size_t)K * nb, sizeof(float));
+        if (!grown) return ddpm_fail(DDPM_ERR_NOMEM, "%s: out of memory", m->ops->kind);
+        free(tn->mbuf);
+        tn->mbuf = grown;
+        tn->mbuf_cap = (size_t)K * nb;
+    }
+    for (int k = 0; k < K; k++) {
+        ddpm_model_param_handles(m, tn->prm[k], thread_grads(m, tn, k % G));
+        if (!nb) continue;
+        float *own = tn->mbuf + (size_t)k * nb;
+        memcpy(own, m->buffers, sizeof(float) * nb);
+        for (size_t i = 0; i < m->n_tensors; i++)
+            if (m->tensors[i].is_buffer) tn->prm[k][i].w = own + m->tensors[i].offset;
+    }
+    m->mb_buffers = nb ? tn->mbuf : NULL;
 #pragma omp parallel num_threads(G) if (G > 1)
     {
         omp_set_num_threads(1);
         const int me = omp_get_thread_num();
         for (int k = me; k < K; k += G) {
-            const int b0 = k * M, nb = b0 + M < B ? M : B - b0;
-            slice_record(tn, k, run_slice(m, tn, k, in, b0, nb, out, record));
+            const int b0 = k * M, items = b0 + M < B ? M : B - b0;
+            slice_record(tn, k, run_slice(m, tn, k, in, b0, items, out, record));
         }
     }
     omp_set_num_threads(nt);
@@ -248,7 +271,7 @@ int ddpm_tape_net_run(ddpm_model *m, const ddpm_model_input *in, float *out,
     ddpm_tape_net *tn = m->impl;
     const int B = in->B;
     tn->M = 0;
-    if (in->train && in->microbatch > 0 && tn->sliced) return run_micro_batches(m, tn, in, out, record);
+    if (in->train && in->microbatch > 0) return run_micro_batches(m, tn, in, out, record);
     const int T = slices_for(tn, B);
     int rc = ensure_slices(m, tn, T);
     if (rc) return rc;

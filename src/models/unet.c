@@ -586,7 +586,6 @@ int ddpm_unet_create(const void *config_cjson, uint64_t seed, ddpm_model **out) 
     }
     init_params(m, u, seed);
     u->tn.sliced = 1;
-    m->microbatch_native = 1; /* items never interact: micro-batches run concurrently */
     u->tn.item_flops = unet_item_flops(u);
     u->tn.eval_chunk_items = UNET_EVAL_CHUNK;
     *out = m;

@@ -225,6 +225,8 @@ void ddpm_trainer_free(ddpm_trainer *tr) {
     free(tr->perm_);
     free(tr->gexact_);
     free(tr->mbloss_);
+    free(tr->mbbuf_);
+    free(tr->buf0_);
     memset(tr, 0, sizeof *tr);
 }
 
@@ -273,8 +275,11 @@ int ddpm_trainer_init(ddpm_trainer *tr, ddpm_model *model, const ddpm_schedule *
     tr->perm_ = ddpm_alloc(data->n, sizeof(uint32_t));
     if (cfg->microbatch > 0) {
         tr->gexact_ = ddpm_alloc_aligned(np + 1, sizeof(ddpm_i128));
-        tr->mbloss_ = ddpm_alloc(B / (size_t)cfg->microbatch + 2, sizeof(double));
-        if (!tr->gexact_ || !tr->mbloss_) {
+        const size_t kmax = B / (size_t)cfg->microbatch + 2, nbuf = model->n_buffers;
+        tr->mbloss_ = ddpm_alloc(kmax, sizeof(double));
+        tr->mbbuf_ = nbuf ? ddpm_alloc(kmax * nbuf, sizeof(double)) : NULL;
+        tr->buf0_ = nbuf ? ddpm_alloc(nbuf, sizeof(float)) : NULL;
+        if (!tr->gexact_ || !tr->mbloss_ || (nbuf && (!tr->mbbuf_ || !tr->buf0_))) {
             ddpm_trainer_free(tr);
             return DDPM_ERR_NOMEM;
         }
@@ -447,6 +452,10 @@ static int micro_batches_grad(ddpm_trainer *tr, const step_split *p, ddpm_model_
     int rc;
     if (m->microbatch_native) {
         if ((rc = m->ops->forward(m, in, tr->out_ + (size_t)p->i0 * d))) return rc;
+        const size_t nbuf = m->n_buffers;
+        if (nbuf)
+            for (size_t i = 0; i < (size_t)(p->k1 - p->k0) * nbuf; i++)
+                tr->mbbuf_[(size_t)p->k0 * nbuf + i] = m->mb_buffers[i];
         for (int k = p->k0; k < p->k1; k++) {
             int a, b;
             micro_items(p, k, &a, &b);
@@ -460,9 +469,15 @@ static int micro_batches_grad(ddpm_trainer *tr, const step_split *p, ddpm_model_
         m->grad_exact = NULL;
         return rc;
     }
+    /* Batch-norm running statistics: each micro-batch updates them from the step's starting
+     * values; the step's result is their mean over the micro-batches (reduce_micro_batches), the
+     * same for any split of the micro-batches over processes. */
+    const size_t nbuf = m->n_buffers;
+    if (nbuf) memcpy(tr->buf0_, m->buffers, sizeof(float) * nbuf);
     for (int k = p->k0; k < p->k1; k++) {
         int a, b;
         micro_items(p, k, &a, &b);
+        if (nbuf) memcpy(m->buffers, tr->buf0_, sizeof(float) * nbuf);
         ddpm_model_input ik = *in;
         ik.x = tr->xt_ + (size_t)a * d;
         ik.t = tr->t_ + a;
@@ -478,6 +493,7 @@ static int micro_batches_grad(ddpm_trainer *tr, const step_split *p, ddpm_model_
         memset(m->grads, 0, sizeof(float) * m->n_params);
         if ((rc = m->ops->backward(m, tr->dout_ + o))) return rc;
         exact_add_grads(tr);
+        for (size_t i = 0; i < nbuf; i++) tr->mbbuf_[(size_t)k * nbuf + i] = m->buffers[i];
     }
     return DDPM_OK;
 }
@@ -492,10 +508,23 @@ static int reduce_micro_batches(ddpm_trainer *tr, const step_split *p, double *l
     for (int k = 0; k < p->K; k++)
         if (k < p->k0 || k >= p->k1) tr->mbloss_[k] = 0.0;
     tr->mbloss_[p->K] = tr->stop_request ? 1.0 : 0.0;
+    const size_t nbuf = m->n_buffers;
+    if (nbuf && p->k1 > p->k0) {
+        memset(tr->mbbuf_, 0, sizeof(double) * (size_t)p->k0 * nbuf);
+        memset(tr->mbbuf_ + (size_t)p->k1 * nbuf, 0, sizeof(double) * (size_t)(p->K - p->k1) * nbuf);
+    } else if (nbuf) {
+        memset(tr->mbbuf_, 0, sizeof(double) * (size_t)p->K * nbuf);
+    }
     if (tr->dist.size > 1) {
         int rc = tr->dist.allreduce_exact(tr->dist.ctx, acc, n + 1);
         if (!rc) rc = tr->dist.allreduce_sum(tr->dist.ctx, tr->mbloss_, (size_t)p->K + 1);
+        if (!rc && nbuf) rc = tr->dist.allreduce_sum(tr->dist.ctx, tr->mbbuf_, (size_t)p->K * nbuf);
         if (rc) return rc;
+    }
+    for (size_t i = 0; i < nbuf; i++) {
+        double sum = 0.0;
+        for (int k = 0; k < p->K; k++) sum += tr->mbbuf_[(size_t)k * nbuf + i];
+        m->buffers[i] = (float)(sum / p->K);
     }
     double total = 0.0;
     for (int k = 0; k < p->K; k++) total += tr->mbloss_[k];
@@ -608,11 +637,6 @@ int ddpm_trainer_set_dist(ddpm_trainer *tr, const ddpm_train_dist *dist) {
                              "training over %d processes needs micro-batches (--microbatch M): "
                              "they fix how the batch is split, whatever the process count",
                              dist->size);
-        if (tr->model->n_buffers > 0)
-            return ddpm_fail(DDPM_ERR_INVALID,
-                             "%s keeps batch-norm running statistics, which are not yet reduced "
-                             "over processes: train it on one process",
-                             tr->model->ops->kind);
         if (!dist->allreduce_exact || !dist->allreduce_sum || dist->rank < 0 ||
             dist->rank >= dist->size)
             return ddpm_fail(DDPM_ERR_INVALID, "incomplete process-group description");
