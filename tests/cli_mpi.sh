@@ -81,7 +81,7 @@ check "points sampled on 2 processes: the file of 1" same "$tmp/p1.csv" "$tmp/p2
 # refused: no micro-batches; ranks started with different arguments
 err=$(run 2 "$DDPM" train --data s-curve --steps 5 --out "$tmp/e" --quiet 2>&1); rc=$?
 check "2 processes without --microbatch: non-zero exit" test $rc -ne 0
-check "2 processes without --microbatch: says why" grep -q "needs micro-batches (--microbatch M)" <<<"$err"
+check "2 processes without --microbatch: says why" grep -q "needs micro-batches (--deterministic or --microbatch M)" <<<"$err"
 err=$(run 1 "$DDPM" train "${mlp[@]}" --out "$tmp/e" : -np 1 "$DDPM" train "${mlp[@]}" --out "$tmp/e" --seed 3 2>&1); rc=$?
 check "ranks with different arguments: refused" test $rc -ne 0
 check "ranks with different arguments: says so" grep -q "different arguments" <<<"$err"

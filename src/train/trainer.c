@@ -634,8 +634,9 @@ int ddpm_trainer_set_dist(ddpm_trainer *tr, const ddpm_train_dist *dist) {
     if (dist->size > 1) {
         if (tr->cfg.microbatch < 1)
             return ddpm_fail(DDPM_ERR_INVALID,
-                             "training over %d processes needs micro-batches (--microbatch M): "
-                             "they fix how the batch is split, whatever the process count",
+                             "training over %d processes needs micro-batches (--deterministic or "
+                             "--microbatch M): they fix how the batch is split, whatever the "
+                             "process count",
                              dist->size);
         if (!dist->allreduce_exact || !dist->allreduce_sum || dist->rank < 0 ||
             dist->rank >= dist->size)

@@ -72,8 +72,13 @@ static int mpi_fail(int err, const char *what) {
     return ddpm_fail(DDPM_ERR_IO, "MPI %s failed: %s", what, msg);
 }
 
+/* DDPM_DIST_TIMING=1: rank 0 prints the time spent in the gradient reductions at the end. */
+static double g_reduce_s = 0.0;
+static long g_reduce_calls = 0;
+
 static int allreduce_exact(void *ctx, void *acc, size_t n) {
     (void)ctx;
+    const double t0 = MPI_Wtime();
     /* in pieces of at most 2^26 elements: MPI counts are ints */
     for (size_t o = 0; o < n; o += (size_t)1 << 26) {
         const size_t k = n - o < ((size_t)1 << 26) ? n - o : (size_t)1 << 26;
@@ -81,6 +86,8 @@ static int allreduce_exact(void *ctx, void *acc, size_t n) {
                                       g_sum_i128, MPI_COMM_WORLD);
         if (err != MPI_SUCCESS) return mpi_fail(err, "gradient reduction");
     }
+    g_reduce_s += MPI_Wtime() - t0;
+    g_reduce_calls++;
     return DDPM_OK;
 }
 
@@ -134,6 +141,10 @@ int dist_init(int argc, char **argv) {
 
 void dist_finish(int rc) {
     if (!g_mpi) return;
+    const char *timing = getenv("DDPM_DIST_TIMING");
+    if (timing && *timing == '1' && g_rank == 0 && g_reduce_calls > 0)
+        fprintf(stderr, "dist: %ld gradient reductions, %.3f ms each on average (rank 0's wait "
+                "included)\n", g_reduce_calls, 1e3 * g_reduce_s / (double)g_reduce_calls);
     if (rc != 0 && g_size > 1 && !g_agreed) {
         fprintf(stderr, "ddpm: rank %d of %d failed (status %d): ending every rank\n", g_rank,
                 g_size, rc);
