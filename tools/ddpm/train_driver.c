@@ -150,7 +150,7 @@ int job_train(ddpm_trainer *tr, const job_data *data, const job_run_opts *o) {
             char bar[31];
             for (int i = 0; i < 30; i++) bar[i] = i < filled ? '#' : '-';
             bar[30] = 0;
-            fprintf(stderr, "\r[%s] %lld/%lld  loss %.4f  %.0f steps/s  ETA %s   ", bar,
+            fprintf(stderr, "\r[%s] %lld/%lld  smoothed loss %.4f  %.3g steps/s  ETA %s   ", bar,
                     (long long)tr->step, (long long)total, smooth, rate, eta);
             if (done) fputc('\n', stderr);
             last_draw = t;
@@ -158,7 +158,7 @@ int job_train(ddpm_trainer *tr, const job_data *data, const job_run_opts *o) {
                    (tr->step % o->log_every == 0 || done)) {
             char eta[32];
             fmt_duration(eta, sizeof eta, (total - tr->step) / rate);
-            fprintf(stderr, "step %lld/%lld  loss %.4f  lr %.3g  %.0f steps/s  ETA %s\n",
+            fprintf(stderr, "step %lld/%lld  smoothed loss %.4f  lr %.3g  %.3g steps/s  ETA %s\n",
                     (long long)tr->step, (long long)total, smooth, tr->last_lr, rate, eta);
         }
         if (dist_size() > 1 && tr->step % DIST_CHECK_EVERY == 0 &&
