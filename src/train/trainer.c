@@ -451,23 +451,40 @@ static int micro_batches_grad(ddpm_trainer *tr, const step_split *p, ddpm_model_
     memset(tr->gexact_, 0, sizeof(ddpm_i128) * (m->n_params + 1));
     int rc;
     if (m->microbatch_native) {
-        if ((rc = m->ops->forward(m, in, tr->out_ + (size_t)p->i0 * d))) return rc;
+        /* Calls of one micro-batch per thread: the activations of only that many micro-batches
+         * are alive at a time (so --microbatch also bounds memory), and as every micro-batch's
+         * gradient is summed exactly, how they are grouped into calls changes nothing. */
+        const int per_call = omp_get_max_threads();
         const size_t nbuf = m->n_buffers;
-        if (nbuf)
-            for (size_t i = 0; i < (size_t)(p->k1 - p->k0) * nbuf; i++)
-                tr->mbbuf_[(size_t)p->k0 * nbuf + i] = m->mb_buffers[i];
-        for (int k = p->k0; k < p->k1; k++) {
-            int a, b;
-            micro_items(p, k, &a, &b);
-            const size_t o = (size_t)a * d;
-            tr->mbloss_[k] = loss_part(c->loss, tr->out_ + o, tr->target_ + o, w ? w + a : NULL,
-                                       b - a, d, p->B, tr->dout_ + o);
+        for (int c0 = p->k0; c0 < p->k1; c0 += per_call) {
+            const int c1 = c0 + per_call < p->k1 ? c0 + per_call : p->k1;
+            int a, b, e;
+            micro_items(p, c0, &a, &e);
+            micro_items(p, c1 - 1, &e, &b);
+            ddpm_model_input ic = *in;
+            ic.x = tr->xt_ + (size_t)a * d;
+            ic.t = tr->t_ + a;
+            ic.cond = in->cond ? tr->cond_ + (size_t)a * cd : NULL;
+            ic.self_cond = in->self_cond ? tr->sc_ + (size_t)a * d : NULL;
+            ic.B = b - a;
+            ic.item0 = a;
+            if ((rc = m->ops->forward(m, &ic, tr->out_ + (size_t)a * d))) return rc;
+            if (nbuf)
+                for (size_t i = 0; i < (size_t)(c1 - c0) * nbuf; i++)
+                    tr->mbbuf_[(size_t)c0 * nbuf + i] = m->mb_buffers[i];
+            for (int k = c0; k < c1; k++) {
+                int ka, kb;
+                micro_items(p, k, &ka, &kb);
+                const size_t o = (size_t)ka * d;
+                tr->mbloss_[k] = loss_part(c->loss, tr->out_ + o, tr->target_ + o,
+                                           w ? w + ka : NULL, kb - ka, d, p->B, tr->dout_ + o);
+            }
+            m->grad_exact = tr->gexact_;
+            rc = m->ops->backward(m, tr->dout_ + (size_t)a * d);
+            m->grad_exact = NULL;
+            if (rc) return rc;
         }
-        memset(m->grads, 0, sizeof(float) * m->n_params);
-        m->grad_exact = tr->gexact_;
-        rc = m->ops->backward(m, tr->dout_ + (size_t)p->i0 * d);
-        m->grad_exact = NULL;
-        return rc;
+        return DDPM_OK;
     }
     /* Batch-norm running statistics: each micro-batch updates them from the step's starting
      * values; the step's result is their mean over the micro-batches (reduce_micro_batches), the
