@@ -33,14 +33,15 @@ static uint64_t hash_bytes(uint64_t h, const void *data, size_t n) {
 }
 #define HASH_SEED 0xcbf29ce484222325ull
 
-/* A launcher's process count from its environment (0: not started by one). */
+/* A launcher's process count from its environment (0: not started by one; 1: started by one that
+ * does not say how many): mpirun (OpenMPI), Hydra (PMI), srun (Slurm), PMIx launchers. */
 static int launcher_size(void) {
-    const char *vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS"};
+    const char *vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
         const char *v = getenv(vars[i]);
         if (v && atoi(v) > 0) return atoi(v);
     }
-    return 0;
+    return getenv("PMIX_RANK") ? 1 : 0;
 }
 
 #ifdef DDPM_HAVE_MPI
