@@ -19,6 +19,9 @@ typedef struct {
     ddpm_prediction prediction; /* target: eps (default), x0 or v */
     ddpm_loss loss;             /* L2 (default) or L1, mean over all elements */
     float min_snr_gamma;        /* > 0: min-SNR-gamma loss weighting (Hang et al., gamma = 5) */
+    float p2_gamma, p2_k;       /* p2_gamma > 0: the P2 weight (k + SNR_t)^-gamma (Choi et al. 2022,
+                                   lucidrains' p2_loss_weight_gamma / _k; k default 1) */
+    float offset_noise;         /* > 0: eps += S * z, z one normal draw per (item, channel) */
     ddpm_optimizer optimizer;
     double lr, beta1, beta2, adam_eps, weight_decay; /* doubles, as PyTorch holds them */
     int warmup_steps;           /* linear warm-up from 0 */
@@ -122,6 +125,8 @@ float ddpm_ema_decay_at(const ddpm_train_config *c, int64_t step);
  * returns mean over items of w_i * mean_j l(out - target); dout may be NULL. */
 double ddpm_loss_and_grad(ddpm_loss loss, const float *out, const float *target, const float *w,
                           int B, size_t d, float *dout);
+/* Per-item P2 weights (k + SNR_t)^-gamma, multiplied into w. */
+void ddpm_p2_weights(const ddpm_schedule *s, float gamma, float k, const int *t, int B, float *w);
 /* Per-item min-SNR-gamma weights for prediction type p. */
 void ddpm_min_snr_weights(const ddpm_schedule *s, ddpm_prediction p, float gamma, const int *t,
                           int B, float *w);

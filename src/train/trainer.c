@@ -32,6 +32,7 @@ void ddpm_train_config_default(ddpm_train_config *c) {
     c->weight_decay = 0.0;
     c->decay = DDPM_LR_CONSTANT;
     c->grad_clip = 1.0f;
+    c->p2_k = 1.0f;
     c->ema_decay = 0.999f;
     c->ema_warmup = 1;
     c->batch_size = 128;
@@ -190,6 +191,10 @@ double ddpm_loss_and_grad(ddpm_loss loss, const float *out, const float *target,
     return loss_part(loss, out, target, w, B, d, B, dout);
 }
 
+void ddpm_p2_weights(const ddpm_schedule *s, float gamma, float k, const int *t, int B, float *w) {
+    for (int i = 0; i < B; i++) w[i] *= (float)pow((double)k + s->snr[t[i]], -(double)gamma);
+}
+
 void ddpm_min_snr_weights(const ddpm_schedule *s, ddpm_prediction p, float gamma, const int *t,
                           int B, float *w) {
     for (int i = 0; i < B; i++) {
@@ -248,6 +253,8 @@ int ddpm_trainer_init(ddpm_trainer *tr, ddpm_model *model, const ddpm_schedule *
         return ddpm_fail(DDPM_ERR_INVALID,
                          "the model embeds %d timesteps but the schedule has %d entries",
                          model->num_timesteps, schedule->n);
+    if (!(cfg->p2_gamma >= 0.0f && cfg->p2_k > 0.0f && cfg->offset_noise >= 0.0f))
+        return ddpm_fail(DDPM_ERR_INVALID, "p2 gamma and offset noise must be >= 0 and p2 k > 0");
     if (cfg->microbatch < 0)
         return ddpm_fail(DDPM_ERR_INVALID, "micro-batch size must be >= 0 (got %d)", cfg->microbatch);
     if (cfg->self_cond && !model->self_cond)
@@ -339,7 +346,22 @@ static void assemble_items(ddpm_trainer *tr, int64_t epoch, size_t start, int i0
             if (u < 0.5f) hflip(tr->x0_ + (size_t)i * d, m->channels, m->height, m->width);
         }
         tr->t_[i] = s->t0 + (int)ddpm_rand_below(c->seed, DDPM_STREAM_TRAIN_T, item, 0, usable);
-        ddpm_randn(c->seed, DDPM_STREAM_TRAIN_NOISE, item, 0, tr->eps_ + (size_t)i * d, d);
+        float *eps = tr->eps_ + (size_t)i * d;
+        ddpm_randn(c->seed, DDPM_STREAM_TRAIN_NOISE, item, 0, eps, d);
+        if (c->offset_noise > 0.0f) {
+            /* offset noise (Guttenberg 2023): a per-channel constant added to eps, drawn from the
+             * item's noise stream at counter 1 (eps itself is counter 0) */
+            const int C = m->channels > 0 ? m->channels : 1;
+            const size_t plane = d / (size_t)C;
+            float z[64];
+            for (int c0 = 0; c0 < C; c0 += 64) {
+                const int nz = C - c0 < 64 ? C - c0 : 64;
+                ddpm_randn(c->seed, DDPM_STREAM_TRAIN_NOISE, item, 1 + (uint32_t)c0 / 64, z, (size_t)nz);
+                for (int ch = 0; ch < nz; ch++)
+                    for (size_t j = 0; j < plane; j++)
+                        eps[(size_t)(c0 + ch) * plane + j] += c->offset_noise * z[ch];
+            }
+        }
         if (cd) {
             float *ci = tr->cond_ + (size_t)i * cd;
             if (tr->data.cond)
@@ -613,8 +635,12 @@ const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
         in.self_cond = tr->sc_ + o;
     }
     const float *w = NULL;
-    if (c->min_snr_gamma > 0.0f) {
-        ddpm_min_snr_weights(s, c->prediction, c->min_snr_gamma, tr->t_ + i0, nloc, tr->w_ + i0);
+    if (c->min_snr_gamma > 0.0f || c->p2_gamma > 0.0f) {
+        if (c->min_snr_gamma > 0.0f)
+            ddpm_min_snr_weights(s, c->prediction, c->min_snr_gamma, tr->t_ + i0, nloc, tr->w_ + i0);
+        else
+            for (int i = 0; i < nloc; i++) tr->w_[i0 + i] = 1.0f;
+        if (c->p2_gamma > 0.0f) ddpm_p2_weights(s, c->p2_gamma, c->p2_k, tr->t_ + i0, nloc, tr->w_ + i0);
         w = tr->w_;
     }
     double loss;
