@@ -61,8 +61,8 @@ typedef struct {
 typedef struct {
     int rank, size;
     void *ctx;
-    /* Sums n 128-bit integers (16 bytes each, native byte order) over all ranks, in place. */
-    int (*allreduce_exact)(void *ctx, void *acc, size_t n);
+    /* Sums n int64 over all ranks, in place (the exact gradient's fixed-point limbs). */
+    int (*allreduce_i64)(void *ctx, int64_t *v, size_t n);
     /* Sums n doubles over all ranks, in place (used only where one rank holds each non-zero). */
     int (*allreduce_sum)(void *ctx, double *v, size_t n);
 } ddpm_train_dist;
@@ -86,7 +86,7 @@ typedef struct {
     /* private working memory */
     float *x0_, *eps_, *xt_, *target_, *out_, *dout_, *cond_, *w_, *sc_;
     int *t_;
-    void *gexact_;  /* n_params + 1 exact accumulators (cfg.microbatch > 0) */
+    int64_t *gexact_; /* the exact gradient sum's limbs, 2 (n_params + 1) (cfg.microbatch > 0) */
     double *mbloss_; /* per micro-batch loss parts, + 1 slot for the stop flag */
     double *mbbuf_;  /* per micro-batch running statistics (models with buffers) */
     float *buf0_;    /* the running statistics at the step's start */
