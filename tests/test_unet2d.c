@@ -417,6 +417,43 @@ static void test_trains(void **s) {
     ddpm_model_free(m);
 }
 
+/* `ddpm export --diffusers` of a checkpoint ddpm trained: the church folder's model, two trainer
+ * steps on random images, saved; the exported folder loads back with the trained weights and
+ * samples through `ddpm sample --diffusers`. */
+static void test_export_cli(void **s) {
+    (void)s;
+    ddpm_checkpoint src;
+    ddpm_diffusers_sampling smp;
+    if (ddpm_diffusers_load(folder("church"), &src, &smp)) fail_msg("%s", ddpm_last_error());
+    ddpm_model *m = src.model;
+    const size_t N = 4, d = m->sample_numel;
+    float *x = tu_randn_alloc(N * d, 0.5f);
+    ddpm_train_config tc;
+    ddpm_train_config_default(&tc);
+    tc.batch_size = 2;
+    tc.total_steps = 2;
+    tc.ema_decay = 0;
+    ddpm_train_data td = {.x = x, .n = N};
+    ddpm_trainer tr;
+    if (ddpm_trainer_init(&tr, m, &src.schedule, &tc, &td)) fail_msg("%s", ddpm_last_error());
+    for (int i = 0; i < 2; i++)
+        if (ddpm_trainer_step(&tr)) fail_msg("step %d: %s", i, ddpm_last_error());
+    const char *ck = tu_tmp("u2.safetensors"), *dir = tu_tmp("u2_export");
+    if (ddpm_checkpoint_save(ck, &tr, NULL, NULL, NULL, 0)) fail_msg("%s", ddpm_last_error());
+    assert_int_equal(tu_system("'%s' export --ckpt '%s' --diffusers '%s' --quiet", tu_ddpm_bin(), ck, dir), 0);
+    ddpm_checkpoint back;
+    if (ddpm_diffusers_load(dir, &back, &smp)) fail_msg("%s", ddpm_last_error());
+    assert_memory_equal(back.model->params, m->params, sizeof(float) * m->n_params);
+    assert_string_equal(smp.scheduler, "DDPMScheduler");
+    assert_int_equal(smp.variance, DDPM_VAR_SMALL);
+    assert_int_equal(tu_system("'%s' sample --diffusers '%s' -n 1 --sampler ddim --steps 2 --quiet --out '%s'",
+                               tu_ddpm_bin(), dir, tu_tmp("u2.png")), 0);
+    ddpm_checkpoint_free(&back);
+    ddpm_trainer_free(&tr);
+    ddpm_checkpoint_free(&src);
+    free(x);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vs_pytorch_g),
@@ -428,6 +465,7 @@ int main(void) {
         cmocka_unit_test(test_folder_errors),
         cmocka_unit_test(test_save_and_load_again),
         cmocka_unit_test(test_trains),
+        cmocka_unit_test(test_export_cli),
     };
     tu_use_fixture("diffusers/reference.safetensors", &FX);
     return cmocka_run_group_tests(tests, setup, teardown);
