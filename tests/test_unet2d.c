@@ -383,8 +383,8 @@ static void test_save_and_load_again(void **s) {
     assert_string_equal(ddpm_safetensors_meta(&f, "format"), "pt");
     ddpm_safetensors_free(&f);
     /* another network is refused by name */
-    ddpm_model *m = nc_create("{\"kind\":\"unet\",\"height\":8,\"channel_mult\":[1,2]}", 1);
-    tu_expect_status(ddpm_diffusers_save(dir, m, &a.schedule, DDPM_PRED_EPS), DDPM_ERR_INVALID, "", "not a unet");
+    ddpm_model *m = nc_create("{\"kind\":\"mlp\",\"dim\":2,\"num_timesteps\":1000}", 1);
+    tu_expect_status(ddpm_diffusers_save(dir, m, &a.schedule, DDPM_PRED_EPS), DDPM_ERR_INVALID, "", "not a mlp");
     ddpm_model_free(m);
     ddpm_checkpoint_free(&a);
     ddpm_checkpoint_free(&b);
@@ -415,6 +415,68 @@ static void test_trains(void **s) {
     free(cond);
     free(t);
     ddpm_model_free(m);
+}
+
+/* ddpm's own unet as a UNet2DModel: the same function (random weights everywhere, also where
+ * the unet starts at zero), and through a folder; what does not map is refused by name. */
+static void test_unet_maps_to_unet2d(void **s) {
+    (void)s;
+    ddpm_model *u = nc_create("{\"kind\":\"unet\",\"in_channels\":3,\"height\":16,\"base_channels\":16,"
+                              "\"channel_mult\":[1,2],\"num_res_blocks\":1,\"attn_resolutions\":[8],\"heads\":2,"
+                              "\"dim_head\":16,\"groups\":4,\"num_classes\":3,\"num_timesteps\":100}", 1);
+    for (size_t k = 0; k < u->n_tensors; k++) {
+        float *w = ddpm_model_tensor_data(u, &u->tensors[k]);
+        float *r = tu_randn_alloc(u->tensors[k].numel, 0.2f);
+        memcpy(w, r, sizeof(float) * u->tensors[k].numel);
+        free(r);
+    }
+    ddpm_model *v = NULL;
+    if (ddpm_diffusers_from_unet(u, &v)) fail_msg("%s", ddpm_last_error());
+    assert_string_equal(v->ops->kind, "unet2d");
+    assert_int_equal(ddpm_model_weight_count(v), ddpm_model_weight_count(u));
+    const int B = 2;
+    const size_t n = (size_t)B * u->sample_numel;
+    float *x = tu_randn_alloc(n, 1.0f), *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n);
+    float cond[6] = {0, 1, 0, 1, 0, 0};
+    int t[2] = {99, 3};
+    ddpm_model_input in = {.x = x, .t = t, .cond = cond, .B = B};
+    assert_int_equal(ddpm_model_reserve(u, B), DDPM_OK);
+    assert_int_equal(ddpm_model_reserve(v, B), DDPM_OK);
+    assert_int_equal(u->ops->forward(u, &in, a), DDPM_OK);
+    assert_int_equal(v->ops->forward(v, &in, b), DDPM_OK);
+    /* the same operations but the sinusoidal frequencies (exp(-k ln(1e4) / (half - 1)) rounded as
+     * diffusers vs as the unet): float rounding, the tolerance of the PyTorch comparisons */
+    tu_assert_close(b, a, n, 1e-4, 1e-5 * tu_maxabs(a, n), "unet2d of a unet vs the unet");
+    /* through a folder: ddpm_diffusers_save converts it */
+    ddpm_schedule sch;
+    ddpm_schedule_config sc;
+    ddpm_schedule_config_default(&sc, DDPM_SCHEDULE_COSINE, 100);
+    assert_int_equal(ddpm_schedule_init(&sch, &sc), DDPM_OK);
+    const char *dir = tu_tmp("from_unet");
+    if (ddpm_diffusers_save(dir, u, &sch, DDPM_PRED_V)) fail_msg("%s", ddpm_last_error());
+    ddpm_checkpoint ck;
+    ddpm_diffusers_sampling smp;
+    if (ddpm_diffusers_load(dir, &ck, &smp)) fail_msg("%s", ddpm_last_error());
+    assert_int_equal(ck.train.prediction, DDPM_PRED_V);
+    assert_int_equal(ck.schedule.config.kind, DDPM_SCHEDULE_COSINE);
+    assert_int_equal(ddpm_model_reserve(ck.model, B), DDPM_OK);
+    assert_int_equal(ck.model->ops->forward(ck.model, &in, b), DDPM_OK);
+    tu_assert_close(b, a, n, 1e-4, 1e-5 * tu_maxabs(a, n), "the folder of a unet vs the unet");
+    ddpm_checkpoint_free(&ck);
+    ddpm_schedule_free(&sch);
+    ddpm_model_free(v);
+    ddpm_model_free(u);
+    /* 4 heads of 32 at 32 channels: diffusers' attention is heads x head dim = channels */
+    u = nc_create("{\"kind\":\"unet\",\"height\":8,\"channel_mult\":[1,2]}", 1);
+    tu_expect_status(ddpm_diffusers_from_unet(u, &v), DDPM_ERR_INVALID, "", "attention_head_dim");
+    assert_null(v);
+    ddpm_model_free(u);
+    u = nc_create("{\"kind\":\"unet\",\"height\":8,\"channel_mult\":[1,2],\"self_cond\":true,\"dim_head\":0}", 1);
+    tu_expect_status(ddpm_diffusers_from_unet(u, &v), DDPM_ERR_INVALID, "", "self_cond");
+    ddpm_model_free(u);
+    free(x);
+    free(a);
+    free(b);
 }
 
 /* `ddpm export --diffusers` of a checkpoint ddpm trained: the church folder's model, two trainer
@@ -466,6 +528,7 @@ int main(void) {
         cmocka_unit_test(test_save_and_load_again),
         cmocka_unit_test(test_trains),
         cmocka_unit_test(test_export_cli),
+        cmocka_unit_test(test_unet_maps_to_unet2d),
     };
     tu_use_fixture("diffusers/reference.safetensors", &FX);
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -182,11 +182,16 @@ int ddpm_diffusers_scheduler_parse(const char *json, size_t len, const char *pat
                                    ddpm_schedule *s, ddpm_prediction *pred,
                                    ddpm_diffusers_sampling *smp);
 int ddpm_diffusers_model_config(const char *json, size_t len, const char *path, int T, char **out);
-/* Writes a unet2d model, its schedule (as a DDPMScheduler: fixed_small, clip_sample) and its
+/* Writes a unet2d model (or a unet, converted), its schedule (as a DDPMScheduler: fixed_small, clip_sample) and its
  * prediction type as a pipeline folder that UNet2DModel.from_pretrained and
  * DDPMPipeline.from_pretrained read (model_index.json too); dir is created if needed. */
 int ddpm_diffusers_save(const char *dir, const ddpm_model *m, const ddpm_schedule *s,
                         ddpm_prediction pred);
+/* ddpm's "unet" (the DDPM paper's U-Net) as the unet2d model of the same function, when it maps:
+ * channel_mult starting at 1, no self-conditioning, and every attention heads x head dim = its
+ * channels with one head dim (diffusers' attention_head_dim); ddpm_diffusers_save converts a
+ * unet with it. The error names what does not map. */
+int ddpm_diffusers_from_unet(const ddpm_model *unet, ddpm_model **out);
 
 /* Restores a trainer's state (weights, moments, EMA, step) from a loaded checkpoint. */
 int ddpm_trainer_restore(ddpm_trainer *tr, const ddpm_checkpoint *ck);

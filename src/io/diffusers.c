@@ -455,11 +455,170 @@ static cJSON *scheduler_json(const ddpm_schedule *s, ddpm_prediction pred, int *
     return o;
 }
 
+/* ---- ddpm's unet as a UNet2DModel ------------------------------------------------------------
+ * The DDPM paper's U-Net of models/unet.c is a UNet2DModel with freq_shift 1, flip_sin_to_cos
+ * false, downsample_padding 1 and norm_eps 1e-5, when its attention fits diffusers' one
+ * attention_head_dim: every attention (the listed resolutions and the middle) heads x head dim
+ * = its channels with the same head dim. Its tensors map one to one (qkv is to_q, to_k, to_v
+ * stacked, which is how unet2d lays them out). */
+
+/* "<n>." at *p: n, and *p moved past it; -1 (p unchanged) otherwise. */
+static int take_index(const char **p) {
+    char *end;
+    const long v = strtol(*p, &end, 10);
+    if (end == *p || *end != '.' || v < 0 || v > 1000) return -1;
+    *p = end + 1;
+    return (int)v;
+}
+
+/* The unet2d name of a unet tensor, for L levels: the block's new prefix, then the tensor's
+ * own renames (temb_proj, nin_shortcut, norm, qkv -> the start of to_q, proj_out). */
+static void unet_name_map(const char *in, int L, char *out, size_t n) {
+    char head[96] = "";
+    const char *rest = in;
+    const int up = strncmp(in, "up.", 3) == 0;
+    if (up || strncmp(in, "down.", 5) == 0) {
+        const char *p = in + (up ? 3 : 5);
+        const int i = take_index(&p), lvl = up ? L - 1 - i : i;
+        const char *blk = up ? "up_blocks" : "down_blocks";
+        const char *sample = up ? "upsample." : "downsample.";
+        if (i >= 0 && strncmp(p, "block.", 6) == 0) {
+            p += 6;
+            const int j = take_index(&p);
+            if (j >= 0) snprintf(head, sizeof head, "%s.%d.resnets.%d.", blk, lvl, j);
+        } else if (i >= 0 && strncmp(p, "attn.", 5) == 0) {
+            p += 5;
+            const int j = take_index(&p);
+            if (j >= 0) snprintf(head, sizeof head, "%s.%d.attentions.%d.", blk, lvl, j);
+        } else if (i >= 0 && strncmp(p, sample, strlen(sample)) == 0) {
+            p += strlen(sample);
+            snprintf(head, sizeof head, "%s.%d.%s.0.", blk, lvl, up ? "upsamplers" : "downsamplers");
+        }
+        rest = head[0] ? p : in;
+    } else {
+        static const char *const from[] = {"mid.block_1.", "mid.block_2.", "mid.attn_1.",
+                                           "temb.dense.0.", "temb.dense.1.", "class_emb.", "norm_out."};
+        static const char *const to[] = {"mid_block.resnets.0.", "mid_block.resnets.1.",
+                                         "mid_block.attentions.0.", "time_embedding.linear_1.",
+                                         "time_embedding.linear_2.", "class_embedding.", "conv_norm_out."};
+        for (int k = 0; k < 7 && !head[0]; k++)
+            if (strncmp(in, from[k], strlen(from[k])) == 0) {
+                snprintf(head, sizeof head, "%s", to[k]);
+                rest = in + strlen(from[k]);
+            }
+    }
+    static const char *const from[] = {"temb_proj.", "nin_shortcut.", "norm.", "qkv.", "proj_out."};
+    static const char *const to[] = {"time_emb_proj.", "conv_shortcut.", "group_norm.", "to_q.", "to_out.0."};
+    for (int k = 0; k < 5; k++)
+        if (head[0] && strncmp(rest, from[k], strlen(from[k])) == 0) {
+            snprintf(out, n, "%s%s%s", head, to[k], rest + strlen(from[k]));
+            return;
+        }
+    snprintf(out, n, "%s%s", head, rest); /* conv_in.*, conv_out.*, norm1, conv1, ... */
+}
+
+int ddpm_diffusers_from_unet(const ddpm_model *u, ddpm_model **out) {
+    *out = NULL;
+    if (strcmp(u->ops->kind, "unet") != 0)
+        return ddpm_fail(DDPM_ERR_INVALID, "not a unet model (a %s)", u->ops->kind);
+    cJSON *c = cJSON_Parse(u->config_json);
+    if (!c) return ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+    const int base = (int)ddpm_json_number_or(c, "base_channels", 0);
+    const int H = (int)ddpm_json_number_or(c, "height", 0), heads = (int)ddpm_json_number_or(c, "heads", 1);
+    const int dim_head = (int)ddpm_json_number_or(c, "dim_head", 0);
+    const int R = (int)ddpm_json_number_or(c, "num_res_blocks", 2);
+    const cJSON *mult = cJSON_GetObjectItemCaseSensitive(c, "channel_mult");
+    const cJSON *attn = cJSON_GetObjectItemCaseSensitive(c, "attn_resolutions");
+    const cJSON *sc = cJSON_GetObjectItemCaseSensitive(c, "self_cond");
+    const int L = cJSON_GetArraySize(mult);
+    int rc = DDPM_OK, boc[8], has[8], ahd = 0;
+    if (cJSON_IsTrue(sc)) rc = ddpm_fail(DDPM_ERR_INVALID, "a unet with self_cond has no UNet2DModel equivalent");
+    if (!rc && (L < 1 || L > 8 || (int)cJSON_GetArrayItem(mult, 0)->valuedouble != 1))
+        rc = ddpm_fail(DDPM_ERR_INVALID, "a unet whose channel_mult does not start at 1 has no "
+                                         "UNet2DModel equivalent (its conv_in has base_channels outputs)");
+    for (int i = 0, size = H; !rc && i <= L; i++, size /= 2) {
+        const int mid = i == L;
+        const int ch = base * (int)cJSON_GetArrayItem(mult, mid ? L - 1 : i)->valuedouble;
+        if (!mid) boc[i] = ch;
+        int a = mid;
+        for (const cJSON *e = attn ? attn->child : NULL; e && !mid; e = e->next) a |= (int)e->valuedouble == size;
+        if (!mid) has[i] = a;
+        if (!a) continue;
+        const int dh = dim_head > 0 ? dim_head : ch / heads;
+        if (dh * heads != ch || (ahd && dh != ahd))
+            rc = ddpm_fail(DDPM_ERR_INVALID, "the unet's attention at %d channels (%d heads of %d) "
+                                             "does not fit UNet2DModel's one attention_head_dim: "
+                                             "every attention needs heads x dim_head = its channels "
+                                             "with one dim_head", ch, heads, dh);
+        ahd = dh;
+    }
+    char *json = NULL;
+    if (!rc) {
+        cJSON *o = cJSON_CreateObject();
+        const char *down[8], *up[8];
+        for (int i = 0; i < L; i++) {
+            down[i] = has[i] ? "AttnDownBlock2D" : "DownBlock2D";
+            up[L - 1 - i] = has[i] ? "AttnUpBlock2D" : "UpBlock2D";
+        }
+        cJSON_AddStringToObject(o, "kind", "unet2d");
+        cJSON_AddNumberToObject(o, "sample_size", H);
+        cJSON_AddNumberToObject(o, "in_channels", u->channels);
+        cJSON_AddNumberToObject(o, "out_channels", u->channels);
+        cJSON_AddItemToObject(o, "block_out_channels", cJSON_CreateIntArray(boc, L));
+        cJSON_AddItemToObject(o, "down_block_types", cJSON_CreateStringArray(down, L));
+        cJSON_AddItemToObject(o, "up_block_types", cJSON_CreateStringArray(up, L));
+        cJSON_AddNumberToObject(o, "layers_per_block", R);
+        cJSON_AddNumberToObject(o, "attention_head_dim", ahd);
+        cJSON_AddNumberToObject(o, "norm_num_groups", ddpm_json_number_or(c, "groups", 8));
+        cJSON_AddNumberToObject(o, "norm_eps", 1e-5);
+        cJSON_AddNumberToObject(o, "downsample_padding", 1);
+        cJSON_AddBoolToObject(o, "flip_sin_to_cos", 0);
+        cJSON_AddNumberToObject(o, "freq_shift", 1);
+        cJSON_AddNumberToObject(o, "dropout", ddpm_json_number_or(c, "dropout", 0));
+        const int K = (int)ddpm_json_number_or(c, "num_classes", 0);
+        if (K > 0) cJSON_AddNumberToObject(o, "num_class_embeds", K);
+        cJSON_AddNumberToObject(o, "num_train_timesteps", u->num_timesteps);
+        json = ddpm_json_print_and_free(o);
+        rc = json ? ddpm_model_create(json, 0, out) : ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+    }
+    cJSON_Delete(c);
+    free(json);
+    for (size_t k = 0; !rc && k < u->n_tensors; k++) {
+        const ddpm_param_info *p = &u->tensors[k];
+        char name[160];
+        unet_name_map(p->name, L, name, sizeof name);
+        const ddpm_param_info *q = ddpm_model_find(*out, name);
+        /* qkv [3 hid, C, 1, 1] fills to_q, to_k, to_v; the rest match in size */
+        const size_t numel = q && strstr(p->name, ".qkv.") ? 3 * q->numel : q ? q->numel : 0;
+        if (!q || numel != p->numel) {
+            rc = ddpm_fail(DDPM_ERR_INVALID, "unet tensor %s has no UNet2DModel counterpart %s of "
+                                             "its size", p->name, name);
+            break;
+        }
+        memcpy(ddpm_model_tensor_data(*out, q), (p->is_buffer ? u->buffers : u->params) + p->offset,
+               sizeof(float) * p->numel);
+    }
+    if (!rc && ddpm_model_weight_count(*out) != ddpm_model_weight_count(u))
+        rc = ddpm_fail(DDPM_ERR_INVALID, "the unet and its UNet2DModel have different weight counts");
+    if (rc) {
+        ddpm_model_free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
 int ddpm_diffusers_save(const char *dir, const ddpm_model *m, const ddpm_schedule *s,
                         ddpm_prediction pred) {
+    if (strcmp(m->ops->kind, "unet") == 0) { /* ddpm's own U-Net, when it maps */
+        ddpm_model *u2 = NULL;
+        int rc = ddpm_diffusers_from_unet(m, &u2);
+        if (!rc) rc = ddpm_diffusers_save(dir, u2, s, pred);
+        ddpm_model_free(u2);
+        return rc;
+    }
     if (strcmp(m->ops->kind, "unet2d") != 0)
-        return ddpm_fail(DDPM_ERR_INVALID, "a diffusers folder holds a unet2d model (UNet2DModel), "
-                                           "not a %s", m->ops->kind);
+        return ddpm_fail(DDPM_ERR_INVALID, "a diffusers folder holds a unet2d model (UNet2DModel) "
+                                           "or a unet that maps to one, not a %s", m->ops->kind);
     if (s->n != m->num_timesteps)
         return ddpm_fail(DDPM_ERR_INVALID, "the model embeds %d timesteps, the schedule has %d",
                          m->num_timesteps, s->n);
