@@ -56,6 +56,21 @@ head -c 1000 "$FX/cifar/unet/diffusion_pytorch_model.safetensors" > "$tmp/g/unet
 cp "$FX/cifar/scheduler/scheduler_config.json" "$tmp/g/scheduler/"
 expect_fail 2 "truncated weights" "diffusion_pytorch_model.safetensors" "$DDPM" sample --diffusers "$tmp/g" --out "$tmp/x.png"
 
+# export: ddpm's unet, trained two steps on a few images, as a diffusers folder
+mkdir -p "$tmp/img/a" "$tmp/img/b"
+for i in 1 2 3 4; do
+  { printf 'P6\n8 8\n255\n'; head -c 192 /dev/zero | tr '\0' "\\$((100 + i))"; } > "$tmp/img/a/$i.ppm"
+  { printf 'P6\n8 8\n255\n'; head -c 192 /dev/zero | tr '\0' "\\$((20 + i))"; } > "$tmp/img/b/$i.ppm"
+done
+expect_ok "train a tiny unet" "$DDPM" train --data "$tmp/img" --labels-from-dirs --image-size 8 --model unet \
+  --base-channels 8 --channel-mult 1,2 --num-res-blocks 1 --groups 4 --heads 2 --dim-head 8 --timesteps 40 \
+  --batch-size 4 --steps 2 --out "$tmp/run" --quiet
+expect_ok "export it" "$DDPM" export --ckpt "$tmp/run/ckpt.safetensors" --diffusers "$tmp/exp" --quiet
+check "a pipeline folder" test -s "$tmp/exp/model_index.json" -a -s "$tmp/exp/unet/config.json" -a -s "$tmp/exp/unet/diffusion_pytorch_model.safetensors" -a -s "$tmp/exp/scheduler/scheduler_config.json"
+check "the unet as UNet2DModel blocks" grep -q '"AttnDownBlock2D"' "$tmp/exp/unet/config.json"
+check "diffusers' key names" grep -qa 'down_blocks.1.attentions.0.to_q.weight' "$tmp/exp/unet/diffusion_pytorch_model.safetensors"
+expect_ok "the export samples (a class)" "$DDPM" sample --diffusers "$tmp/exp" --class 1 -n 2 --sampler ddim --steps 4 --out "$tmp/e.png" --quiet
+expect_fail 2 "a unet that does not map" "attention_head_dim" bash -c "\"\$1\" train --data \"\$2\" --image-size 8 --model unet --base-channels 8 --channel-mult 1,2 --num-res-blocks 1 --groups 4 --heads 4 --dim-head 8 --timesteps 40 --batch-size 4 --steps 1 --out \"\$3\" --quiet && \"\$1\" export --ckpt \"\$3/ckpt.safetensors\" --diffusers \"\$3/exp\"" _ "$DDPM" "$tmp/img" "$tmp/run2"
 expect_fail 2 "export needs --ckpt" "--ckpt FILE is required" "$DDPM" export --diffusers "$tmp/e"
 expect_fail 2 "export of a missing checkpoint" "nope.safetensors" "$DDPM" export --ckpt "$tmp/nope.safetensors" --diffusers "$tmp/e"
 finish
