@@ -471,7 +471,7 @@ static int take_index(const char **p) {
     return (int)v;
 }
 
-/* The unet2d name of a unet tensor, for L levels: the block's new prefix, then the tensor's
+/* The unet2d name of a unet tensor, for L levels (out: n >= 256 bytes): the block's new prefix, then the tensor's
  * own renames (temb_proj, nin_shortcut, norm, qkv -> the start of to_q, proj_out). */
 static void unet_name_map(const char *in, int L, char *out, size_t n) {
     char head[96] = "";
@@ -585,7 +585,7 @@ int ddpm_diffusers_from_unet(const ddpm_model *u, ddpm_model **out) {
     free(json);
     for (size_t k = 0; !rc && k < u->n_tensors; k++) {
         const ddpm_param_info *p = &u->tensors[k];
-        char name[160];
+        char name[256]; /* a block prefix (< 96) + a renamed part + the rest of a 128-byte name */
         unet_name_map(p->name, L, name, sizeof name);
         const ddpm_param_info *q = ddpm_model_find(*out, name);
         /* qkv [3 hid, C, 1, 1] fills to_q, to_k, to_v; the rest match in size */
