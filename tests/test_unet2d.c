@@ -270,6 +270,7 @@ static void test_config_errors(void **s) {
     nc_expect_bad_config("{" BASE ",\"attention_head_dim\":12}", "multiple of 16");
     nc_expect_bad_config("{" BASE ",\"sample_size\":[8,16]}", "sample_size");
     nc_expect_bad_config("{" BASE ",\"downsample_padding\":2}", "downsample_padding");
+    nc_expect_bad_config("{" BASE ",\"freq_shift\":8}", "divide by zero");
     nc_expect_bad_config("{\"kind\":\"unet2d\",\"sample_size\":8,\"block_out_channels\":[16,16],\"norm_num_groups\":4,"
                          "\"down_block_types\":[\"DownBlock2D\",\"CrossAttnDownBlock2D\"],"
                          "\"up_block_types\":[\"UpBlock2D\",\"UpBlock2D\"]}", "CrossAttnDownBlock2D");

@@ -478,6 +478,9 @@ static int parse_config(const cJSON *j, u2_config *c) {
     if (!c->set_temb_dim) c->temb_dim = 4 * c->boc[0];
     if (c->boc[0] < 2) return bad("\"block_out_channels\"[0] must be at least 2 (the width of the "
                                   "sinusoidal time embedding)");
+    if ((double)(c->boc[0] / 2) == c->freq_shift)
+        return bad("\"freq_shift\" %g is half of \"block_out_channels\"[0] %d: the time embedding's "
+                   "frequencies would divide by zero", c->freq_shift, c->boc[0]);
     int size = c->size;
     for (int i = 0; i < c->levels; i++) {
         const int ch = c->boc[i];
