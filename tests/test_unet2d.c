@@ -7,7 +7,8 @@
  *     ddpm_diffusers_load: the forward;
  *   - a 10-step DDIM sample (eta 0) from a given x_T by DDIMScheduler's rules, and single
  *     DDPMScheduler steps (fixed_small, fixed_large, clipping) with given noise;
- *   - configuration errors named by key, writing a folder and reading it back.
+ *   - configuration errors named by key, writing a folder and reading it back, `ddpm export`,
+ *     ddpm's unet converted (the same function), training steps and micro-batches.
  *
  * Tolerance against the float64 references: |got - ref| <= 1e-4 |ref| + 1e-5 max|ref| (the
  * networks, one step), 1e-4 |ref| + 1e-4 max|ref| for the 10-step sample (ten float32 network
@@ -418,6 +419,55 @@ static void test_trains(void **s) {
     ddpm_model_free(m);
 }
 
+/* Micro-batches (the trainer's microbatch, tape_net.c's concurrent micro-batches): a step with
+ * micro-batches of 1 and 2 items lands where the plain step does (float rounding apart). */
+static void test_microbatches(void **s) {
+    (void)s;
+    const int N = 4;
+    float *x = tu_randn_alloc((size_t)N * 2 * 8 * 8, 0.5f), *cond = calloc((size_t)N * 3, sizeof(float));
+    for (int i = 0; i < N; i++) cond[i * 3 + i % 3] = 1.0f;
+    ddpm_schedule sch;
+    ddpm_schedule_config sc;
+    ddpm_schedule_config_default(&sc, DDPM_SCHEDULE_LINEAR, 1000);
+    assert_int_equal(ddpm_schedule_init(&sch, &sc), DDPM_OK);
+    float *ref = NULL, loss0 = 0, norm0 = 0;
+    size_t np = 0;
+    for (int mb = 0; mb <= 2; mb++) {
+        ddpm_model *m = nc_create(meta("g/config"), 5);
+        ddpm_train_config tc;
+        ddpm_train_config_default(&tc);
+        tc.batch_size = N;
+        tc.total_steps = 1;
+        tc.ema_decay = 0;
+        tc.microbatch = mb;
+        ddpm_train_data td = {.x = x, .cond = cond, .n = (size_t)N};
+        ddpm_trainer tr;
+        if (ddpm_trainer_init(&tr, m, &sch, &tc, &td)) fail_msg("%s", ddpm_last_error());
+        if (ddpm_trainer_step(&tr)) fail_msg("%s", ddpm_last_error());
+        if (!ref) {
+            np = m->n_params;
+            ref = malloc(sizeof(float) * np);
+            memcpy(ref, m->params, sizeof(float) * np);
+            loss0 = tr.last_loss;
+            norm0 = tr.last_grad_norm;
+        } else {
+            /* Adam's first step hardly depends on the gradient's scale: the loss and the
+             * gradient norm before clipping must agree too */
+            assert_true(fabs(tr.last_loss - loss0) <= 1e-5 * loss0);
+            assert_true(fabs(tr.last_grad_norm - norm0) <= 1e-5 * norm0);
+            char what[64];
+            snprintf(what, sizeof what, "weights after a step with micro-batches of %d", mb);
+            tu_assert_close(m->params, ref, np, 1e-5, 1e-6, what);
+        }
+        ddpm_trainer_free(&tr);
+        ddpm_model_free(m);
+    }
+    ddpm_schedule_free(&sch);
+    free(ref);
+    free(x);
+    free(cond);
+}
+
 /* ddpm's own unet as a UNet2DModel: the same function (random weights everywhere, also where
  * the unet starts at zero), and through a folder; what does not map is refused by name. */
 static void test_unet_maps_to_unet2d(void **s) {
@@ -529,6 +579,7 @@ int main(void) {
         cmocka_unit_test(test_save_and_load_again),
         cmocka_unit_test(test_trains),
         cmocka_unit_test(test_export_cli),
+        cmocka_unit_test(test_microbatches),
         cmocka_unit_test(test_unet_maps_to_unet2d),
     };
     tu_use_fixture("diffusers/reference.safetensors", &FX);
