@@ -156,6 +156,43 @@ typedef struct {
  * corrupted, wrong tensor names or shapes, unknown model kind). */
 int ddpm_checkpoint_load(const char *path, ddpm_checkpoint *ck);
 void ddpm_checkpoint_free(ddpm_checkpoint *ck);
+/* diffusers folders (io/diffusers.c): a UNet2DModel and its scheduler, in the pipeline layout
+ * (unet/config.json, unet/diffusion_pytorch_model.safetensors, scheduler/scheduler_config.json)
+ * or flat (config.json, diffusion_pytorch_model.safetensors, scheduler_config.json if any).
+ * What the scheduler config says about sampling, for the caller to use unless told otherwise: */
+typedef struct {
+    char scheduler[32];    /* "DDPMScheduler", "DDIMScheduler", "PNDMScheduler"; "" if the flat
+                              folder has no scheduler_config.json (DDPMScheduler's defaults) */
+    ddpm_sampler sampler;  /* DDPM for DDPMScheduler, DDIM for DDIMScheduler and PNDMScheduler */
+    ddpm_variance variance;/* variance_type fixed_small / fixed_large */
+    ddpm_spacing spacing;  /* timestep_spacing */
+    int clip_x0;           /* clip_sample (range 1; off when thresholding) */
+    int threshold;         /* thresholding, with dynamic_thresholding_ratio, sample_max_value */
+    float threshold_ratio, threshold_max;
+} ddpm_diffusers_sampling;
+/* Loads folder dir into ck (the unet2d model with its weights, the schedule, the prediction type
+ * in ck->train.prediction; no EMA) and the scheduler's sampling settings into smp. Every config
+ * key ddpm does not map is refused by name; errors name the file. */
+int ddpm_diffusers_load(const char *dir, ddpm_checkpoint *ck, ddpm_diffusers_sampling *smp);
+/* The parsers beneath it, for a config file's text (path names it in errors): a
+ * scheduler_config.json into a schedule (initialised; free it), a prediction type and the
+ * sampling settings; a UNet2DModel config.json into the config of ddpm's unet2d network for T
+ * timesteps (malloc'd JSON). */
+int ddpm_diffusers_scheduler_parse(const char *json, size_t len, const char *path,
+                                   ddpm_schedule *s, ddpm_prediction *pred,
+                                   ddpm_diffusers_sampling *smp);
+int ddpm_diffusers_model_config(const char *json, size_t len, const char *path, int T, char **out);
+/* Writes a unet2d model (or a unet, converted), its schedule (as a DDPMScheduler: fixed_small, clip_sample) and its
+ * prediction type as a pipeline folder that UNet2DModel.from_pretrained and
+ * DDPMPipeline.from_pretrained read (model_index.json too); dir is created if needed. */
+int ddpm_diffusers_save(const char *dir, const ddpm_model *m, const ddpm_schedule *s,
+                        ddpm_prediction pred);
+/* ddpm's "unet" (the DDPM paper's U-Net) as the unet2d model of the same function, when it maps:
+ * channel_mult starting at 1, no self-conditioning, and every attention heads x head dim = its
+ * channels with one head dim (diffusers' attention_head_dim); ddpm_diffusers_save converts a
+ * unet with it. The error names what does not map. */
+int ddpm_diffusers_from_unet(const ddpm_model *unet, ddpm_model **out);
+
 /* Restores a trainer's state (weights, moments, EMA, step) from a loaded checkpoint. */
 int ddpm_trainer_restore(ddpm_trainer *tr, const ddpm_checkpoint *ck);
 
