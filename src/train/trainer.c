@@ -264,6 +264,10 @@ int ddpm_trainer_init(ddpm_trainer *tr, ddpm_model *model, const ddpm_schedule *
                          (cfg->batch_size + cfg->microbatch - 1) / cfg->microbatch,
                          DDPM_EXACT_MAX_ADDENDS,
                          (cfg->batch_size + DDPM_EXACT_MAX_ADDENDS - 1) / DDPM_EXACT_MAX_ADDENDS);
+    if (schedule->alphas_cumprod[schedule->n - 1] == 0.0f && cfg->prediction == DDPM_PRED_EPS)
+        return ddpm_fail(DDPM_ERR_INVALID,
+                         "a zero-terminal-SNR schedule needs --prediction v or x0 (an eps network "
+                         "cannot give x_0 at its last step, where abar = 0)");
     if (cfg->self_cond && !model->self_cond)
         return ddpm_fail(DDPM_ERR_INVALID, "self-conditioning needs a model built with it");
     tr->model = model;
