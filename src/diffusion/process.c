@@ -347,18 +347,14 @@ int ddpm_sample_loop(const ddpm_schedule *s, const ddpm_sample_opts *o, ddpm_den
     if (B < 1 || d < 1) return ddpm_fail(DDPM_ERR_INVALID, "nothing to sample (B=%d, d=%zu)", B, d);
     if ((int)o->sampler < 0 || o->sampler >= DDPM_SAMPLER_COUNT)
         return ddpm_fail(DDPM_ERR_INVALID, "unknown sampler %d", (int)o->sampler);
-    if (s->alphas_cumprod[s->n - 1] == 0.0f) { /* zero terminal SNR */
-        if (is_sigma_sampler(o->sampler))
-            return ddpm_fail(DDPM_ERR_INVALID,
-                             "%s works in sigma, which is infinite at the last step of a "
-                             "zero-terminal-SNR schedule: sample with ddpm or ddim",
-                             ddpm_sampler_name(o->sampler));
+    if (is_sigma_sampler(o->sampler)) return ddpm_sample_loop_sigma(s, o, f, ctx, B, d, x);
+    /* zero terminal SNR (the sigma-space samplers refuse its infinite sigma themselves) */
+    if (s->alphas_cumprod[s->n - 1] == 0.0f) {
         if (o->step.prediction == DDPM_PRED_EPS)
             return ddpm_fail(DDPM_ERR_INVALID,
                              "an eps network cannot give x_0 where abar = 0 (the last step of a "
                              "zero-terminal-SNR schedule): train with --prediction v or x0");
     }
-    if (is_sigma_sampler(o->sampler)) return ddpm_sample_loop_sigma(s, o, f, ctx, B, d, x);
     if (ddpm_sample_check_threshold(o)) return DDPM_ERR_INVALID;
     const size_t n = ddpm_size_mul((size_t)B, d);
     const int ddim = o->sampler == DDPM_SAMPLER_DDIM;
