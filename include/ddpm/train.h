@@ -98,6 +98,38 @@ double ddpm_loss_and_grad(ddpm_loss loss, const float *out, const float *target,
 void ddpm_min_snr_weights(const ddpm_schedule *s, ddpm_prediction p, float gamma, const int *t,
                           int B, float *w);
 
+/* ---- training the image classifier (src/train/classifier_train.c) ---- */
+
+/* Trains a classifier model (ddpm_model.n_classes > 0) on n labelled images: each step a batch of
+ * cfg.batch_size items from the epoch's shuffle (the last incomplete batch of an epoch is
+ * dropped), the cross-entropy of the logits, gradients from zero, clipping to cfg.grad_clip (0:
+ * off) and one Adam/AdamW update at ddpm_lr_at(cfg, step). Uses cfg's optimizer fields, lr
+ * schedule, batch_size and seed (no EMA, no diffusion fields). x [n, sample_numel] and
+ * labels [n] (each in 0..n_classes-1) are borrowed and must outlive the trainer. */
+typedef struct {
+    ddpm_model *model;
+    ddpm_train_config cfg;
+    const float *x;
+    const int *labels;
+    size_t n;
+    float *adam_m, *adam_v; /* n_params each */
+    int64_t step;
+    float last_loss, last_accuracy, last_lr; /* of the last batch (training mode) */
+    /* private working memory */
+    float *xb_, *logits_, *probs_, *dlogits_;
+    int *yb_;
+    uint32_t *perm_;
+    int64_t perm_epoch_;
+} ddpm_classifier_trainer;
+int ddpm_classifier_trainer_init(ddpm_classifier_trainer *tr, ddpm_model *model,
+                                 const ddpm_train_config *cfg, const float *x, const int *labels,
+                                 size_t n);
+void ddpm_classifier_trainer_free(ddpm_classifier_trainer *tr);
+int ddpm_classifier_trainer_step(ddpm_classifier_trainer *tr);
+int64_t ddpm_classifier_steps_per_epoch(const ddpm_classifier_trainer *tr);
+/* The class of highest logit of each of n images (eval mode), into pred[n]. */
+int ddpm_classifier_predict(ddpm_model *m, const float *x, size_t n, int *pred);
+
 /* ---- checkpoints ---- */
 
 /* Writes model weights, EMA weights, Adam moments and metadata (model, schedule and training
