@@ -140,6 +140,15 @@ int ddpm_classifier_forward_eval(ddpm_model *m, const float *x, int B, float *fe
                                  float *logits);
 /* The width of the feature layer (0 if m is not a classifier). */
 int ddpm_classifier_feature_dim(const ddpm_model *m);
+/* Writes the classifier's tensors to a safetensors file atomically, with metadata "format":
+ * "ddpm-classifier", its version, "model" (the config JSON) and n_meta more key/value pairs. */
+int ddpm_classifier_save(const char *path, const ddpm_model *m, const char *const *keys,
+                         const char *const *values, size_t n_meta);
+/* Reads a file written by ddpm_classifier_save: the model built from its config, weights loaded.
+ * Errors name the file: not a classifier file (a diffusion checkpoint is named as such), another
+ * format version, a missing or misshapen tensor. st_out (may be NULL) receives the file for its
+ * metadata (free it with ddpm_safetensors_free). */
+int ddpm_classifier_load(const char *path, ddpm_model **out, ddpm_safetensors *st_out);
 
 /* ---- sampling with a model ---- */
 

@@ -248,3 +248,84 @@ int ddpm_classifier_create(const void *config_cjson, uint64_t seed, ddpm_model *
     *out = m;
     return DDPM_OK;
 }
+
+/* ---- the classifier file ----------------------------------------------------------------------
+ * A safetensors file of the model's tensors (state_dict names) with metadata "format":
+ * "ddpm-classifier", "format_version", "model" (the config JSON) and the caller's keys (its test
+ * accuracy, data, command). */
+
+#define CLS_FORMAT "ddpm-classifier"
+#define CLS_FORMAT_VERSION "1"
+
+int ddpm_classifier_save(const char *path, const ddpm_model *m, const char *const *keys,
+                         const char *const *values, size_t n_meta) {
+    if (m->n_classes <= 0) return ddpm_fail(DDPM_ERR_INVALID, "a %s is not a classifier", m->ops->kind);
+    ddpm_tensor *ts = ddpm_alloc(m->n_tensors, sizeof *ts);
+    const char **k = ddpm_alloc(n_meta + 4, sizeof *k), **v = ddpm_alloc(n_meta + 4, sizeof *v);
+    int rc = DDPM_OK;
+    if (!ts || !k || !v) rc = DDPM_ERR_NOMEM;
+    for (size_t i = 0; !rc && i < m->n_tensors; i++) {
+        const ddpm_param_info *p = &m->tensors[i];
+        ts[i].name = (char *)p->name;
+        ts[i].dtype = DDPM_DT_F32;
+        ts[i].ndim = p->ndim;
+        memcpy(ts[i].shape, p->shape, sizeof(int64_t) * 4);
+        ts[i].data = (p->is_buffer ? m->buffers : m->params) + p->offset;
+    }
+    if (!rc) {
+        k[0] = "format", v[0] = CLS_FORMAT;
+        k[1] = "format_version", v[1] = CLS_FORMAT_VERSION;
+        k[2] = "ddpm_version", v[2] = DDPM_VERSION;
+        k[3] = "model", v[3] = m->config_json;
+        for (size_t i = 0; i < n_meta; i++) k[4 + i] = keys[i], v[4 + i] = values[i];
+        rc = ddpm_safetensors_write(path, ts, m->n_tensors, k, v, n_meta + 4);
+    }
+    free(ts);
+    free(k);
+    free(v);
+    return rc;
+}
+
+int ddpm_classifier_load(const char *path, ddpm_model **out, ddpm_safetensors *st_out) {
+    *out = NULL;
+    ddpm_safetensors st;
+    int rc = ddpm_safetensors_read(path, &st);
+    if (rc) return rc;
+    const char *format = ddpm_safetensors_meta(&st, "format");
+    const char *version = ddpm_safetensors_meta(&st, "format_version");
+    const char *model = ddpm_safetensors_meta(&st, "model");
+    if (!format || strcmp(format, CLS_FORMAT) != 0 || !model) {
+        const char *kind = model ? strstr(model, "\"kind\"") : NULL;
+        if (format && strcmp(format, "ddpm") == 0 && kind)
+            rc = ddpm_fail(DDPM_ERR_FORMAT,
+                           "%s: a ddpm checkpoint of a diffusion model (%.60s), not a classifier "
+                           "(train one with `ddpm classifier train`)",
+                           path, kind);
+        else
+            rc = ddpm_fail(DDPM_ERR_FORMAT,
+                           "%s: not a ddpm classifier file (no \"format\": \"" CLS_FORMAT
+                           "\" metadata; train one with `ddpm classifier train`)",
+                           path);
+    } else if (!version || strcmp(version, CLS_FORMAT_VERSION) != 0) {
+        rc = ddpm_fail(DDPM_ERR_FORMAT, "%s: classifier format version %s, this ddpm reads %s", path,
+                       version ? version : "(none)", CLS_FORMAT_VERSION);
+    }
+    size_t file_floats = 0;
+    for (size_t i = 0; i < st.n_tensors; i++)
+        if (st.tensors[i].dtype <= DDPM_DT_BF16) file_floats += st.tensors[i].numel;
+    ddpm_model *m = NULL;
+    if (!rc && (rc = ddpm_model_create_bounded(model, 0, file_floats, (size_t)1 << 26,
+                                               "float values the file holds", &m)))
+        rc = ddpm_fail(rc, "%s: %s", path, ddpm_last_error());
+    if (!rc && m->n_classes <= 0)
+        rc = ddpm_fail(DDPM_ERR_FORMAT, "%s: the model is a %s, not a classifier", path, m->ops->kind);
+    if (!rc) rc = ddpm_model_load_tensors(m, &st, NULL, path);
+    if (rc || !st_out) ddpm_safetensors_free(&st);
+    if (rc) {
+        ddpm_model_free(m);
+        return rc;
+    }
+    if (st_out) *st_out = st;
+    *out = m;
+    return DDPM_OK;
+}
