@@ -103,6 +103,23 @@ int ddpm_kid(const ddpm_points *a, const ddpm_points *b, int n_subsets, size_t s
  * Euclidean distances, no subsampling: O(n^2 d)). Each set needs more than k items. */
 int ddpm_precision_recall(const ddpm_points *real, const ddpm_points *fake, int k,
                           double *precision, double *recall);
+/* The Frechet distance, KID and precision/recall of fake against real features in one call
+ * (what `ddpm eval` prints and a training loop can log). Zeros in opts (or opts NULL) take each
+ * metric's defaults: KID 100 subsets of 1000, k = 3, seed 0. */
+typedef struct {
+    int kid_subsets;
+    size_t kid_subset_size;
+    int k;
+    uint64_t seed;
+} ddpm_image_quality_opts;
+typedef struct {
+    size_t n, n_ref;      /* items of the fake and real feature sets */
+    double fd;            /* Frechet distance */
+    double kid, kid_std;  /* KID mean and its standard deviation over subsets */
+    double precision, recall;
+} ddpm_image_quality;
+int ddpm_image_quality_compute(const ddpm_points *fake, const ddpm_points *real,
+                               const ddpm_image_quality_opts *opts, ddpm_image_quality *out);
 /* The fraction of items whose predicted class is the wanted one, overall and (per_class and
  * per_class_n [n_classes], both or neither NULL) per wanted class (NaN for a class never asked
  * for). A wanted class outside 0..n_classes-1 is DDPM_ERR_INVALID. */

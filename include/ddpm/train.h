@@ -127,6 +127,9 @@ int ddpm_classifier_trainer_init(ddpm_classifier_trainer *tr, ddpm_model *model,
 void ddpm_classifier_trainer_free(ddpm_classifier_trainer *tr);
 int ddpm_classifier_trainer_step(ddpm_classifier_trainer *tr);
 int64_t ddpm_classifier_steps_per_epoch(const ddpm_classifier_trainer *tr);
+/* Eval mode over n images [n, C, H, W] (in chunks): the features [n, feature_dim] and the class
+ * of highest logit pred[n]; either may be NULL. */
+int ddpm_classifier_run(ddpm_model *m, const float *x, size_t n, float *features, int *pred);
 /* The class of highest logit of each of n images (eval mode), into pred[n]. */
 int ddpm_classifier_predict(ddpm_model *m, const float *x, size_t n, int *pred);
 

@@ -376,3 +376,18 @@ int ddpm_class_accuracy(const int *predicted, const int *wanted, size_t n, int n
     *overall = (double)hit / (double)total;
     return DDPM_OK;
 }
+
+/* ---- all of them at once -------------------------------------------------------------------- */
+
+int ddpm_image_quality_compute(const ddpm_points *fake, const ddpm_points *real,
+                               const ddpm_image_quality_opts *o, ddpm_image_quality *q) {
+    const ddpm_image_quality_opts def = {0};
+    if (!o) o = &def;
+    memset(q, 0, sizeof *q);
+    q->n = fake ? fake->n : 0;
+    q->n_ref = real ? real->n : 0;
+    int rc = ddpm_frechet_distance(fake, real, &q->fd);
+    if (!rc) rc = ddpm_kid(fake, real, o->kid_subsets, o->kid_subset_size, o->seed, &q->kid, &q->kid_std);
+    if (!rc) rc = ddpm_precision_recall(real, fake, o->k, &q->precision, &q->recall);
+    return rc;
+}

@@ -123,17 +123,18 @@ int ddpm_classifier_trainer_step(ddpm_classifier_trainer *tr) {
     return DDPM_OK;
 }
 
-int ddpm_classifier_predict(ddpm_model *m, const float *x, size_t n, int *pred) {
+int ddpm_classifier_run(ddpm_model *m, const float *x, size_t n, float *features, int *pred) {
     if (m->n_classes <= 0) return ddpm_fail(DDPM_ERR_INVALID, "a %s is not a classifier", m->ops->kind);
-    const int K = m->n_classes;
-    const size_t chunk = 1000;
+    const int K = m->n_classes, F = ddpm_classifier_feature_dim(m);
+    const size_t chunk = 500; /* bounds the logits buffer and the reserved batch */
     float *logits = ddpm_alloc(chunk * (size_t)K, sizeof(float));
     if (!logits) return DDPM_ERR_NOMEM;
     int rc = DDPM_OK;
     for (size_t i0 = 0; i0 < n && !rc; i0 += chunk) {
         const size_t nb = n - i0 < chunk ? n - i0 : chunk;
-        rc = ddpm_classifier_forward_eval(m, x + i0 * m->sample_numel, (int)nb, NULL, logits);
-        for (size_t b = 0; b < nb && !rc; b++) {
+        rc = ddpm_classifier_forward_eval(m, x + i0 * m->sample_numel, (int)nb,
+                                          features ? features + i0 * (size_t)F : NULL, logits);
+        for (size_t b = 0; pred && b < nb && !rc; b++) {
             const float *z = logits + b * (size_t)K;
             int best = 0;
             for (int k = 1; k < K; k++) best = z[k] > z[best] ? k : best;
@@ -142,4 +143,8 @@ int ddpm_classifier_predict(ddpm_model *m, const float *x, size_t n, int *pred) 
     }
     free(logits);
     return rc;
+}
+
+int ddpm_classifier_predict(ddpm_model *m, const float *x, size_t n, int *pred) {
+    return ddpm_classifier_run(m, x, n, NULL, pred);
 }

@@ -106,13 +106,12 @@ static int classifier_train(int argc, char **argv) {
     ddpm_model *m = NULL;
     ddpm_classifier_trainer ct = {0};
     char *json = NULL;
-    if ((rc = image_set_load(data, SPLIT_TRAIN, test_every, image_size, channels, labels, &tr)) ||
-        (rc = image_set_load(data, SPLIT_TEST, test_every, image_size, channels, labels, &te)))
-        goto done;
+    if ((rc = image_set_load(data, SPLIT_TRAIN, test_every, image_size, channels, labels, &tr))) goto done;
     if (!tr.labels || tr.n_classes < 2) {
         rc = ddpm_fail(DDPM_ERR_INVALID, "%s: the images have no class labels (a folder needs one sub-folder per class; an .npy needs --labels)", data);
         goto done;
     }
+    if ((rc = image_set_load(data, SPLIT_TEST, test_every, image_size, channels, labels, &te))) goto done;
     if (tr.h != tr.w) {
         rc = ddpm_fail(DDPM_ERR_INVALID, "%s: the classifier takes square images; these are %dx%d", data, tr.h, tr.w);
         goto done;
