@@ -276,6 +276,67 @@ static void test_shipped_classifier_accuracy(void **state) {
     ddpm_model_free(m);
 }
 
+
+/* ---- the one call a training loop makes -------------------------------------------------- */
+
+/* ddpm_image_quality_of_model = sampling (whatever the chunking), the classifier's features and
+ * ddpm_image_quality_compute, step by step. */
+static void test_quality_of_model(void **state) {
+    (void)state;
+    ddpm_model *den, *cls;
+    assert_int_equal(ddpm_model_create("{\"kind\":\"simple-unet\",\"in_channels\":1,\"height\":8,\"channels\":[4,8],\"num_timesteps\":10}", 3, &den), DDPM_OK);
+    assert_int_equal(ddpm_model_create("{\"kind\":\"classifier\",\"in_channels\":1,\"height\":8,\"channels\":[4],\"features\":6,\"classes\":3}", 4, &cls), DDPM_OK);
+    ddpm_schedule s;
+    ddpm_schedule_config sc;
+    ddpm_schedule_config_default(&sc, DDPM_SCHEDULE_LINEAR, 10);
+    assert_int_equal(ddpm_schedule_init(&s, &sc), DDPM_OK);
+    enum { N = 20, NR = 30 };
+    float *real = tu_randn_alloc(NR * 64, 0.5f), *rf = malloc(sizeof(float) * NR * 6);
+    assert_int_equal(ddpm_classifier_run(cls, real, NR, rf, NULL), DDPM_OK);
+    ddpm_points pr = {.x = rf, .n = NR, .dim = 6};
+    int wanted[N];
+    for (int i = 0; i < N; i++) wanted[i] = i % 3;
+    ddpm_image_eval_config c = {.n = N, .batch = 7, .wanted = wanted, .metrics = {.kid_subsets = 5, .kid_subset_size = 10}};
+    ddpm_sample_opts_default(&c.sampler);
+    c.sampler.sampler = DDPM_SAMPLER_DDIM;
+    c.sampler.steps = 4;
+    c.sampler.seed = 11;
+    ddpm_image_quality q;
+    double acc;
+    float *x = malloc(sizeof(float) * N * 64), *x2 = malloc(sizeof(float) * N * 64);
+    assert_int_equal(ddpm_image_quality_of_model(den, &s, &c, cls, &pr, &q, &acc, x), DDPM_OK);
+    /* by hand: one chunk of all N */
+    ddpm_model_sampler ms;
+    assert_int_equal(ddpm_model_sampler_init(&ms, den, N), DDPM_OK);
+    assert_int_equal(ddpm_sample_loop(&s, &c.sampler, ddpm_model_denoise, &ms, N, 64, x2), DDPM_OK);
+    ddpm_model_sampler_free(&ms);
+    tu_assert_close(x, x2, N * 64, 1e-6, 1e-6, "samples in chunks of 7 vs one chunk");
+    float *ff = malloc(sizeof(float) * N * 6);
+    int pred[N];
+    assert_int_equal(ddpm_classifier_run(cls, x, N, ff, pred), DDPM_OK);
+    ddpm_points pf = {.x = ff, .n = N, .dim = 6};
+    ddpm_image_quality q2;
+    assert_int_equal(ddpm_image_quality_compute(&pf, &pr, &c.metrics, &q2), DDPM_OK);
+    printf("[quality of a model] N %zu: FD %.4f KID %.4f +- %.4f precision %.3f recall %.3f class accuracy %.3f\n",
+           q.n, q.fd, q.kid, q.kid_std, q.precision, q.recall, acc);
+    assert_true(q.n == N && q.n_ref == NR);
+    assert_true(fabs(q.fd - q2.fd) <= 1e-6 * (1 + q2.fd) && fabs(q.kid - q2.kid) <= 1e-6 * (1 + fabs(q2.kid)));
+    assert_true(q.precision == q2.precision && q.recall == q2.recall);
+    int hit = 0;
+    for (int i = 0; i < N; i++) hit += pred[i] == wanted[i];
+    assert_true(fabs(acc - hit / (double)N) < 1e-12);
+    /* the classifier must take the model's images */
+    ddpm_model *big;
+    assert_int_equal(ddpm_model_create("{\"kind\":\"classifier\",\"height\":28}", 4, &big), DDPM_OK);
+    tu_expect_status(ddpm_image_quality_of_model(den, &s, &c, big, &pr, &q, &acc, NULL), DDPM_ERR_INVALID, NULL,
+                     "the model makes 1x8x8 images, the classifier takes 1x28x28");
+    ddpm_model_free(big);
+    free(real), free(rf), free(x), free(x2), free(ff);
+    ddpm_schedule_free(&s);
+    ddpm_model_free(den);
+    ddpm_model_free(cls);
+}
+
 static int setup(void **state) {
     (void)state;
     tu_load_fixture("classifier.safetensors", &FX);
@@ -295,6 +356,7 @@ int main(void) {
         cmocka_unit_test(test_kid),
         cmocka_unit_test(test_precision_recall),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_quality_of_model),
         cmocka_unit_test(test_shipped_classifier_accuracy),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -4,6 +4,7 @@
 #define DDPM_TRAIN_H
 
 #include "ddpm/model.h"
+#include "ddpm/report.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -132,6 +133,28 @@ int64_t ddpm_classifier_steps_per_epoch(const ddpm_classifier_trainer *tr);
 int ddpm_classifier_run(ddpm_model *m, const float *x, size_t n, float *features, int *pred);
 /* The class of highest logit of each of n images (eval mode), into pred[n]. */
 int ddpm_classifier_predict(ddpm_model *m, const float *x, size_t n, int *pred);
+
+/* ---- sample quality of a model (src/train/image_quality.c) ----
+ * What a training loop calls every few steps and `ddpm eval` of a checkpoint: c->n samples of
+ * the denoiser (c->sampler's settings and seed; item i's noise from its index, so the samples do
+ * not depend on c->batch), their features in the classifier, and against real_features
+ * [n_real, feature_dim] (e.g. ddpm_classifier_run of real images, computed once) the Frechet
+ * distance, KID and precision/recall (*q, ddpm_image_quality_compute with c->metrics). With
+ * c->wanted, *class_accuracy (may be NULL) is the fraction of samples classified as the class
+ * they were asked for (else -1). samples_out [n, C, H, W] (may be NULL) keeps the samples. */
+typedef struct {
+    ddpm_sample_opts sampler;
+    size_t n;
+    int batch;              /* items sampled at once (0: 100) */
+    const float *cond;      /* [n, cond_dim] per sample, or NULL: unconditional */
+    float guidance;         /* classifier-free guidance weight */
+    const int *wanted;      /* [n] the class of each sample's condition, or NULL */
+    ddpm_image_quality_opts metrics;
+} ddpm_image_eval_config;
+int ddpm_image_quality_of_model(ddpm_model *denoiser, const ddpm_schedule *s,
+                                const ddpm_image_eval_config *c, ddpm_model *classifier,
+                                const ddpm_points *real_features, ddpm_image_quality *q,
+                                double *class_accuracy, float *samples_out);
 
 /* ---- checkpoints ---- */
 

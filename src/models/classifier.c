@@ -295,17 +295,19 @@ int ddpm_classifier_load(const char *path, ddpm_model **out, ddpm_safetensors *s
     const char *version = ddpm_safetensors_meta(&st, "format_version");
     const char *model = ddpm_safetensors_meta(&st, "model");
     if (!format || strcmp(format, CLS_FORMAT) != 0 || !model) {
-        const char *kind = model ? strstr(model, "\"kind\"") : NULL;
-        if (format && strcmp(format, "ddpm") == 0 && kind)
+        cJSON *j = model ? cJSON_Parse(model) : NULL;
+        const cJSON *kind = j ? cJSON_GetObjectItemCaseSensitive(j, "kind") : NULL;
+        if (format && strcmp(format, "ddpm") == 0 && cJSON_IsString(kind))
             rc = ddpm_fail(DDPM_ERR_FORMAT,
-                           "%s: a ddpm checkpoint of a diffusion model (%.60s), not a classifier "
+                           "%s: a ddpm checkpoint of a diffusion model (%.40s), not a classifier "
                            "(train one with `ddpm classifier train`)",
-                           path, kind);
+                           path, kind->valuestring);
         else
             rc = ddpm_fail(DDPM_ERR_FORMAT,
                            "%s: not a ddpm classifier file (no \"format\": \"" CLS_FORMAT
                            "\" metadata; train one with `ddpm classifier train`)",
                            path);
+        cJSON_Delete(j);
     } else if (!version || strcmp(version, CLS_FORMAT_VERSION) != 0) {
         rc = ddpm_fail(DDPM_ERR_FORMAT, "%s: classifier format version %s, this ddpm reads %s", path,
                        version ? version : "(none)", CLS_FORMAT_VERSION);
@@ -320,6 +322,15 @@ int ddpm_classifier_load(const char *path, ddpm_model **out, ddpm_safetensors *s
     if (!rc && m->n_classes <= 0)
         rc = ddpm_fail(DDPM_ERR_FORMAT, "%s: the model is a %s, not a classifier", path, m->ops->kind);
     if (!rc) rc = ddpm_model_load_tensors(m, &st, NULL, path);
+    /* a running variance below 0 would make the eval-mode batch norm NaN */
+    for (size_t i = 0; !rc && i < m->n_tensors; i++) {
+        const ddpm_param_info *p = &m->tensors[i];
+        const float *v = ddpm_model_tensor_data(m, p);
+        if (!strstr(p->name, "running_var")) continue;
+        for (size_t j = 0; !rc && j < p->numel; j++)
+            if (v[j] < 0)
+                rc = ddpm_fail(DDPM_ERR_FORMAT, "%s: tensor '%s' holds the negative variance %g", path, p->name, (double)v[j]);
+    }
     if (rc || !st_out) ddpm_safetensors_free(&st);
     if (rc) {
         ddpm_model_free(m);
