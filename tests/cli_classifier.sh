@@ -52,6 +52,19 @@ check "eval of an .npy with --per-class exits 0" test $rc -eq 0
 check "eval of .npy prints KID" grep -q "^KID" <<<"$out"
 check "eval of .npy prints the class accuracy" grep -q "^class accuracy" <<<"$out"
 
+# ddpm sample ... && ddpm eval ...: a tiny class-conditional U-Net of the same folder
+tiny=(--model unet --base-channels 8 --channel-mult 1,2 --num-res-blocks 1 --groups 4 --heads 2
+      --dim-head 8 --timesteps 20 --batch-size 8 --quiet)
+expect_ok "train a tiny image model" "$DDPM" train --data "$tmp/data" --labels-from-dirs --image-size 12 --channels 1 \
+  "${tiny[@]}" --steps 2 --sample-every 0 --out "$tmp/run"
+expect_ok "sample it per class to .npy" "$DDPM" sample --ckpt "$tmp/run/ckpt.safetensors" --per-class 6 --sampler ddim \
+  --steps 3 --out "$tmp/s.npy" --quiet
+out=$("$DDPM" eval --samples "$tmp/s.npy" --ref "$tmp/data" --features "$cls" --per-class 6 2>&1); rc=$?
+check "eval of ddpm sample's .npy exits 0" test $rc -eq 0
+check "it measures the 12 samples" grep -q "^N  *12 " <<<"$out"
+expect_fail 2 "eval --ckpt of an image model points to sample + eval" "is an image model: sample it" \
+  "$DDPM" eval --ckpt "$tmp/run/ckpt.safetensors"
+
 # bad input
 npy8() { { printf '\x93NUMPY\x01\x00\x76\x00'; printf "%-117s\n" "{'descr': '|u1', 'fortran_order': False, 'shape': (8, 1, 8, 8), }"; head -c 512 /dev/zero; } > "$1"; }
 npy8 "$tmp/small.npy"

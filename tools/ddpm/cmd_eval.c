@@ -56,6 +56,10 @@ int cmd_eval(int argc, char **argv) {
     if (ckpt) {
         if ((rc = ddpm_checkpoint_load(ckpt, &ck))) return cli_fail("eval", rc);
         have_ck = 1;
+        if (ck.model->channels > 0) {
+            ddpm_checkpoint_free(&ck);
+            return cli_usage_error("eval", "%s is an image model: sample it (ddpm sample --ckpt %s --per-class 100 --out s.npy), then ddpm eval --samples s.npy --per-class 100", ckpt, ckpt);
+        }
     }
     if (samples_path) {
         rc = ddpm_points_read_csv(samples_path, &samples);
