@@ -47,6 +47,10 @@ check "eval prints FD beside its noise floor" grep -q "^FD (features)" <<<"$out"
 check "eval halves N for two disjoint real sets" grep -q "N = 12" <<<"$out"
 check "eval prints precision and recall" grep -q "^recall (k=3)" <<<"$out"
 check "class accuracy from the class folders" grep -q "^class accuracy *1.0000" <<<"$out"
+mkdir -p "$tmp/flat"; cp "$tmp/data/top/"t[1-6].pgm "$tmp/flat/"
+out=$("$DDPM" eval --samples "$tmp/flat" --ref "$tmp/data" --features "$cls" 2>&1); rc=$?
+check "eval of a flat folder (no classes) exits 0" test $rc -eq 0
+check "a flat folder has no class accuracy" bash -c "! grep -q '^class accuracy' <<<'$out'"
 out=$("$DDPM" eval --samples "$tmp/gray.npy" --ref "$tmp/data" --features "$cls" --per-class 4 2>&1); rc=$?
 check "eval of an .npy with --per-class exits 0" test $rc -eq 0
 check "eval of .npy prints KID" grep -q "^KID" <<<"$out"

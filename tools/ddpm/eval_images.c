@@ -247,14 +247,15 @@ int eval_images(int argc, char **argv) {
     }
     /* class accuracy: the classes asked for */
     const int K = cls->n_classes;
-    if (labels || per_class || fake.labels) {
+    const int folder_classes = fake.labels && fake.n_classes > 0; /* class sub-folders */
+    if (labels || per_class || folder_classes) {
         if (!(wanted = malloc(sizeof(int) * (size_t)fake.n))) { rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory"); goto done; }
         if (labels) rc = read_wanted(labels, fake.n, K, wanted);
         else if (per_class) {
             for (int i = 0; i < fake.n; i++) wanted[i] = i / per_class;
-            if (wanted[fake.n - 1] >= K)
+            if (wanted[n - 1] >= K) /* only the N measured count */
                 rc = ddpm_fail(DDPM_ERR_INVALID, "--per-class %d: %d samples are %d classes, the classifier has %d",
-                               per_class, fake.n, (fake.n + per_class - 1) / per_class, K);
+                               per_class, n, (n + per_class - 1) / per_class, K);
         } else {
             for (int i = 0; i < fake.n; i++) wanted[i] = fake.labels[i];
             if (fake.n_classes > K)
