@@ -41,6 +41,7 @@ static char *train_config_json(const ddpm_train_config *c) {
     cJSON_AddStringToObject(o, "seed", seed);
     cJSON_AddNumberToObject(o, "cond_drop_prob", c->cond_drop_prob);
     cJSON_AddBoolToObject(o, "self_cond", c->self_cond);
+    if (c->microbatch > 0) cJSON_AddNumberToObject(o, "microbatch", c->microbatch);
     return ddpm_json_print_and_free(o);
 }
 
@@ -85,6 +86,8 @@ static int train_config_from_json(const char *json, ddpm_train_config *c) {
         c->total_steps = v64;
     c->cond_drop_prob = (float)ddpm_json_number_or(o, "cond_drop_prob", c->cond_drop_prob);
     c->self_cond = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "self_cond"));
+    if (!rc && !(rc = ddpm_json_integer_or(o, "microbatch", 0, 0, INT_MAX, what, &v64)))
+        c->microbatch = (int)v64;
     cJSON_Delete(o);
     return rc;
 }
