@@ -302,7 +302,7 @@ int eval_images(int argc, char **argv) {
     printf("%-20s %-26d %d\n", "N", n, n);
     print_row("FD (features)", &q, &fl, 0);
     char kname[48];
-    snprintf(kname, sizeof kname, "KID (%d x %d)", kid_subsets, kid_size);
+    snprintf(kname, sizeof kname, "KID +- sd (%dx%d)", kid_subsets, kid_size);
     print_row(kname, &q, &fl, 1);
     snprintf(kname, sizeof kname, "precision (k=%d)", k);
     print_row(kname, &q, &fl, 2);
