@@ -26,6 +26,10 @@ run train --data fashion-mnist --max-items 8 "${tiny[@]}" --batch-size 4 --steps
   --sample-n 2 --out "$tmp/img" --quiet
 run sample --ckpt "$tmp/img/ckpt.safetensors" --per-class 1 --sampler ddim --steps 2 --guidance 1 \
   --out "$tmp/g.png" --npy "$tmp/g.npy" --gif "$tmp/g.gif" --gif-every 1 --quiet
+# a diffusers folder (the fixture of the 256-pixel layout, flat, older attention names)
+run sample --diffusers tests/fixtures/diffusers/church -n 1 --steps 2 --out "$tmp/d.png" --quiet
+rc=0; "${vg[@]}" "$DDPM" sample --diffusers "$tmp/none" --out "$tmp/x.png" 2>/dev/null || rc=$?
+test $rc -eq 2 || { echo "valgrind: the diffusers error path exited $rc, expected 2"; exit 1; }
 # the image classifier and the image metrics: a tiny classifier, then eval of its training images
 run classifier train --data fashion-mnist --max-items 64 --epochs 1 --batch 32 --conv-channels 2,2,2 \
   --features 4 --out "$tmp/cls.safetensors"

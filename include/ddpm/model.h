@@ -73,8 +73,8 @@ struct ddpm_model {
     int max_batch;         /* reserved batch size */
     /* Micro-batches (the trainer's cfg.microbatch): a model with microbatch_native runs a
      * training call's micro-batches itself (concurrently) and its backward adds each one's
-     * gradient exactly into grad_exact (n_params + 1 128-bit integers, see kernels/exact_sum.c;
-     * the last counts refused elements), leaving m->grads as scratch; a training forward leaves
+     * gradient exactly into grad_exact (2 (n_params + 1) int64: the fixed-point limbs of
+     * kernels/exact_sum.c, lo then hi; slot n_params counts refused elements), leaving m->grads as scratch; a training forward leaves
      * in mb_buffers [micro-batches, n_buffers] the running statistics each micro-batch's update
      * gives from the current m->buffers (which it does not change). Other models are called
      * once per micro-batch by the trainer. */

@@ -20,6 +20,9 @@ typedef struct {
     ddpm_prediction prediction; /* target: eps (default), x0 or v */
     ddpm_loss loss;             /* L2 (default) or L1, mean over all elements */
     float min_snr_gamma;        /* > 0: min-SNR-gamma loss weighting (Hang et al., gamma = 5) */
+    float p2_gamma, p2_k;       /* p2_gamma > 0: the P2 weight (k + SNR_t)^-gamma (Choi et al. 2022,
+                                   lucidrains' p2_loss_weight_gamma / _k; k default 1) */
+    float offset_noise;         /* > 0: eps += S * z, z one normal draw per (item, channel) */
     ddpm_optimizer optimizer;
     double lr, beta1, beta2, adam_eps, weight_decay; /* doubles, as PyTorch holds them */
     int warmup_steps;           /* linear warm-up from 0 */
@@ -59,8 +62,8 @@ typedef struct {
 typedef struct {
     int rank, size;
     void *ctx;
-    /* Sums n 128-bit integers (16 bytes each, native byte order) over all ranks, in place. */
-    int (*allreduce_exact)(void *ctx, void *acc, size_t n);
+    /* Sums n int64 over all ranks, in place (the exact gradient's fixed-point limbs). */
+    int (*allreduce_i64)(void *ctx, int64_t *v, size_t n);
     /* Sums n doubles over all ranks, in place (used only where one rank holds each non-zero). */
     int (*allreduce_sum)(void *ctx, double *v, size_t n);
 } ddpm_train_dist;
@@ -84,7 +87,7 @@ typedef struct {
     /* private working memory */
     float *x0_, *eps_, *xt_, *target_, *out_, *dout_, *cond_, *w_, *sc_;
     int *t_;
-    void *gexact_;  /* n_params + 1 exact accumulators (cfg.microbatch > 0) */
+    int64_t *gexact_; /* the exact gradient sum's limbs, 2 (n_params + 1) (cfg.microbatch > 0) */
     double *mbloss_; /* per micro-batch loss parts, + 1 slot for the stop flag */
     double *mbbuf_;  /* per micro-batch running statistics (models with buffers) */
     float *buf0_;    /* the running statistics at the step's start */
@@ -123,6 +126,8 @@ float ddpm_ema_decay_at(const ddpm_train_config *c, int64_t step);
  * returns mean over items of w_i * mean_j l(out - target); dout may be NULL. */
 double ddpm_loss_and_grad(ddpm_loss loss, const float *out, const float *target, const float *w,
                           int B, size_t d, float *dout);
+/* Per-item P2 weights (k + SNR_t)^-gamma, multiplied into w. */
+void ddpm_p2_weights(const ddpm_schedule *s, float gamma, float k, const int *t, int B, float *w);
 /* Per-item min-SNR-gamma weights for prediction type p. */
 void ddpm_min_snr_weights(const ddpm_schedule *s, ddpm_prediction p, float gamma, const int *t,
                           int B, float *w);
@@ -209,6 +214,43 @@ typedef struct {
  * corrupted, wrong tensor names or shapes, unknown model kind). */
 int ddpm_checkpoint_load(const char *path, ddpm_checkpoint *ck);
 void ddpm_checkpoint_free(ddpm_checkpoint *ck);
+/* diffusers folders (io/diffusers.c): a UNet2DModel and its scheduler, in the pipeline layout
+ * (unet/config.json, unet/diffusion_pytorch_model.safetensors, scheduler/scheduler_config.json)
+ * or flat (config.json, diffusion_pytorch_model.safetensors, scheduler_config.json if any).
+ * What the scheduler config says about sampling, for the caller to use unless told otherwise: */
+typedef struct {
+    char scheduler[32];    /* "DDPMScheduler", "DDIMScheduler", "PNDMScheduler"; "" if the flat
+                              folder has no scheduler_config.json (DDPMScheduler's defaults) */
+    ddpm_sampler sampler;  /* DDPM for DDPMScheduler, DDIM for DDIMScheduler and PNDMScheduler */
+    ddpm_variance variance;/* variance_type fixed_small / fixed_large */
+    ddpm_spacing spacing;  /* timestep_spacing */
+    int clip_x0;           /* clip_sample (range 1; off when thresholding) */
+    int threshold;         /* thresholding, with dynamic_thresholding_ratio, sample_max_value */
+    float threshold_ratio, threshold_max;
+} ddpm_diffusers_sampling;
+/* Loads folder dir into ck (the unet2d model with its weights, the schedule, the prediction type
+ * in ck->train.prediction; no EMA) and the scheduler's sampling settings into smp. Every config
+ * key ddpm does not map is refused by name; errors name the file. */
+int ddpm_diffusers_load(const char *dir, ddpm_checkpoint *ck, ddpm_diffusers_sampling *smp);
+/* The parsers beneath it, for a config file's text (path names it in errors): a
+ * scheduler_config.json into a schedule (initialised; free it), a prediction type and the
+ * sampling settings; a UNet2DModel config.json into the config of ddpm's unet2d network for T
+ * timesteps (malloc'd JSON). */
+int ddpm_diffusers_scheduler_parse(const char *json, size_t len, const char *path,
+                                   ddpm_schedule *s, ddpm_prediction *pred,
+                                   ddpm_diffusers_sampling *smp);
+int ddpm_diffusers_model_config(const char *json, size_t len, const char *path, int T, char **out);
+/* Writes a unet2d model (or a unet, converted), its schedule (as a DDPMScheduler: fixed_small, clip_sample) and its
+ * prediction type as a pipeline folder that UNet2DModel.from_pretrained and
+ * DDPMPipeline.from_pretrained read (model_index.json too); dir is created if needed. */
+int ddpm_diffusers_save(const char *dir, const ddpm_model *m, const ddpm_schedule *s,
+                        ddpm_prediction pred);
+/* ddpm's "unet" (the DDPM paper's U-Net) as the unet2d model of the same function, when it maps:
+ * channel_mult starting at 1, no self-conditioning, and every attention heads x head dim = its
+ * channels with one head dim (diffusers' attention_head_dim); ddpm_diffusers_save converts a
+ * unet with it. The error names what does not map. */
+int ddpm_diffusers_from_unet(const ddpm_model *unet, ddpm_model **out);
+
 /* Restores a trainer's state (weights, moments, EMA, step) from a loaded checkpoint. */
 int ddpm_trainer_restore(ddpm_trainer *tr, const ddpm_checkpoint *ck);
 

@@ -18,6 +18,7 @@ static registry_entry registry[16] = {
     {"context-unet", ddpm_context_unet_create},
     {"simple-unet", ddpm_simple_unet_create},
     {"unet", ddpm_unet_create},
+    {"unet2d", ddpm_unet2d_create},
     {"classifier", ddpm_classifier_create},
 };
 

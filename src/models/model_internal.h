@@ -151,6 +151,7 @@ int ddpm_mlp_create(const void *config_cjson, uint64_t seed, ddpm_model **out);
 int ddpm_context_unet_create(const void *config_cjson, uint64_t seed, ddpm_model **out); /* models/context_unet.c */
 int ddpm_simple_unet_create(const void *config_cjson, uint64_t seed, ddpm_model **out);  /* models/simple_unet.c */
 int ddpm_unet_create(const void *config_cjson, uint64_t seed, ddpm_model **out);         /* models/unet.c */
+int ddpm_unet2d_create(const void *config_cjson, uint64_t seed, ddpm_model **out);       /* models/unet2d.c */
 int ddpm_classifier_create(const void *config_cjson, uint64_t seed, ddpm_model **out);   /* models/classifier.c */
 
 #endif

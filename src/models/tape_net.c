@@ -237,9 +237,10 @@ static int run_micro_batches(ddpm_model *m, ddpm_tape_net *tn, const ddpm_model_
 static int backward_micro_batches(ddpm_model *m, ddpm_tape_net *tn, const float *dout) {
     const int K = tn->T, G = tn->G, M = tn->M;
     const size_t d = ddpm_model_out_numel(m), n = m->n_params;
-    ddpm_i128 *acc = m->grad_exact;
-    if (!acc) return ddpm_fail(DDPM_ERR_INVALID, "%s: micro-batch backward without an accumulator",
+    if (!m->grad_exact) return ddpm_fail(DDPM_ERR_INVALID, "%s: micro-batch backward without an accumulator",
                                m->ops->kind);
+    int64_t *base = m->grad_exact;
+    const ddpm_exact_acc acc = {base, base + n + 1}; /* lo limbs, hi limbs (trainer.c) */
     int64_t bad[DDPM_TAPE_NET_MAX_SLICES] = {0};
     const int nt = omp_get_max_threads();
 #pragma omp parallel num_threads(G) if (G > 1)
@@ -263,7 +264,7 @@ static int backward_micro_batches(ddpm_model *m, ddpm_tape_net *tn, const float 
         }
     }
     omp_set_num_threads(nt);
-    for (int j = 0; j < G; j++) acc[n] += bad[j];
+    for (int j = 0; j < G; j++) acc.lo[n] += bad[j];
     return slices_status(tn, K);
 }
 

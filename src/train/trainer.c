@@ -32,6 +32,7 @@ void ddpm_train_config_default(ddpm_train_config *c) {
     c->weight_decay = 0.0;
     c->decay = DDPM_LR_CONSTANT;
     c->grad_clip = 1.0f;
+    c->p2_k = 1.0f;
     c->ema_decay = 0.999f;
     c->ema_warmup = 1;
     c->batch_size = 128;
@@ -190,6 +191,10 @@ double ddpm_loss_and_grad(ddpm_loss loss, const float *out, const float *target,
     return loss_part(loss, out, target, w, B, d, B, dout);
 }
 
+void ddpm_p2_weights(const ddpm_schedule *s, float gamma, float k, const int *t, int B, float *w) {
+    for (int i = 0; i < B; i++) w[i] *= (float)pow((double)k + s->snr[t[i]], -(double)gamma);
+}
+
 void ddpm_min_snr_weights(const ddpm_schedule *s, ddpm_prediction p, float gamma, const int *t,
                           int B, float *w) {
     for (int i = 0; i < B; i++) {
@@ -250,8 +255,17 @@ int ddpm_trainer_init(ddpm_trainer *tr, ddpm_model *model, const ddpm_schedule *
         return ddpm_fail(DDPM_ERR_INVALID,
                          "the model embeds %d timesteps but the schedule has %d entries",
                          model->num_timesteps, schedule->n);
+    if (!(cfg->p2_gamma >= 0.0f && cfg->p2_k > 0.0f && cfg->offset_noise >= 0.0f))
+        return ddpm_fail(DDPM_ERR_INVALID, "p2 gamma and offset noise must be >= 0 and p2 k > 0");
     if (cfg->microbatch < 0)
         return ddpm_fail(DDPM_ERR_INVALID, "micro-batch size must be >= 0 (got %d)", cfg->microbatch);
+    if (cfg->microbatch > 0 &&
+        (cfg->batch_size + cfg->microbatch - 1) / cfg->microbatch > DDPM_EXACT_MAX_ADDENDS)
+        return ddpm_fail(DDPM_ERR_INVALID,
+                         "%d micro-batches per step: at most %d (micro-batches of at least %d items)",
+                         (cfg->batch_size + cfg->microbatch - 1) / cfg->microbatch,
+                         DDPM_EXACT_MAX_ADDENDS,
+                         (cfg->batch_size + DDPM_EXACT_MAX_ADDENDS - 1) / DDPM_EXACT_MAX_ADDENDS);
     if (cfg->self_cond && !model->self_cond)
         return ddpm_fail(DDPM_ERR_INVALID, "self-conditioning needs a model built with it");
     tr->model = model;
@@ -276,7 +290,7 @@ int ddpm_trainer_init(ddpm_trainer *tr, ddpm_model *model, const ddpm_schedule *
     tr->t_ = ddpm_alloc(B, sizeof(int));
     tr->perm_ = ddpm_alloc(data->n, sizeof(uint32_t));
     if (cfg->microbatch > 0) {
-        tr->gexact_ = ddpm_alloc_aligned(np + 1, sizeof(ddpm_i128));
+        tr->gexact_ = ddpm_alloc_aligned(2 * (np + 1), sizeof(int64_t));
         const size_t kmax = B / (size_t)cfg->microbatch + 2, nbuf = model->n_buffers;
         tr->mbloss_ = ddpm_alloc(kmax, sizeof(double));
         tr->mbbuf_ = nbuf ? ddpm_alloc(kmax * nbuf, sizeof(double)) : NULL;
@@ -341,7 +355,22 @@ static void assemble_items(ddpm_trainer *tr, int64_t epoch, size_t start, int i0
             if (u < 0.5f) hflip(tr->x0_ + (size_t)i * d, m->channels, m->height, m->width);
         }
         tr->t_[i] = s->t0 + (int)ddpm_rand_below(c->seed, DDPM_STREAM_TRAIN_T, item, 0, usable);
-        ddpm_randn(c->seed, DDPM_STREAM_TRAIN_NOISE, item, 0, tr->eps_ + (size_t)i * d, d);
+        float *eps = tr->eps_ + (size_t)i * d;
+        ddpm_randn(c->seed, DDPM_STREAM_TRAIN_NOISE, item, 0, eps, d);
+        if (c->offset_noise > 0.0f) {
+            /* offset noise (Guttenberg 2023): a per-channel constant added to eps, drawn from the
+             * item's noise stream at counter 1 (eps itself is counter 0) */
+            const int C = m->channels > 0 ? m->channels : 1;
+            const size_t plane = d / (size_t)C;
+            float z[64];
+            for (int c0 = 0; c0 < C; c0 += 64) {
+                const int nz = C - c0 < 64 ? C - c0 : 64;
+                ddpm_randn(c->seed, DDPM_STREAM_TRAIN_NOISE, item, 1 + (uint32_t)c0 / 64, z, (size_t)nz);
+                for (int ch = 0; ch < nz; ch++)
+                    for (size_t j = 0; j < plane; j++)
+                        eps[(size_t)(c0 + ch) * plane + j] += c->offset_noise * z[ch];
+            }
+        }
         if (cd) {
             float *ci = tr->cond_ + (size_t)i * cd;
             if (tr->data.cond)
@@ -426,21 +455,27 @@ static void micro_items(const step_split *p, int k, int *a, int *b) {
     *b = (k + 1) * p->M < p->B ? (k + 1) * p->M : p->B;
 }
 
+/* The accumulator of n elements in a buffer of 2 (n + 1) int64: the lo limbs, then the hi ones;
+ * slot n counts refused elements. */
+static ddpm_exact_acc exact_acc(int64_t *buf, size_t n) {
+    return (ddpm_exact_acc){buf, buf + n + 1};
+}
+
 /* m->grads added exactly into the accumulator (the trainer's loop for models without native
  * micro-batches); refused elements are counted in its last slot. */
 static void exact_add_grads(ddpm_trainer *tr) {
     ddpm_model *m = tr->model;
-    ddpm_i128 *acc = tr->gexact_;
     const size_t n = m->n_params;
+    const ddpm_exact_acc acc = exact_acc(tr->gexact_, n);
     int64_t bad[NCHUNK];
-    const int nt = optim_threads(n / 2);
+    const int nt = optim_threads(n / 16); /* ~16 elements per vector step: cheap next to Adam */
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int k = 0; k < NCHUNK; k++) {
         size_t lo, hi;
         chunk_range(n, k, &lo, &hi);
         bad[k] = ddpm_mk_exact_add(acc, m->grads, lo, hi);
     }
-    for (int k = 0; k < NCHUNK; k++) acc[n] += bad[k];
+    for (int k = 0; k < NCHUNK; k++) acc.lo[n] += bad[k];
 }
 
 /* Forward, loss and backward of this rank's items with micro-batches: the gradient ends as the
@@ -450,26 +485,43 @@ static int micro_batches_grad(ddpm_trainer *tr, const step_split *p, ddpm_model_
     ddpm_model *m = tr->model;
     const ddpm_train_config *c = &tr->cfg;
     const size_t d = m->sample_numel, cd = (size_t)m->cond_dim;
-    memset(tr->gexact_, 0, sizeof(ddpm_i128) * (m->n_params + 1));
+    memset(tr->gexact_, 0, sizeof(int64_t) * 2 * (m->n_params + 1));
     int rc;
     if (m->microbatch_native) {
-        if ((rc = m->ops->forward(m, in, tr->out_ + (size_t)p->i0 * d))) return rc;
+        /* Calls of one micro-batch per thread: the activations of only that many micro-batches
+         * are alive at a time (so --microbatch also bounds memory), and as every micro-batch's
+         * gradient is summed exactly, how they are grouped into calls changes nothing. */
+        const int per_call = omp_get_max_threads();
         const size_t nbuf = m->n_buffers;
-        if (nbuf)
-            for (size_t i = 0; i < (size_t)(p->k1 - p->k0) * nbuf; i++)
-                tr->mbbuf_[(size_t)p->k0 * nbuf + i] = m->mb_buffers[i];
-        for (int k = p->k0; k < p->k1; k++) {
-            int a, b;
-            micro_items(p, k, &a, &b);
-            const size_t o = (size_t)a * d;
-            tr->mbloss_[k] = loss_part(c->loss, tr->out_ + o, tr->target_ + o, w ? w + a : NULL,
-                                       b - a, d, p->B, tr->dout_ + o);
+        for (int c0 = p->k0; c0 < p->k1; c0 += per_call) {
+            const int c1 = c0 + per_call < p->k1 ? c0 + per_call : p->k1;
+            int a, b, e;
+            micro_items(p, c0, &a, &e);
+            micro_items(p, c1 - 1, &e, &b);
+            ddpm_model_input ic = *in;
+            ic.x = tr->xt_ + (size_t)a * d;
+            ic.t = tr->t_ + a;
+            ic.cond = in->cond ? tr->cond_ + (size_t)a * cd : NULL;
+            ic.self_cond = in->self_cond ? tr->sc_ + (size_t)a * d : NULL;
+            ic.B = b - a;
+            ic.item0 = a;
+            if ((rc = m->ops->forward(m, &ic, tr->out_ + (size_t)a * d))) return rc;
+            if (nbuf)
+                for (size_t i = 0; i < (size_t)(c1 - c0) * nbuf; i++)
+                    tr->mbbuf_[(size_t)c0 * nbuf + i] = m->mb_buffers[i];
+            for (int k = c0; k < c1; k++) {
+                int ka, kb;
+                micro_items(p, k, &ka, &kb);
+                const size_t o = (size_t)ka * d;
+                tr->mbloss_[k] = loss_part(c->loss, tr->out_ + o, tr->target_ + o,
+                                           w ? w + ka : NULL, kb - ka, d, p->B, tr->dout_ + o);
+            }
+            m->grad_exact = tr->gexact_;
+            rc = m->ops->backward(m, tr->dout_ + (size_t)a * d);
+            m->grad_exact = NULL;
+            if (rc) return rc;
         }
-        memset(m->grads, 0, sizeof(float) * m->n_params);
-        m->grad_exact = tr->gexact_;
-        rc = m->ops->backward(m, tr->dout_ + (size_t)p->i0 * d);
-        m->grad_exact = NULL;
-        return rc;
+        return DDPM_OK;
     }
     /* Batch-norm running statistics: each micro-batch updates them from the step's starting
      * values; the step's result is their mean over the micro-batches (reduce_micro_batches), the
@@ -506,7 +558,7 @@ static int micro_batches_grad(ddpm_trainer *tr, const step_split *p, ddpm_model_
 static int reduce_micro_batches(ddpm_trainer *tr, const step_split *p, double *loss) {
     ddpm_model *m = tr->model;
     const size_t n = m->n_params;
-    ddpm_i128 *acc = tr->gexact_;
+    const ddpm_exact_acc acc = exact_acc(tr->gexact_, n);
     for (int k = 0; k < p->K; k++)
         if (k < p->k0 || k >= p->k1) tr->mbloss_[k] = 0.0;
     tr->mbloss_[p->K] = tr->stop_request ? 1.0 : 0.0;
@@ -518,7 +570,7 @@ static int reduce_micro_batches(ddpm_trainer *tr, const step_split *p, double *l
         memset(tr->mbbuf_, 0, sizeof(double) * (size_t)p->K * nbuf);
     }
     if (tr->dist.size > 1) {
-        int rc = tr->dist.allreduce_exact(tr->dist.ctx, acc, n + 1);
+        int rc = tr->dist.allreduce_i64(tr->dist.ctx, tr->gexact_, 2 * (n + 1));
         if (!rc) rc = tr->dist.allreduce_sum(tr->dist.ctx, tr->mbloss_, (size_t)p->K + 1);
         if (!rc && nbuf) rc = tr->dist.allreduce_sum(tr->dist.ctx, tr->mbbuf_, (size_t)p->K * nbuf);
         if (rc) return rc;
@@ -532,12 +584,12 @@ static int reduce_micro_batches(ddpm_trainer *tr, const step_split *p, double *l
     for (int k = 0; k < p->K; k++) total += tr->mbloss_[k];
     *loss = total;
     tr->stop_all = tr->mbloss_[p->K] > 0.0;
-    if (acc[n] != 0)
+    if (acc.lo[n] != 0)
         return ddpm_fail(DDPM_ERR_NUMERIC,
                          "%lld gradient elements are not finite or beyond 2^%d at step %lld: "
                          "training diverged",
-                         (long long)acc[n], DDPM_EXACT_MAX_LOG2, (long long)tr->step + 1);
-    const int nt = optim_threads(n / 4);
+                         (long long)acc.lo[n], DDPM_EXACT_MAX_LOG2, (long long)tr->step + 1);
+    const int nt = optim_threads(n / 8);
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int k = 0; k < NCHUNK; k++) {
         size_t lo, hi;
@@ -598,14 +650,18 @@ const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
         in.self_cond = tr->sc_ + o;
     }
     const float *w = NULL;
-    if (c->min_snr_gamma > 0.0f) {
-        ddpm_min_snr_weights(s, c->prediction, c->min_snr_gamma, tr->t_ + i0, nloc, tr->w_ + i0);
+    if (c->min_snr_gamma > 0.0f || c->p2_gamma > 0.0f) {
+        if (c->min_snr_gamma > 0.0f)
+            ddpm_min_snr_weights(s, c->prediction, c->min_snr_gamma, tr->t_ + i0, nloc, tr->w_ + i0);
+        else
+            for (int i = 0; i < nloc; i++) tr->w_[i0 + i] = 1.0f;
+        if (c->p2_gamma > 0.0f) ddpm_p2_weights(s, c->p2_gamma, c->p2_k, tr->t_ + i0, nloc, tr->w_ + i0);
         w = tr->w_;
     }
     double loss;
     if (c->microbatch > 0) {
         if (nloc > 0 && (rc = micro_batches_grad(tr, &p, &in, w))) return rc;
-        if (nloc == 0) memset(tr->gexact_, 0, sizeof(ddpm_i128) * (m->n_params + 1));
+        if (nloc == 0) memset(tr->gexact_, 0, sizeof(int64_t) * 2 * (m->n_params + 1));
         if ((rc = reduce_micro_batches(tr, &p, &loss))) return rc;
         if (!isfinite(loss))
             return ddpm_fail(DDPM_ERR_NUMERIC, "loss is %g at step %lld: training diverged", loss,
@@ -640,7 +696,7 @@ int ddpm_trainer_set_dist(ddpm_trainer *tr, const ddpm_train_dist *dist) {
                              "--microbatch M): they fix how the batch is split, whatever the "
                              "process count",
                              dist->size);
-        if (!dist->allreduce_exact || !dist->allreduce_sum || dist->rank < 0 ||
+        if (!dist->allreduce_i64 || !dist->allreduce_sum || dist->rank < 0 ||
             dist->rank >= dist->size)
             return ddpm_fail(DDPM_ERR_INVALID, "incomplete process-group description");
     }

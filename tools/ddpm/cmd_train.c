@@ -18,7 +18,7 @@ typedef struct {
     uint64_t data_seed, seed;
     int64_t steps_i;
     double beta_start, beta_end, lr, beta1, beta2, adam_eps, weight_decay, min_lr;
-    float min_snr, grad_clip, ema_decay;
+    float min_snr, grad_clip, ema_decay, p2_gamma, p2_k, offset_noise;
     int steps;
     int set_steps, set_epochs, set_bs, set_be, set_T, set_schedule;
     model_flags net;
@@ -91,6 +91,8 @@ int train_print_config(const ddpm_model *m, const ddpm_schedule *s, const ddpm_t
            c->batch_size, (long long)c->total_steps, c->grad_clip, c->ema_decay,
            c->ema_warmup ? " (warm-up)" : "", (unsigned long long)c->seed);
     if (c->min_snr_gamma > 0) printf("          min-SNR-gamma weighting, gamma %g\n", c->min_snr_gamma);
+    if (c->p2_gamma > 0) printf("          P2 weighting (k + SNR)^-gamma, gamma %g, k %g\n", c->p2_gamma, c->p2_k);
+    if (c->offset_noise > 0) printf("          offset noise %g\n", c->offset_noise);
     if (dist_size() > 1) printf("compute   %d processes x", dist_size());
     else printf("compute  ");
     printf(" %d thread%s, %s kernels", ddpm_threads(), ddpm_threads() == 1 ? "" : "s",
@@ -108,7 +110,7 @@ int cmd_train(int argc, char **argv) {
                     .out = "runs/train", .n_points = 10000,
                     .save_every = 1000, .log_every = 1000, .steps = 10000,
                     .beta1 = 0.9, .beta2 = 0.999, .adam_eps = 1e-8, .grad_clip = 1.0f,
-                    .ema_decay = 0.999f, .image_size = 32, .channels = 3,
+                    .ema_decay = 0.999f, .p2_k = 1.0f, .image_size = 32, .channels = 3,
                     .cond_drop = 0.1f, .sample_every = 1000, .sample_n = 40};
     model_flags_init(&a.net, "mlp");
     const cli_opt data_opts[] = {
@@ -133,6 +135,9 @@ int cmd_train(int argc, char **argv) {
         {"prediction", CLI_STRING, &a.prediction, "KIND", "training target: eps (default), x0 or v", NULL},
         {"loss", CLI_STRING, &a.loss, "KIND", "l2 (default; simple-unet: l1 as its tutorial) or l1", &a.set_loss},
         {"min-snr-gamma", CLI_FLOAT, &a.min_snr, "G", "min-SNR-gamma loss weighting (5 is usual; default off)", NULL},
+        {"p2-gamma", CLI_FLOAT, &a.p2_gamma, "G", "P2 loss weight (k + SNR)^-G (Choi et al.; 1 is usual, 0 = off)", NULL, 0, 16},
+        {"p2-k", CLI_FLOAT, &a.p2_k, "K", "k of the P2 weight (default 1)", NULL, 1e-6, 1e6},
+        {"offset-noise", CLI_FLOAT, &a.offset_noise, "S", "images: add S times a per-channel normal draw to the noise (0.1 is usual; default off)", NULL, 0, 10},
         {"optimizer", CLI_STRING, &a.optimizer, "NAME", "adam (default) or adamw", NULL},
         {"lr", CLI_DOUBLE, &a.lr, "LR", "learning rate (default 1e-3; unet 2e-4)", &a.set_lr},
         {"beta1", CLI_DOUBLE, &a.beta1, "B1", "Adam beta1 (default 0.9)", NULL},
@@ -233,6 +238,9 @@ int cmd_train(int argc, char **argv) {
             (rc = ddpm_lr_decay_parse(a.lr_decay, &tc.decay)))
             return cli_usage_error("train", "%s", ddpm_last_error());
         tc.min_snr_gamma = a.min_snr;
+        tc.p2_gamma = a.p2_gamma;
+        tc.p2_k = a.p2_k;
+        tc.offset_noise = a.offset_noise;
         tc.lr = a.lr;
         tc.beta1 = a.beta1;
         tc.beta2 = a.beta2;

@@ -14,11 +14,12 @@ typedef struct {
 static const command commands[] = {
     {"demo", cmd_demo, "train the tutorial MLP on the S-curve, sample, evaluate and plot"},
     {"train", cmd_train, "train a diffusion model (checkpoints, loss log, resume)"},
-    {"sample", cmd_sample, "sample from a checkpoint with DDPM or DDIM"},
+    {"sample", cmd_sample, "sample from a checkpoint (or a diffusers folder) with DDPM, DDIM, ..."},
     {"eval", cmd_eval, "measure sample quality: points (sliced Wasserstein, MMD), images (FD, KID, precision/recall, class accuracy)"},
     {"classifier", cmd_classifier, "train or test the image classifier whose features ddpm eval uses"},
     {"noise", cmd_noise, "draw the forward (noising) process of a data set"},
     {"schedule", cmd_schedule, "print every buffer of a beta schedule, one row per step"},
+    {"export", cmd_export, "write a checkpoint's network as a diffusers folder"},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 
