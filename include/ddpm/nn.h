@@ -234,6 +234,15 @@ void ddpm_attention_backward(float *dinp, float *dwqkv, float *dbqkv, float *dwo
                              const float *wqkv, const float *wout, const ddpm_attn_dims *d,
                              float *ws);
 
+/* Cross-entropy of class logits (F.cross_entropy, mean over items): logits [B, K], labels [B]
+ * in 0..K-1 (the caller checks them). Returns the loss, computed in double with a stable
+ * log-softmax; probs [B, K] (may be NULL) receives softmax(logits), which backward needs. */
+double ddpm_cross_entropy_forward(float *probs, const float *logits, const int *labels, int B,
+                                  int K);
+/* dlogits [B, K] += dloss (softmax - onehot(label)) / B. */
+void ddpm_cross_entropy_backward(float *dlogits, float dloss, const float *probs,
+                                 const int *labels, int B, int K);
+
 /* ------------------------------------------------------------------------------------------ */
 /* The tape: write a network's forward once, get its backward                                  */
 /*                                                                                              */

@@ -4,6 +4,7 @@
 #define DDPM_TRAIN_H
 
 #include "ddpm/model.h"
+#include "ddpm/report.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -130,6 +131,63 @@ void ddpm_p2_weights(const ddpm_schedule *s, float gamma, float k, const int *t,
 /* Per-item min-SNR-gamma weights for prediction type p. */
 void ddpm_min_snr_weights(const ddpm_schedule *s, ddpm_prediction p, float gamma, const int *t,
                           int B, float *w);
+
+/* ---- training the image classifier (src/train/classifier_train.c) ---- */
+
+/* Trains a classifier model (ddpm_model.n_classes > 0) on n labelled images: each step a batch of
+ * cfg.batch_size items from the epoch's shuffle (the last incomplete batch of an epoch is
+ * dropped), the cross-entropy of the logits, gradients from zero, clipping to cfg.grad_clip (0:
+ * off) and one Adam/AdamW update at ddpm_lr_at(cfg, step). Uses cfg's optimizer fields, lr
+ * schedule, batch_size and seed (no EMA, no diffusion fields). x [n, sample_numel] and
+ * labels [n] (each in 0..n_classes-1) are borrowed and must outlive the trainer. */
+typedef struct {
+    ddpm_model *model;
+    ddpm_train_config cfg;
+    const float *x;
+    const int *labels;
+    size_t n;
+    float *adam_m, *adam_v; /* n_params each */
+    int64_t step;
+    float last_loss, last_accuracy, last_lr; /* of the last batch (training mode) */
+    /* private working memory */
+    float *xb_, *logits_, *probs_, *dlogits_;
+    int *yb_;
+    uint32_t *perm_;
+    int64_t perm_epoch_;
+} ddpm_classifier_trainer;
+int ddpm_classifier_trainer_init(ddpm_classifier_trainer *tr, ddpm_model *model,
+                                 const ddpm_train_config *cfg, const float *x, const int *labels,
+                                 size_t n);
+void ddpm_classifier_trainer_free(ddpm_classifier_trainer *tr);
+int ddpm_classifier_trainer_step(ddpm_classifier_trainer *tr);
+int64_t ddpm_classifier_steps_per_epoch(const ddpm_classifier_trainer *tr);
+/* Eval mode over n images [n, C, H, W] (in chunks): the features [n, feature_dim] and the class
+ * of highest logit pred[n]; either may be NULL. */
+int ddpm_classifier_run(ddpm_model *m, const float *x, size_t n, float *features, int *pred);
+/* The class of highest logit of each of n images (eval mode), into pred[n]. */
+int ddpm_classifier_predict(ddpm_model *m, const float *x, size_t n, int *pred);
+
+/* ---- sample quality of a model (src/train/image_quality.c) ----
+ * What a training loop calls every few steps and `ddpm eval` of a checkpoint: c->n samples of
+ * the denoiser (c->sampler's settings and seed; item i's noise from its index, so the samples do
+ * not depend on c->batch), their features in the classifier, and against real_features
+ * [n_real, feature_dim] (e.g. ddpm_classifier_run of real images, computed once) the Frechet
+ * distance, KID and precision/recall (*q, ddpm_image_quality_compute with c->metrics). With
+ * c->wanted, *class_accuracy (may be NULL) is the fraction of samples classified as the class
+ * they were asked for (else -1). samples_out [n, C, H, W] (may be NULL) keeps the samples. */
+typedef struct {
+    ddpm_sample_opts sampler;
+    size_t n;
+    int batch;              /* items sampled at once (0: 100) */
+    const float *cond;      /* [n, cond_dim] per sample, or NULL: unconditional */
+    float guidance;         /* classifier-free guidance weight */
+    const int *wanted;      /* [n] the class of each sample's condition, or NULL */
+    ddpm_image_quality_opts metrics;
+} ddpm_image_eval_config;
+int ddpm_image_quality_of_model(ddpm_model *denoiser, const ddpm_schedule *s,
+                                const ddpm_image_eval_config *c, ddpm_model *classifier,
+                                const ddpm_points *real_features, ddpm_image_quality *q,
+                                double *class_accuracy, float *samples_out);
 
 /* ---- checkpoints ---- */
 

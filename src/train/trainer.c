@@ -241,6 +241,8 @@ int ddpm_trainer_init(ddpm_trainer *tr, ddpm_model *model, const ddpm_schedule *
     if (cfg->batch_size < 1)
         return ddpm_fail(DDPM_ERR_INVALID, "batch size must be at least 1 (got %d)", cfg->batch_size);
     if (data->n < 1) return ddpm_fail(DDPM_ERR_INVALID, "no training data");
+    if (model->n_classes > 0) /* logits, not a denoiser's output: see ddpm_classifier_train_step */
+        return ddpm_fail(DDPM_ERR_INVALID, "a %s is not a diffusion model", model->ops->kind);
     if (data->n > UINT32_MAX) return ddpm_fail(DDPM_ERR_INVALID, "too many training items");
     if (!(cfg->lr > 0.0)) return ddpm_fail(DDPM_ERR_INVALID, "learning rate must be positive");
     if (!(cfg->ema_decay >= 0.0f && cfg->ema_decay < 1.0f))
