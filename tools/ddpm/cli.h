@@ -47,5 +47,7 @@ int cmd_train(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_noise(int argc, char **argv);
+int cmd_invert(int argc, char **argv);
+int cmd_interpolate(int argc, char **argv);
 
 #endif

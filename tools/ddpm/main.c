@@ -16,6 +16,8 @@ static const command commands[] = {
     {"sample", cmd_sample, "sample from a checkpoint with DDPM or DDIM"},
     {"eval", cmd_eval, "measure sample quality against the data (sliced Wasserstein, MMD)"},
     {"noise", cmd_noise, "draw the forward (noising) process of a data set"},
+    {"invert", cmd_invert, "DDIM inversion: images to the x_T that sample --x-init takes back to them"},
+    {"interpolate", cmd_interpolate, "samples along a slerp between two x_T (seeds or images) and two conditions"},
     {"schedule", cmd_schedule, "print every buffer of a beta schedule, one row per step"},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
