@@ -100,9 +100,11 @@ check "round-trip error printed" grep -q "round trip (10 steps): rmse" <<<"$out"
 check "reconstruction grid written" test -s "$tmp/rec.png"
 "$DDPM" sample --ckpt "$ck" --x-init "$tmp/xT.npy" --sampler ddim --steps 10 --out "$tmp/back.npy" "${q[@]}"
 check "--x-init sets N (2 from the array)" grep -qa "'shape': (2, 3, 8, 8)" "$tmp/back.npy"
-"$DDPM" invert --ckpt "$ck" --images "$tmp/edit" --steps 10 --reconstruct "$tmp/back2.npy" --no-clip "${q[@]}" >/dev/null
+"$DDPM" invert --ckpt "$ck" --images "$tmp/edit" --steps 10 --reconstruct "$tmp/back2.npy" "${q[@]}" >/dev/null
 "$DDPM" sample --ckpt "$ck" --x-init "$tmp/xT.npy" --sampler ddim --steps 10 --no-clip --out "$tmp/back3.npy" "${q[@]}"
-check "invert --reconstruct is sample --x-init" cmp -s "$tmp/back2.npy" "$tmp/back3.npy"
+check "invert --reconstruct is sample --x-init --no-clip" cmp -s "$tmp/back2.npy" "$tmp/back3.npy"
+"$DDPM" invert --ckpt "$ck" --images "$tmp/edit" --steps 10 --reconstruct "$tmp/back4.npy" --clip "${q[@]}" >/dev/null
+check "... and with --clip, sample --x-init" cmp -s "$tmp/back4.npy" "$tmp/back.npy"
 expect_ok "inversion under a class" "$DDPM" invert --ckpt "$ck" --images "$tmp/edit/a.ppm" --class 0 --steps 5 --out "$tmp/xc.npy" "${q[@]}"
 
 # interpolation: the ends are the seeds' own samples

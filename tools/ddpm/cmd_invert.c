@@ -10,7 +10,7 @@
 
 int cmd_invert(int argc, char **argv) {
     const char *ckpt = NULL, *images = NULL, *out = NULL, *recon = NULL, *context = NULL;
-    int quiet = 0, threads = 0, batch = 0, class_id = -1, no_clip = 0, scale = 0, nrow = 0;
+    int quiet = 0, threads = 0, batch = 0, class_id = -1, clip = 0, scale = 0, nrow = 0;
     float guidance = 0.0f;
     sampler_args sa = {.sampler = "ddim", .variance = "small", .spacing = "leading"};
     const cli_opt opts[] = {
@@ -19,8 +19,8 @@ int cmd_invert(int argc, char **argv) {
         {"steps", CLI_INT, &sa.steps, "K", "DDIM steps (default min(50, T)); sample back with the same --steps", NULL},
         {"spacing", CLI_STRING, &sa.spacing, "KIND", "timesteps: leading (default), trailing, linspace, karras or logsnr (as ddpm sample)", NULL},
         {"out", CLI_STRING, &out, "XT.npy", "x_T [N, C, H, W] float32, for ddpm sample --x-init", NULL},
-        {"reconstruct", CLI_STRING, &recon, "FILE", "also sample x_T back with DDIM (eta 0, same steps) into FILE (.png grid of image / reconstruction rows, or .npy) and print the error", NULL},
-        {"no-clip", CLI_FLAG, &no_clip, NULL, "--reconstruct: do not clamp the predicted x_0 (inversion never clamps)", NULL},
+        {"reconstruct", CLI_STRING, &recon, "FILE", "also sample x_T back with DDIM (eta 0, same steps, no clipping) into FILE (.png: each image beside its reconstruction, or .npy) and print the error", NULL},
+        {"clip", CLI_FLAG, &clip, NULL, "--reconstruct: clamp the predicted x_0 as sample does by default (the inversion never clamps, so the round trip is then no longer its inverse)", NULL},
         {"class", CLI_INT, &class_id, "K", "conditional models: invert under class K", NULL, -1, 1000000},
         {"context", CLI_STRING, &context, "V", "conditional models: invert under this context vector", NULL},
         {"guidance", CLI_FLOAT, &guidance, "W", "classifier-free guidance during inversion and reconstruction (default 0)", NULL},
@@ -76,7 +76,7 @@ int cmd_invert(int argc, char **argv) {
     }
     if (!rc && recon) {
         if (!(back = malloc(sizeof(float) * d * (size_t)im.n))) rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
-        so.step.clip_x0 = !no_clip;
+        so.step.clip_x0 = clip;
         so.eta = 0.0f;
         if (!rc) rc = job_sample(m, &ck.schedule, &so, cond, guidance, (size_t)im.n, batch > 0 ? batch : 100,
                                  xT, back, NULL, NULL);
