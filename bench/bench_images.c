@@ -159,6 +159,9 @@ int main(int argc, char **argv) {
         tc.ema_decay = 0.999f;
         tc.cond_drop_prob = 0.1f;
         tc.total_steps = 1000000;
+        /* DDPM_BENCH_MICROBATCH=M: micro-batches of M items summed exactly (--microbatch) */
+        const char *mb = getenv("DDPM_BENCH_MICROBATCH");
+        tc.microbatch = mb ? atoi(mb) : 0;
         ddpm_train_data td = {.x = x, .cond = cond, .n = N_DATA, .hflip = 0};
         ddpm_trainer tr;
         if (ddpm_trainer_init(&tr, m, &sched, &tc, &td)) die("trainer");
@@ -230,7 +233,7 @@ int main(int argc, char **argv) {
         if (!m->tensors[i].is_buffer) params += m->tensors[i].numel;
     printf("],\"threads\":%d,\"params\":%zu,\"params_padded\":%zu,\"T\":%d", threads, params,
            m->n_params, nd->T);
-    if (train) printf(",\"steps_per_block\":%d", k);
+    if (train) printf(",\"steps_per_block\":%d,\"microbatch\":%d", k, getenv("DDPM_BENCH_MICROBATCH") ? atoi(getenv("DDPM_BENCH_MICROBATCH")) : 0);
     if (ddim) printf(",\"sampling_steps\":%d,\"extrapolated\":false", DDIM_STEPS);
     if (ddpm) printf(",\"sampling_steps\":%d,\"extrapolated\":true,\"timed_steps\":%d", nd->T, k);
     printf(",\"isa\":\"%s\",\"load_before\":%.2f,\"load_after\":%.2f}\n",

@@ -6,7 +6,8 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config
       libopenblas-openmp-dev libcjson-dev libcmocka-dev libcairo2-dev libfontconfig-dev libpng-dev zlib1g-dev
       libgif-dev libstb-dev dataset-fashion-mnist valgrind
-      clang libclang-rt-14-dev libomp-dev) # the last three: libFuzzer for scripts/fuzz.sh
+      clang libclang-rt-14-dev libomp-dev # these three: libFuzzer for scripts/fuzz.sh
+      libopenmpi-dev openmpi-bin) # MPI: data-parallel mpirun ddpm train / sample
 if [ "${DDPM_WITH_TORCH:-0}" = 1 ]; then pkgs+=(python3-torch python3-numpy); fi
 missing=()
 for p in "${pkgs[@]}"; do

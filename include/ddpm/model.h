@@ -36,6 +36,10 @@ typedef struct {
     int train;              /* 1: record for backward, batch statistics, dropout on */
     uint64_t seed;          /* for dropout masks */
     uint64_t step;          /* for dropout masks */
+    int item0;              /* the batch position of item 0 (dropout masks are addressed by it) */
+    int microbatch;         /* train, > 0: the items form micro-batches of this many (the last
+                               may be smaller), whose gradients backward adds exactly into
+                               m->grad_exact (see ddpm_model.microbatch_native) */
 } ddpm_model_input;
 
 typedef struct ddpm_model ddpm_model;
@@ -67,6 +71,16 @@ struct ddpm_model {
     ddpm_param_info *tensors; /* every named tensor: parameters first, then buffers */
     size_t n_tensors;
     int max_batch;         /* reserved batch size */
+    /* Micro-batches (the trainer's cfg.microbatch): a model with microbatch_native runs a
+     * training call's micro-batches itself (concurrently) and its backward adds each one's
+     * gradient exactly into grad_exact (n_params + 1 128-bit integers, see kernels/exact_sum.c;
+     * the last counts refused elements), leaving m->grads as scratch; a training forward leaves
+     * in mb_buffers [micro-batches, n_buffers] the running statistics each micro-batch's update
+     * gives from the current m->buffers (which it does not change). Other models are called
+     * once per micro-batch by the trainer. */
+    int microbatch_native;
+    void *grad_exact;
+    const float *mb_buffers;
 };
 
 /* Builds a model from its JSON configuration ({"kind": "mlp", ...}); parameters are initialised

@@ -19,6 +19,9 @@ typedef struct {
     ddpm_prediction prediction; /* target: eps (default), x0 or v */
     ddpm_loss loss;             /* L2 (default) or L1, mean over all elements */
     float min_snr_gamma;        /* > 0: min-SNR-gamma loss weighting (Hang et al., gamma = 5) */
+    float p2_gamma, p2_k;       /* p2_gamma > 0: the P2 weight (k + SNR_t)^-gamma (Choi et al. 2022,
+                                   lucidrains' p2_loss_weight_gamma / _k; k default 1) */
+    float offset_noise;         /* > 0: eps += S * z, z one normal draw per (item, channel) */
     ddpm_optimizer optimizer;
     double lr, beta1, beta2, adam_eps, weight_decay; /* doubles, as PyTorch holds them */
     int warmup_steps;           /* linear warm-up from 0 */
@@ -32,6 +35,9 @@ typedef struct {
     uint64_t seed;
     float cond_drop_prob;       /* probability of zeroing an item's conditioning */
     int self_cond;              /* train with self-conditioning on half of the steps */
+    int microbatch;             /* > 0: a step's batch is split into micro-batches of this many
+                                   items whose gradients are summed exactly: the result does not
+                                   depend on the thread or process count (0: one batch, float) */
 } ddpm_train_config;
 void ddpm_train_config_default(ddpm_train_config *c);
 const char *ddpm_optimizer_name(ddpm_optimizer o);
@@ -49,6 +55,18 @@ typedef struct {
     int hflip;         /* images: random horizontal flips */
 } ddpm_train_data;
 
+/* Data-parallel training (the library knows no MPI: the caller supplies the reductions). With
+ * size > 1, rank r computes the gradients of micro-batches [K r / size, K (r + 1) / size) of each
+ * step's K; every rank then runs the same clipping, Adam and EMA on the same reduced gradients. */
+typedef struct {
+    int rank, size;
+    void *ctx;
+    /* Sums n 128-bit integers (16 bytes each, native byte order) over all ranks, in place. */
+    int (*allreduce_exact)(void *ctx, void *acc, size_t n);
+    /* Sums n doubles over all ranks, in place (used only where one rank holds each non-zero). */
+    int (*allreduce_sum)(void *ctx, double *v, size_t n);
+} ddpm_train_dist;
+
 /* Optimizer state lives in buffers parallel to the model's params: Adam's m and v, EMA weights.
  * Every step is a pure function of (weights, optimizer state, step, seed): resuming from a
  * checkpoint at step k gives bitwise the same run. */
@@ -61,9 +79,17 @@ typedef struct {
     int64_t step;                 /* optimizer steps taken */
     /* the last step */
     float last_loss, last_grad_norm, last_lr;
+    /* data parallelism (zeroed = one process); stop_request: this rank wants to stop (Ctrl-C),
+     * stop_all: some rank asked, as known after the last step (it rides on the step's reduction) */
+    ddpm_train_dist dist;
+    int stop_request, stop_all;
     /* private working memory */
     float *x0_, *eps_, *xt_, *target_, *out_, *dout_, *cond_, *w_, *sc_;
     int *t_;
+    void *gexact_;  /* n_params + 1 exact accumulators (cfg.microbatch > 0) */
+    double *mbloss_; /* per micro-batch loss parts, + 1 slot for the stop flag */
+    double *mbbuf_;  /* per micro-batch running statistics (models with buffers) */
+    float *buf0_;    /* the running statistics at the step's start */
     uint32_t *perm_;
     int64_t perm_epoch_;
 } ddpm_trainer;
@@ -71,6 +97,11 @@ typedef struct {
 int ddpm_trainer_init(ddpm_trainer *tr, ddpm_model *model, const ddpm_schedule *schedule,
                       const ddpm_train_config *cfg, const ddpm_train_data *data);
 void ddpm_trainer_free(ddpm_trainer *tr);
+/* Makes the trainer one rank of a data-parallel group (after init; refused without micro-batches).
+ * With micro-batches, batch norm normalises each micro-batch by its own statistics (as PyTorch's
+ * DDP does per process without SyncBatchNorm) and the step's running statistics are the mean of
+ * what each micro-batch's update from the step's starting values gives. */
+int ddpm_trainer_set_dist(ddpm_trainer *tr, const ddpm_train_dist *dist);
 /* One optimizer step on the next batch. Returns DDPM_ERR_NUMERIC (without touching the weights)
  * if the loss or the gradient is NaN or inf. */
 int ddpm_trainer_step(ddpm_trainer *tr);
@@ -94,6 +125,8 @@ float ddpm_ema_decay_at(const ddpm_train_config *c, int64_t step);
  * returns mean over items of w_i * mean_j l(out - target); dout may be NULL. */
 double ddpm_loss_and_grad(ddpm_loss loss, const float *out, const float *target, const float *w,
                           int B, size_t d, float *dout);
+/* Per-item P2 weights (k + SNR_t)^-gamma, multiplied into w. */
+void ddpm_p2_weights(const ddpm_schedule *s, float gamma, float k, const int *t, int B, float *w);
 /* Per-item min-SNR-gamma weights for prediction type p. */
 void ddpm_min_snr_weights(const ddpm_schedule *s, ddpm_prediction p, float gamma, const int *t,
                           int B, float *w);

@@ -22,6 +22,11 @@ static char *train_config_json(const ddpm_train_config *c) {
     cJSON_AddStringToObject(o, "prediction", ddpm_prediction_name(c->prediction));
     cJSON_AddStringToObject(o, "loss", ddpm_loss_name(c->loss));
     cJSON_AddNumberToObject(o, "min_snr_gamma", c->min_snr_gamma);
+    if (c->p2_gamma > 0) {
+        cJSON_AddNumberToObject(o, "p2_gamma", c->p2_gamma);
+        cJSON_AddNumberToObject(o, "p2_k", c->p2_k);
+    }
+    if (c->offset_noise > 0) cJSON_AddNumberToObject(o, "offset_noise", c->offset_noise);
     cJSON_AddStringToObject(o, "optimizer", ddpm_optimizer_name(c->optimizer));
     cJSON_AddNumberToObject(o, "lr", c->lr);
     cJSON_AddNumberToObject(o, "beta1", c->beta1);
@@ -41,6 +46,7 @@ static char *train_config_json(const ddpm_train_config *c) {
     cJSON_AddStringToObject(o, "seed", seed);
     cJSON_AddNumberToObject(o, "cond_drop_prob", c->cond_drop_prob);
     cJSON_AddBoolToObject(o, "self_cond", c->self_cond);
+    if (c->microbatch > 0) cJSON_AddNumberToObject(o, "microbatch", c->microbatch);
     return ddpm_json_print_and_free(o);
 }
 
@@ -64,6 +70,9 @@ static int train_config_from_json(const char *json, ddpm_train_config *c) {
     if (cJSON_IsString(v = cJSON_GetObjectItemCaseSensitive(o, "seed")))
         c->seed = strtoull(v->valuestring, NULL, 10);
     c->min_snr_gamma = (float)ddpm_json_number_or(o, "min_snr_gamma", c->min_snr_gamma);
+    c->p2_gamma = (float)ddpm_json_number_or(o, "p2_gamma", c->p2_gamma);
+    c->p2_k = (float)ddpm_json_number_or(o, "p2_k", c->p2_k);
+    c->offset_noise = (float)ddpm_json_number_or(o, "offset_noise", c->offset_noise);
     c->lr = ddpm_json_number_or(o, "lr", c->lr);
     c->beta1 = ddpm_json_number_or(o, "beta1", c->beta1);
     c->beta2 = ddpm_json_number_or(o, "beta2", c->beta2);
@@ -85,6 +94,8 @@ static int train_config_from_json(const char *json, ddpm_train_config *c) {
         c->total_steps = v64;
     c->cond_drop_prob = (float)ddpm_json_number_or(o, "cond_drop_prob", c->cond_drop_prob);
     c->self_cond = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "self_cond"));
+    if (!rc && !(rc = ddpm_json_integer_or(o, "microbatch", 0, 0, INT_MAX, what, &v64)))
+        c->microbatch = (int)v64;
     cJSON_Delete(o);
     return rc;
 }

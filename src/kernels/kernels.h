@@ -13,6 +13,21 @@
 #define DDPM_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
+
+/* ---- exact sums of gradients (exact_sum.c) ---- */
+
+/* 128-bit fixed point: the lowest bit is worth 2^-DDPM_EXACT_FRAC_BITS; elements with
+ * |g| >= 2^DDPM_EXACT_MAX_LOG2 are refused (counted), so sums of up to 2^11 of them cannot wrap. */
+__extension__ typedef __int128 ddpm_i128;
+__extension__ typedef unsigned __int128 ddpm_u128;
+#define DDPM_EXACT_FRAC_BITS 100
+#define DDPM_EXACT_MAX_LOG2 16
+/* acc[i] += g[i] exactly for i in [lo, hi); returns how many elements were refused (not finite or
+ * too large). */
+int64_t ddpm_mk_exact_add(ddpm_i128 *acc, const float *g, size_t lo, size_t hi);
+/* g[i] = acc[i] rounded to float (to nearest), for i in [lo, hi). */
+void ddpm_mk_exact_to_f32(float *g, const ddpm_i128 *acc, size_t lo, size_t hi);
 
 /* ---- the GEMM micro-kernel, packing and gather (gemm.c) ---- */
 

@@ -201,25 +201,33 @@ static void init_all(ddpm_model *m, cu_net *p, uint64_t seed) {
 
 /* ---- the forward, on the tape ---------------------------------------------------------------- */
 
-static const ddpm_param *P(cu_net *p, int i) { return i >= 0 ? &p->tn.prm[0][i] : NULL; }
+/* What the network records with: a tape and its parameter handles (a micro-batch's own, or
+ * slice 0's), and the network's layout. */
+typedef struct {
+    const cu_net *n;
+    ddpm_tape *t;
+    const ddpm_param *prm;
+} cu_rec;
 
-static ddpm_var *conv(cu_net *p, ddpm_var *x, cu_affine a, int stride, int pad) {
-    return ddpm_tape_conv2d(p->tn.tape[0], x, P(p, a.w), P(p, a.b), stride, pad);
+static const ddpm_param *P(const cu_rec *p, int i) { return i >= 0 ? &p->prm[i] : NULL; }
+
+static ddpm_var *conv(const cu_rec *p, ddpm_var *x, cu_affine a, int stride, int pad) {
+    return ddpm_tape_conv2d(p->t, x, P(p, a.w), P(p, a.b), stride, pad);
 }
 
-static ddpm_var *convt(cu_net *p, ddpm_var *x, cu_affine a, int stride) {
-    return ddpm_tape_conv_transpose2d(p->tn.tape[0], x, P(p, a.w), P(p, a.b), stride, 0);
+static ddpm_var *convt(const cu_rec *p, ddpm_var *x, cu_affine a, int stride) {
+    return ddpm_tape_conv_transpose2d(p->t, x, P(p, a.w), P(p, a.b), stride, 0);
 }
 
 /* gelu(bn(conv3x3(x))), one pass over the output in eval mode */
-static ddpm_var *conv_bn_gelu(cu_net *p, ddpm_var *x, cu_affine a, ddpm_bn_tensors n) {
-    return ddpm_tape_conv2d_bn_gelu(p->tn.tape[0], x, P(p, a.w), P(p, a.b), 1, 1, P(p, n.w),
-                                    P(p, n.b), p->tn.prm[0][n.rm].w, p->tn.prm[0][n.rv].w);
+static ddpm_var *conv_bn_gelu(const cu_rec *p, ddpm_var *x, cu_affine a, ddpm_bn_tensors n) {
+    return ddpm_tape_conv2d_bn_gelu(p->t, x, P(p, a.w), P(p, a.b), 1, 1, P(p, n.w),
+                                    P(p, n.b), p->prm[n.rm].w, p->prm[n.rv].w);
 }
 
 /* ResidualConvBlock.forward */
-static ddpm_var *block(cu_net *p, ddpm_var *x, const cu_block *k) {
-    ddpm_tape *t = p->tn.tape[0];
+static ddpm_var *block(const cu_rec *p, ddpm_var *x, const cu_block *k) {
+    ddpm_tape *t = p->t;
     ddpm_var *h = conv_bn_gelu(p, conv_bn_gelu(p, x, k->conv1, k->bn1), k->conv2, k->bn2);
     if (!k->is_res) return h;
     if (!k->same && k->shortcut.w < 0) return ddpm_tape_scale(t, h, INV_1414); /* "none" */
@@ -228,53 +236,54 @@ static ddpm_var *block(cu_net *p, ddpm_var *x, const cu_block *k) {
 }
 
 /* UnetDown.forward */
-static ddpm_var *down(cu_net *p, ddpm_var *x, const cu_block k[2]) {
-    return ddpm_tape_maxpool2d(p->tn.tape[0], block(p, block(p, x, &k[0]), &k[1]), 2, 0);
+static ddpm_var *down(const cu_rec *p, ddpm_var *x, const cu_block k[2]) {
+    return ddpm_tape_maxpool2d(p->t, block(p, block(p, x, &k[0]), &k[1]), 2, 0);
 }
 
 /* UnetUp.forward */
-static ddpm_var *up(cu_net *p, ddpm_var *x, ddpm_var *skip, cu_affine ct, const cu_block k[2]) {
-    ddpm_var *h = convt(p, ddpm_tape_concat(p->tn.tape[0], x, skip), ct, 2);
+static ddpm_var *up(const cu_rec *p, ddpm_var *x, ddpm_var *skip, cu_affine ct, const cu_block k[2]) {
+    ddpm_var *h = convt(p, ddpm_tape_concat(p->t, x, skip), ct, 2);
     return block(p, block(p, h, &k[0]), &k[1]);
 }
 
 /* EmbedFC.forward; zero_w stands in for an empty Linear(0, .) weight (its input is [B, 1] of
  * zeros then). */
-static ddpm_var *embed(cu_net *p, ddpm_var *x, const cu_embed *e, const ddpm_param *zero_w) {
-    ddpm_tape *t = p->tn.tape[0];
+static ddpm_var *embed(const cu_rec *p, ddpm_var *x, const cu_embed *e, const ddpm_param *zero_w) {
+    ddpm_tape *t = p->t;
     ddpm_var *h = ddpm_tape_linear(t, x, e->l0.w >= 0 ? P(p, e->l0.w) : zero_w, P(p, e->l0.b));
     return ddpm_tape_linear(t, ddpm_tape_gelu(t, h), P(p, e->l2.w), P(p, e->l2.b));
 }
 
 /* x [B, C, h, h], tt [B] = t / (T - 1), cv [B, max(n_cfeat, 1)] -> [B, C, h, h] */
-static ddpm_var *network(cu_net *p, const float *x, const float *tt, const float *cv, int B) {
+static ddpm_var *network(const cu_rec *r, const float *x, const float *tt, const float *cv, int B) {
+    const cu_net *p = r->n;
     const cu_config *c = &p->cfg;
-    ddpm_tape *t = p->tn.tape[0];
+    ddpm_tape *t = r->t;
     const int h = c->height, kc = c->n_cfeat > 0 ? c->n_cfeat : 1;
     ddpm_var *xin = ddpm_tape_input(t, x, 4, (int[]){B, c->in_channels, h, h}, 0);
     ddpm_var *tin = ddpm_tape_input(t, tt, 2, (int[]){B, 1}, 0);
     ddpm_var *cin = ddpm_tape_input(t, cv, 2, (int[]){B, kc}, 0);
 
-    ddpm_var *x0 = block(p, xin, &p->init_conv);
-    ddpm_var *d1 = down(p, x0, p->down1);
-    ddpm_var *d2 = down(p, d1, p->down2);
+    ddpm_var *x0 = block(r, xin, &p->init_conv);
+    ddpm_var *d1 = down(r, x0, p->down1);
+    ddpm_var *d2 = down(r, d1, p->down2);
     ddpm_var *hv = ddpm_tape_gelu(t, ddpm_tape_avgpool2d(t, d2, h / 4, 0));
 
-    ddpm_var *cemb1 = embed(p, cin, &p->ce1, &p->zero_w[0]);
-    ddpm_var *temb1 = embed(p, tin, &p->te1, NULL);
-    ddpm_var *cemb2 = embed(p, cin, &p->ce2, &p->zero_w[1]);
-    ddpm_var *temb2 = embed(p, tin, &p->te2, NULL);
+    ddpm_var *cemb1 = embed(r, cin, &p->ce1, &p->zero_w[0]);
+    ddpm_var *temb1 = embed(r, tin, &p->te1, NULL);
+    ddpm_var *cemb2 = embed(r, cin, &p->ce2, &p->zero_w[1]);
+    ddpm_var *temb2 = embed(r, tin, &p->te2, NULL);
 
-    ddpm_var *u1 = convt(p, hv, p->up0_ct, h / 4);
-    u1 = ddpm_tape_relu(t, ddpm_tape_groupnorm(t, u1, 8, P(p, p->up0_gn.w), P(p, p->up0_gn.b)));
+    ddpm_var *u1 = convt(r, hv, p->up0_ct, h / 4);
+    u1 = ddpm_tape_relu(t, ddpm_tape_groupnorm(t, u1, 8, P(r, p->up0_gn.w), P(r, p->up0_gn.b)));
     u1 = ddpm_tape_channel_add(t, ddpm_tape_channel_mul(t, u1, cemb1), temb1);
-    ddpm_var *u2 = up(p, u1, d2, p->up1_ct, p->up1);
+    ddpm_var *u2 = up(r, u1, d2, p->up1_ct, p->up1);
     u2 = ddpm_tape_channel_add(t, ddpm_tape_channel_mul(t, u2, cemb2), temb2);
-    ddpm_var *u3 = up(p, u2, d1, p->up2_ct, p->up2);
+    ddpm_var *u3 = up(r, u2, d1, p->up2_ct, p->up2);
 
-    ddpm_var *o = conv(p, ddpm_tape_concat(t, u3, x0), p->out0, 1, 1);
-    o = ddpm_tape_relu(t, ddpm_tape_groupnorm(t, o, 8, P(p, p->out1.w), P(p, p->out1.b)));
-    return conv(p, o, p->out3, 1, 1);
+    ddpm_var *o = conv(r, ddpm_tape_concat(t, u3, x0), p->out0, 1, 1);
+    o = ddpm_tape_relu(t, ddpm_tape_groupnorm(t, o, 8, P(r, p->out1.w), P(r, p->out1.b)));
+    return conv(r, o, p->out3, 1, 1);
 }
 
 /* ---- the model interface --------------------------------------------------------------------- */
@@ -302,12 +311,10 @@ static int cu_reserve(ddpm_model *m, int B) {
 /* Items [b0, b0 + nb) of the batch, from the inputs cu_forward prepared. */
 static ddpm_var *cu_record(ddpm_model *m, ddpm_tape *tp, const ddpm_param *prm,
                           const ddpm_model_input *in, int b0, int nb) {
-    /* one slice (batch norm in training): tp and prm are slice 0's, which the network uses */
-    (void)tp;
-    (void)prm;
     cu_net *p = m->impl;
     const size_t d = m->sample_numel, kc = (size_t)(p->cfg.n_cfeat > 0 ? p->cfg.n_cfeat : 1);
-    return network(p, in->x + (size_t)b0 * d, p->tbuf + b0, p->cbuf + (size_t)b0 * kc, nb);
+    const cu_rec r = {p, tp, prm};
+    return network(&r, in->x + (size_t)b0 * d, p->tbuf + b0, p->cbuf + (size_t)b0 * kc, nb);
 }
 
 static int cu_forward(ddpm_model *m, const ddpm_model_input *in, float *out) {

@@ -111,6 +111,9 @@ typedef struct {
     int status[DDPM_TAPE_NET_MAX_SLICES];
     char err[DDPM_TAPE_NET_MAX_SLICES][256];
     int T, B;     /* slices and items of the last forward */
+    int G, M;     /* micro-batch calls (M > 0): threads and items per micro-batch */
+    float *mbuf;  /* micro-batch calls: each micro-batch's running statistics [K, n_buffers] */
+    size_t mbuf_cap;
     int recorded; /* a training forward is recorded and not yet replayed */
 } ddpm_tape_net;
 

@@ -141,44 +141,53 @@ static void init_all(ddpm_model *m, su_net *p, uint64_t seed) {
 
 /* ---- the forward, on the tape ---------------------------------------------------------------- */
 
-static ddpm_var *conv(su_net *p, ddpm_var *x, su_affine a, int stride, int pad) {
-    return ddpm_tape_conv2d(p->tn.tape[0], x, &p->tn.prm[0][a.w], &p->tn.prm[0][a.b], stride, pad);
+/* What the network records with: a tape and its parameter handles (a micro-batch's own, or
+ * slice 0's), and the network's layout. */
+typedef struct {
+    const su_net *n;
+    ddpm_tape *t;
+    const ddpm_param *prm;
+} su_rec;
+
+static ddpm_var *conv(const su_rec *p, ddpm_var *x, su_affine a, int stride, int pad) {
+    return ddpm_tape_conv2d(p->t, x, &p->prm[a.w], &p->prm[a.b], stride, pad);
 }
 
-static ddpm_var *bn(su_net *p, ddpm_var *x, ddpm_bn_tensors n) {
-    return ddpm_tape_batchnorm(p->tn.tape[0], x, &p->tn.prm[0][n.w], &p->tn.prm[0][n.b], p->tn.prm[0][n.rm].w,
-                               p->tn.prm[0][n.rv].w);
+static ddpm_var *bn(const su_rec *p, ddpm_var *x, ddpm_bn_tensors n) {
+    return ddpm_tape_batchnorm(p->t, x, &p->prm[n.w], &p->prm[n.b], p->prm[n.rm].w,
+                               p->prm[n.rv].w);
 }
 
 /* Block.forward */
-static ddpm_var *block(su_net *p, ddpm_var *x, ddpm_var *temb, const su_block *k) {
-    ddpm_tape *t = p->tn.tape[0];
+static ddpm_var *block(const su_rec *p, ddpm_var *x, ddpm_var *temb, const su_block *k) {
+    ddpm_tape *t = p->t;
     ddpm_var *h = bn(p, ddpm_tape_relu(t, conv(p, x, k->conv1, 1, 1)), k->bnorm1);
-    ddpm_var *te = ddpm_tape_relu(t, ddpm_tape_linear(t, temb, &p->tn.prm[0][k->time_mlp.w],
-                                                      &p->tn.prm[0][k->time_mlp.b]));
+    ddpm_var *te = ddpm_tape_relu(t, ddpm_tape_linear(t, temb, &p->prm[k->time_mlp.w],
+                                                      &p->prm[k->time_mlp.b]));
     h = ddpm_tape_channel_add(t, h, te);
     h = bn(p, ddpm_tape_relu(t, conv(p, h, k->conv2, 1, 1)), k->bnorm2);
     if (k->up)
-        return ddpm_tape_conv_transpose2d(t, h, &p->tn.prm[0][k->transform.w],
-                                          &p->tn.prm[0][k->transform.b], 2, 1);
+        return ddpm_tape_conv_transpose2d(t, h, &p->prm[k->transform.w],
+                                          &p->prm[k->transform.b], 2, 1);
     return conv(p, h, k->transform, 2, 1);
 }
 
 /* x [B, C, H, H], tt [B] timesteps -> [B, C, H, H] */
-static ddpm_var *network(su_net *p, const float *x, const float *tt, int B) {
+static ddpm_var *network(const su_rec *r, const float *x, const float *tt, int B) {
+    const su_net *p = r->n;
     const su_config *c = &p->cfg;
-    ddpm_tape *t = p->tn.tape[0];
+    ddpm_tape *t = r->t;
     const int L = c->n_channels - 1, H = c->height;
     ddpm_var *xin = ddpm_tape_input(t, x, 4, (int[]){B, c->in_channels, H, H}, 0);
     ddpm_var *temb = ddpm_tape_timestep_embedding(t, tt, B, c->time_emb_dim);
-    temb = ddpm_tape_relu(t, ddpm_tape_linear(t, temb, &p->tn.prm[0][p->time_lin.w],
-                                              &p->tn.prm[0][p->time_lin.b]));
-    ddpm_var *h = conv(p, xin, p->conv0, 1, 1);
+    temb = ddpm_tape_relu(t, ddpm_tape_linear(t, temb, &r->prm[p->time_lin.w],
+                                              &r->prm[p->time_lin.b]));
+    ddpm_var *h = conv(r, xin, p->conv0, 1, 1);
     ddpm_var *residual[SU_MAX_LEVELS];
-    for (int i = 0; i < L; i++) residual[i] = h = block(p, h, temb, &p->downs[i]);
+    for (int i = 0; i < L; i++) residual[i] = h = block(r, h, temb, &p->downs[i]);
     for (int i = 0; i < L; i++)
-        h = block(p, ddpm_tape_concat(t, h, residual[L - 1 - i]), temb, &p->ups[i]);
-    return conv(p, h, p->output, 1, 0);
+        h = block(r, ddpm_tape_concat(t, h, residual[L - 1 - i]), temb, &p->ups[i]);
+    return conv(r, h, p->output, 1, 0);
 }
 
 /* ---- the model interface --------------------------------------------------------------------- */
@@ -198,11 +207,9 @@ static int su_reserve(ddpm_model *m, int B) {
 /* Items [b0, b0 + nb) of the batch, from the timesteps su_forward converted. */
 static ddpm_var *su_record(ddpm_model *m, ddpm_tape *tp, const ddpm_param *prm,
                           const ddpm_model_input *in, int b0, int nb) {
-    /* one slice (batch norm in training): tp and prm are slice 0's, which the network uses */
-    (void)tp;
-    (void)prm;
     su_net *p = m->impl;
-    return network(p, in->x + (size_t)b0 * m->sample_numel, p->tbuf + b0, nb);
+    const su_rec r = {p, tp, prm};
+    return network(&r, in->x + (size_t)b0 * m->sample_numel, p->tbuf + b0, nb);
 }
 
 static int su_forward(ddpm_model *m, const ddpm_model_input *in, float *out) {

@@ -20,8 +20,15 @@
  * - Memory: a training forward records its whole slice (backward needs it); an eval forward runs
  *   in chunks of items, resetting the tape between them, so a tape's arena holds one chunk's
  *   activations. The arena grows during the first forward/backward of the largest batch and is
- *   reused afterwards. */
+ *   reused afterwards.
+ * - Micro-batches (training calls with in->microbatch = M > 0, every network): the call's items
+ *   form fixed micro-batches of M items, one tape each (batch norm: its own statistics), taken
+ *   round-robin by the threads (ops single-threaded). The backward runs them in rounds of one per thread, each into its thread's
+ *   gradient buffer, and adds every buffer exactly (kernels/exact_sum.c) into m->grad_exact: the
+ *   sum is the same for any thread count, and for any split of the micro-batches over
+ *   processes. */
 #include "core/test_hooks.h"
+#include "kernels/kernels.h"
 #include "models/model_internal.h"
 
 #include <omp.h>
@@ -55,19 +62,26 @@ static void free_slice(ddpm_tape_net *tn, int k) {
     tn->gpart[k] = NULL;
 }
 
-/* Tapes, handles and gradient buffers for T slices (allocated once, when T first grows). */
-static int ensure_slices(ddpm_model *m, ddpm_tape_net *tn, int T) {
+/* Tapes and handles for T slices, gradient buffers for the first G of them (slice 0's gradients
+ * go to m->grads); allocated once, when T or G first grows. */
+static int ensure_slices_bufs(ddpm_model *m, ddpm_tape_net *tn, int T, int G) {
     for (int k = tn->n_slices; k < T; k++) {
         tn->tape[k] = ddpm_tape_new();
         tn->prm[k] = ddpm_alloc(m->n_tensors, sizeof(ddpm_param));
-        tn->gpart[k] = k ? ddpm_alloc_aligned(m->n_params, sizeof(float)) : NULL;
-        if (!tn->tape[k] || !tn->prm[k] || (k && !tn->gpart[k])) {
+        if (!tn->tape[k] || !tn->prm[k]) {
             free_slice(tn, k);
-            return ddpm_fail(DDPM_ERR_NOMEM, "%s: out of memory for %d threads", m->ops->kind, T);
+            return ddpm_fail(DDPM_ERR_NOMEM, "%s: out of memory for %d slices", m->ops->kind, T);
         }
         tn->n_slices = k + 1;
     }
+    for (int k = 1; k < G && k < tn->n_slices; k++)
+        if (!tn->gpart[k] && !(tn->gpart[k] = ddpm_alloc_aligned(m->n_params, sizeof(float))))
+            return ddpm_fail(DDPM_ERR_NOMEM, "%s: out of memory for %d threads", m->ops->kind, G);
     return DDPM_OK;
+}
+
+static int ensure_slices(ddpm_model *m, ddpm_tape_net *tn, int T) {
+    return ensure_slices_bufs(m, tn, T, T);
 }
 
 int ddpm_tape_net_init_image(ddpm_model *m, int channels, int height, int num_timesteps,
@@ -83,12 +97,16 @@ int ddpm_tape_net_init_image(ddpm_model *m, int channels, int height, int num_ti
     if (!rc) rc = ensure_slices(m, tn, 1);
     if (rc) return rc;
     ddpm_model_param_handles(m, tn->prm[0], m->grads);
+    m->microbatch_native = 1; /* micro-batches run concurrently, one tape each */
     return DDPM_OK;
 }
 
 void ddpm_tape_net_free(ddpm_tape_net *tn) {
     for (int k = 0; k < tn->n_slices; k++) free_slice(tn, k);
     tn->n_slices = 0;
+    free(tn->mbuf);
+    tn->mbuf = NULL;
+    tn->mbuf_cap = 0;
 }
 
 int ddpm_tape_net_begin(ddpm_model *m, const ddpm_model_input *in) {
@@ -128,7 +146,7 @@ static int run_slice(ddpm_model *m, ddpm_tape_net *tn, int k, const ddpm_model_i
     const size_t d = m->sample_numel;
     ddpm_tape *tp = tn->tape[k];
     ddpm_tape_set_training(tp, in->train);
-    ddpm_tape_set_rng(tp, in->seed, (uint32_t)in->step, (uint64_t)b0);
+    ddpm_tape_set_rng(tp, in->seed, (uint32_t)in->step, (uint64_t)in->item0 + (uint64_t)b0);
     const int chunk = in->train ? nb : eval_chunk(tn, nb);
     for (int c0 = b0; c0 < b0 + nb; c0 += chunk) {
         const int n = b0 + nb - c0 < chunk ? b0 + nb - c0 : chunk;
@@ -156,10 +174,104 @@ static void slice_record(ddpm_tape_net *tn, int k, int rc) {
     if (rc) snprintf(tn->err[k], sizeof tn->err[k], "%s", ddpm_last_error());
 }
 
+/* The gradient buffer of thread j (of a micro-batch call): m->grads for thread 0. */
+static float *thread_grads(ddpm_model *m, ddpm_tape_net *tn, int j) {
+    return j ? tn->gpart[j] : m->grads;
+}
+
+/* A training call in micro-batches of M items: K tapes, taken round-robin by G threads. */
+static int run_micro_batches(ddpm_model *m, ddpm_tape_net *tn, const ddpm_model_input *in,
+                             float *out, ddpm_tape_net_record_fn record) {
+    const int B = in->B, M = in->microbatch, K = (B + M - 1) / M;
+    if (K > DDPM_TAPE_NET_MAX_SLICES)
+        return ddpm_fail(DDPM_ERR_INVALID,
+                         "%s: %d micro-batches of %d items in one call; at most %d (use larger "
+                         "micro-batches)",
+                         m->ops->kind, K, M, DDPM_TAPE_NET_MAX_SLICES);
+    const int nt = omp_get_max_threads();
+    const int G = K < nt ? K : nt;
+    int rc = ensure_slices_bufs(m, tn, K, G);
+    if (rc) return rc;
+    /* Batch statistics: each micro-batch is normalised by its own (its tape), and its running
+     * statistics update starts from the step's values in a copy of its own, left for the
+     * trainer in m->mb_buffers (micro-batch order). */
+    const size_t nb = m->n_buffers;
+    if (nb && (size_t)K * nb > tn->mbuf_cap) {
+        float *grown = ddpm_alloc_aligned((size_t)K * nb, sizeof(float));
+        if (!grown) return ddpm_fail(DDPM_ERR_NOMEM, "%s: out of memory", m->ops->kind);
+        free(tn->mbuf);
+        tn->mbuf = grown;
+        tn->mbuf_cap = (size_t)K * nb;
+    }
+    for (int k = 0; k < K; k++) {
+        ddpm_model_param_handles(m, tn->prm[k], thread_grads(m, tn, k % G));
+        if (!nb) continue;
+        float *own = tn->mbuf + (size_t)k * nb;
+        memcpy(own, m->buffers, sizeof(float) * nb);
+        for (size_t i = 0; i < m->n_tensors; i++)
+            if (m->tensors[i].is_buffer) tn->prm[k][i].w = own + m->tensors[i].offset;
+    }
+    m->mb_buffers = nb ? tn->mbuf : NULL;
+#pragma omp parallel num_threads(G) if (G > 1)
+    {
+        omp_set_num_threads(1);
+        const int me = omp_get_thread_num();
+        for (int k = me; k < K; k += G) {
+            const int b0 = k * M, items = b0 + M < B ? M : B - b0;
+            slice_record(tn, k, run_slice(m, tn, k, in, b0, items, out, record));
+        }
+    }
+    omp_set_num_threads(nt);
+    tn->T = K;
+    tn->G = G;
+    tn->M = M;
+    tn->B = B;
+    rc = slices_status(tn, K);
+    tn->recorded = rc == DDPM_OK;
+    return rc;
+}
+
+/* The backward of run_micro_batches, in rounds of one micro-batch per thread, each round's
+ * gradients added exactly into m->grad_exact by element ranges. */
+static int backward_micro_batches(ddpm_model *m, ddpm_tape_net *tn, const float *dout) {
+    const int K = tn->T, G = tn->G, M = tn->M;
+    const size_t d = m->sample_numel, n = m->n_params;
+    ddpm_i128 *acc = m->grad_exact;
+    if (!acc) return ddpm_fail(DDPM_ERR_INVALID, "%s: micro-batch backward without an accumulator",
+                               m->ops->kind);
+    int64_t bad[DDPM_TAPE_NET_MAX_SLICES] = {0};
+    const int nt = omp_get_max_threads();
+#pragma omp parallel num_threads(G) if (G > 1)
+    {
+        omp_set_num_threads(1);
+        const int me = omp_get_thread_num(), nth = omp_get_num_threads();
+        const size_t e0 = n * (size_t)me / (size_t)nth, e1 = n * (size_t)(me + 1) / (size_t)nth;
+        for (int r = 0; r * G < K; r++) {
+            const int k = r * G + me;
+            if (k < K) {
+                float *g = thread_grads(m, tn, me);
+                memset(g, 0, sizeof(float) * n);
+                slice_record(tn, k, ddpm_tape_backward(tn->tape[k], tn->out[k],
+                                                       dout + (size_t)k * M * d));
+            }
+#pragma omp barrier
+            const int in_round = K - r * G < G ? K - r * G : G;
+            for (int j = 0; j < in_round; j++)
+                bad[me] += ddpm_mk_exact_add(acc, thread_grads(m, tn, j), e0, e1);
+#pragma omp barrier
+        }
+    }
+    omp_set_num_threads(nt);
+    for (int j = 0; j < G; j++) acc[n] += bad[j];
+    return slices_status(tn, K);
+}
+
 int ddpm_tape_net_run(ddpm_model *m, const ddpm_model_input *in, float *out,
                       ddpm_tape_net_record_fn record) {
     ddpm_tape_net *tn = m->impl;
     const int B = in->B;
+    tn->M = 0;
+    if (in->train && in->microbatch > 0) return run_micro_batches(m, tn, in, out, record);
     const int T = slices_for(tn, B);
     int rc = ensure_slices(m, tn, T);
     if (rc) return rc;
@@ -192,6 +304,7 @@ int ddpm_tape_net_backward(ddpm_model *m, const float *dout) {
     if (!tn->recorded)
         return ddpm_fail(DDPM_ERR_INVALID, "%s: backward without a training forward", m->ops->kind);
     tn->recorded = 0; /* a tape replays a forward once */
+    if (tn->M > 0) return backward_micro_batches(m, tn, dout);
     const int T = tn->T, B = tn->B;
     if (T == 1) {
         const int nt = omp_get_max_threads(), serial = serial_call(tn, B);

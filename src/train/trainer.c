@@ -32,6 +32,7 @@ void ddpm_train_config_default(ddpm_train_config *c) {
     c->weight_decay = 0.0;
     c->decay = DDPM_LR_CONSTANT;
     c->grad_clip = 1.0f;
+    c->p2_k = 1.0f;
     c->ema_decay = 0.999f;
     c->ema_warmup = 1;
     c->batch_size = 128;
@@ -159,11 +160,13 @@ float ddpm_ema_decay_at(const ddpm_train_config *c, int64_t step) {
     return w < c->ema_decay ? w : c->ema_decay;
 }
 
-double ddpm_loss_and_grad(ddpm_loss loss, const float *out, const float *target, const float *w,
-                          int B, size_t d, float *dout) {
+/* The loss of n items as a part of a batch of B: sum over the items of w_i * mean_j l, over B;
+ * dout gets the gradient of that. ddpm_loss_and_grad is the whole batch (n = B). */
+static double loss_part(ddpm_loss loss, const float *out, const float *target, const float *w,
+                        int n, size_t d, int B, float *dout) {
     double total = 0.0;
     const double inv = 1.0 / ((double)B * (double)d);
-    for (int i = 0; i < B; i++) {
+    for (int i = 0; i < n; i++) {
         const float wi = w ? w[i] : 1.0f;
         const float g = (float)(wi * inv);
         double s = 0.0;
@@ -181,6 +184,15 @@ double ddpm_loss_and_grad(ddpm_loss loss, const float *out, const float *target,
         total += wi * s;
     }
     return total * inv;
+}
+
+double ddpm_loss_and_grad(ddpm_loss loss, const float *out, const float *target, const float *w,
+                          int B, size_t d, float *dout) {
+    return loss_part(loss, out, target, w, B, d, B, dout);
+}
+
+void ddpm_p2_weights(const ddpm_schedule *s, float gamma, float k, const int *t, int B, float *w) {
+    for (int i = 0; i < B; i++) w[i] *= (float)pow((double)k + s->snr[t[i]], -(double)gamma);
 }
 
 void ddpm_min_snr_weights(const ddpm_schedule *s, ddpm_prediction p, float gamma, const int *t,
@@ -216,6 +228,10 @@ void ddpm_trainer_free(ddpm_trainer *tr) {
     free(tr->sc_);
     free(tr->t_);
     free(tr->perm_);
+    free(tr->gexact_);
+    free(tr->mbloss_);
+    free(tr->mbbuf_);
+    free(tr->buf0_);
     memset(tr, 0, sizeof *tr);
 }
 
@@ -237,6 +253,10 @@ int ddpm_trainer_init(ddpm_trainer *tr, ddpm_model *model, const ddpm_schedule *
         return ddpm_fail(DDPM_ERR_INVALID,
                          "the model embeds %d timesteps but the schedule has %d entries",
                          model->num_timesteps, schedule->n);
+    if (!(cfg->p2_gamma >= 0.0f && cfg->p2_k > 0.0f && cfg->offset_noise >= 0.0f))
+        return ddpm_fail(DDPM_ERR_INVALID, "p2 gamma and offset noise must be >= 0 and p2 k > 0");
+    if (cfg->microbatch < 0)
+        return ddpm_fail(DDPM_ERR_INVALID, "micro-batch size must be >= 0 (got %d)", cfg->microbatch);
     if (cfg->self_cond && !model->self_cond)
         return ddpm_fail(DDPM_ERR_INVALID, "self-conditioning needs a model built with it");
     tr->model = model;
@@ -260,6 +280,17 @@ int ddpm_trainer_init(ddpm_trainer *tr, ddpm_model *model, const ddpm_schedule *
     tr->w_ = ddpm_alloc(B, sizeof(float));
     tr->t_ = ddpm_alloc(B, sizeof(int));
     tr->perm_ = ddpm_alloc(data->n, sizeof(uint32_t));
+    if (cfg->microbatch > 0) {
+        tr->gexact_ = ddpm_alloc_aligned(np + 1, sizeof(ddpm_i128));
+        const size_t kmax = B / (size_t)cfg->microbatch + 2, nbuf = model->n_buffers;
+        tr->mbloss_ = ddpm_alloc(kmax, sizeof(double));
+        tr->mbbuf_ = nbuf ? ddpm_alloc(kmax * nbuf, sizeof(double)) : NULL;
+        tr->buf0_ = nbuf ? ddpm_alloc(nbuf, sizeof(float)) : NULL;
+        if (!tr->gexact_ || !tr->mbloss_ || (nbuf && (!tr->mbbuf_ || !tr->buf0_))) {
+            ddpm_trainer_free(tr);
+            return DDPM_ERR_NOMEM;
+        }
+    }
     if (!tr->adam_m || !tr->adam_v || (cfg->ema_decay > 0 && !tr->ema) || !tr->x0_ || !tr->eps_ ||
         !tr->xt_ || !tr->target_ || !tr->out_ || !tr->dout_ || !tr->sc_ || !tr->cond_ || !tr->w_ ||
         !tr->t_ || !tr->perm_) {
@@ -315,7 +346,22 @@ static void assemble_items(ddpm_trainer *tr, int64_t epoch, size_t start, int i0
             if (u < 0.5f) hflip(tr->x0_ + (size_t)i * d, m->channels, m->height, m->width);
         }
         tr->t_[i] = s->t0 + (int)ddpm_rand_below(c->seed, DDPM_STREAM_TRAIN_T, item, 0, usable);
-        ddpm_randn(c->seed, DDPM_STREAM_TRAIN_NOISE, item, 0, tr->eps_ + (size_t)i * d, d);
+        float *eps = tr->eps_ + (size_t)i * d;
+        ddpm_randn(c->seed, DDPM_STREAM_TRAIN_NOISE, item, 0, eps, d);
+        if (c->offset_noise > 0.0f) {
+            /* offset noise (Guttenberg 2023): a per-channel constant added to eps, drawn from the
+             * item's noise stream at counter 1 (eps itself is counter 0) */
+            const int C = m->channels > 0 ? m->channels : 1;
+            const size_t plane = d / (size_t)C;
+            float z[64];
+            for (int c0 = 0; c0 < C; c0 += 64) {
+                const int nz = C - c0 < 64 ? C - c0 : 64;
+                ddpm_randn(c->seed, DDPM_STREAM_TRAIN_NOISE, item, 1 + (uint32_t)c0 / 64, z, (size_t)nz);
+                for (int ch = 0; ch < nz; ch++)
+                    for (size_t j = 0; j < plane; j++)
+                        eps[(size_t)(c0 + ch) * plane + j] += c->offset_noise * z[ch];
+            }
+        }
         if (cd) {
             float *ci = tr->cond_ + (size_t)i * cd;
             if (tr->data.cond)
@@ -376,6 +422,168 @@ static float optimizer_step(ddpm_trainer *tr, float lr) {
     return norm;
 }
 
+/* A step's micro-batches: K of B items (cfg.microbatch items each, the last smaller; K = 1
+ * without micro-batches); this rank's are [k0, k1), its items [i0, i1). */
+typedef struct {
+    int B, M, K, k0, k1, i0, i1;
+} step_split;
+
+static step_split split_step(const ddpm_trainer *tr, int B) {
+    step_split p = {.B = B, .M = tr->cfg.microbatch > 0 ? tr->cfg.microbatch : B};
+    p.K = (B + p.M - 1) / p.M;
+    const int r = tr->dist.size > 1 ? tr->dist.rank : 0, n = tr->dist.size > 1 ? tr->dist.size : 1;
+    p.k0 = (int)((long long)p.K * r / n);
+    p.k1 = (int)((long long)p.K * (r + 1) / n);
+    p.i0 = p.k0 * p.M;
+    p.i1 = p.k1 * p.M < B ? p.k1 * p.M : B;
+    if (p.i0 > B) p.i0 = B;
+    return p;
+}
+
+/* Micro-batch k's items [*a, *b). */
+static void micro_items(const step_split *p, int k, int *a, int *b) {
+    *a = k * p->M;
+    *b = (k + 1) * p->M < p->B ? (k + 1) * p->M : p->B;
+}
+
+/* m->grads added exactly into the accumulator (the trainer's loop for models without native
+ * micro-batches); refused elements are counted in its last slot. */
+static void exact_add_grads(ddpm_trainer *tr) {
+    ddpm_model *m = tr->model;
+    ddpm_i128 *acc = tr->gexact_;
+    const size_t n = m->n_params;
+    int64_t bad[NCHUNK];
+    const int nt = optim_threads(n / 2);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int k = 0; k < NCHUNK; k++) {
+        size_t lo, hi;
+        chunk_range(n, k, &lo, &hi);
+        bad[k] = ddpm_mk_exact_add(acc, m->grads, lo, hi);
+    }
+    for (int k = 0; k < NCHUNK; k++) acc[n] += bad[k];
+}
+
+/* Forward, loss and backward of this rank's items with micro-batches: the gradient ends as the
+ * exact sum in tr->gexact_, the loss parts in tr->mbloss_[k]. */
+static int micro_batches_grad(ddpm_trainer *tr, const step_split *p, ddpm_model_input *in,
+                              const float *w) {
+    ddpm_model *m = tr->model;
+    const ddpm_train_config *c = &tr->cfg;
+    const size_t d = m->sample_numel, cd = (size_t)m->cond_dim;
+    memset(tr->gexact_, 0, sizeof(ddpm_i128) * (m->n_params + 1));
+    int rc;
+    if (m->microbatch_native) {
+        /* Calls of one micro-batch per thread: the activations of only that many micro-batches
+         * are alive at a time (so --microbatch also bounds memory), and as every micro-batch's
+         * gradient is summed exactly, how they are grouped into calls changes nothing. */
+        const int per_call = omp_get_max_threads();
+        const size_t nbuf = m->n_buffers;
+        for (int c0 = p->k0; c0 < p->k1; c0 += per_call) {
+            const int c1 = c0 + per_call < p->k1 ? c0 + per_call : p->k1;
+            int a, b, e;
+            micro_items(p, c0, &a, &e);
+            micro_items(p, c1 - 1, &e, &b);
+            ddpm_model_input ic = *in;
+            ic.x = tr->xt_ + (size_t)a * d;
+            ic.t = tr->t_ + a;
+            ic.cond = in->cond ? tr->cond_ + (size_t)a * cd : NULL;
+            ic.self_cond = in->self_cond ? tr->sc_ + (size_t)a * d : NULL;
+            ic.B = b - a;
+            ic.item0 = a;
+            if ((rc = m->ops->forward(m, &ic, tr->out_ + (size_t)a * d))) return rc;
+            if (nbuf)
+                for (size_t i = 0; i < (size_t)(c1 - c0) * nbuf; i++)
+                    tr->mbbuf_[(size_t)c0 * nbuf + i] = m->mb_buffers[i];
+            for (int k = c0; k < c1; k++) {
+                int ka, kb;
+                micro_items(p, k, &ka, &kb);
+                const size_t o = (size_t)ka * d;
+                tr->mbloss_[k] = loss_part(c->loss, tr->out_ + o, tr->target_ + o,
+                                           w ? w + ka : NULL, kb - ka, d, p->B, tr->dout_ + o);
+            }
+            m->grad_exact = tr->gexact_;
+            rc = m->ops->backward(m, tr->dout_ + (size_t)a * d);
+            m->grad_exact = NULL;
+            if (rc) return rc;
+        }
+        return DDPM_OK;
+    }
+    /* Batch-norm running statistics: each micro-batch updates them from the step's starting
+     * values; the step's result is their mean over the micro-batches (reduce_micro_batches), the
+     * same for any split of the micro-batches over processes. */
+    const size_t nbuf = m->n_buffers;
+    if (nbuf) memcpy(tr->buf0_, m->buffers, sizeof(float) * nbuf);
+    for (int k = p->k0; k < p->k1; k++) {
+        int a, b;
+        micro_items(p, k, &a, &b);
+        if (nbuf) memcpy(m->buffers, tr->buf0_, sizeof(float) * nbuf);
+        ddpm_model_input ik = *in;
+        ik.x = tr->xt_ + (size_t)a * d;
+        ik.t = tr->t_ + a;
+        ik.cond = in->cond ? tr->cond_ + (size_t)a * cd : NULL;
+        ik.self_cond = in->self_cond ? tr->sc_ + (size_t)a * d : NULL;
+        ik.B = b - a;
+        ik.item0 = a;
+        ik.microbatch = 0;
+        const size_t o = (size_t)a * d;
+        if ((rc = m->ops->forward(m, &ik, tr->out_ + o))) return rc;
+        tr->mbloss_[k] = loss_part(c->loss, tr->out_ + o, tr->target_ + o, w ? w + a : NULL,
+                                   b - a, d, p->B, tr->dout_ + o);
+        memset(m->grads, 0, sizeof(float) * m->n_params);
+        if ((rc = m->ops->backward(m, tr->dout_ + o))) return rc;
+        exact_add_grads(tr);
+        for (size_t i = 0; i < nbuf; i++) tr->mbbuf_[(size_t)k * nbuf + i] = m->buffers[i];
+    }
+    return DDPM_OK;
+}
+
+/* After the micro-batches: the reductions over ranks (the gradient's integers; the loss parts and
+ * the stop flag in one small sum, where each slot has one rank's value and zeros: exact), then the
+ * loss as the sum of its parts in micro-batch order and the gradient rounded once to float. */
+static int reduce_micro_batches(ddpm_trainer *tr, const step_split *p, double *loss) {
+    ddpm_model *m = tr->model;
+    const size_t n = m->n_params;
+    ddpm_i128 *acc = tr->gexact_;
+    for (int k = 0; k < p->K; k++)
+        if (k < p->k0 || k >= p->k1) tr->mbloss_[k] = 0.0;
+    tr->mbloss_[p->K] = tr->stop_request ? 1.0 : 0.0;
+    const size_t nbuf = m->n_buffers;
+    if (nbuf && p->k1 > p->k0) {
+        memset(tr->mbbuf_, 0, sizeof(double) * (size_t)p->k0 * nbuf);
+        memset(tr->mbbuf_ + (size_t)p->k1 * nbuf, 0, sizeof(double) * (size_t)(p->K - p->k1) * nbuf);
+    } else if (nbuf) {
+        memset(tr->mbbuf_, 0, sizeof(double) * (size_t)p->K * nbuf);
+    }
+    if (tr->dist.size > 1) {
+        int rc = tr->dist.allreduce_exact(tr->dist.ctx, acc, n + 1);
+        if (!rc) rc = tr->dist.allreduce_sum(tr->dist.ctx, tr->mbloss_, (size_t)p->K + 1);
+        if (!rc && nbuf) rc = tr->dist.allreduce_sum(tr->dist.ctx, tr->mbbuf_, (size_t)p->K * nbuf);
+        if (rc) return rc;
+    }
+    for (size_t i = 0; i < nbuf; i++) {
+        double sum = 0.0;
+        for (int k = 0; k < p->K; k++) sum += tr->mbbuf_[(size_t)k * nbuf + i];
+        m->buffers[i] = (float)(sum / p->K);
+    }
+    double total = 0.0;
+    for (int k = 0; k < p->K; k++) total += tr->mbloss_[k];
+    *loss = total;
+    tr->stop_all = tr->mbloss_[p->K] > 0.0;
+    if (acc[n] != 0)
+        return ddpm_fail(DDPM_ERR_NUMERIC,
+                         "%lld gradient elements are not finite or beyond 2^%d at step %lld: "
+                         "training diverged",
+                         (long long)acc[n], DDPM_EXACT_MAX_LOG2, (long long)tr->step + 1);
+    const int nt = optim_threads(n / 4);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int k = 0; k < NCHUNK; k++) {
+        size_t lo, hi;
+        chunk_range(n, k, &lo, &hi);
+        ddpm_mk_exact_to_f32(m->grads, acc, lo, hi);
+    }
+    return DDPM_OK;
+}
+
 static int trainer_step(ddpm_trainer *tr) {
     ddpm_model *m = tr->model;
     const ddpm_schedule *s = tr->schedule;
@@ -387,51 +595,72 @@ static int trainer_step(ddpm_trainer *tr) {
     const size_t start = (size_t)(tr->step % spe) * (size_t)c->batch_size;
     const int B = (int)(n - start < (size_t)c->batch_size ? n - start : (size_t)c->batch_size);
     if (tr->perm_epoch_ != epoch) shuffle_for_epoch(tr, epoch);
+    const step_split p = split_step(tr, B);
+    const int i0 = p.i0, nloc = p.i1 - p.i0;
 
-    /* The batch: x_0 from the shuffle, t, eps, conditioning (with dropout), flips. Every draw is
-     * addressed by its item, so threads can fill disjoint items. */
+    /* This rank's items of the batch: x_0 from the shuffle, t, eps, conditioning (with dropout),
+     * flips. Every draw is addressed by its item, so threads can fill disjoint items. */
     static _Thread_local ddpm_mk_gov gov;
-    const int nt = ddpm_mk_gov_begin(&gov, 2e4 * (double)B * (double)(d < 64 ? 1 : d / 64));
+    const int nt = ddpm_mk_gov_begin(&gov, 2e4 * (double)nloc * (double)(d < 64 ? 1 : d / 64));
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
 const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-        int i0, i1;
-        ddpm_mk_split(B, nth, tid, 1, &i0, &i1);
-        assemble_items(tr, epoch, start, i0, i1);
+        int a, b;
+        ddpm_mk_split(nloc, nth, tid, 1, &a, &b);
+        assemble_items(tr, epoch, start, i0 + a, i0 + b);
     }
     ddpm_mk_gov_end(&gov);
-    ddpm_q_sample(s, tr->x0_, tr->eps_, tr->t_, B, d, tr->xt_);
-    ddpm_target(s, c->prediction, tr->x0_, tr->eps_, tr->t_, B, d, tr->target_);
+    const size_t o = (size_t)i0 * d;
+    ddpm_q_sample(s, tr->x0_ + o, tr->eps_ + o, tr->t_ + i0, nloc, d, tr->xt_ + o);
+    ddpm_target(s, c->prediction, tr->x0_ + o, tr->eps_ + o, tr->t_ + i0, nloc, d, tr->target_ + o);
 
-    ddpm_model_input in = {.x = tr->xt_, .t = tr->t_, .cond = cd ? tr->cond_ : NULL, .B = B,
-                           .train = 1, .seed = c->seed, .step = (uint64_t)tr->step};
+    ddpm_model_input in = {.x = tr->xt_ + o, .t = tr->t_ + i0,
+                           .cond = cd ? tr->cond_ + (size_t)i0 * cd : NULL, .B = nloc, .train = 1,
+                           .seed = c->seed, .step = (uint64_t)tr->step, .item0 = i0,
+                           .microbatch = c->microbatch > 0 ? c->microbatch : 0};
     int rc;
     if (m->self_cond) {
-        memset(tr->sc_, 0, sizeof(float) * (size_t)B * d);
+        memset(tr->sc_ + o, 0, sizeof(float) * (size_t)nloc * d);
         float u = 0.0f;
         ddpm_randu(c->seed, DDPM_STREAM_DROPOUT, (uint64_t)tr->step, 1, &u, 1);
-        if (c->self_cond && u < 0.5f) {
+        if (c->self_cond && u < 0.5f && nloc > 0) {
             /* Half of the steps: condition on the network's own (detached) x_0 estimate. */
-            in.self_cond = tr->sc_;
+            in.self_cond = tr->sc_ + o;
             in.train = 0;
-            if ((rc = m->ops->forward(m, &in, tr->out_))) return rc;
-            ddpm_split_prediction(s, c->prediction, tr->xt_, tr->out_, tr->t_, B, d, 1, NULL, tr->sc_);
+            if ((rc = m->ops->forward(m, &in, tr->out_ + o))) return rc;
+            ddpm_split_prediction(s, c->prediction, tr->xt_ + o, tr->out_ + o, tr->t_ + i0, nloc,
+                                  d, 1, NULL, tr->sc_ + o);
             in.train = 1;
         }
-        in.self_cond = tr->sc_;
+        in.self_cond = tr->sc_ + o;
     }
-    if ((rc = m->ops->forward(m, &in, tr->out_))) return rc;
     const float *w = NULL;
-    if (c->min_snr_gamma > 0.0f) {
-        ddpm_min_snr_weights(s, c->prediction, c->min_snr_gamma, tr->t_, B, tr->w_);
+    if (c->min_snr_gamma > 0.0f || c->p2_gamma > 0.0f) {
+        if (c->min_snr_gamma > 0.0f)
+            ddpm_min_snr_weights(s, c->prediction, c->min_snr_gamma, tr->t_ + i0, nloc, tr->w_ + i0);
+        else
+            for (int i = 0; i < nloc; i++) tr->w_[i0 + i] = 1.0f;
+        if (c->p2_gamma > 0.0f) ddpm_p2_weights(s, c->p2_gamma, c->p2_k, tr->t_ + i0, nloc, tr->w_ + i0);
         w = tr->w_;
     }
-    const double loss = ddpm_loss_and_grad(c->loss, tr->out_, tr->target_, w, B, d, tr->dout_);
-    if (!isfinite(loss))
-        return ddpm_fail(DDPM_ERR_NUMERIC, "loss is %g at step %lld: training diverged", loss,
-                         (long long)tr->step + 1);
-    memset(m->grads, 0, sizeof(float) * m->n_params);
-    if ((rc = m->ops->backward(m, tr->dout_))) return rc;
+    double loss;
+    if (c->microbatch > 0) {
+        if (nloc > 0 && (rc = micro_batches_grad(tr, &p, &in, w))) return rc;
+        if (nloc == 0) memset(tr->gexact_, 0, sizeof(ddpm_i128) * (m->n_params + 1));
+        if ((rc = reduce_micro_batches(tr, &p, &loss))) return rc;
+        if (!isfinite(loss))
+            return ddpm_fail(DDPM_ERR_NUMERIC, "loss is %g at step %lld: training diverged", loss,
+                             (long long)tr->step + 1);
+    } else {
+        if ((rc = m->ops->forward(m, &in, tr->out_))) return rc;
+        loss = ddpm_loss_and_grad(c->loss, tr->out_, tr->target_, w, B, d, tr->dout_);
+        tr->stop_all = tr->stop_request;
+        if (!isfinite(loss))
+            return ddpm_fail(DDPM_ERR_NUMERIC, "loss is %g at step %lld: training diverged", loss,
+                             (long long)tr->step + 1);
+        memset(m->grads, 0, sizeof(float) * m->n_params);
+        if ((rc = m->ops->backward(m, tr->dout_))) return rc;
+    }
     const float lr = ddpm_lr_at(c, tr->step);
     const float norm = optimizer_step(tr, lr);
     if (!isfinite(norm))
@@ -441,6 +670,22 @@ const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
     tr->last_loss = (float)loss;
     tr->last_grad_norm = norm;
     tr->last_lr = lr;
+    return DDPM_OK;
+}
+
+int ddpm_trainer_set_dist(ddpm_trainer *tr, const ddpm_train_dist *dist) {
+    if (dist->size > 1) {
+        if (tr->cfg.microbatch < 1)
+            return ddpm_fail(DDPM_ERR_INVALID,
+                             "training over %d processes needs micro-batches (--deterministic or "
+                             "--microbatch M): they fix how the batch is split, whatever the "
+                             "process count",
+                             dist->size);
+        if (!dist->allreduce_exact || !dist->allreduce_sum || dist->rank < 0 ||
+            dist->rank >= dist->size)
+            return ddpm_fail(DDPM_ERR_INVALID, "incomplete process-group description");
+    }
+    tr->dist = *dist;
     return DDPM_OK;
 }
 

@@ -2,6 +2,7 @@
 #include "data_source.h"
 #include "points_jobs.h"
 #include "sample_driver.h"
+#include "dist.h"
 #include "model_flags.h"
 
 #include <cjson/cJSON.h>
@@ -159,7 +160,7 @@ int cmd_sample(int argc, char **argv) {
     if (images) {
         if (!set_n) ia.n = 40;
         ia.n_given = set_n;
-        ia.quiet = quiet;
+        ia.quiet = quiet || !dist_lead();
         rc = sample_images(&ia, &ck, &so);
         ddpm_checkpoint_free(&ck);
         return rc;
@@ -188,10 +189,27 @@ int cmd_sample(int argc, char **argv) {
         if (!quiet)
             printf("sampling %d points with %s (%d steps)\n", n, ddpm_sampler_name(so.sampler),
                    ddpm_sample_num_steps(&ck.schedule, &so));
-        rc = job_sample(m, &ck.schedule, &so, NULL, 0.0f, (size_t)n, n, NULL, samples.x,
-                        traj ? job_trajectory_progress : NULL, &tj);
+        if (dist_size() > 1 && traj) {
+            rc = ddpm_fail(DDPM_ERR_INVALID, "--trajectory is written by one process: run it without mpirun");
+        } else {
+            /* the ranks of a job each take a share of the indices; rank 0 gathers and writes */
+            size_t lo, hi;
+            dist_share((size_t)n, &lo, &hi);
+            ddpm_sample_opts sl = so;
+            sl.first_item = so.first_item + lo;
+            if (hi > lo)
+                rc = job_sample(m, &ck.schedule, &sl, NULL, 0.0f, hi - lo, (int)(hi - lo), NULL,
+                                samples.x + lo * d, traj ? job_trajectory_progress : NULL, &tj);
+            rc = dist_agree(rc);
+            if (!rc) rc = dist_gather_rows(samples.x, (size_t)n, d);
+        }
+        if (!dist_lead()) {
+            quiet = 1;
+            plot = NULL;
+            out = NULL;
+        }
     }
-    if (!rc) {
+    if (!rc && out) {
         if (strcmp(ext, ".csv") == 0) {
             rc = ddpm_points_write_csv(out, &samples);
         } else {

@@ -1,6 +1,7 @@
 /* cmd_train.c - `ddpm train`: train a diffusion model on points or images. */
 #include "train_driver.h"
 #include "model_flags.h"
+#include "dist.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -17,7 +18,7 @@ typedef struct {
     uint64_t data_seed, seed;
     int64_t steps_i;
     double beta_start, beta_end, lr, beta1, beta2, adam_eps, weight_decay, min_lr;
-    float min_snr, grad_clip, ema_decay;
+    float min_snr, grad_clip, ema_decay, p2_gamma, p2_k, offset_noise;
     int steps;
     int set_steps, set_epochs, set_bs, set_be, set_T, set_schedule;
     model_flags net;
@@ -26,7 +27,12 @@ typedef struct {
     int image_size, channels, labels_from_dirs, max_items, hflip, no_hflip, sample_every, sample_n;
     float cond_drop;
     int set_lr, set_batch, set_decay, set_warmup, set_cond_drop, set_loss;
+    int microbatch, set_microbatch, deterministic;
 } train_args;
+
+/* --deterministic without --microbatch: micro-batches of this many items (measured on the U-Net:
+ * +3% CPU time per step with 16, +10% with 8, against one float batch). */
+enum { DETERMINISTIC_MICROBATCH = 16 };
 
 /* A built-in 2-D data set's name (a whole word of ddpm_points_dataset_names). */
 static int is_builtin_points(const char *data) {
@@ -85,8 +91,16 @@ int train_print_config(const ddpm_model *m, const ddpm_schedule *s, const ddpm_t
            c->batch_size, (long long)c->total_steps, c->grad_clip, c->ema_decay,
            c->ema_warmup ? " (warm-up)" : "", (unsigned long long)c->seed);
     if (c->min_snr_gamma > 0) printf("          min-SNR-gamma weighting, gamma %g\n", c->min_snr_gamma);
-    printf("compute   %d thread%s, %s kernels\n", ddpm_threads(), ddpm_threads() == 1 ? "" : "s",
+    if (c->p2_gamma > 0) printf("          P2 weighting (k + SNR)^-gamma, gamma %g, k %g\n", c->p2_gamma, c->p2_k);
+    if (c->offset_noise > 0) printf("          offset noise %g\n", c->offset_noise);
+    if (dist_size() > 1) printf("compute   %d processes x", dist_size());
+    else printf("compute  ");
+    printf(" %d thread%s, %s kernels", ddpm_threads(), ddpm_threads() == 1 ? "" : "s",
            ddpm_kernel_isa());
+    if (c->microbatch > 0)
+        printf("; micro-batches of %d, summed exactly (the same result for any thread or process "
+               "count)", c->microbatch);
+    printf("\n");
     free(sj);
     return 0;
 }
@@ -96,7 +110,7 @@ int cmd_train(int argc, char **argv) {
                     .out = "runs/train", .n_points = 10000,
                     .save_every = 1000, .log_every = 1000, .steps = 10000,
                     .beta1 = 0.9, .beta2 = 0.999, .adam_eps = 1e-8, .grad_clip = 1.0f,
-                    .ema_decay = 0.999f, .image_size = 32, .channels = 3,
+                    .ema_decay = 0.999f, .p2_k = 1.0f, .image_size = 32, .channels = 3,
                     .cond_drop = 0.1f, .sample_every = 1000, .sample_n = 40};
     model_flags_init(&a.net, "mlp");
     const cli_opt data_opts[] = {
@@ -121,6 +135,9 @@ int cmd_train(int argc, char **argv) {
         {"prediction", CLI_STRING, &a.prediction, "KIND", "training target: eps (default), x0 or v", NULL},
         {"loss", CLI_STRING, &a.loss, "KIND", "l2 (default; simple-unet: l1 as its tutorial) or l1", &a.set_loss},
         {"min-snr-gamma", CLI_FLOAT, &a.min_snr, "G", "min-SNR-gamma loss weighting (5 is usual; default off)", NULL},
+        {"p2-gamma", CLI_FLOAT, &a.p2_gamma, "G", "P2 loss weight (k + SNR)^-G (Choi et al.; 1 is usual, 0 = off)", NULL, 0, 16},
+        {"p2-k", CLI_FLOAT, &a.p2_k, "K", "k of the P2 weight (default 1)", NULL, 1e-6, 1e6},
+        {"offset-noise", CLI_FLOAT, &a.offset_noise, "S", "images: add S times a per-channel normal draw to the noise (0.1 is usual; default off)", NULL, 0, 10},
         {"optimizer", CLI_STRING, &a.optimizer, "NAME", "adam (default) or adamw", NULL},
         {"lr", CLI_DOUBLE, &a.lr, "LR", "learning rate (default 1e-3; unet 2e-4)", &a.set_lr},
         {"beta1", CLI_DOUBLE, &a.beta1, "B1", "Adam beta1 (default 0.9)", NULL},
@@ -134,6 +151,8 @@ int cmd_train(int argc, char **argv) {
         {"ema-decay", CLI_FLOAT, &a.ema_decay, "D", "EMA decay of the weights, 0 = off (default 0.999)", NULL},
         {"no-ema-warmup", CLI_FLAG, &a.no_ema_warmup, NULL, "use the EMA decay from the first step", NULL},
         {"batch-size", CLI_INT, &a.batch, "B", "batch size (default 128; context-unet 100, unet 64)", &a.set_batch, 1, 65536},
+        {"microbatch", CLI_INT, &a.microbatch, "M", "split each batch into micro-batches of M items whose gradients are summed exactly: results no longer depend on the thread or process count (needed with mpirun; default 0 = one batch; batch norm then uses each micro-batch's statistics)", &a.set_microbatch, 0, 65536},
+        {"deterministic", CLI_FLAG, &a.deterministic, NULL, "the same checkpoint for any thread or process count: --microbatch 16 unless given", NULL},
         {"steps", CLI_INT, &a.steps, "N", "optimizer steps (default 10000)", &a.set_steps},
         {"epochs", CLI_INT, &a.epochs, "E", "train for E passes over the data instead of --steps", &a.set_epochs},
         {"seed", CLI_U64, &a.seed, "S", "seed of initialisation, shuffling, t and noise (default 0)", NULL},
@@ -198,6 +217,8 @@ int cmd_train(int argc, char **argv) {
             return cli_usage_error("train", "%s holds no training state to resume", a.resume);
         }
         tc = ck.train;
+        if (a.set_microbatch) tc.microbatch = a.microbatch;
+        else if (a.deterministic && tc.microbatch == 0) tc.microbatch = DETERMINISTIC_MICROBATCH;
         if ((rc = job_data_load(ck.data_json ? ck.data_json : "{}", &data))) goto out;
         model = ck.model;
         sched = ck.schedule;
@@ -217,6 +238,9 @@ int cmd_train(int argc, char **argv) {
             (rc = ddpm_lr_decay_parse(a.lr_decay, &tc.decay)))
             return cli_usage_error("train", "%s", ddpm_last_error());
         tc.min_snr_gamma = a.min_snr;
+        tc.p2_gamma = a.p2_gamma;
+        tc.p2_k = a.p2_k;
+        tc.offset_noise = a.offset_noise;
         tc.lr = a.lr;
         tc.beta1 = a.beta1;
         tc.beta2 = a.beta2;
@@ -230,6 +254,7 @@ int cmd_train(int argc, char **argv) {
         tc.batch_size = a.batch;
         tc.seed = a.seed;
         tc.self_cond = a.net.self_cond;
+        tc.microbatch = a.deterministic && !a.set_microbatch ? DETERMINISTIC_MICROBATCH : a.microbatch;
         /* Schedule */
         ddpm_schedule_kind kind;
         if (ddpm_schedule_kind_parse(a.schedule, &kind)) return cli_usage_error("train", "%s", ddpm_last_error());
@@ -270,22 +295,24 @@ int cmd_train(int argc, char **argv) {
     ddpm_train_data td = {.x = data.x, .cond = data.cond, .n = data.n, .hflip = data.hflip};
     if ((rc = ddpm_trainer_init(&tr, model, &sched, &tc, &td))) goto out;
     if (resumed && (rc = ddpm_trainer_restore(&tr, &ck))) goto out;
-    if (!a.quiet) {
+    if ((rc = dist_join_trainer(&tr, data.n))) goto out;
+    const int quiet = a.quiet || !dist_lead();
+    if (!quiet) {
         train_print_config(model, &sched, &tc, data.json, data.n);
         if (resumed) printf("resuming %s at step %lld\n", a.resume, (long long)tr.step);
         printf("run dir   %s\n", a.out);
         fflush(stdout);
     }
     job_run_opts ro = {.out_dir = a.out, .save_every = a.save_every, .log_every = a.log_every,
-                       .quiet = a.quiet, .sample_every = model->height > 0 ? a.sample_every : 0,
+                       .quiet = quiet, .sample_every = model->height > 0 ? a.sample_every : 0,
                        .sample_n = a.sample_n};
     rc = job_train(&tr, &data, &ro);
-    if (!rc && !a.quiet) {
+    if (!rc && !quiet) {
         printf("final loss %.5f after %lld steps\n", tr.last_loss, (long long)tr.step);
         cli_wrote(cli_path(a.out, "ckpt.safetensors"), "checkpoint (weights, EMA, optimizer state)");
         cli_wrote(cli_path(a.out, "loss.csv"), "loss per step");
     }
-    if (!rc) rc = job_plot_loss(a.out, a.quiet);
+    if (!rc && dist_lead()) rc = job_plot_loss(a.out, a.quiet);
 out:
     ddpm_trainer_free(&tr);
     job_data_free(&data);

@@ -1,5 +1,6 @@
 /* main.c - the ddpm command-line tool: dispatches to a subcommand. */
 #include "cli.h"
+#include "dist.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -39,7 +40,11 @@ int main(int argc, char **argv) {
     }
     const char *name = argv[1];
     if (strcmp(name, "--version") == 0 || strcmp(name, "version") == 0) {
+#ifdef DDPM_HAVE_MPI
+        printf("ddpm %s (MPI)\n", DDPM_VERSION);
+#else
         printf("ddpm %s\n", DDPM_VERSION);
+#endif
         return 0;
     }
     if (strcmp(name, "help") == 0 || strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
@@ -57,8 +62,14 @@ int main(int argc, char **argv) {
     }
     for (int i = 0; i < N_COMMANDS; i++)
         if (strcmp(name, commands[i].name) == 0) {
+            if (dist_init(argc, argv)) {
+                fprintf(stderr, "ddpm %s: %s\n", name, ddpm_last_error());
+                dist_finish(CLI_EXIT_USAGE);
+                return CLI_EXIT_USAGE;
+            }
             int rc = commands[i].run(argc - 1, argv + 1);
             ddpm_release_caches();
+            dist_finish(rc);
             return rc;
         }
     fprintf(stderr, "ddpm: unknown command '%s' (see 'ddpm help')\n", name);

@@ -2,6 +2,7 @@
  * classifier-free guidance, grids, .npy, the denoising GIF and a given x_T. */
 #include "edit_images.h"
 #include "sample_driver.h"
+#include "dist.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -159,10 +160,13 @@ int sample_images(const sample_image_args *a, ddpm_checkpoint *ck, const ddpm_sa
                    m->width, ddpm_sampler_name(so_in->sampler), steps,
                    cond ? (a->guidance != 0.0f ? ", conditional with guidance" : ", conditional") : "",
                    x_init ? ", from the given x_T" : "");
-        /* Chunks of --batch images; each image's noise depends only on its index. */
+        /* Chunks of --batch images; each image's noise depends only on its index. The ranks of
+         * a job each take a share of the indices; rank 0 gathers them and writes. */
         const int B = a->batch > 0 ? a->batch : 100;
-        for (int start = 0; !rc && start < n; start += B) {
-            const int b = n - start < B ? n - start : B;
+        size_t lo, hi;
+        dist_share((size_t)n, &lo, &hi);
+        for (int start = (int)lo; !rc && start < (int)hi; start += B) {
+            const int b = (int)hi - start < B ? (int)hi - start : B;
             ddpm_sample_opts so = *so_in;
             so.first_item = (uint64_t)start;
             gr.offset = (size_t)start;
@@ -175,23 +179,28 @@ int sample_images(const sample_image_args *a, ddpm_checkpoint *ck, const ddpm_sa
                 rc = job_sample(m, &ck->schedule, &so, cond ? cond + (size_t)start * K : NULL,
                                 a->guidance, (size_t)b, b, x_init ? x_init + (size_t)start * d : NULL,
                                 x + (size_t)start * d, a->gif ? record_frame : NULL, &gr);
-            if (!a->quiet && n > B) fprintf(stderr, "\r%d/%d images", start + b, n);
+            if (!a->quiet && n > B) fprintf(stderr, "\r%d/%d images", start + b - (int)lo, (int)(hi - lo));
         }
         if (!a->quiet && n > B) fputc('\n', stderr);
+        rc = dist_agree(rc);
+        if (!rc) rc = dist_gather_rows(x, (size_t)n, d);
+        for (int f = 0; !rc && a->gif && f < gr.n_frames; f++)
+            rc = dist_gather_rows(gr.frames + (size_t)f * n * d, (size_t)n, d);
     }
+    const int writer = dist_lead(); /* rank 0 writes */
     const int nrow = a->nrow > 0 ? a->nrow : a->per_class > 0 ? a->per_class : (n >= 10 ? 10 : n);
     const int scale = a->scale > 0 ? a->scale : m->height < 32 ? 2 : 1;
-    if (!rc && a->out && strstr(a->out, ".png")) {
+    if (!rc && writer && a->out && strstr(a->out, ".png")) {
         rc = ddpm_grid_write_png(a->out, x, n, m->channels, m->height, m->width, nrow, scale);
         if (!rc && !a->quiet) cli_wrote(a->out, "sample grid");
     }
     const char *npy = a->npy ? a->npy : (a->out && strstr(a->out, ".npy") ? a->out : NULL);
-    if (!rc && npy) {
+    if (!rc && writer && npy) {
         int64_t shape[4] = {n, m->channels, m->height, m->width};
         rc = ddpm_npy_write_f32(npy, x, 4, shape);
         if (!rc && !a->quiet) cli_wrote(npy, "samples [N, C, H, W] in [-1, 1]");
     }
-    if (!rc && a->gif) {
+    if (!rc && writer && a->gif) {
         uint8_t *px = NULL;
         int w = 0, h = 0;
         ddpm_gif *g = NULL;

@@ -1,6 +1,7 @@
 /* train_driver.c - a training run as the user sees it: progress on stderr, the loss log,
  * checkpoints, sample grids, Ctrl-C, and the loss curve at the end. */
 #include "train_driver.h"
+#include "dist.h"
 #include "sample_driver.h"
 
 #include <errno.h>
@@ -85,23 +86,40 @@ static FILE *resume_log(const char *path, int64_t step) {
     return f;
 }
 
-int job_train(ddpm_trainer *tr, const job_data *data, const job_run_opts *o) {
+/* The run directory and the loss log (rank 0 only: the other ranks of a job write nothing). */
+static int open_run(ddpm_trainer *tr, const job_run_opts *o, const char *log_path, FILE **log) {
+    *log = NULL;
+    if (!dist_lead()) return DDPM_OK;
     int rc = cli_mkdirs(o->out_dir);
     if (rc) return rc;
-    const char *ckpt = cli_path(o->out_dir, "ckpt.safetensors");
-    const char *log_path = cli_path(o->out_dir, "loss.csv");
     /* The loss log: a fresh run starts it, a resumed run continues it from its checkpoint. */
-    FILE *log = tr->step > 0 ? resume_log(log_path, tr->step) : fopen(log_path, "w");
-    if (!log) return tr->step > 0 ? DDPM_ERR_IO
-                                  : ddpm_fail(DDPM_ERR_IO, "%s: cannot write: %s", log_path,
-                                              strerror(errno));
-    if (tr->step == 0) fprintf(log, "step,loss,lr,grad_norm\n");
-
-    const int tty = isatty(STDERR_FILENO) && !o->quiet;
+    FILE *f = tr->step > 0 ? resume_log(log_path, tr->step) : fopen(log_path, "w");
+    if (!f) return tr->step > 0 ? DDPM_ERR_IO
+                                : ddpm_fail(DDPM_ERR_IO, "%s: cannot write: %s", log_path,
+                                            strerror(errno));
+    if (tr->step == 0) fprintf(f, "step,loss,lr,grad_norm\n");
     if (o->sample_every > 0 && (rc = cli_mkdirs(cli_path(o->out_dir, "samples")))) {
-        fclose(log);
+        fclose(f);
         return rc;
     }
+    *log = f;
+    return DDPM_OK;
+}
+
+/* Steps between the ranks' comparison of their weights (a job of several processes). */
+#define DIST_CHECK_EVERY 100
+
+int job_train(ddpm_trainer *tr, const job_data *data, const job_run_opts *o) {
+    const char *ckpt = cli_path(o->out_dir, "ckpt.safetensors");
+    const char *log_path = cli_path(o->out_dir, "loss.csv");
+    FILE *log;
+    int rc = dist_agree(open_run(tr, o, log_path, &log));
+    if (rc) {
+        dist_set_agreed();
+        return rc;
+    }
+    const int lead = dist_lead();
+    const int tty = isatty(STDERR_FILENO) && !o->quiet;
     const int64_t total = tr->cfg.total_steps, first = tr->step;
     interrupted = 0;
     /* Ctrl-C, a kill (SIGTERM: schedulers, systemd) and a closed terminal (SIGHUP) all save a
@@ -110,10 +128,17 @@ int job_train(ddpm_trainer *tr, const job_data *data, const job_run_opts *o) {
     void (*old_term)(int) = signal(SIGTERM, on_sigint);
     void (*old_hup)(int) = signal(SIGHUP, on_sigint);
     double t0 = now(), last_draw = 0, smooth = NAN;
+    int agreed = 1; /* every rank leaves the loop at the same step with the same status */
     while (tr->step < total) {
-        if ((rc = ddpm_trainer_step(tr))) break;
-        fprintf(log, "%lld,%.7g,%.7g,%.7g\n", (long long)tr->step, tr->last_loss, tr->last_lr,
-                tr->last_grad_norm);
+        tr->stop_request = interrupted;
+        if ((rc = ddpm_trainer_step(tr))) {
+            /* a step's numeric failure is found after the reductions: the same on every rank */
+            agreed = rc == DDPM_ERR_NUMERIC;
+            break;
+        }
+        if (log)
+            fprintf(log, "%lld,%.7g,%.7g,%.7g\n", (long long)tr->step, tr->last_loss, tr->last_lr,
+                    tr->last_grad_norm);
         smooth = isnan(smooth) ? tr->last_loss : 0.98 * smooth + 0.02 * tr->last_loss;
         const double t = now();
         const double rate = (tr->step - first) / (t - t0 > 1e-9 ? t - t0 : 1e-9);
@@ -125,7 +150,7 @@ int job_train(ddpm_trainer *tr, const job_data *data, const job_run_opts *o) {
             char bar[31];
             for (int i = 0; i < 30; i++) bar[i] = i < filled ? '#' : '-';
             bar[30] = 0;
-            fprintf(stderr, "\r[%s] %lld/%lld  loss %.4f  %.0f steps/s  ETA %s   ", bar,
+            fprintf(stderr, "\r[%s] %lld/%lld  smoothed loss %.4f  %.3g steps/s  ETA %s   ", bar,
                     (long long)tr->step, (long long)total, smooth, rate, eta);
             if (done) fputc('\n', stderr);
             last_draw = t;
@@ -133,25 +158,33 @@ int job_train(ddpm_trainer *tr, const job_data *data, const job_run_opts *o) {
                    (tr->step % o->log_every == 0 || done)) {
             char eta[32];
             fmt_duration(eta, sizeof eta, (total - tr->step) / rate);
-            fprintf(stderr, "step %lld/%lld  loss %.4f  lr %.3g  %.0f steps/s  ETA %s\n",
+            fprintf(stderr, "step %lld/%lld  smoothed loss %.4f  lr %.3g  %.3g steps/s  ETA %s\n",
                     (long long)tr->step, (long long)total, smooth, tr->last_lr, rate, eta);
         }
+        if (dist_size() > 1 && tr->step % DIST_CHECK_EVERY == 0 &&
+            (rc = dist_check_weights(tr)))
+            break;
         if (o->save_every > 0 && tr->step % o->save_every == 0 && tr->step < total &&
-            (rc = save(tr, data, ckpt, log, log_path)))
+            (rc = dist_agree(lead ? save(tr, data, ckpt, log, log_path) : 0)))
             break;
         if (o->sample_every > 0 && (tr->step % o->sample_every == 0 || done)) {
             char name[64];
             snprintf(name, sizeof name, "samples/step_%07lld.png", (long long)tr->step);
-            if ((rc = job_sample_grid(tr->model, tr->schedule, tr->cfg.prediction, tr->ema,
-                                      o->sample_n, tr->cfg.seed, cli_path(o->out_dir, name))))
+            if ((rc = dist_agree(lead ? job_sample_grid(tr->model, tr->schedule, tr->cfg.prediction,
+                                                        tr->ema, o->sample_n, tr->cfg.seed,
+                                                        cli_path(o->out_dir, name))
+                                      : 0)))
                 break;
         }
-        if (interrupted) {
+        /* one process stops at once; a job stops when the step's reduction says some rank
+         * was interrupted (stop_all), every rank at the same step */
+        if (dist_size() > 1 ? tr->stop_all : interrupted) {
             if (tty) fputc('\n', stderr);
-            rc = save(tr, data, ckpt, log, log_path);
-            if (!rc) {
+            rc = dist_agree(lead ? save(tr, data, ckpt, log, log_path) : 0);
+            if (!rc && lead)
                 fprintf(stderr, "interrupted at step %lld: saved %s (resume with --resume %s)\n",
                         (long long)tr->step, ckpt, ckpt);
+            if (!rc) {
                 rc = ddpm_fail(DDPM_ERR_INTERRUPTED, "interrupted at step %lld", (long long)tr->step);
             }
             break;
@@ -160,16 +193,22 @@ int job_train(ddpm_trainer *tr, const job_data *data, const job_run_opts *o) {
     signal(SIGINT, old == SIG_ERR ? SIG_DFL : old);
     signal(SIGTERM, old_term == SIG_ERR ? SIG_DFL : old_term);
     signal(SIGHUP, old_hup == SIG_ERR ? SIG_DFL : old_hup);
-    if (!rc && (fflush(log) != 0 || fsync(fileno(log)) != 0))
-        rc = ddpm_fail(DDPM_ERR_IO, "%s: write failed: %s", log_path, strerror(errno));
-    if (fclose(log) != 0 && !rc) rc = ddpm_fail(DDPM_ERR_IO, "%s: write failed", log_path);
+    int rc_log = DDPM_OK;
+    if (log && (fflush(log) != 0 || fsync(fileno(log)) != 0))
+        rc_log = ddpm_fail(DDPM_ERR_IO, "%s: write failed: %s", log_path, strerror(errno));
+    if (log && fclose(log) != 0 && !rc_log)
+        rc_log = ddpm_fail(DDPM_ERR_IO, "%s: write failed", log_path);
+    if (!agreed) return rc; /* this rank alone failed: dist_finish ends the others */
+    if (!rc) rc = rc_log;
+    if (!rc) rc = lead ? save(tr, data, ckpt, NULL, log_path) : 0;
+    rc = dist_agree(rc);
+    dist_set_agreed();
     if (rc) {
         if (tty) fputc('\n', stderr);
-        if (rc == DDPM_ERR_NUMERIC)
+        if (rc == DDPM_ERR_NUMERIC && lead)
             fprintf(stderr, "training stopped; the last good checkpoint (if any) is %s\n", ckpt);
-        return rc;
     }
-    return save(tr, data, ckpt, NULL, log_path);
+    return rc;
 }
 
 /* ---- the loss curve ------------------------------------------------------------------------ */

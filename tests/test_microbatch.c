@@ -1,0 +1,291 @@
+/* test_microbatch.c - exact sums of micro-batch gradients (kernels/exact_sum.c) and the trainer's
+ * data parallelism without MPI: a process group simulated by threads, each running its own
+ * trainer with in-process reductions, gives the weights of one trainer, bitwise, for every
+ * network kind and any thread count. */
+#include "kernels/kernels.h"
+#include "testutil.h"
+
+#include <math.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the exact sum -------------------------------------------------------------------------- */
+
+/* Sums of floats in any order and split are the same bits, equal to the correctly rounded sum
+ * (computed here in long double from values whose sum it holds exactly). */
+static void test_exact_sum_order_free(void **state) {
+    (void)state;
+    enum { N = 257, K = 12 };
+    float *g = malloc(sizeof(float) * N * K);
+    for (int k = 0; k < K; k++)
+        for (int i = 0; i < N; i++) {
+            /* element magnitudes from 1e-20 to 1e3, both signs, each with terms 1e-9 times the
+             * others: a float sum loses those, and its bits depend on the order */
+            const double e = -20.0 + 23.0 * (double)((i * 7) % 97) / 96.0;
+            g[k * N + i] = (float)(((i + k) % 3 == 0 ? -1.0 : 1.0) * pow(10.0, e) *
+                                   (k % 3 == 1 ? 1e-9 : 1.0) * (1.0 + 0.1 * k));
+        }
+    ddpm_i128 *fwd = calloc(N + 1, sizeof *fwd), *rev = calloc(N + 1, sizeof *rev);
+    ddpm_i128 *half1 = calloc(N + 1, sizeof *half1), *half2 = calloc(N + 1, sizeof *half2);
+    for (int k = 0; k < K; k++) assert_int_equal(ddpm_mk_exact_add(fwd, g + k * N, 0, N), 0);
+    for (int k = K - 1; k >= 0; k--) assert_int_equal(ddpm_mk_exact_add(rev, g + k * N, 0, N), 0);
+    for (int k = 0; k < K; k++)
+        ddpm_mk_exact_add(k % 2 ? half2 : half1, g + k * N, 0, N); /* two "ranks" */
+    for (int i = 0; i < N; i++) half1[i] += half2[i];
+    assert_memory_equal(fwd, rev, sizeof(ddpm_i128) * N);
+    assert_memory_equal(fwd, half1, sizeof(ddpm_i128) * N);
+    float *out = malloc(sizeof(float) * N);
+    ddpm_mk_exact_to_f32(out, fwd, 0, N);
+    int checked = 0;
+    for (int i = 0; i < N; i++) {
+        /* elements whose terms are all >= 2^-70 convert exactly; their long double sum (64-bit
+         * mantissa) is exact when the terms span at most 2^38; compare with its float rounding */
+        long double s = 0;
+        float lo = INFINITY, hi = 0;
+        for (int k = 0; k < K; k++) {
+            s += g[k * N + i];
+            lo = fminf(lo, fabsf(g[k * N + i]));
+            hi = fmaxf(hi, fabsf(g[k * N + i]));
+        }
+        if (lo < 0x1p-70f || hi / lo > 0x1p38f) continue; /* long double not exact: skip */
+        assert_true(out[i] == (float)s);
+        checked++;
+    }
+    assert_true(checked > N / 2);
+    free(g);
+    free(fwd);
+    free(rev);
+    free(half1);
+    free(half2);
+    free(out);
+}
+
+/* NaN, inf and |g| >= 2^16 are not added but counted (the trainer reports divergence). */
+static void test_exact_sum_refuses(void **state) {
+    (void)state;
+    const float g[5] = {1.0f, NAN, INFINITY, 70000.0f, -0.5f};
+    ddpm_i128 acc[6] = {0};
+    assert_int_equal(ddpm_mk_exact_add(acc, g, 0, 5), 3);
+    float out[5];
+    ddpm_mk_exact_to_f32(out, acc, 0, 5);
+    assert_true(out[0] == 1.0f && out[1] == 0.0f && out[2] == 0.0f && out[3] == 0.0f && out[4] == -0.5f);
+    /* the smallest normal and subnormal floats round to the 2^-100 grid, deterministically */
+    const float tiny[2] = {0x1p-126f, 0x1p-149f};
+    ddpm_i128 t[2] = {0};
+    assert_int_equal(ddpm_mk_exact_add(t, tiny, 0, 2), 0);
+    assert_true(t[0] == 0 && t[1] == 0);
+}
+
+/* ---- a process group simulated by threads ----------------------------------------------------- */
+
+enum { MAX_RANKS = 4 };
+typedef struct {
+    int size;
+    pthread_barrier_t bar;
+    void *slot[MAX_RANKS];
+} fake_group;
+typedef struct {
+    fake_group *g;
+    int rank;
+} fake_rank;
+
+/* Every rank publishes its buffer; after a barrier each sums all of them (in rank order: the
+ * integers make the order irrelevant, the doubles have one non-zero per slot), then a barrier
+ * before anyone writes its own buffer back. */
+static int fake_allreduce_exact(void *ctx, void *acc, size_t n) {
+    fake_rank *r = ctx;
+    ddpm_i128 *sum = malloc(sizeof(ddpm_i128) * n);
+    r->g->slot[r->rank] = acc;
+    pthread_barrier_wait(&r->g->bar);
+    memset(sum, 0, sizeof(ddpm_i128) * n);
+    for (int k = 0; k < r->g->size; k++) {
+        const ddpm_i128 *o = r->g->slot[k];
+        for (size_t i = 0; i < n; i++) sum[i] += o[i];
+    }
+    pthread_barrier_wait(&r->g->bar);
+    memcpy(acc, sum, sizeof(ddpm_i128) * n);
+    free(sum);
+    return DDPM_OK;
+}
+static int fake_allreduce_sum(void *ctx, double *v, size_t n) {
+    fake_rank *r = ctx;
+    double *sum = calloc(n, sizeof(double));
+    r->g->slot[r->rank] = v;
+    pthread_barrier_wait(&r->g->bar);
+    for (int k = 0; k < r->g->size; k++)
+        for (size_t i = 0; i < n; i++) sum[i] += ((const double *)r->g->slot[k])[i];
+    pthread_barrier_wait(&r->g->bar);
+    memcpy(v, sum, sizeof(double) * n);
+    free(sum);
+    return DDPM_OK;
+}
+
+typedef struct {
+    const char *config;
+    int steps, B, M, threads, rank, size;
+    fake_group *g;
+    float *params; /* out: the weights after the run */
+    size_t n_params;
+    int rc;
+} job;
+
+static void *train_job(void *arg) {
+    job *j = arg;
+    omp_set_num_threads(j->threads);
+    ddpm_model *m = NULL;
+    ddpm_schedule s;
+    ddpm_schedule_config sc;
+    j->rc = ddpm_model_create(j->config, 5, &m);
+    if (j->rc) return NULL;
+    ddpm_schedule_config_default(&sc, DDPM_SCHEDULE_LINEAR, m->num_timesteps);
+    j->rc = ddpm_schedule_init(&s, &sc);
+    const size_t d = m->sample_numel, n = 40;
+    float *x = malloc(sizeof(float) * n * d), *cond = NULL;
+    ddpm_randn(3, DDPM_STREAM_USER, 0, 0, x, n * d);
+    if (m->cond_dim > 0) {
+        cond = calloc(n * (size_t)m->cond_dim, sizeof(float));
+        for (size_t i = 0; i < n; i++) cond[i * (size_t)m->cond_dim + i % (size_t)m->cond_dim] = 1.0f;
+    }
+    ddpm_train_config tc;
+    ddpm_train_config_default(&tc);
+    tc.batch_size = j->B;
+    tc.microbatch = j->M;
+    tc.seed = 9;
+    tc.cond_drop_prob = cond ? 0.2f : 0.0f;
+    ddpm_train_data td = {.x = x, .cond = cond, .n = n};
+    ddpm_trainer tr;
+    fake_rank fr = {j->g, j->rank};
+    if (!j->rc) j->rc = ddpm_trainer_init(&tr, m, &s, &tc, &td);
+    if (!j->rc && j->size > 1) {
+        const ddpm_train_dist dist = {.rank = j->rank, .size = j->size, .ctx = &fr,
+                                      .allreduce_exact = fake_allreduce_exact,
+                                      .allreduce_sum = fake_allreduce_sum};
+        j->rc = ddpm_trainer_set_dist(&tr, &dist);
+    }
+    for (int i = 0; !j->rc && i < j->steps; i++) j->rc = ddpm_trainer_step(&tr);
+    if (!j->rc) {
+        j->n_params = m->n_params + m->n_buffers;
+        j->params = malloc(sizeof(float) * j->n_params);
+        memcpy(j->params, m->params, sizeof(float) * m->n_params);
+        if (m->n_buffers) memcpy(j->params + m->n_params, m->buffers, sizeof(float) * m->n_buffers);
+    }
+    ddpm_trainer_free(&tr);
+    ddpm_schedule_free(&s);
+    ddpm_model_free(m);
+    free(x);
+    free(cond);
+    return NULL;
+}
+
+/* Runs `size` ranks (threads) x `threads` OpenMP threads each; returns rank 0's weights. */
+static float *run_group(const char *config, int B, int M, int steps, int size, int threads,
+                        size_t *n) {
+    fake_group g = {.size = size};
+    pthread_barrier_init(&g.bar, NULL, (unsigned)size);
+    job jobs[MAX_RANKS];
+    pthread_t th[MAX_RANKS];
+    for (int r = 0; r < size; r++) {
+        jobs[r] = (job){config, steps, B, M, threads, r, size, &g, NULL, 0, 0};
+        pthread_create(&th[r], NULL, train_job, &jobs[r]);
+    }
+    for (int r = 0; r < size; r++) pthread_join(th[r], NULL);
+    pthread_barrier_destroy(&g.bar);
+    for (int r = 0; r < size; r++)
+        if (jobs[r].rc) fail_msg("rank %d: %s", r, ddpm_last_error());
+    for (int r = 1; r < size; r++) { /* every rank holds the same weights */
+        assert_memory_equal(jobs[0].params, jobs[r].params, sizeof(float) * jobs[0].n_params);
+        free(jobs[r].params);
+    }
+    *n = jobs[0].n_params;
+    return jobs[0].params;
+}
+
+static void check_kind(const char *config, int B, int M, int steps) {
+    size_t n1, n;
+    float *one = run_group(config, B, M, steps, 1, 1, &n1);
+    const int sizes[3][2] = {{1, 2}, {2, 1}, {3, 2}}; /* (ranks, threads) */
+    for (int c = 0; c < 3; c++) {
+        float *w = run_group(config, B, M, steps, sizes[c][0], sizes[c][1], &n);
+        assert_int_equal(n, n1);
+        if (memcmp(one, w, sizeof(float) * n) != 0)
+            fail_msg("%s: %d ranks x %d threads differ from 1 x 1", config, sizes[c][0], sizes[c][1]);
+        free(w);
+    }
+    free(one);
+}
+
+static void test_group_mlp(void **state) {
+    (void)state;
+    check_kind("{\"kind\":\"mlp\",\"dim\":2,\"hidden\":32,\"depth\":2,\"num_timesteps\":50}", 16, 4, 6);
+}
+static void test_group_unet(void **state) {
+    (void)state;
+    check_kind("{\"kind\":\"unet\",\"in_channels\":1,\"height\":8,\"base_channels\":8,"
+               "\"channel_mult\":[1,2],\"num_res_blocks\":1,\"groups\":4,\"heads\":2,\"dim_head\":8,"
+               "\"num_timesteps\":40,\"dropout\":0.1}",
+               10, 3, 3);
+}
+static void test_group_context_unet(void **state) {
+    (void)state;
+    check_kind("{\"kind\":\"context-unet\",\"in_channels\":1,\"height\":8,\"n_feat\":8,\"n_cfeat\":3,"
+               "\"num_timesteps\":40}",
+               10, 4, 3);
+}
+
+/* Micro-batches of an MLP (no batch statistics) give the weights of one float batch to float
+ * rounding, and without MPI the flag changes nothing else. */
+static void test_microbatch_close_to_batch(void **state) {
+    (void)state;
+    const char *cfg = "{\"kind\":\"mlp\",\"dim\":2,\"hidden\":32,\"depth\":2,\"num_timesteps\":50}";
+    size_t n;
+    float *a = run_group(cfg, 16, 0, 5, 1, 1, &n), *b = run_group(cfg, 16, 4, 5, 1, 1, &n);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        den += (double)a[i] * a[i];
+    }
+    assert_true(sqrt(num / den) < 1e-5);
+    free(a);
+    free(b);
+}
+
+static void test_dist_needs_microbatches(void **state) {
+    (void)state;
+    ddpm_model *m;
+    assert_int_equal(ddpm_model_create("{\"kind\":\"mlp\",\"dim\":2,\"num_timesteps\":50}", 1, &m), DDPM_OK);
+    ddpm_schedule s;
+    ddpm_schedule_config sc;
+    ddpm_schedule_config_default(&sc, DDPM_SCHEDULE_LINEAR, 50);
+    assert_int_equal(ddpm_schedule_init(&s, &sc), DDPM_OK);
+    float x[40];
+    ddpm_randn(1, DDPM_STREAM_USER, 0, 0, x, 40);
+    ddpm_train_config tc;
+    ddpm_train_config_default(&tc);
+    tc.batch_size = 8;
+    ddpm_train_data td = {.x = x, .n = 20};
+    ddpm_trainer tr;
+    assert_int_equal(ddpm_trainer_init(&tr, m, &s, &tc, &td), DDPM_OK);
+    const ddpm_train_dist dist = {.rank = 0, .size = 2, .allreduce_exact = fake_allreduce_exact,
+                                  .allreduce_sum = fake_allreduce_sum};
+    assert_int_equal(ddpm_trainer_set_dist(&tr, &dist), DDPM_ERR_INVALID);
+    assert_non_null(strstr(ddpm_last_error(), "--microbatch"));
+    ddpm_trainer_free(&tr);
+    ddpm_schedule_free(&s);
+    ddpm_model_free(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_exact_sum_order_free),
+        cmocka_unit_test(test_exact_sum_refuses),
+        cmocka_unit_test(test_group_mlp),
+        cmocka_unit_test(test_group_unet),
+        cmocka_unit_test(test_group_context_unet),
+        cmocka_unit_test(test_microbatch_close_to_batch),
+        cmocka_unit_test(test_dist_needs_microbatches),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
