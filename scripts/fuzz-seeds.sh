@@ -9,7 +9,7 @@ bin="${1:-build}/ddpm"
 c=fuzz/corpus
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-mkdir -p $c/{safetensors,checkpoint,model_config,schedule_json,betas,npy,points,image,idx}
+mkdir -p $c/{safetensors,checkpoint,model_config,schedule_json,betas,npy,points,image,idx,classifier}
 rm -f $c/*/seed-*
 
 # Checkpoints of the smallest models: an MLP with learned and one with sinusoidal embeddings.
@@ -20,6 +20,12 @@ train=(train --data s-curve --n-points 16 --model mlp --hidden 4 --depth 1 --tim
 cp "$tmp/a/ckpt.safetensors" $c/checkpoint/seed-mlp-learned.safetensors
 cp "$tmp/b/ckpt.safetensors" $c/checkpoint/seed-mlp-sinusoidal.safetensors
 cp "$tmp/a/ckpt.safetensors" $c/safetensors/seed-checkpoint.safetensors
+# The smallest classifier (a few Fashion-MNIST images), and a diffusion checkpoint it must refuse.
+"$bin" classifier train --data fashion-mnist --max-items 64 --epochs 1 --batch 32 --conv-channels 2,2,2 \
+  --features 4 --out $c/classifier/seed-tiny.safetensors >/dev/null
+cp "$tmp/a/ckpt.safetensors" $c/classifier/seed-checkpoint.safetensors
+printf '%s' '{"kind":"classifier","in_channels":1,"height":13,"channels":[2,3],"features":4,"classes":3}' \
+  > $c/model_config/seed-classifier.json
 
 python3 - "$c" <<'PY'
 import json, struct, sys, zlib, gzip

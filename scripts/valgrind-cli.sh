@@ -40,6 +40,14 @@ run interpolate --ckpt "$tmp/img/ckpt.safetensors" --seeds 1,2 --frames 3 --step
 rc=0; "${vg[@]}" "$DDPM" sample --ckpt "$tmp/img/ckpt.safetensors" --init-image "$tmp/g.npy" --mask "$tmp/f.png" \
   --out "$tmp/x.npy" 2>/dev/null || rc=$?
 test $rc -eq 2 || { echo "valgrind: the bad-mask path exited $rc, expected 2"; exit 1; }
+# a diffusers folder (the fixture of the 256-pixel layout, flat, older attention names)
+run sample --diffusers tests/fixtures/diffusers/church -n 1 --steps 2 --out "$tmp/d.png" --quiet
+rc=0; "${vg[@]}" "$DDPM" sample --diffusers "$tmp/none" --out "$tmp/x.png" 2>/dev/null || rc=$?
+test $rc -eq 2 || { echo "valgrind: the diffusers error path exited $rc, expected 2"; exit 1; }
+# the image classifier and the image metrics: a tiny classifier, then eval of its training images
+run classifier train --data fashion-mnist --max-items 64 --epochs 1 --batch 32 --conv-channels 2,2,2 \
+  --features 4 --out "$tmp/cls.safetensors"
+run eval --samples "$tmp/g.npy" --features "$tmp/cls.safetensors" --per-class 1 --kid-subsets 5
 # failures must not leak either
 rc=0; "${vg[@]}" "$DDPM" sample --ckpt "$tmp/nope" --out "$tmp/x.csv" 2>/dev/null || rc=$?
 test $rc -eq 2 || { echo "valgrind: the error path exited $rc, expected 2"; exit 1; }

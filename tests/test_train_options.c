@@ -136,12 +136,71 @@ static void test_bad_options(void **state) {
     ddpm_model_free(m);
 }
 
+/* Zero terminal SNR (Lin et al. 2023, Algorithm 1): abar ends at 0, sqrt(abar) is the original's
+ * shifted and scaled (an affine map: checked at every step), its first value kept; the buffers
+ * are finite where the samplers read them; eps networks and sigma-space samplers are refused,
+ * a v network samples with DDIM over trailing steps without NaN. */
+static int v_zero(void *ctx, const float *x, int B, int t, const float *x0_prev, float *out) {
+    (void)ctx, (void)x, (void)t, (void)x0_prev;
+    memset(out, 0, sizeof(float) * (size_t)B * 4);
+    return 0;
+}
+static void test_zero_terminal_snr(void **state) {
+    (void)state;
+    ddpm_schedule a, z;
+    ddpm_schedule_config sc;
+    ddpm_schedule_config_default(&sc, DDPM_SCHEDULE_LINEAR, 1000);
+    assert_int_equal(ddpm_schedule_init(&a, &sc), DDPM_OK);
+    sc.zero_terminal_snr = 1;
+    assert_int_equal(ddpm_schedule_init(&z, &sc), DDPM_OK);
+    assert_true(z.alphas_cumprod[999] == 0.0f && z.betas[999] == 1.0f && z.snr[999] == 0.0f);
+    assert_float_equal(z.alphas_cumprod[0], a.alphas_cumprod[0], 1e-7);
+    const double r0 = sqrt((double)a.alphas_cumprod[0]), rT = sqrt((double)a.alphas_cumprod[999]);
+    for (int t = 0; t < 1000; t += 37) {
+        const double want = (sqrt((double)a.alphas_cumprod[t]) - rT) * r0 / (r0 - rT);
+        assert_float_equal(z.sqrt_alphas_cumprod[t], want, 2e-6);
+        assert_true(isfinite(z.posterior_mean_coef1[t]) && isfinite(z.posterior_variance[t]));
+    }
+    assert_true(isfinite(z.posterior_mean_coef1[999]) && isfinite(z.posterior_log_variance_clipped[999]));
+    /* JSON round trip keeps the flag */
+    char *j = ddpm_schedule_config_json(&z);
+    ddpm_schedule back;
+    assert_int_equal(ddpm_schedule_from_json(j, &back), DDPM_OK);
+    assert_memory_equal(back.alphas_cumprod, z.alphas_cumprod, sizeof(float) * 1000);
+    free(j);
+    ddpm_schedule_free(&back);
+    /* sampling: v + DDIM trailing from t = 999 is finite; eps or Euler are refused */
+    ddpm_sample_opts o;
+    ddpm_sample_opts_default(&o);
+    o.sampler = DDPM_SAMPLER_DDIM;
+    o.steps = 10;
+    assert_int_equal(ddpm_spacing_parse("trailing", &o.spacing), DDPM_OK);
+    o.step.prediction = DDPM_PRED_V;
+    float x[8];
+    assert_int_equal(ddpm_sample_loop(&z, &o, v_zero, NULL, 2, 4, x), DDPM_OK);
+    for (int i = 0; i < 8; i++) assert_true(isfinite(x[i]));
+    o.step.prediction = DDPM_PRED_EPS;
+    assert_int_equal(ddpm_sample_loop(&z, &o, v_zero, NULL, 2, 4, x), DDPM_ERR_INVALID);
+    o.step.prediction = DDPM_PRED_V;
+    o.sampler = DDPM_SAMPLER_EULER;
+    assert_int_equal(ddpm_sample_loop(&z, &o, v_zero, NULL, 2, 4, x), DDPM_ERR_INVALID);
+    assert_non_null(strstr(ddpm_last_error(), "not finite"));
+    /* the course's schedule has no rescaled form */
+    ddpm_schedule c;
+    ddpm_schedule_config_default(&sc, DDPM_SCHEDULE_LINEAR_COURSE, 500);
+    sc.zero_terminal_snr = 1;
+    assert_int_equal(ddpm_schedule_init(&c, &sc), DDPM_ERR_INVALID);
+    ddpm_schedule_free(&a);
+    ddpm_schedule_free(&z);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_p2_weights),
         cmocka_unit_test(test_offset_noise),
         cmocka_unit_test(test_p2_loss_and_checkpoint),
         cmocka_unit_test(test_bad_options),
+        cmocka_unit_test(test_zero_terminal_snr),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

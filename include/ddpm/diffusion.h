@@ -32,6 +32,10 @@ typedef struct {
     double cosine_s;                 /* cosine offset s */
     double sigmoid_start, sigmoid_end, sigmoid_tau; /* sigmoid */
     const double *betas;             /* custom: T values in (0, 1); copied by ddpm_schedule_init */
+    int zero_terminal_snr;           /* rescale so that abar at the last step is 0 (Lin et al. 2023,
+                                        diffusers' rescale_betas_zero_snr): sqrt(abar) shifted and
+                                        scaled to end at 0 and keep its first value. Needs an x0 or
+                                        v network, and sampling with ddpm or ddim. */
 } ddpm_schedule_config;
 
 /* Fills c with the usual defaults for kind and T (linear 1e-4..0.02, course 1e-4..0.02,

@@ -73,15 +73,22 @@ struct ddpm_model {
     int max_batch;         /* reserved batch size */
     /* Micro-batches (the trainer's cfg.microbatch): a model with microbatch_native runs a
      * training call's micro-batches itself (concurrently) and its backward adds each one's
-     * gradient exactly into grad_exact (n_params + 1 128-bit integers, see kernels/exact_sum.c;
-     * the last counts refused elements), leaving m->grads as scratch; a training forward leaves
+     * gradient exactly into grad_exact (2 (n_params + 1) int64: the fixed-point limbs of
+     * kernels/exact_sum.c, lo then hi; slot n_params counts refused elements), leaving m->grads as scratch; a training forward leaves
      * in mb_buffers [micro-batches, n_buffers] the running statistics each micro-batch's update
      * gives from the current m->buffers (which it does not change). Other models are called
      * once per micro-batch by the trainer. */
     int microbatch_native;
     void *grad_exact;
     const float *mb_buffers;
+    int n_classes;         /* > 0: an image classifier, whose forward gives [B, n_classes] logits
+                              (not a denoiser's [B, sample_numel]); 0 for every denoiser */
 };
+
+/* Floats per item of forward's output: sample_numel for a denoiser, n_classes for a classifier. */
+static inline size_t ddpm_model_out_numel(const ddpm_model *m) {
+    return m->n_classes > 0 ? (size_t)m->n_classes : m->sample_numel;
+}
 
 /* Builds a model from its JSON configuration ({"kind": "mlp", ...}); parameters are initialised
  * as PyTorch initialises the equivalent module (from seed, with DDPM_STREAM_INIT). Errors name the
@@ -120,6 +127,42 @@ typedef struct {
 } ddpm_mlp_config;
 /* {"kind":"mlp","dim":2,"hidden":128,"depth":3,"num_timesteps":100,"time_embedding":"learned"} */
 char *ddpm_mlp_config_json(const ddpm_mlp_config *c); /* malloc'd */
+
+/* ---- the image classifier (features for sample-quality metrics; src/models/classifier.c) ----
+ * L blocks Conv2d(3x3, pad 1, no bias)-BatchNorm2d-ReLU-MaxPool2d(2), flatten, the feature layer
+ * fc = ReLU(Linear(., features)) and the head Linear(features, classes) giving logits. State-dict
+ * names as the PyTorch twin (scripts/fixtures/gen_classifier.py): blocks.<i>.0.weight,
+ * blocks.<i>.1.{weight,bias,running_mean,running_var}, fc.weight, fc.bias, head.weight, head.bias.
+ * The model's forward ignores t and cond; its output is the logits [B, classes]. */
+#define DDPM_CLASSIFIER_MAX_BLOCKS 6
+typedef struct {
+    int in_channels, height;                  /* square images */
+    int channels[DDPM_CLASSIFIER_MAX_BLOCKS]; /* per block */
+    int n_blocks;
+    int features;                             /* the penultimate layer's width */
+    int classes;
+} ddpm_classifier_config;
+/* The defaults for Fashion-MNIST: 1 x 28 x 28, channels 32, 64, 64, 128 features, 10 classes. */
+void ddpm_classifier_config_default(ddpm_classifier_config *c);
+/* {"kind":"classifier","in_channels":1,"height":28,"channels":[32,64,64],"features":128,
+ *  "classes":10} (malloc'd) */
+char *ddpm_classifier_config_json(const ddpm_classifier_config *c);
+/* Eval mode (running statistics), B items x [B, C, H, W]: the penultimate features [B, features]
+ * and the logits [B, classes]; either output may be NULL. Any B >= 1 (reserves as needed; runs in
+ * chunks). DDPM_ERR_INVALID if m is not a classifier. */
+int ddpm_classifier_forward_eval(ddpm_model *m, const float *x, int B, float *features,
+                                 float *logits);
+/* The width of the feature layer (0 if m is not a classifier). */
+int ddpm_classifier_feature_dim(const ddpm_model *m);
+/* Writes the classifier's tensors to a safetensors file atomically, with metadata "format":
+ * "ddpm-classifier", its version, "model" (the config JSON) and n_meta more key/value pairs. */
+int ddpm_classifier_save(const char *path, const ddpm_model *m, const char *const *keys,
+                         const char *const *values, size_t n_meta);
+/* Reads a file written by ddpm_classifier_save: the model built from its config, weights loaded.
+ * Errors name the file: not a classifier file (a diffusion checkpoint is named as such), another
+ * format version, a missing or misshapen tensor. st_out (may be NULL) receives the file for its
+ * metadata (free it with ddpm_safetensors_free). */
+int ddpm_classifier_load(const char *path, ddpm_model **out, ddpm_safetensors *st_out);
 
 /* ---- sampling with a model ---- */
 

@@ -121,6 +121,11 @@ void ddpm_groupnorm_forward(float *out, float *mean, float *rstd, const float *i
 void ddpm_groupnorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                              const float *inp, const float *mean, const float *rstd,
                              const float *weight, int B, int C, size_t HW, int G);
+/* The same with eps in place of DDPM_NORM_EPS (diffusers' UNet2DModel uses norm_eps 1e-6); the
+ * backward above serves both (it reads the saved rstd). */
+void ddpm_groupnorm_forward_eps(float *out, float *mean, float *rstd, const float *inp,
+                                const float *weight, const float *bias, int B, int C, size_t HW,
+                                int G, float eps);
 
 /* Elementwise activations over n floats (any shape); out may alias inp in the forward.
  * GELU is the exact form x Phi(x) = x (1 + erf(x / sqrt 2)) / 2 (nn.GELU()). ReLU's gradient at
@@ -191,6 +196,15 @@ void ddpm_upsample_nearest_forward(float *out, const float *inp, int B, int C, i
 void ddpm_upsample_nearest_backward(float *dinp, const float *dout, int B, int C, int H, int W,
                                     int scale);
 
+/* Zero padding of x [B, C, H, W] by top, bottom, left, right >= 0 rows / columns (F.pad(x,
+ * (left, right, top, bottom))): out [B, C, H + top + bottom, W + left + right]. The backward
+ * adds the interior of dout into dinp. (diffusers' Downsample2D with padding 0 pads right and
+ * bottom only before its stride-2 convolution.) */
+void ddpm_pad2d_forward(float *out, const float *inp, int B, int C, int H, int W, int top,
+                        int bottom, int left, int right);
+void ddpm_pad2d_backward(float *dinp, const float *dout, int B, int C, int H, int W, int top,
+                         int bottom, int left, int right);
+
 /* Sinusoidal timestep embedding (DDPM U-Net, lucidrains' SinusoidalPosEmb): half = dim / 2,
  * f_k = exp(-log(10000) k / (half - 1)), out [B, dim] = cat(sin(t f), cos(t f)). dim even, >= 4.
  * Computed in float as PyTorch does. No gradient (t is not trained). */
@@ -219,6 +233,15 @@ void ddpm_attention_backward(float *dinp, float *dwqkv, float *dbqkv, float *dwo
                              const float *dout, const float *inp, const float *saved,
                              const float *wqkv, const float *wout, const ddpm_attn_dims *d,
                              float *ws);
+
+/* Cross-entropy of class logits (F.cross_entropy, mean over items): logits [B, K], labels [B]
+ * in 0..K-1 (the caller checks them). Returns the loss, computed in double with a stable
+ * log-softmax; probs [B, K] (may be NULL) receives softmax(logits), which backward needs. */
+double ddpm_cross_entropy_forward(float *probs, const float *logits, const int *labels, int B,
+                                  int K);
+/* dlogits [B, K] += dloss (softmax - onehot(label)) / B. */
+void ddpm_cross_entropy_backward(float *dlogits, float dloss, const float *probs,
+                                 const int *labels, int B, int K);
 
 /* ------------------------------------------------------------------------------------------ */
 /* The tape: write a network's forward once, get its backward                                  */
@@ -321,6 +344,9 @@ ddpm_var *ddpm_tape_conv2d_bn_gelu(ddpm_tape *t, ddpm_var *x, const ddpm_param *
 ddpm_var *ddpm_tape_batchnorm(ddpm_tape *t, ddpm_var *x, const ddpm_param *gamma,
                               const ddpm_param *beta, float *running_mean, float *running_var);
 /* Group norm: x [B, C, ...], C % groups == 0; gamma, beta [C] (either may be NULL). */
+/* group norm with eps in place of DDPM_NORM_EPS */
+ddpm_var *ddpm_tape_groupnorm_eps(ddpm_tape *t, ddpm_var *x, int groups, float eps,
+                                  const ddpm_param *gamma, const ddpm_param *beta);
 ddpm_var *ddpm_tape_groupnorm(ddpm_tape *t, ddpm_var *x, int groups, const ddpm_param *gamma,
                               const ddpm_param *beta);
 /* Elementwise, any shape. */
@@ -347,6 +373,8 @@ ddpm_var *ddpm_tape_maxpool2d(ddpm_tape *t, ddpm_var *x, int k, int s);
 ddpm_var *ddpm_tape_avgpool2d(ddpm_tape *t, ddpm_var *x, int k, int s);
 /* Nearest upsampling of x [B, C, H, W] by an integer factor. */
 ddpm_var *ddpm_tape_upsample_nearest(ddpm_tape *t, ddpm_var *x, int scale);
+/* zero padding of [B, C, H, W] (ddpm_pad2d_forward) */
+ddpm_var *ddpm_tape_pad2d(ddpm_tape *t, ddpm_var *x, int top, int bottom, int left, int right);
 /* Multi-head self-attention (ddpm_attention_forward) of x [B, C, H, W]: wqkv [3 hid, C] (or
  * [3 hid, C, 1, 1]), bqkv [3 hid] or NULL, wout [C, hid] (or [C, hid, 1, 1]), bout [C] or NULL;
  * hid must be a multiple of heads. Output [B, C, H, W]. */

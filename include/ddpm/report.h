@@ -1,4 +1,4 @@
-/* ddpm/report.h - plots (cairo, PNG) and sample-quality metrics between point sets.
+/* ddpm/report.h - plots (cairo, PNG) and sample-quality metrics between point sets and between image features.
  * Part of the public API; include "ddpm.h" for all of it. */
 #ifndef DDPM_REPORT_H
 #define DDPM_REPORT_H
@@ -70,6 +70,61 @@ int ddpm_sliced_wasserstein(const ddpm_points *a, const ddpm_points *b, int n_pr
  * Needs at least 2 points per set. Parallel over rows (OpenMP); 2000 x 2000 takes ~0.1 s. */
 int ddpm_mmd_rbf(const ddpm_points *a, const ddpm_points *b, double bandwidth, size_t max_points,
                  uint64_t seed, double *mmd2, double *bandwidth_used);
+
+/* ---- image sample quality from features (src/report/image_metrics.c) ----
+ * Sets of n feature vectors of dim d (a ddpm_points of dim d: e.g. the penultimate layer of the
+ * classifier, ddpm_classifier_forward_eval). Everything in double, through OpenBLAS and LAPACK;
+ * results do not depend on the thread count. Errors: DDPM_ERR_INVALID for too few items or a dim
+ * mismatch, DDPM_ERR_NUMERIC for a non-finite feature (naming the set and the item). Every metric
+ * moves with n: compare at equal n, beside the same metric between two real sets of that n. */
+
+/* mean [d] and the unbiased covariance [d, d] (divided by n - 1, as np.cov) of n >= 2 items. */
+int ddpm_feature_stats(const ddpm_points *f, double *mean, double *cov);
+/* The Frechet distance between N(mu1, cov1) and N(mu2, cov2) (FID's formula):
+ *   |mu1 - mu2|^2 + tr(C1) + tr(C2) - 2 tr((C1^1/2 C2 C1^1/2)^1/2),
+ * the square roots from symmetric eigendecompositions (LAPACK dsyevd; negative eigenvalues of
+ * rounding clamped to 0); a result below 0 by rounding is reported as 0. */
+int ddpm_frechet_distance_stats(int d, const double *mu1, const double *cov1, const double *mu2,
+                                const double *cov2, double *out);
+/* The Frechet distance between the Gaussians fitted to a and b (n >= 2 each). */
+int ddpm_frechet_distance(const ddpm_points *a, const ddpm_points *b, double *out);
+/* KID (Binkowski et al. 2018, as torch-fidelity): over n_subsets (0 = 100) subsets of m =
+ * min(subset_size (0 = 1000), n_a, n_b) items drawn without replacement from each set ((seed,
+ * DDPM_STREAM_EVAL, item = subset)), the unbiased MMD^2 with the kernel k(x, y) = (x.y / d + 1)^3:
+ *   sum_{i!=j} k(a_i, a_j) / (m (m-1)) + sum_{i!=j} k(b_i, b_j) / (m (m-1)) - 2 sum k(a_i, b_j) / m^2;
+ * *mean is their mean, *std their standard deviation (np.std, torch-fidelity's kid_std). Zero in
+ * expectation for two samples of one distribution, so it can be negative. */
+int ddpm_kid(const ddpm_points *a, const ddpm_points *b, int n_subsets, size_t subset_size,
+             uint64_t seed, double *mean, double *std);
+/* Improved precision and recall (Kynkaanniemi et al. 2019) with k nearest neighbours (0 = 3,
+ * at most 62): the manifold of a set is the union of balls around its items whose radius is the
+ * distance to the item's k-th nearest other item; precision = the fraction of fake items inside
+ * the real manifold, recall = the fraction of real items inside the fake manifold (exact
+ * Euclidean distances, no subsampling: O(n^2 d)). Each set needs more than k items. */
+int ddpm_precision_recall(const ddpm_points *real, const ddpm_points *fake, int k,
+                          double *precision, double *recall);
+/* The Frechet distance, KID and precision/recall of fake against real features in one call
+ * (what `ddpm eval` prints and a training loop can log). Zeros in opts (or opts NULL) take each
+ * metric's defaults: KID 100 subsets of 1000, k = 3, seed 0. */
+typedef struct {
+    int kid_subsets;
+    size_t kid_subset_size;
+    int k;
+    uint64_t seed;
+} ddpm_image_quality_opts;
+typedef struct {
+    size_t n, n_ref;      /* items of the fake and real feature sets */
+    double fd;            /* Frechet distance */
+    double kid, kid_std;  /* KID mean and its standard deviation over subsets */
+    double precision, recall;
+} ddpm_image_quality;
+int ddpm_image_quality_compute(const ddpm_points *fake, const ddpm_points *real,
+                               const ddpm_image_quality_opts *opts, ddpm_image_quality *out);
+/* The fraction of items whose predicted class is the wanted one, overall and (per_class and
+ * per_class_n [n_classes], both or neither NULL) per wanted class (NaN for a class never asked
+ * for). A wanted class outside 0..n_classes-1 is DDPM_ERR_INVALID. */
+int ddpm_class_accuracy(const int *predicted, const int *wanted, size_t n, int n_classes,
+                        double *per_class, size_t *per_class_n, double *overall);
 
 #ifdef __cplusplus
 }

@@ -4,6 +4,7 @@
 #define DDPM_TRAIN_H
 
 #include "ddpm/model.h"
+#include "ddpm/report.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -61,8 +62,8 @@ typedef struct {
 typedef struct {
     int rank, size;
     void *ctx;
-    /* Sums n 128-bit integers (16 bytes each, native byte order) over all ranks, in place. */
-    int (*allreduce_exact)(void *ctx, void *acc, size_t n);
+    /* Sums n int64 over all ranks, in place (the exact gradient's fixed-point limbs). */
+    int (*allreduce_i64)(void *ctx, int64_t *v, size_t n);
     /* Sums n doubles over all ranks, in place (used only where one rank holds each non-zero). */
     int (*allreduce_sum)(void *ctx, double *v, size_t n);
 } ddpm_train_dist;
@@ -86,7 +87,7 @@ typedef struct {
     /* private working memory */
     float *x0_, *eps_, *xt_, *target_, *out_, *dout_, *cond_, *w_, *sc_;
     int *t_;
-    void *gexact_;  /* n_params + 1 exact accumulators (cfg.microbatch > 0) */
+    int64_t *gexact_; /* the exact gradient sum's limbs, 2 (n_params + 1) (cfg.microbatch > 0) */
     double *mbloss_; /* per micro-batch loss parts, + 1 slot for the stop flag */
     double *mbbuf_;  /* per micro-batch running statistics (models with buffers) */
     float *buf0_;    /* the running statistics at the step's start */
@@ -131,6 +132,63 @@ void ddpm_p2_weights(const ddpm_schedule *s, float gamma, float k, const int *t,
 void ddpm_min_snr_weights(const ddpm_schedule *s, ddpm_prediction p, float gamma, const int *t,
                           int B, float *w);
 
+/* ---- training the image classifier (src/train/classifier_train.c) ---- */
+
+/* Trains a classifier model (ddpm_model.n_classes > 0) on n labelled images: each step a batch of
+ * cfg.batch_size items from the epoch's shuffle (the last incomplete batch of an epoch is
+ * dropped), the cross-entropy of the logits, gradients from zero, clipping to cfg.grad_clip (0:
+ * off) and one Adam/AdamW update at ddpm_lr_at(cfg, step). Uses cfg's optimizer fields, lr
+ * schedule, batch_size and seed (no EMA, no diffusion fields). x [n, sample_numel] and
+ * labels [n] (each in 0..n_classes-1) are borrowed and must outlive the trainer. */
+typedef struct {
+    ddpm_model *model;
+    ddpm_train_config cfg;
+    const float *x;
+    const int *labels;
+    size_t n;
+    float *adam_m, *adam_v; /* n_params each */
+    int64_t step;
+    float last_loss, last_accuracy, last_lr; /* of the last batch (training mode) */
+    /* private working memory */
+    float *xb_, *logits_, *probs_, *dlogits_;
+    int *yb_;
+    uint32_t *perm_;
+    int64_t perm_epoch_;
+} ddpm_classifier_trainer;
+int ddpm_classifier_trainer_init(ddpm_classifier_trainer *tr, ddpm_model *model,
+                                 const ddpm_train_config *cfg, const float *x, const int *labels,
+                                 size_t n);
+void ddpm_classifier_trainer_free(ddpm_classifier_trainer *tr);
+int ddpm_classifier_trainer_step(ddpm_classifier_trainer *tr);
+int64_t ddpm_classifier_steps_per_epoch(const ddpm_classifier_trainer *tr);
+/* Eval mode over n images [n, C, H, W] (in chunks): the features [n, feature_dim] and the class
+ * of highest logit pred[n]; either may be NULL. */
+int ddpm_classifier_run(ddpm_model *m, const float *x, size_t n, float *features, int *pred);
+/* The class of highest logit of each of n images (eval mode), into pred[n]. */
+int ddpm_classifier_predict(ddpm_model *m, const float *x, size_t n, int *pred);
+
+/* ---- sample quality of a model (src/train/image_quality.c) ----
+ * What a training loop calls every few steps and `ddpm eval` of a checkpoint: c->n samples of
+ * the denoiser (c->sampler's settings and seed; item i's noise from its index, so the samples do
+ * not depend on c->batch), their features in the classifier, and against real_features
+ * [n_real, feature_dim] (e.g. ddpm_classifier_run of real images, computed once) the Frechet
+ * distance, KID and precision/recall (*q, ddpm_image_quality_compute with c->metrics). With
+ * c->wanted, *class_accuracy (may be NULL) is the fraction of samples classified as the class
+ * they were asked for (else -1). samples_out [n, C, H, W] (may be NULL) keeps the samples. */
+typedef struct {
+    ddpm_sample_opts sampler;
+    size_t n;
+    int batch;              /* items sampled at once (0: 100) */
+    const float *cond;      /* [n, cond_dim] per sample, or NULL: unconditional */
+    float guidance;         /* classifier-free guidance weight */
+    const int *wanted;      /* [n] the class of each sample's condition, or NULL */
+    ddpm_image_quality_opts metrics;
+} ddpm_image_eval_config;
+int ddpm_image_quality_of_model(ddpm_model *denoiser, const ddpm_schedule *s,
+                                const ddpm_image_eval_config *c, ddpm_model *classifier,
+                                const ddpm_points *real_features, ddpm_image_quality *q,
+                                double *class_accuracy, float *samples_out);
+
 /* ---- checkpoints ---- */
 
 /* Writes model weights, EMA weights, Adam moments and metadata (model, schedule and training
@@ -156,6 +214,43 @@ typedef struct {
  * corrupted, wrong tensor names or shapes, unknown model kind). */
 int ddpm_checkpoint_load(const char *path, ddpm_checkpoint *ck);
 void ddpm_checkpoint_free(ddpm_checkpoint *ck);
+/* diffusers folders (io/diffusers.c): a UNet2DModel and its scheduler, in the pipeline layout
+ * (unet/config.json, unet/diffusion_pytorch_model.safetensors, scheduler/scheduler_config.json)
+ * or flat (config.json, diffusion_pytorch_model.safetensors, scheduler_config.json if any).
+ * What the scheduler config says about sampling, for the caller to use unless told otherwise: */
+typedef struct {
+    char scheduler[32];    /* "DDPMScheduler", "DDIMScheduler", "PNDMScheduler"; "" if the flat
+                              folder has no scheduler_config.json (DDPMScheduler's defaults) */
+    ddpm_sampler sampler;  /* DDPM for DDPMScheduler, DDIM for DDIMScheduler and PNDMScheduler */
+    ddpm_variance variance;/* variance_type fixed_small / fixed_large */
+    ddpm_spacing spacing;  /* timestep_spacing */
+    int clip_x0;           /* clip_sample (range 1; off when thresholding) */
+    int threshold;         /* thresholding, with dynamic_thresholding_ratio, sample_max_value */
+    float threshold_ratio, threshold_max;
+} ddpm_diffusers_sampling;
+/* Loads folder dir into ck (the unet2d model with its weights, the schedule, the prediction type
+ * in ck->train.prediction; no EMA) and the scheduler's sampling settings into smp. Every config
+ * key ddpm does not map is refused by name; errors name the file. */
+int ddpm_diffusers_load(const char *dir, ddpm_checkpoint *ck, ddpm_diffusers_sampling *smp);
+/* The parsers beneath it, for a config file's text (path names it in errors): a
+ * scheduler_config.json into a schedule (initialised; free it), a prediction type and the
+ * sampling settings; a UNet2DModel config.json into the config of ddpm's unet2d network for T
+ * timesteps (malloc'd JSON). */
+int ddpm_diffusers_scheduler_parse(const char *json, size_t len, const char *path,
+                                   ddpm_schedule *s, ddpm_prediction *pred,
+                                   ddpm_diffusers_sampling *smp);
+int ddpm_diffusers_model_config(const char *json, size_t len, const char *path, int T, char **out);
+/* Writes a unet2d model (or a unet, converted), its schedule (as a DDPMScheduler: fixed_small, clip_sample) and its
+ * prediction type as a pipeline folder that UNet2DModel.from_pretrained and
+ * DDPMPipeline.from_pretrained read (model_index.json too); dir is created if needed. */
+int ddpm_diffusers_save(const char *dir, const ddpm_model *m, const ddpm_schedule *s,
+                        ddpm_prediction pred);
+/* ddpm's "unet" (the DDPM paper's U-Net) as the unet2d model of the same function, when it maps:
+ * channel_mult starting at 1, no self-conditioning, and every attention heads x head dim = its
+ * channels with one head dim (diffusers' attention_head_dim); ddpm_diffusers_save converts a
+ * unet with it. The error names what does not map. */
+int ddpm_diffusers_from_unet(const ddpm_model *unet, ddpm_model **out);
+
 /* Restores a trainer's state (weights, moments, EMA, step) from a loaded checkpoint. */
 int ddpm_trainer_restore(ddpm_trainer *tr, const ddpm_checkpoint *ck);
 

@@ -108,12 +108,13 @@ void ddpm_split_prediction(const ddpm_schedule *s, ddpm_prediction p, const floa
             float e, x;
             switch (p) {
             case DDPM_PRED_EPS: e = out[k]; x = ra * xt[k] - rm1 * e; break;
-            case DDPM_PRED_X0: x = out[k]; e = (ra * xt[k] - x) / rm1; break;
+            /* abar = 0 (a zero-terminal-SNR schedule's last step): x_t is eps itself */
+            case DDPM_PRED_X0: x = out[k]; e = sa == 0.0f ? xt[k] : (ra * xt[k] - x) / rm1; break;
             default: x = sa * xt[k] - s1m * out[k]; e = s1m * xt[k] + sa * out[k]; break;
             }
             if (clip) {
                 float xc = x < -1.0f ? -1.0f : x > 1.0f ? 1.0f : x;
-                if (xc != x) e = (ra * xt[k] - xc) / rm1;
+                if (xc != x) e = sa == 0.0f ? xt[k] : (ra * xt[k] - xc) / rm1;
                 x = xc;
             }
             if (eps) eps[k] = e;
@@ -347,6 +348,13 @@ int ddpm_sample_loop(const ddpm_schedule *s, const ddpm_sample_opts *o, ddpm_den
     if ((int)o->sampler < 0 || o->sampler >= DDPM_SAMPLER_COUNT)
         return ddpm_fail(DDPM_ERR_INVALID, "unknown sampler %d", (int)o->sampler);
     if (is_sigma_sampler(o->sampler)) return ddpm_sample_loop_sigma(s, o, f, ctx, B, d, x);
+    /* zero terminal SNR (the sigma-space samplers refuse its infinite sigma themselves) */
+    if (s->alphas_cumprod[s->n - 1] == 0.0f) {
+        if (o->step.prediction == DDPM_PRED_EPS)
+            return ddpm_fail(DDPM_ERR_INVALID,
+                             "an eps network cannot give x_0 where abar = 0 (the last step of a "
+                             "zero-terminal-SNR schedule): train with --prediction v or x0");
+    }
     if (ddpm_sample_check_threshold(o)) return DDPM_ERR_INVALID;
     const size_t n = ddpm_size_mul((size_t)B, d);
     const int ddim = o->sampler == DDPM_SAMPLER_DDIM;

@@ -125,7 +125,32 @@ static int compute_betas(const ddpm_schedule_config *c, int n, double *betas) {
     }
 }
 
+/* Lin et al. 2023, Algorithm 1: sqrt(abar) moved to end at 0 with its first value kept, and the
+ * betas that give it (the last is 1). In double, from the schedule's own betas. */
+static void rescale_zero_terminal_snr(int n, double *beta) {
+    double acc = 1.0, a0 = 0.0, aT = 0.0;
+    double *r = malloc(sizeof(double) * (size_t)n);
+    if (!r) return; /* the caller's check of the last beta reports it */
+    for (int i = 0; i < n; i++) {
+        acc *= 1.0 - beta[i];
+        r[i] = sqrt(acc);
+    }
+    a0 = r[0];
+    aT = r[n - 1];
+    double prev = 1.0;
+    for (int i = 0; i < n; i++) {
+        const double sq = (r[i] - aT) * a0 / (a0 - aT), ab = sq * sq;
+        beta[i] = i == 0 ? 1.0 - ab : 1.0 - ab / prev;
+        prev = ab;
+    }
+    beta[n - 1] = 1.0; /* exactly: abar = 0 */
+    free(r);
+}
+
 static int validate_config(const ddpm_schedule_config *c) {
+    if (c->zero_terminal_snr && c->kind == DDPM_SCHEDULE_LINEAR_COURSE)
+        return ddpm_fail(DDPM_ERR_INVALID,
+                         "zero terminal SNR does not apply to linear-course (its step 0 is the data)");
     if (c->timesteps < 2)
         return ddpm_fail(DDPM_ERR_INVALID, "timesteps must be at least 2 (got %d)", c->timesteps);
     if (c->timesteps > 1000000)
@@ -189,8 +214,10 @@ int ddpm_schedule_init(ddpm_schedule *s, const ddpm_schedule_config *c) {
         free(store);
         return rc;
     }
+    if (c->zero_terminal_snr) rescale_zero_terminal_snr(n, beta);
     for (int i = 0; i < n; i++) {
-        if (!(beta[i] >= 0.0 && beta[i] < 1.0)) {
+        const int last_is_one = c->zero_terminal_snr && i == n - 1 && beta[i] == 1.0;
+        if (!(beta[i] >= 0.0 && (beta[i] < 1.0 || last_is_one))) {
             rc = ddpm_fail(DDPM_ERR_INVALID, "schedule gives beta %d = %g, outside [0, 1)", i,
                            beta[i]);
             free(w);
@@ -355,6 +382,7 @@ char *ddpm_schedule_config_json(const ddpm_schedule *s) {
     cJSON_AddNumberToObject(o, "sigmoid_start", c->sigmoid_start);
     cJSON_AddNumberToObject(o, "sigmoid_end", c->sigmoid_end);
     cJSON_AddNumberToObject(o, "sigmoid_tau", c->sigmoid_tau);
+    if (c->zero_terminal_snr) cJSON_AddBoolToObject(o, "zero_terminal_snr", 1);
     if (c->kind == DDPM_SCHEDULE_CUSTOM) {
         /* cJSON prints numbers with 17 significant digits: the doubles round-trip exactly. */
         cJSON *a = cJSON_AddArrayToObject(o, "betas");
@@ -391,6 +419,7 @@ int ddpm_schedule_from_json(const char *json, ddpm_schedule *s) {
     c.sigmoid_start = ddpm_json_number_or(o, "sigmoid_start", c.sigmoid_start);
     c.sigmoid_end = ddpm_json_number_or(o, "sigmoid_end", c.sigmoid_end);
     c.sigmoid_tau = ddpm_json_number_or(o, "sigmoid_tau", c.sigmoid_tau);
+    c.zero_terminal_snr = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "zero_terminal_snr"));
     double *betas = NULL;
     if (k == DDPM_SCHEDULE_CUSTOM) {
         const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "betas");

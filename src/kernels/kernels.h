@@ -17,17 +17,22 @@
 
 /* ---- exact sums of gradients (exact_sum.c) ---- */
 
-/* 128-bit fixed point: the lowest bit is worth 2^-DDPM_EXACT_FRAC_BITS; elements with
- * |g| >= 2^DDPM_EXACT_MAX_LOG2 are refused (counted), so sums of up to 2^11 of them cannot wrap. */
-__extension__ typedef __int128 ddpm_i128;
-__extension__ typedef unsigned __int128 ddpm_u128;
-#define DDPM_EXACT_FRAC_BITS 100
-#define DDPM_EXACT_MAX_LOG2 16
-/* acc[i] += g[i] exactly for i in [lo, hi); returns how many elements were refused (not finite or
- * too large). */
-int64_t ddpm_mk_exact_add(ddpm_i128 *acc, const float *g, size_t lo, size_t hi);
-/* g[i] = acc[i] rounded to float (to nearest), for i in [lo, hi). */
-void ddpm_mk_exact_to_f32(float *g, const ddpm_i128 *acc, size_t lo, size_t hi);
+/* Fixed point: the lowest bit is worth 2^-DDPM_EXACT_FRAC_BITS, each value held as two int64
+ * limbs (value = hi * 2^40 + lo, carries left lazy: limbs of different accumulators simply add).
+ * Elements with |g| >= 2^DDPM_EXACT_MAX_LOG2 are refused (counted), so sums of up to
+ * DDPM_EXACT_MAX_ADDENDS of them cannot overflow a limb. */
+#define DDPM_EXACT_FRAC_BITS 80
+#define DDPM_EXACT_MAX_LOG2 12
+#define DDPM_EXACT_MAX_ADDENDS 2048
+typedef struct {
+    int64_t *lo, *hi;
+} ddpm_exact_acc;
+/* acc += g exactly for i in [lo, hi); returns how many elements were refused (not finite or too
+ * large). The _ref variant is the scalar loop the AVX-512 one must equal. */
+int64_t ddpm_mk_exact_add(ddpm_exact_acc acc, const float *g, size_t lo, size_t hi);
+int64_t ddpm_mk_exact_add_ref(ddpm_exact_acc acc, const float *g, size_t lo, size_t hi);
+/* g[i] = acc[i] rounded to float, for i in [lo, hi). */
+void ddpm_mk_exact_to_f32(float *g, ddpm_exact_acc acc, size_t lo, size_t hi);
 
 /* ---- the GEMM micro-kernel, packing and gather (gemm.c) ---- */
 

@@ -18,6 +18,8 @@ static registry_entry registry[16] = {
     {"context-unet", ddpm_context_unet_create},
     {"simple-unet", ddpm_simple_unet_create},
     {"unet", ddpm_unet_create},
+    {"unet2d", ddpm_unet2d_create},
+    {"classifier", ddpm_classifier_create},
 };
 
 int ddpm_model_register(const char *kind, ddpm_model_factory factory) {
@@ -412,6 +414,8 @@ int ddpm_model_load_tensors(ddpm_model *m, const ddpm_safetensors *st, const cha
 int ddpm_model_sampler_init(ddpm_model_sampler *ms, ddpm_model *m, int B) {
     memset(ms, 0, sizeof *ms);
     ms->model = m;
+    if (m->n_classes > 0) /* its output is logits, not a noise prediction */
+        return ddpm_fail(DDPM_ERR_INVALID, "a %s is not a diffusion model: it cannot sample", m->ops->kind);
     const int cap = 2 * B;
     int rc = ddpm_model_reserve(m, cap);
     if (rc) return rc;

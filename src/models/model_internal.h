@@ -118,7 +118,7 @@ typedef struct {
 } ddpm_tape_net;
 
 /* Records the network on tape tp with the parameter handles prm for items [b0, b0 + nb) of the
- * batch `in`; returns its output [nb, sample_numel], or NULL (or anything) after an error the
+ * batch `in`; returns its output [nb, ddpm_model_out_numel], or NULL (or anything) after an error the
  * tape recorded. Called concurrently for different slices: it may write only per-item state. */
 typedef ddpm_var *(*ddpm_tape_net_record_fn)(ddpm_model *m, ddpm_tape *tp, const ddpm_param *prm,
                                              const ddpm_model_input *in, int b0, int nb);
@@ -132,10 +132,11 @@ int ddpm_tape_net_init_image(ddpm_model *m, int channels, int height, int num_ti
 /* Frees the tapes, handles and gradient buffers (those never allocated are NULL). */
 void ddpm_tape_net_free(ddpm_tape_net *tn);
 /* The start of every forward: forgets the last recording, then checks the batch size against the
- * reserved one and every timestep against 0..num_timesteps-1 (the messages name the kind). */
+ * reserved one and (but for a classifier, which takes none) every timestep against
+ * 0..num_timesteps-1 (the messages name the kind). */
 int ddpm_tape_net_begin(ddpm_model *m, const ddpm_model_input *in);
 /* The rest of the forward, once the network's inputs are ready: records the batch (in slices
- * and chunks, see above) and copies the output to out [B, sample_numel]. */
+ * and chunks, see above) and copies the output to out [B, ddpm_model_out_numel]. */
 int ddpm_tape_net_run(ddpm_model *m, const ddpm_model_input *in, float *out,
                       ddpm_tape_net_record_fn record);
 /* The backward of such a model: replays the last training forward once per slice and sums the
@@ -150,5 +151,7 @@ int ddpm_mlp_create(const void *config_cjson, uint64_t seed, ddpm_model **out);
 int ddpm_context_unet_create(const void *config_cjson, uint64_t seed, ddpm_model **out); /* models/context_unet.c */
 int ddpm_simple_unet_create(const void *config_cjson, uint64_t seed, ddpm_model **out);  /* models/simple_unet.c */
 int ddpm_unet_create(const void *config_cjson, uint64_t seed, ddpm_model **out);         /* models/unet.c */
+int ddpm_unet2d_create(const void *config_cjson, uint64_t seed, ddpm_model **out);       /* models/unet2d.c */
+int ddpm_classifier_create(const void *config_cjson, uint64_t seed, ddpm_model **out);   /* models/classifier.c */
 
 #endif

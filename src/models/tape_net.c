@@ -116,6 +116,7 @@ int ddpm_tape_net_begin(ddpm_model *m, const ddpm_model_input *in) {
     if (B < 1 || B > m->max_batch)
         return ddpm_fail(DDPM_ERR_INVALID, "%s: batch of %d outside the reserved 1..%d",
                          m->ops->kind, B, m->max_batch);
+    if (m->n_classes > 0) return DDPM_OK; /* a classifier takes no timestep */
     for (int b = 0; b < B; b++)
         if (in->t[b] < 0 || in->t[b] >= m->num_timesteps)
             return ddpm_fail(DDPM_ERR_INVALID, "%s: timestep %d outside 0..%d", m->ops->kind,
@@ -143,7 +144,7 @@ static int slice_start(int B, int T, int k) { return (int)((long long)B * k / T)
 /* Slice k's forward over items [b0, b0 + nb), in chunks in eval mode. */
 static int run_slice(ddpm_model *m, ddpm_tape_net *tn, int k, const ddpm_model_input *in, int b0,
                      int nb, float *out, ddpm_tape_net_record_fn record) {
-    const size_t d = m->sample_numel;
+    const size_t d = ddpm_model_out_numel(m); /* output floats per item */
     ddpm_tape *tp = tn->tape[k];
     ddpm_tape_set_training(tp, in->train);
     ddpm_tape_set_rng(tp, in->seed, (uint32_t)in->step, (uint64_t)in->item0 + (uint64_t)b0);
@@ -235,10 +236,11 @@ static int run_micro_batches(ddpm_model *m, ddpm_tape_net *tn, const ddpm_model_
  * gradients added exactly into m->grad_exact by element ranges. */
 static int backward_micro_batches(ddpm_model *m, ddpm_tape_net *tn, const float *dout) {
     const int K = tn->T, G = tn->G, M = tn->M;
-    const size_t d = m->sample_numel, n = m->n_params;
-    ddpm_i128 *acc = m->grad_exact;
-    if (!acc) return ddpm_fail(DDPM_ERR_INVALID, "%s: micro-batch backward without an accumulator",
+    const size_t d = ddpm_model_out_numel(m), n = m->n_params;
+    if (!m->grad_exact) return ddpm_fail(DDPM_ERR_INVALID, "%s: micro-batch backward without an accumulator",
                                m->ops->kind);
+    int64_t *base = m->grad_exact;
+    const ddpm_exact_acc acc = {base, base + n + 1}; /* lo limbs, hi limbs (trainer.c) */
     int64_t bad[DDPM_TAPE_NET_MAX_SLICES] = {0};
     const int nt = omp_get_max_threads();
 #pragma omp parallel num_threads(G) if (G > 1)
@@ -262,7 +264,7 @@ static int backward_micro_batches(ddpm_model *m, ddpm_tape_net *tn, const float 
         }
     }
     omp_set_num_threads(nt);
-    for (int j = 0; j < G; j++) acc[n] += bad[j];
+    for (int j = 0; j < G; j++) acc.lo[n] += bad[j];
     return slices_status(tn, K);
 }
 
@@ -313,7 +315,7 @@ int ddpm_tape_net_backward(ddpm_model *m, const float *dout) {
         if (serial) omp_set_num_threads(nt);
         return rc;
     }
-    const size_t d = m->sample_numel, n = m->n_params;
+    const size_t d = ddpm_model_out_numel(m), n = m->n_params;
 #pragma omp parallel num_threads(T)
     {
         omp_set_num_threads(1);

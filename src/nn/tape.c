@@ -384,6 +384,11 @@ static void backward_node(ddpm_tape *t, node *n) {
             ddpm_upsample_nearest_backward(dx, dy, x->shape[0], x->shape[1], x->shape[2],
                                            x->shape[3], n->i[0]);
         break;
+    case OP_PAD:
+        if (dx)
+            ddpm_pad2d_backward(dx, dy, x->shape[0], x->shape[1], x->shape[2], x->shape[3],
+                                n->i[0], n->i[1], n->i[2], n->i[3]);
+        break;
     case OP_ATTENTION: {
         const ddpm_attn_dims *d = &n->dims.attn;
         float *ws = tape_scratch(t, ddpm_attention_workspace(d));

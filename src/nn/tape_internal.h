@@ -27,6 +27,7 @@ enum {
     OP_ATTENTION,
     OP_RESHAPE,
     OP_MEAN,
+    OP_PAD,
 };
 
 typedef struct {

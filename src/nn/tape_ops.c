@@ -155,19 +155,25 @@ ddpm_var *ddpm_tape_conv2d_bn_gelu(ddpm_tape *t, ddpm_var *x, const ddpm_param *
 
 ddpm_var *ddpm_tape_groupnorm(ddpm_tape *t, ddpm_var *x, int groups, const ddpm_param *gamma,
                               const ddpm_param *beta) {
+    return ddpm_tape_groupnorm_eps(t, x, groups, DDPM_NORM_EPS, gamma, beta);
+}
+
+ddpm_var *ddpm_tape_groupnorm_eps(ddpm_tape *t, ddpm_var *x, int groups, float eps,
+                                  const ddpm_param *gamma, const ddpm_param *beta) {
     if (!tape_ready(t, "groupnorm", x, NULL, 1) || !tape_need_ndim(t, "groupnorm", x, 2, 4)) return NULL;
     const int B = x->shape[0], C = x->shape[1];
     if (groups < 1 || C % groups)
         return tape_fail(t, DDPM_ERR_INVALID, "groupnorm: %d channels cannot be split into %d groups", C,
                     groups);
+    if (!(eps > 0.0f)) return tape_fail(t, DDPM_ERR_INVALID, "groupnorm: eps %g is not positive", eps);
     if (!tape_check_param(t, "groupnorm", "weight", gamma, 1, &C) ||
         !tape_check_param(t, "groupnorm", "bias", beta, 1, &C))
         return NULL;
     ddpm_var *y = tape_like(t, x);
     float *stats = y ? tape_arena_floats(t, 2 * (size_t)B * groups) : NULL;
     if (!stats) return NULL;
-    ddpm_groupnorm_forward(y->data, stats, stats + (size_t)B * groups, x->data, pw(gamma), pw(beta),
-                           B, C, inner(x), groups);
+    ddpm_groupnorm_forward_eps(y->data, stats, stats + (size_t)B * groups, x->data, pw(gamma),
+                               pw(beta), B, C, inner(x), groups, eps);
     node *n = tape_record(t, OP_GROUPNORM, y, x, NULL, (const ddpm_param *[]){gamma, beta}, 2);
     if (n) {
         n->saved[0] = stats;
@@ -349,6 +355,27 @@ ddpm_var *ddpm_tape_upsample_nearest(ddpm_tape *t, ddpm_var *x, int scale) {
     ddpm_upsample_nearest_forward(y->data, x->data, B, C, H, W, scale);
     node *n = tape_record(t, OP_UPSAMPLE, y, x, NULL, NULL, 0);
     if (n) n->i[0] = scale;
+    return t->status ? NULL : y;
+}
+
+ddpm_var *ddpm_tape_pad2d(ddpm_tape *t, ddpm_var *x, int top, int bottom, int left, int right) {
+    if (!tape_ready(t, "pad2d", x, NULL, 1) || !tape_need_ndim(t, "pad2d", x, 4, 4)) return NULL;
+    const int B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    const int lim = 1 << 24;
+    if (top < 0 || bottom < 0 || left < 0 || right < 0 || top > lim || bottom > lim || left > lim ||
+        right > lim || H > lim - top - bottom || W > lim - left - right)
+        return tape_fail(t, DDPM_ERR_INVALID, "pad2d: bad padding %d, %d, %d, %d for %s", top, bottom,
+                         left, right, SHAPE(x));
+    ddpm_var *y = tape_new_var(t, 4, (int[]){B, C, H + top + bottom, W + left + right}, 1);
+    if (!y) return NULL;
+    ddpm_pad2d_forward(y->data, x->data, B, C, H, W, top, bottom, left, right);
+    node *n = tape_record(t, OP_PAD, y, x, NULL, NULL, 0);
+    if (n) {
+        n->i[0] = top;
+        n->i[1] = bottom;
+        n->i[2] = left;
+        n->i[3] = right;
+    }
     return t->status ? NULL : y;
 }
 

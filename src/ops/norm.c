@@ -115,6 +115,13 @@ void ddpm_batchnorm_backward(float *dinp, float *dweight, float *dbias, const fl
 void ddpm_groupnorm_forward(float *out, float *mean, float *rstd, const float *inp,
                             const float *weight, const float *bias, int B, int C, size_t HW,
                             int G) {
+    ddpm_groupnorm_forward_eps(out, mean, rstd, inp, weight, bias, B, C, HW, G, DDPM_NORM_EPS);
+}
+
+/* eps is only in the forward: the backward reads the rstd it saved. */
+void ddpm_groupnorm_forward_eps(float *out, float *mean, float *rstd, const float *inp,
+                                const float *weight, const float *bias, int B, int C, size_t HW,
+                                int G, float eps) {
     const int Cg = C / G;
     DDPM_CHECK(Cg * G == C);
     const size_t n = (size_t)Cg * HW;
@@ -126,7 +133,7 @@ void ddpm_groupnorm_forward(float *out, float *mean, float *rstd, const float *i
         for (int c = 0; c < Cg; c++) s += row_sum(x + c * HW, HW);
         const double mu = s / (double)n;
         for (int c = 0; c < Cg; c++) v += row_sqdev(x + c * HW, HW, (float)mu);
-        const float m = (float)mu, r = (float)(1.0 / sqrt(v / (double)n + DDPM_NORM_EPS));
+        const float m = (float)mu, r = (float)(1.0 / sqrt(v / (double)n + (double)eps));
         mean[bg] = m;
         rstd[bg] = r;
         const int c0 = (bg % G) * Cg;

@@ -241,6 +241,8 @@ int ddpm_trainer_init(ddpm_trainer *tr, ddpm_model *model, const ddpm_schedule *
     if (cfg->batch_size < 1)
         return ddpm_fail(DDPM_ERR_INVALID, "batch size must be at least 1 (got %d)", cfg->batch_size);
     if (data->n < 1) return ddpm_fail(DDPM_ERR_INVALID, "no training data");
+    if (model->n_classes > 0) /* logits, not a denoiser's output: see ddpm_classifier_train_step */
+        return ddpm_fail(DDPM_ERR_INVALID, "a %s is not a diffusion model", model->ops->kind);
     if (data->n > UINT32_MAX) return ddpm_fail(DDPM_ERR_INVALID, "too many training items");
     if (!(cfg->lr > 0.0)) return ddpm_fail(DDPM_ERR_INVALID, "learning rate must be positive");
     if (!(cfg->ema_decay >= 0.0f && cfg->ema_decay < 1.0f))
@@ -257,6 +259,17 @@ int ddpm_trainer_init(ddpm_trainer *tr, ddpm_model *model, const ddpm_schedule *
         return ddpm_fail(DDPM_ERR_INVALID, "p2 gamma and offset noise must be >= 0 and p2 k > 0");
     if (cfg->microbatch < 0)
         return ddpm_fail(DDPM_ERR_INVALID, "micro-batch size must be >= 0 (got %d)", cfg->microbatch);
+    if (cfg->microbatch > 0 &&
+        (cfg->batch_size + cfg->microbatch - 1) / cfg->microbatch > DDPM_EXACT_MAX_ADDENDS)
+        return ddpm_fail(DDPM_ERR_INVALID,
+                         "%d micro-batches per step: at most %d (micro-batches of at least %d items)",
+                         (cfg->batch_size + cfg->microbatch - 1) / cfg->microbatch,
+                         DDPM_EXACT_MAX_ADDENDS,
+                         (cfg->batch_size + DDPM_EXACT_MAX_ADDENDS - 1) / DDPM_EXACT_MAX_ADDENDS);
+    if (schedule->alphas_cumprod[schedule->n - 1] == 0.0f && cfg->prediction == DDPM_PRED_EPS)
+        return ddpm_fail(DDPM_ERR_INVALID,
+                         "a zero-terminal-SNR schedule needs --prediction v or x0 (an eps network "
+                         "cannot give x_0 at its last step, where abar = 0)");
     if (cfg->self_cond && !model->self_cond)
         return ddpm_fail(DDPM_ERR_INVALID, "self-conditioning needs a model built with it");
     tr->model = model;
@@ -281,7 +294,7 @@ int ddpm_trainer_init(ddpm_trainer *tr, ddpm_model *model, const ddpm_schedule *
     tr->t_ = ddpm_alloc(B, sizeof(int));
     tr->perm_ = ddpm_alloc(data->n, sizeof(uint32_t));
     if (cfg->microbatch > 0) {
-        tr->gexact_ = ddpm_alloc_aligned(np + 1, sizeof(ddpm_i128));
+        tr->gexact_ = ddpm_alloc_aligned(2 * (np + 1), sizeof(int64_t));
         const size_t kmax = B / (size_t)cfg->microbatch + 2, nbuf = model->n_buffers;
         tr->mbloss_ = ddpm_alloc(kmax, sizeof(double));
         tr->mbbuf_ = nbuf ? ddpm_alloc(kmax * nbuf, sizeof(double)) : NULL;
@@ -446,21 +459,27 @@ static void micro_items(const step_split *p, int k, int *a, int *b) {
     *b = (k + 1) * p->M < p->B ? (k + 1) * p->M : p->B;
 }
 
+/* The accumulator of n elements in a buffer of 2 (n + 1) int64: the lo limbs, then the hi ones;
+ * slot n counts refused elements. */
+static ddpm_exact_acc exact_acc(int64_t *buf, size_t n) {
+    return (ddpm_exact_acc){buf, buf + n + 1};
+}
+
 /* m->grads added exactly into the accumulator (the trainer's loop for models without native
  * micro-batches); refused elements are counted in its last slot. */
 static void exact_add_grads(ddpm_trainer *tr) {
     ddpm_model *m = tr->model;
-    ddpm_i128 *acc = tr->gexact_;
     const size_t n = m->n_params;
+    const ddpm_exact_acc acc = exact_acc(tr->gexact_, n);
     int64_t bad[NCHUNK];
-    const int nt = optim_threads(n / 2);
+    const int nt = optim_threads(n / 16); /* ~16 elements per vector step: cheap next to Adam */
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int k = 0; k < NCHUNK; k++) {
         size_t lo, hi;
         chunk_range(n, k, &lo, &hi);
         bad[k] = ddpm_mk_exact_add(acc, m->grads, lo, hi);
     }
-    for (int k = 0; k < NCHUNK; k++) acc[n] += bad[k];
+    for (int k = 0; k < NCHUNK; k++) acc.lo[n] += bad[k];
 }
 
 /* Forward, loss and backward of this rank's items with micro-batches: the gradient ends as the
@@ -470,7 +489,7 @@ static int micro_batches_grad(ddpm_trainer *tr, const step_split *p, ddpm_model_
     ddpm_model *m = tr->model;
     const ddpm_train_config *c = &tr->cfg;
     const size_t d = m->sample_numel, cd = (size_t)m->cond_dim;
-    memset(tr->gexact_, 0, sizeof(ddpm_i128) * (m->n_params + 1));
+    memset(tr->gexact_, 0, sizeof(int64_t) * 2 * (m->n_params + 1));
     int rc;
     if (m->microbatch_native) {
         /* Calls of one micro-batch per thread: the activations of only that many micro-batches
@@ -543,7 +562,7 @@ static int micro_batches_grad(ddpm_trainer *tr, const step_split *p, ddpm_model_
 static int reduce_micro_batches(ddpm_trainer *tr, const step_split *p, double *loss) {
     ddpm_model *m = tr->model;
     const size_t n = m->n_params;
-    ddpm_i128 *acc = tr->gexact_;
+    const ddpm_exact_acc acc = exact_acc(tr->gexact_, n);
     for (int k = 0; k < p->K; k++)
         if (k < p->k0 || k >= p->k1) tr->mbloss_[k] = 0.0;
     tr->mbloss_[p->K] = tr->stop_request ? 1.0 : 0.0;
@@ -555,7 +574,7 @@ static int reduce_micro_batches(ddpm_trainer *tr, const step_split *p, double *l
         memset(tr->mbbuf_, 0, sizeof(double) * (size_t)p->K * nbuf);
     }
     if (tr->dist.size > 1) {
-        int rc = tr->dist.allreduce_exact(tr->dist.ctx, acc, n + 1);
+        int rc = tr->dist.allreduce_i64(tr->dist.ctx, tr->gexact_, 2 * (n + 1));
         if (!rc) rc = tr->dist.allreduce_sum(tr->dist.ctx, tr->mbloss_, (size_t)p->K + 1);
         if (!rc && nbuf) rc = tr->dist.allreduce_sum(tr->dist.ctx, tr->mbbuf_, (size_t)p->K * nbuf);
         if (rc) return rc;
@@ -569,12 +588,12 @@ static int reduce_micro_batches(ddpm_trainer *tr, const step_split *p, double *l
     for (int k = 0; k < p->K; k++) total += tr->mbloss_[k];
     *loss = total;
     tr->stop_all = tr->mbloss_[p->K] > 0.0;
-    if (acc[n] != 0)
+    if (acc.lo[n] != 0)
         return ddpm_fail(DDPM_ERR_NUMERIC,
                          "%lld gradient elements are not finite or beyond 2^%d at step %lld: "
                          "training diverged",
-                         (long long)acc[n], DDPM_EXACT_MAX_LOG2, (long long)tr->step + 1);
-    const int nt = optim_threads(n / 4);
+                         (long long)acc.lo[n], DDPM_EXACT_MAX_LOG2, (long long)tr->step + 1);
+    const int nt = optim_threads(n / 8);
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int k = 0; k < NCHUNK; k++) {
         size_t lo, hi;
@@ -646,7 +665,7 @@ const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
     double loss;
     if (c->microbatch > 0) {
         if (nloc > 0 && (rc = micro_batches_grad(tr, &p, &in, w))) return rc;
-        if (nloc == 0) memset(tr->gexact_, 0, sizeof(ddpm_i128) * (m->n_params + 1));
+        if (nloc == 0) memset(tr->gexact_, 0, sizeof(int64_t) * 2 * (m->n_params + 1));
         if ((rc = reduce_micro_batches(tr, &p, &loss))) return rc;
         if (!isfinite(loss))
             return ddpm_fail(DDPM_ERR_NUMERIC, "loss is %g at step %lld: training diverged", loss,
@@ -681,7 +700,7 @@ int ddpm_trainer_set_dist(ddpm_trainer *tr, const ddpm_train_dist *dist) {
                              "--microbatch M): they fix how the batch is split, whatever the "
                              "process count",
                              dist->size);
-        if (!dist->allreduce_exact || !dist->allreduce_sum || dist->rank < 0 ||
+        if (!dist->allreduce_i64 || !dist->allreduce_sum || dist->rank < 0 ||
             dist->rank >= dist->size)
             return ddpm_fail(DDPM_ERR_INVALID, "incomplete process-group description");
     }

@@ -67,7 +67,7 @@ static case_inputs load_inputs(const ddpm_safetensors *fx, const ddpm_model *m, 
     const size_t n = (size_t)B * m->sample_numel;
     case_inputs k;
     k.x = nc_tensor(fx, prefix, "x", n);
-    k.dout = nc_tensor(fx, prefix, "dout", n);
+    k.dout = nc_tensor(fx, prefix, "dout", (size_t)B * ddpm_model_out_numel(m));
     k.c = m->cond_dim ? nc_tensor(fx, prefix, "c", (size_t)B * m->cond_dim) : NULL;
     k.t = nc_tensor_int(fx, prefix, "t", B);
     return k;
@@ -106,7 +106,7 @@ void nc_check_forward_backward(nc_suite *s, const char *json, const char *prefix
                                size_t n_stats) {
     const ddpm_safetensors *fx = &s->fx;
     ddpm_model *m = nc_load(s, json, prefix);
-    const size_t n = (size_t)B * m->sample_numel;
+    const size_t n = (size_t)B * ddpm_model_out_numel(m);
     case_inputs k = load_inputs(fx, m, prefix, B);
     float *out = malloc(sizeof(float) * n);
     assert_int_equal(ddpm_model_reserve(m, B), DDPM_OK);
@@ -171,7 +171,7 @@ void nc_check_forward_backward(nc_suite *s, const char *json, const char *prefix
 /* ---- optimizer steps ------------------------------------------------------------------------- */
 
 void nc_adam_init(nc_adam *a, ddpm_model *m, int B) {
-    const size_t n = (size_t)B * m->sample_numel;
+    const size_t n = (size_t)B * ddpm_model_out_numel(m);
     a->m = m;
     ddpm_train_config_default(&a->cfg);
     a->am = calloc(m->n_params, sizeof(float));
@@ -194,7 +194,7 @@ double nc_adam_step(nc_adam *a, const ddpm_model_input *in, const float *target,
     ddpm_model *m = a->m;
     assert_int_equal(m->ops->forward(m, in, a->out), DDPM_OK);
     const double loss =
-        ddpm_loss_and_grad(DDPM_LOSS_L2, a->out, target, NULL, in->B, m->sample_numel, a->dout);
+        ddpm_loss_and_grad(DDPM_LOSS_L2, a->out, target, NULL, in->B, ddpm_model_out_numel(m), a->dout);
     memset(m->grads, 0, sizeof(float) * m->n_params);
     assert_int_equal(m->ops->backward(m, a->dout), DDPM_OK);
     *norm = ddpm_clip_grad_norm(m->grads, m->n_params, 1.0f);
@@ -219,7 +219,7 @@ int nc_check_adam_steps(nc_suite *s, const char *json, const char *prefix, int B
             c = nc_tensor(fx, prefix, name, (size_t)B * m->cond_dim);
         }
         snprintf(name, sizeof name, "opt/target%d", k);
-        float *target = nc_tensor(fx, prefix, name, n);
+        float *target = nc_tensor(fx, prefix, name, (size_t)B * ddpm_model_out_numel(m));
         snprintf(name, sizeof name, "opt/t%d", k);
         int *t = nc_tensor_int(fx, prefix, name, B);
         ddpm_model_input in = {.x = x, .t = t, .cond = c, .B = B, .train = 1};
@@ -255,7 +255,7 @@ void nc_check_threads(nc_suite *s, const char *json, const char *prefix, int B) 
     for (int r = 0; r < 2; r++) {
         omp_set_num_threads(r + 1);
         ddpm_model *m = nc_load(s, json, prefix);
-        n = (size_t)B * m->sample_numel;
+        n = (size_t)B * ddpm_model_out_numel(m);
         np = m->n_params;
         case_inputs k = load_inputs(fx, m, prefix, B);
         for (int j = 0; j < 2; j++) res[r][j] = malloc(sizeof(float) * n);
@@ -294,14 +294,14 @@ void nc_check_eval_chunks(ddpm_model *m, const ddpm_model_input *in, int chunk, 
     setenv("DDPM_EVAL_CHUNK", env, 1);
     assert_int_equal(m->ops->forward(m, in, chunked), DDPM_OK);
     unsetenv("DDPM_EVAL_CHUNK");
-    tu_assert_close(chunked, whole, (size_t)in->B * m->sample_numel, 1e-6, 1e-6, what);
+    tu_assert_close(chunked, whole, (size_t)in->B * ddpm_model_out_numel(m), 1e-6, 1e-6, what);
 }
 
 void nc_check_steady_state(nc_suite *s, const char *json, const char *prefix, int B, int b_small,
                            int eval_chunk, size_t min_nodes) {
     ddpm_model *m = nc_load(s, json, prefix);
     case_inputs k = load_inputs(&s->fx, m, prefix, B);
-    float *out = malloc(sizeof(float) * (size_t)B * m->sample_numel);
+    float *out = malloc(sizeof(float) * (size_t)B * ddpm_model_out_numel(m));
     assert_int_equal(ddpm_model_reserve(m, B), DDPM_OK);
     ddpm_model_input in = {.x = k.x, .t = k.t, .cond = k.c, .B = B, .train = 1};
     char chunk[16];

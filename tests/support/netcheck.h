@@ -4,7 +4,8 @@
  * A fixture file (scripts/fixtures/gen_course_nets.py, gen_unet.py) holds cases under a prefix
  * such as "cu/": the weights "<prefix>w.<tensor>", the inputs "<prefix>x", "<prefix>t" (int64)
  * and "<prefix>c" (the context, if the network takes one), the upstream gradient "<prefix>dout",
- * and PyTorch's results in float64: the outputs, "<prefix>grad.<tensor>" for every parameter,
+ * and PyTorch's results in float64: the outputs (ddpm_model_out_numel floats per item: a
+ * classifier's are its logits), "<prefix>grad.<tensor>" for every parameter,
  * "<prefix>after.<tensor>" for every running statistic, and the optimizer steps' "opt/..." data.
  *
  * The course networks (context-unet, simple-unet) are compared per tensor with

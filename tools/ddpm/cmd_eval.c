@@ -8,7 +8,19 @@
 #include <string.h>
 
 
+/* Is --samples (or --samples=) an image input (.npy or a folder)? Then eval_images.c runs. */
+static int wants_images(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        const char *v = NULL;
+        if (strcmp(argv[i], "--samples") == 0 && i + 1 < argc) v = argv[i + 1];
+        else if (strncmp(argv[i], "--samples=", 10) == 0) v = argv[i] + 10;
+        if (v) return eval_is_images(v);
+    }
+    return 0;
+}
+
 int cmd_eval(int argc, char **argv) {
+    if (wants_images(argc, argv)) return eval_images(argc, argv);
     const char *ckpt = NULL, *samples_path = NULL, *reference = NULL;
     int n = 10000, projections = 256;
     sampler_args sa = {.sampler = "ddpm", .variance = "small", .spacing = "leading"};
@@ -29,7 +41,8 @@ int cmd_eval(int argc, char **argv) {
     int rc = cli_parse("eval",
                        "Reports the sliced Wasserstein-1 distance and RBF-kernel MMD^2 between samples "
                        "and a fresh draw of the data, next to the same two numbers between two fresh "
-                       "draws of the data (the noise floor).",
+                       "draws of the data (the noise floor). Images: ddpm eval --samples FILE.npy|DIR "
+                       "(see ddpm eval --samples x.npy --help).",
                        argc, argv, opts, (int)(sizeof opts / sizeof opts[0]));
     if (rc) return rc < 0 ? 0 : rc;
     if (!ckpt && !(samples_path && reference))
@@ -43,6 +56,10 @@ int cmd_eval(int argc, char **argv) {
     if (ckpt) {
         if ((rc = ddpm_checkpoint_load(ckpt, &ck))) return cli_fail("eval", rc);
         have_ck = 1;
+        if (ck.model->channels > 0) {
+            ddpm_checkpoint_free(&ck);
+            return cli_usage_error("eval", "%s is an image model: sample it (ddpm sample --ckpt %s --per-class 100 --out s.npy), then ddpm eval --samples s.npy --per-class 100", ckpt, ckpt);
+        }
     }
     if (samples_path) {
         rc = ddpm_points_read_csv(samples_path, &samples);

@@ -59,8 +59,33 @@ static int load_plain_weights(const weights_args *w, ddpm_checkpoint *ck) {
     return 0;
 }
 
+/* A diffusers folder: the network, schedule and prediction type from its files; the scheduler's
+ * sampler, variance, spacing, clipping and thresholding unless a flag says otherwise. */
+static int load_diffusers(const char *dir, int quiet, const int *set, sampler_args *sa,
+                          int *clip, ddpm_checkpoint *ck) {
+    ddpm_diffusers_sampling smp;
+    int rc = ddpm_diffusers_load(dir, ck, &smp);
+    if (rc) return cli_fail("sample", rc);
+    if (!set[0]) sa->sampler = ddpm_sampler_name(smp.sampler);
+    if (!set[1]) sa->variance = ddpm_variance_name(smp.variance);
+    if (!set[2]) sa->spacing = ddpm_spacing_name(smp.spacing);
+    if (smp.threshold && !sa->threshold) {
+        sa->threshold = 1;
+        sa->threshold_ratio = smp.threshold_ratio;
+        sa->threshold_max = smp.threshold_max;
+    }
+    *clip = smp.clip_x0;
+    if (!quiet)
+        printf("diffusers folder %s: UNet2DModel, %d timesteps, %s%s (sampler %s, variance %s, "
+               "spacing %s, %s)\n", dir, ck->schedule.n, smp.scheduler[0] ? smp.scheduler : "no scheduler config: DDPMScheduler's defaults",
+               strcmp(smp.scheduler, "PNDMScheduler") == 0 ? " (its schedule; PNDM itself is not a ddpm sampler)" : "",
+               sa->sampler, sa->variance, sa->spacing, smp.threshold ? "thresholding" : smp.clip_x0 ? "clip_sample" : "no clipping");
+    return 0;
+}
+
 int cmd_sample(int argc, char **argv) {
-    const char *ckpt = NULL, *traj = NULL, *plot = NULL;
+    const char *ckpt = NULL, *traj = NULL, *plot = NULL, *diffusers = NULL;
+    int set_sampler[3] = {0, 0, 0}; /* --sampler, --variance, --spacing given */
     int quiet = 0, no_clip = 0, verbose = 0, threads = 0;
     sampler_args sa = {.sampler = "ddpm", .variance = "small", .spacing = "leading",
                        .threshold_ratio = 0.995f, .threshold_max = 1.0f};
@@ -70,18 +95,19 @@ int cmd_sample(int argc, char **argv) {
     int set_n = 0;
     const cli_opt sample_opts[] = {
         {"ckpt", CLI_STRING, &ckpt, "FILE", "checkpoint written by ddpm train (carries model, schedule and prediction type)", NULL},
+        {"diffusers", CLI_STRING, &diffusers, "DIR", "a diffusers UNet2DModel folder (unet/ + scheduler/, or config.json at the top); its scheduler sets the sampler defaults", NULL},
         {"n", CLI_INT, &ia.n, "N", "number of samples (default 1000; images 40, or one per --per-class, --x-init or --init-image item)", &set_n, 1, SAMPLE_MAX_N},
-        {"sampler", CLI_STRING, &sa.sampler, "NAME", "ddpm (every step, default), ddim, dpmpp-2m, dpmpp-2m-sde, dpmpp-3m, euler, euler-ancestral or heun", NULL},
+        {"sampler", CLI_STRING, &sa.sampler, "NAME", "ddpm (every step, default), ddim, dpmpp-2m, dpmpp-2m-sde, dpmpp-3m, euler, euler-ancestral or heun", &set_sampler[0]},
         {"steps", CLI_INT, &sa.steps, "K", "steps of every sampler but ddpm (default min(50, T))", NULL},
         {"eta", CLI_FLOAT, &sa.eta, "E", "DDIM eta: 0 deterministic (default), 1 DDPM-like", NULL},
-        {"spacing", CLI_STRING, &sa.spacing, "KIND", "timesteps: leading (default), trailing, linspace, karras (sigmas, rho 7) or logsnr (uniform in log-SNR)", NULL},
+        {"spacing", CLI_STRING, &sa.spacing, "KIND", "timesteps: leading (default), trailing, linspace, karras (sigmas, rho 7) or logsnr (uniform in log-SNR)", &set_sampler[2]},
         {"solver-type", CLI_STRING, &sa.solver_type, "KIND", "dpmpp-2m(-sde): midpoint (default) or heun", NULL},
         {"final-sigma", CLI_STRING, &sa.final_sigma, "KIND", "dpmpp, euler, heun: end at zero (default) or sigma-min", NULL},
         {"no-lower-order-final", CLI_FLAG, &sa.no_lower_order_final, NULL, "dpmpp below 15 steps: keep the full order in the last steps", NULL},
         {"thresholding", CLI_FLAG, &sa.threshold, NULL, "dynamic thresholding of x_0 (Imagen) instead of clipping", NULL},
         {"threshold-ratio", CLI_FLOAT, &sa.threshold_ratio, "P", "thresholding: percentile of |x_0| (default 0.995)", NULL},
         {"threshold-max", CLI_FLOAT, &sa.threshold_max, "M", "thresholding: largest threshold (default 1)", NULL},
-        {"variance", CLI_STRING, &sa.variance, "KIND", "DDPM variance: small (posterior, default) or large (beta)", NULL},
+        {"variance", CLI_STRING, &sa.variance, "KIND", "DDPM variance: small (posterior, default) or large (beta)", &set_sampler[1]},
         {"no-noise", CLI_FLAG, &sa.no_noise, NULL, "DDPM without the added noise (to see why it is needed)", NULL},
         {"clip", CLI_FLAG, &sa.clip, NULL, "points: clamp the predicted x_0 to [-1, 1] (images always do unless --no-clip)", NULL},
         {"no-clip", CLI_FLAG, &no_clip, NULL, "images: do not clamp the predicted x_0", NULL},
@@ -136,17 +162,21 @@ int cmd_sample(int argc, char **argv) {
                        argc, argv, opts, (int)(sizeof opts / sizeof opts[0]));
     if (rc) return rc < 0 ? 0 : rc;
     if (threads > 0) ddpm_set_threads(threads);
-    if (!ckpt == !wa.weights) return cli_usage_error("sample", "give --ckpt FILE (or --weights FILE with --model)");
+    if ((ckpt != NULL) + (wa.weights != NULL) + (diffusers != NULL) != 1)
+        return cli_usage_error("sample", "give one of --ckpt FILE, --diffusers DIR or --weights FILE with --model");
     if (ia.n < 1) return cli_usage_error("sample", "-n must be at least 1");
 
     ddpm_checkpoint ck;
+    int folder_clip = 1;
     if (ckpt) {
         if ((rc = ddpm_checkpoint_load(ckpt, &ck))) return cli_fail("sample", rc);
+    } else if (diffusers) {
+        if ((rc = load_diffusers(diffusers, quiet, set_sampler, &sa, &folder_clip, &ck))) return rc;
     } else if ((rc = load_plain_weights(&wa, &ck))) {
         return rc;
     }
     const int images = ck.model->height > 0;
-    if (images) sa.clip = !no_clip;
+    if (images) sa.clip = !no_clip && folder_clip;
     ddpm_sample_opts so;
     if ((rc = sampler_args_resolve("sample", &sa, &ck, &so))) {
         ddpm_checkpoint_free(&ck);

@@ -27,7 +27,7 @@ typedef struct {
     int image_size, channels, labels_from_dirs, max_items, hflip, no_hflip, sample_every, sample_n;
     float cond_drop;
     int set_lr, set_batch, set_decay, set_warmup, set_cond_drop, set_loss;
-    int microbatch, set_microbatch, deterministic;
+    int microbatch, set_microbatch, deterministic, zero_snr;
 } train_args;
 
 /* --deterministic without --microbatch: micro-batches of this many items (measured on the U-Net:
@@ -132,6 +132,7 @@ int cmd_train(int argc, char **argv) {
         {"beta-start", CLI_DOUBLE, &a.beta_start, "A", "first beta", &a.set_bs},
         {"beta-end", CLI_DOUBLE, &a.beta_end, "B", "last beta", &a.set_be},
         {"betas", CLI_STRING, &a.betas_file, "FILE", "custom schedule from a file of betas", NULL},
+        {"zero-terminal-snr", CLI_FLAG, &a.zero_snr, NULL, "rescale the schedule so its last step is pure noise (Lin et al. 2023; use --prediction v and sample with ddim --spacing trailing)", NULL},
         {"prediction", CLI_STRING, &a.prediction, "KIND", "training target: eps (default), x0 or v", NULL},
         {"loss", CLI_STRING, &a.loss, "KIND", "l2 (default; simple-unet: l1 as its tutorial) or l1", &a.set_loss},
         {"min-snr-gamma", CLI_FLOAT, &a.min_snr, "G", "min-SNR-gamma loss weighting (5 is usual; default off)", NULL},
@@ -271,6 +272,7 @@ int cmd_train(int argc, char **argv) {
         if (a.set_bs) sc.beta_start = a.beta_start;
         if (a.set_be) sc.beta_end = a.beta_end;
         sc.betas = betas;
+        sc.zero_terminal_snr = a.zero_snr;
         rc = ddpm_schedule_init(&sched, &sc);
         free(betas);
         if (rc) return cli_fail("train", rc);

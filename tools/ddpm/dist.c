@@ -47,25 +47,6 @@ static int launcher_size(void) {
 #ifdef DDPM_HAVE_MPI
 
 static int g_mpi = 0; /* MPI_Init was called */
-static MPI_Datatype g_i128;
-static MPI_Op g_sum_i128;
-
-/* Two's complement addition of 128-bit integers: associative and commutative, so any reduction
- * tree gives the same bits. */
-static void sum_i128(void *in, void *inout, int *len, MPI_Datatype *type) {
-    (void)type;
-    __extension__ typedef unsigned __int128 u128;
-    const unsigned char *a = in;
-    unsigned char *b = inout;
-    for (int i = 0; i < *len; i++) {
-        u128 x, y;
-        memcpy(&x, a + 16 * (size_t)i, 16);
-        memcpy(&y, b + 16 * (size_t)i, 16);
-        y += x;
-        memcpy(b + 16 * (size_t)i, &y, 16);
-    }
-}
-
 static int mpi_fail(int err, const char *what) {
     char msg[MPI_MAX_ERROR_STRING];
     int len = 0;
@@ -77,14 +58,13 @@ static int mpi_fail(int err, const char *what) {
 static double g_reduce_s = 0.0;
 static long g_reduce_calls = 0;
 
-static int allreduce_exact(void *ctx, void *acc, size_t n) {
+static int allreduce_i64(void *ctx, int64_t *v, size_t n) {
     (void)ctx;
     const double t0 = MPI_Wtime();
-    /* in pieces of at most 2^26 elements: MPI counts are ints */
-    for (size_t o = 0; o < n; o += (size_t)1 << 26) {
-        const size_t k = n - o < ((size_t)1 << 26) ? n - o : (size_t)1 << 26;
-        const int err = MPI_Allreduce(MPI_IN_PLACE, (char *)acc + 16 * o, (int)k, g_i128,
-                                      g_sum_i128, MPI_COMM_WORLD);
+    /* in pieces of at most 2^28 elements: MPI counts are ints */
+    for (size_t o = 0; o < n; o += (size_t)1 << 28) {
+        const size_t k = n - o < ((size_t)1 << 28) ? n - o : (size_t)1 << 28;
+        const int err = MPI_Allreduce(MPI_IN_PLACE, v + o, (int)k, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
         if (err != MPI_SUCCESS) return mpi_fail(err, "gradient reduction");
     }
     g_reduce_s += MPI_Wtime() - t0;
@@ -126,9 +106,6 @@ int dist_init(int argc, char **argv) {
     g_mpi = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &g_size);
-    MPI_Type_contiguous(16, MPI_BYTE, &g_i128);
-    MPI_Type_commit(&g_i128);
-    MPI_Op_create(sum_i128, 1, &g_sum_i128);
     if (g_size < 2) return DDPM_OK;
     uint64_t h = HASH_SEED;
     for (int i = 1; i < argc; i++) h = hash_bytes(h, argv[i], strlen(argv[i]) + 1);
@@ -152,8 +129,6 @@ void dist_finish(int rc) {
         fflush(stderr);
         MPI_Abort(MPI_COMM_WORLD, rc);
     }
-    MPI_Op_free(&g_sum_i128);
-    MPI_Type_free(&g_i128);
     MPI_Finalize();
 }
 
@@ -199,7 +174,7 @@ int dist_join_trainer(ddpm_trainer *tr, size_t n_items) {
         return ddpm_fail(DDPM_ERR_INVALID,
                          "the %d processes start from different weights (a different --resume "
                          "checkpoint?)", g_size);
-    const ddpm_train_dist d = {.rank = g_rank, .size = g_size, .allreduce_exact = allreduce_exact,
+    const ddpm_train_dist d = {.rank = g_rank, .size = g_size, .allreduce_i64 = allreduce_i64,
                                .allreduce_sum = allreduce_sum};
     return ddpm_trainer_set_dist(tr, &d);
 }

@@ -14,12 +14,14 @@ typedef struct {
 static const command commands[] = {
     {"demo", cmd_demo, "train the tutorial MLP on the S-curve, sample, evaluate and plot"},
     {"train", cmd_train, "train a diffusion model (checkpoints, loss log, resume)"},
-    {"sample", cmd_sample, "sample from a checkpoint with DDPM or DDIM"},
-    {"eval", cmd_eval, "measure sample quality against the data (sliced Wasserstein, MMD)"},
+    {"sample", cmd_sample, "sample from a checkpoint (or a diffusers folder) with DDPM, DDIM, ..."},
+    {"eval", cmd_eval, "measure sample quality: points (sliced Wasserstein, MMD), images (FD, KID, precision/recall, class accuracy)"},
+    {"classifier", cmd_classifier, "train or test the image classifier whose features ddpm eval uses"},
     {"noise", cmd_noise, "draw the forward (noising) process of a data set"},
     {"invert", cmd_invert, "DDIM inversion: images to the x_T that sample --x-init takes back to them"},
     {"interpolate", cmd_interpolate, "samples along a slerp between two x_T (seeds or images) and two conditions"},
     {"schedule", cmd_schedule, "print every buffer of a beta schedule, one row per step"},
+    {"export", cmd_export, "write a checkpoint's network as a diffusers folder"},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 

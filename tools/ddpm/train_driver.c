@@ -26,6 +26,9 @@ static double now(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* Decimals for a rate: three significant digits below 100 steps/s (a U-Net runs ~1). */
+static int rate_digits(double r) { return r >= 100 ? 0 : r >= 10 ? 1 : r >= 1 ? 2 : 3; }
+
 static void fmt_duration(char *buf, size_t n, double s) {
     if (!isfinite(s) || s < 0) s = 0;
     long t = (long)(s + 0.5);
@@ -150,16 +153,17 @@ int job_train(ddpm_trainer *tr, const job_data *data, const job_run_opts *o) {
             char bar[31];
             for (int i = 0; i < 30; i++) bar[i] = i < filled ? '#' : '-';
             bar[30] = 0;
-            fprintf(stderr, "\r[%s] %lld/%lld  smoothed loss %.4f  %.3g steps/s  ETA %s   ", bar,
-                    (long long)tr->step, (long long)total, smooth, rate, eta);
+            fprintf(stderr, "\r[%s] %lld/%lld  smoothed loss %.4f  %.*f steps/s  ETA %s   ", bar,
+                    (long long)tr->step, (long long)total, smooth, rate_digits(rate), rate, eta);
             if (done) fputc('\n', stderr);
             last_draw = t;
         } else if (!tty && !o->quiet && o->log_every > 0 &&
                    (tr->step % o->log_every == 0 || done)) {
             char eta[32];
             fmt_duration(eta, sizeof eta, (total - tr->step) / rate);
-            fprintf(stderr, "step %lld/%lld  smoothed loss %.4f  lr %.3g  %.3g steps/s  ETA %s\n",
-                    (long long)tr->step, (long long)total, smooth, tr->last_lr, rate, eta);
+            fprintf(stderr, "step %lld/%lld  smoothed loss %.4f  lr %.3g  %.*f steps/s  ETA %s\n",
+                    (long long)tr->step, (long long)total, smooth, tr->last_lr, rate_digits(rate),
+                    rate, eta);
         }
         if (dist_size() > 1 && tr->step % DIST_CHECK_EVERY == 0 &&
             (rc = dist_check_weights(tr)))
