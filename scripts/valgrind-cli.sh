@@ -26,6 +26,20 @@ run train --data fashion-mnist --max-items 8 "${tiny[@]}" --batch-size 4 --steps
   --sample-n 2 --out "$tmp/img" --quiet
 run sample --ckpt "$tmp/img/ckpt.safetensors" --per-class 1 --sampler ddim --steps 2 --guidance 1 \
   --out "$tmp/g.png" --npy "$tmp/g.npy" --gif "$tmp/g.gif" --gif-every 1 --quiet
+# editing: img2img, RePaint, inversion and back, interpolation (the samples above as images)
+{ printf 'P5\n28 28\n255\n'; head -c 392 /dev/zero | tr '\0' '\377'; head -c 392 /dev/zero; } > "$tmp/mask.pgm"
+run sample --ckpt "$tmp/img/ckpt.safetensors" --init-image "$tmp/g.npy" --strength 0.5 --sampler ddim --steps 4 \
+  --out "$tmp/e.npy" --gif "$tmp/e.gif" --quiet
+run sample --ckpt "$tmp/img/ckpt.safetensors" --init-image "$tmp/g.npy" --mask "$tmp/mask.pgm" --jump-length 2 \
+  --jump-n-sample 2 --class 1 --out "$tmp/r.png" --quiet
+run invert --ckpt "$tmp/img/ckpt.safetensors" --images "$tmp/g.npy" --steps 3 --out "$tmp/xT.npy" \
+  --reconstruct "$tmp/rec.png" --quiet
+run sample --ckpt "$tmp/img/ckpt.safetensors" --x-init "$tmp/xT.npy" --sampler ddim --steps 3 --out "$tmp/b.npy" --quiet
+run interpolate --ckpt "$tmp/img/ckpt.safetensors" --seeds 1,2 --frames 3 --steps 2 --class-a 0 --class-b 1 \
+  --out "$tmp/i.png" --gif "$tmp/i.gif" --quiet
+rc=0; "${vg[@]}" "$DDPM" sample --ckpt "$tmp/img/ckpt.safetensors" --init-image "$tmp/g.npy" --mask "$tmp/f.png" \
+  --out "$tmp/x.npy" 2>/dev/null || rc=$?
+test $rc -eq 2 || { echo "valgrind: the bad-mask path exited $rc, expected 2"; exit 1; }
 # a diffusers folder (the fixture of the 256-pixel layout, flat, older attention names)
 run sample --diffusers tests/fixtures/diffusers/church -n 1 --steps 2 --out "$tmp/d.png" --quiet
 rc=0; "${vg[@]}" "$DDPM" sample --diffusers "$tmp/none" --out "$tmp/x.png" 2>/dev/null || rc=$?

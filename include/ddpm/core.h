@@ -65,6 +65,7 @@ enum {
     DDPM_STREAM_DROPOUT = 8,     /* dropout masks and context dropout */
     DDPM_STREAM_AUGMENT = 9,     /* data augmentation (flips) */
     DDPM_STREAM_EVAL = 10,       /* evaluation (random projections, fresh data draws) */
+    DDPM_STREAM_EDIT = 11,       /* image editing: RePaint's known-region and undo noise */
     DDPM_STREAM_USER = 64        /* first stream free for applications */
 };
 

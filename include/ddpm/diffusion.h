@@ -269,6 +269,8 @@ typedef struct {
     uint64_t seed;
     uint64_t first_item;   /* global index of the first of the B items (for the noise streams) */
     int x_is_init;         /* x already holds x_T; otherwise x_T is drawn from the seed */
+    int first_step;        /* start at step first_step of the run's steps (0 = all; img2img):
+                              x must hold x_t at that step's timestep, and x_is_init be set */
     ddpm_progress_fn progress;
     void *progress_ctx;
 } ddpm_sample_opts;
@@ -298,6 +300,63 @@ int ddpm_sample_timesteps(const ddpm_schedule *s, const ddpm_sample_opts *o, int
  * x_t at integer t. Returns a ddpm_status. */
 int ddpm_sample_loop(const ddpm_schedule *s, const ddpm_sample_opts *o, ddpm_denoise_fn f,
                      void *ctx, int B, size_t d, float *x);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Editing: img2img (SDEdit), RePaint inpainting, DDIM inversion, spherical interpolation       */
+/* (src/diffusion/editing.c). Images are B items of d floats in [-1, 1], like samples.          */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Where img2img with strength S in [0, 1] starts in a run of K = ddpm_sample_num_steps steps
+ * (as diffusers' img2img pipelines): the last n_run = floor(K S) of the run's timesteps are run,
+ * so *skip = K - n_run steps are skipped and the image is noised to *t_start = ts[*skip] (the
+ * first timestep that runs; DDPM: K = T, so t_start = t0 + floor(T S) - 1; the sigma-space
+ * samplers: the timestep whose sigma they start from). n_run = 0 (S < 1/K): nothing runs,
+ * *t_start = -1. Fails for S outside [0, 1] or a bad run (as ddpm_sample_timesteps). */
+int ddpm_img2img_start(const ddpm_schedule *s, const ddpm_sample_opts *o, double strength,
+                       int *skip, int *t_start);
+/* img2img / SDEdit (Meng et al. 2022): x = q_sample(init, z, t_start) with z the item's x_T draw
+ * (randn(seed, SAMPLE_INIT, first_item + i, 0)), then the run's last n_run steps with any sampler
+ * (o->first_step = skip). S = 1 starts from z itself (pure noise, as plain sampling: the same
+ * samples bit for bit); n_run = 0 returns init unchanged. init [B*d]; x [B*d] receives the
+ * result (it may alias init). o->x_is_init and o->first_step are ignored. */
+int ddpm_img2img(const ddpm_schedule *s, const ddpm_sample_opts *o, double strength,
+                 ddpm_denoise_fn f, void *ctx, int B, size_t d, const float *init, float *x);
+
+/* RePaint's resampling schedule (Lugmayr et al. 2022, get_schedule_jump with one sample per step
+ * and no second or third jump level): from t = T walking down, at every t = 0, J, 2J, ... below
+ * T - J it jumps J steps back up (R - 1 times per such t), and ends with -1. The list holds the
+ * times 0..T-1 (then -1) in the order visited; consecutive entries differ by 1. *out is malloc'd
+ * (*len entries). Fails for T < 1, J < 1 or R < 1. */
+int ddpm_repaint_schedule(int T, int jump_length, int jump_n_sample, int **out, int *len);
+/* RePaint inpainting (Algorithm 1 with the resampling schedule above over the schedule's steps
+ * t0..n-1): x_T from the item's SAMPLE_INIT draw; each move down from t to t-1 is the DDPM step
+ * of the model (o->step: prediction, variance, clipping; o->threshold) for the unknown region
+ * and q_sample(known, z, t-1) for the known one (known itself at the last step, so the result
+ * equals known where mask is 1), blended as mask known + (1 - mask) unknown; each move up from
+ * t-1 to t ("undo") is x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) z. known, mask [B*d] (mask
+ * 1 = keep the known pixel, 0 = regenerate it; values between blend); x [B*d] receives the
+ * result. Noise at schedule position j: the DDPM step's randn(seed, SAMPLE_STEP, item, j), the
+ * known region's and the undo's randn(seed, EDIT, item, j). o->sampler must be DDPM; progress is
+ * called after each of the len - 1 moves. */
+int ddpm_repaint(const ddpm_schedule *s, const ddpm_sample_opts *o, int jump_length,
+                 int jump_n_sample, ddpm_denoise_fn f, void *ctx, int B, size_t d,
+                 const float *known, const float *mask, float *x);
+
+/* DDIM inversion: the deterministic DDIM update run forwards over the run's timesteps (o->steps,
+ * o->spacing; as DDIM sampling with eta 0 uses them, in reverse), from x_0 = images [B*d] to
+ * x_T [B*d] at ts[0], the x_T that DDIM sampling with the same steps starts from. Each move from
+ * level a (x_0 first, abar = 1) to the next timestep b calls the network at (x_a, b) (the usual
+ * approximation eps(x_b, b) ~ eps(x_a, b)), splits its output at b into eps (eps, x0 and v
+ * models alike, ddpm_split_prediction, no clipping) and sets x_b = sqrt(abar_b) x0_hat +
+ * sqrt(1 - abar_b) eps with x0_hat = (x_a - sqrt(1 - abar_a) eps) / sqrt(abar_a). For eps
+ * models this is diffusers' DDIMInverseScheduler. xT may alias images. */
+int ddpm_ddim_invert(const ddpm_schedule *s, const ddpm_sample_opts *o, ddpm_denoise_fn f,
+                     void *ctx, int B, size_t d, const float *images, float *xT);
+
+/* Spherical interpolation of n floats: out = sin((1 - w) theta) / sin(theta) a + sin(w theta) /
+ * sin(theta) b, theta the angle between a and b (computed in double; linear where theta is
+ * below 1e-4). w = 0 gives a and w = 1 gives b exactly. out may alias neither input. */
+void ddpm_slerp(const float *a, const float *b, double w, size_t n, float *out);
 
 /* ------------------------------------------------------------------------------------------ */
 

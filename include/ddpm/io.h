@@ -191,6 +191,10 @@ int ddpm_image_ext_supported(const char *path);
  * cannot be decoded (truncated, corrupt, unknown format); messages name the file. */
 int ddpm_image_read(const char *path, int size, int channels, float *dst);
 
+/* The size of an image file and the channels stored in it (1 gray, 2 gray + alpha, 3 RGB,
+ * 4 RGBA) from its header, with the reader's checks of the header; no pixel is decoded. */
+int ddpm_image_info(const char *path, int *width, int *height, int *channels);
+
 /* ---- Image datasets -------------------------------------------------------------------------- */
 
 /* Images as float32 [n, c, h, w] in [-1, 1], with optional labels.

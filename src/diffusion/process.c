@@ -372,11 +372,15 @@ int ddpm_sample_loop(const ddpm_schedule *s, const ddpm_sample_opts *o, ddpm_den
      * x_0, as with plain clipping. */
     ddpm_step_opts step = o->step;
     if (o->threshold) step.prediction = DDPM_PRED_X0, step.clip_x0 = 1;
+    if (!rc && (o->first_step < 0 || o->first_step >= K || (o->first_step > 0 && !o->x_is_init)))
+        rc = ddpm_fail(DDPM_ERR_INVALID,
+                       "the first step (%d) must be in 0..%d, and above 0 only with a given x_t",
+                       o->first_step, K - 1);
     if (!rc && !o->x_is_init) ddpm_sample_draw_init(o, B, d, x);
-    for (int k = 0; !rc && k < K; k++) {
+    for (int k = o->first_step; !rc && k < K; k++) {
         const int t = ts[k];
         const int t_prev = k + 1 < K ? ts[k + 1] : s->t0 - 1;
-        rc = f(ctx, x, B, t, k > 0 ? x0 : NULL, out);
+        rc = f(ctx, x, B, t, k > o->first_step ? x0 : NULL, out);
         if (rc) break;
         if (o->threshold) ddpm_predict_x0(s, o, t, x, out, B, d, out, scratch);
         int need_noise = ddim ? (o->eta > 0.0f && t_prev >= s->t0)

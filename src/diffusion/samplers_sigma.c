@@ -103,8 +103,9 @@ void ddpm_step_heun(double sigma, double sigma_next, const float *x, const float
  * higher-order terms divide by h, which is infinite there). */
 static int dpm_order(const ddpm_sample_opts *o, int max_order, int k, int K, double sigma_next) {
     const int small = o->lower_order_final && K < 15;
-    if (k < 1 || (k == K - 1 && (small || sigma_next == 0.0))) return 1;
-    if (max_order == 2 || k < 2 || (k == K - 2 && small)) return 2;
+    const int hist = k - o->first_step; /* earlier x_0 estimates of this run */
+    if (hist < 1 || (k == K - 1 && (small || sigma_next == 0.0))) return 1;
+    if (max_order == 2 || hist < 2 || (k == K - 2 && small)) return 2;
     return 3;
 }
 
@@ -145,12 +146,16 @@ int ddpm_sample_loop_sigma(const ddpm_schedule *s, const ddpm_sample_opts *o, dd
             rc = ddpm_fail(DDPM_ERR_INVALID,
                            "the schedule's noise levels at t = %d and the next step are not "
                            "distinct (%g, %g)", ts[k], sig[k], sig[k + 1]);
+    if (!rc && (o->first_step < 0 || o->first_step >= K || (o->first_step > 0 && !o->x_is_init)))
+        rc = ddpm_fail(DDPM_ERR_INVALID,
+                       "the first step (%d) must be in 0..%d, and above 0 only with a given x_t",
+                       o->first_step, K - 1);
     if (!rc && !o->x_is_init) ddpm_sample_draw_init(o, B, d, x);
-    for (int k = 0; !rc && k < K; k++) {
+    for (int k = o->first_step; !rc && k < K; k++) {
         const int t = ts[k];
         const double sg = sig[k], sn = sig[k + 1];
         float *x0 = hist[k % n_hist];
-        rc = f(ctx, x, B, t, k > 0 ? hist[(k - 1) % n_hist] : NULL, out);
+        rc = f(ctx, x, B, t, k > o->first_step ? hist[(k - 1) % n_hist] : NULL, out);
         if (rc) break;
         ddpm_predict_x0(s, o, t, x, out, B, d, x0, scratch);
         if (noisy && sn > 0.0) ddpm_sample_draw_noise(o, t, B, d, noise);

@@ -276,6 +276,32 @@ static int decode_error(const char *path) {
                      why ? why : "unknown error");
 }
 
+int ddpm_image_info(const char *path, int *width, int *height, int *channels) {
+    unsigned char *file;
+    size_t fsize;
+    int rc = ddpm_read_file(path, &file, &fsize);
+    if (rc) return rc;
+    int w = 0, h = 0, comp = 0;
+    /* The same header checks as ddpm_image_read, without decoding a pixel. */
+    const char *bad_jpeg = fsize > INT_MAX ? NULL : jpeg_check_huffman(file, fsize);
+    const char *bad_pnm = fsize > INT_MAX ? NULL : pnm_check_header(file, fsize);
+    const char *bad_png = fsize > INT_MAX ? NULL : png_check_chunks(file, fsize);
+    if (fsize > INT_MAX)
+        rc = ddpm_fail(DDPM_ERR_FORMAT, "%s: image file too large", path);
+    else if (bad_jpeg || bad_pnm || bad_png)
+        rc = ddpm_fail(DDPM_ERR_FORMAT, "%s: cannot decode image: corrupt %s (%s)", path,
+                       bad_jpeg ? "JPEG" : bad_pnm ? "PNM" : "PNG",
+                       bad_jpeg ? bad_jpeg : bad_pnm ? bad_pnm : bad_png);
+    else if (!stbi_info_from_memory(file, (int)fsize, &w, &h, &comp))
+        rc = decode_error(path);
+    else
+        rc = check_image_size(path, w, h, fsize);
+    free(file);
+    if (rc) return rc;
+    *width = w, *height = h, *channels = comp;
+    return DDPM_OK;
+}
+
 int ddpm_image_read(const char *path, int size, int channels, float *dst) {
     if (size < 1 || size > 16384 || (channels != 1 && channels != 3))
         return ddpm_fail(DDPM_ERR_INVALID,

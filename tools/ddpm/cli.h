@@ -47,6 +47,8 @@ int cmd_train(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_noise(int argc, char **argv);
+int cmd_invert(int argc, char **argv);
+int cmd_interpolate(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_classifier(int argc, char **argv);
 /* eval_images.c: `ddpm eval` of images (samples .npy or a folder), and its input test. */

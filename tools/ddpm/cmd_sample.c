@@ -89,14 +89,14 @@ int cmd_sample(int argc, char **argv) {
     int quiet = 0, no_clip = 0, verbose = 0, threads = 0;
     sampler_args sa = {.sampler = "ddpm", .variance = "small", .spacing = "leading",
                        .threshold_ratio = 0.995f, .threshold_max = 1.0f};
-    sample_image_args ia = {.n = 1000, .class_id = -1};
+    sample_image_args ia = {.n = 1000, .class_id = -1, .jump_length = 10, .jump_n_sample = 10};
     weights_args wa = {.channels = 3, .height = 32, .n_cfeat = 5, .dim = 2};
     model_flags_init(&wa.net, "unet");
     int set_n = 0;
     const cli_opt sample_opts[] = {
         {"ckpt", CLI_STRING, &ckpt, "FILE", "checkpoint written by ddpm train (carries model, schedule and prediction type)", NULL},
         {"diffusers", CLI_STRING, &diffusers, "DIR", "a diffusers UNet2DModel folder (unet/ + scheduler/, or config.json at the top); its scheduler sets the sampler defaults", NULL},
-        {"n", CLI_INT, &ia.n, "N", "number of samples (default 1000; images 40 unless --per-class)", &set_n, 1, SAMPLE_MAX_N},
+        {"n", CLI_INT, &ia.n, "N", "number of samples (default 1000; images 40, or one per --per-class, --x-init or --init-image item)", &set_n, 1, SAMPLE_MAX_N},
         {"sampler", CLI_STRING, &sa.sampler, "NAME", "ddpm (every step, default), ddim, dpmpp-2m, dpmpp-2m-sde, dpmpp-3m, euler, euler-ancestral or heun", &set_sampler[0]},
         {"steps", CLI_INT, &sa.steps, "K", "steps of every sampler but ddpm (default min(50, T))", NULL},
         {"eta", CLI_FLOAT, &sa.eta, "E", "DDIM eta: 0 deterministic (default), 1 DDPM-like", NULL},
@@ -127,6 +127,11 @@ int cmd_sample(int argc, char **argv) {
         {"gif", CLI_STRING, &ia.gif, "FILE.gif", "images: the denoising process as an animated GIF", NULL},
         {"gif-every", CLI_INT, &ia.gif_every, "K", "a GIF frame every K steps (default: 25 frames)", NULL, 0, 1000000},
         {"x-init", CLI_STRING, &ia.x_init, "FILE.npy", "images: start from this x_T [N, C, H, W] float32", NULL},
+        {"init-image", CLI_STRING, &ia.init_image, "FILE|DIR", "images: edit these (an image of the model's size, a folder of them or a .npy): img2img, or inpainting with --mask", NULL},
+        {"strength", CLI_DOUBLE, &ia.strength, "S", "img2img: 0 keeps the image, 1 is pure noise; runs the last floor(S K) of the K steps (default 0.8)", &ia.set_strength, 0, 1},
+        {"mask", CLI_STRING, &ia.mask, "MASK.png", "inpaint --init-image with RePaint (--sampler ddpm): white = keep, black = regenerate", NULL},
+        {"jump-length", CLI_INT, &ia.jump_length, "J", "RePaint: steps each resampling jump goes back up (default 10)", &ia.set_jump, 1, 100000},
+        {"jump-n-sample", CLI_INT, &ia.jump_n_sample, "R", "RePaint: passes over each jump (default 10; 1 = no resampling)", &ia.set_jump, 1, 100000},
         {"batch", CLI_INT, &ia.batch, "B", "images per forward pass (default 100)", NULL, 0, 65536},
         {"quiet", CLI_FLAG, &quiet, NULL, "print nothing but errors", NULL},
         {"threads", CLI_INT, &threads, "N", "threads (default: OMP_NUM_THREADS or every core); results do not depend on it", NULL, 1, 4096},
@@ -184,6 +189,7 @@ int cmd_sample(int argc, char **argv) {
     sampler_use_ema(&ck, sa.no_ema, quiet);
     if (images) {
         if (!set_n) ia.n = 40;
+        ia.n_given = set_n;
         ia.quiet = quiet || !dist_lead();
         rc = sample_images(&ia, &ck, &so);
         ddpm_checkpoint_free(&ck);

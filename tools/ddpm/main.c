@@ -18,6 +18,8 @@ static const command commands[] = {
     {"eval", cmd_eval, "measure sample quality: points (sliced Wasserstein, MMD), images (FD, KID, precision/recall, class accuracy)"},
     {"classifier", cmd_classifier, "train or test the image classifier whose features ddpm eval uses"},
     {"noise", cmd_noise, "draw the forward (noising) process of a data set"},
+    {"invert", cmd_invert, "DDIM inversion: images to the x_T that sample --x-init takes back to them"},
+    {"interpolate", cmd_interpolate, "samples along a slerp between two x_T (seeds or images) and two conditions"},
     {"schedule", cmd_schedule, "print every buffer of a beta schedule, one row per step"},
     {"export", cmd_export, "write a checkpoint's network as a diffusers folder"},
 };

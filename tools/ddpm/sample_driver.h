@@ -41,6 +41,11 @@ typedef struct {
     int n, class_id, per_class, nrow, scale, gif_every, batch, quiet;
     const char *context, *context_file, *out, *npy, *gif, *x_init;
     float guidance;
+    int n_given; /* -n was given (else --x-init and --init-image set N) */
+    /* editing (edit_images.c): img2img with --strength, RePaint with --mask */
+    const char *init_image, *mask;
+    double strength;
+    int set_strength, jump_length, jump_n_sample, set_jump;
 } sample_image_args;
 /* Samples images from ck (EMA weights already in place) and writes the outputs. */
 int sample_images(const sample_image_args *a, ddpm_checkpoint *ck, const ddpm_sample_opts *so);

@@ -1,5 +1,6 @@
 /* sample_images.c - the image half of `ddpm sample`: conditioning (class, context vector, file),
  * classifier-free guidance, grids, .npy, the denoising GIF and a given x_T. */
+#include "edit_images.h"
 #include "sample_driver.h"
 #include "dist.h"
 
@@ -10,12 +11,14 @@
 typedef struct {
     float *frames;       /* [n_frames, N, d] */
     int every, n_frames;
+    int k_offset;        /* img2img: the steps skipped (progress counts from there) */
     size_t n_total, offset, chunk, d;
 } gif_recorder;
 
 static int record_frame(void *ctx, int k, int steps, int t, const float *x, const float *x0) {
     (void)t, (void)x0;
     gif_recorder *g = ctx;
+    k -= g->k_offset, steps -= g->k_offset;
     if (k % g->every != 0 && k != steps) return 0;
     const int f = (k + g->every - 1) / g->every - 1;
     if (f < 0 || f >= g->n_frames) return 0;
@@ -53,7 +56,8 @@ int sample_images(const sample_image_args *a, ddpm_checkpoint *ck, const ddpm_sa
     if (a->guidance != 0.0f && K == 0)
         return cli_usage_error("sample", "--guidance needs a conditional model");
     ddpm_npy ctx_file = {0}, xinit = {0};
-    float *cond = NULL, *x_init = NULL;
+    float *cond = NULL, *x_init = NULL, *mask = NULL;
+    edit_images init = {0};
     if (a->per_class > 0) {
         if ((long long)a->per_class * K > SAMPLE_MAX_N)
             return cli_usage_error("sample", "--per-class %d x %d classes is more than %d samples", a->per_class, K, SAMPLE_MAX_N);
@@ -71,15 +75,50 @@ int sample_images(const sample_image_args *a, ddpm_checkpoint *ck, const ddpm_sa
         }
         n = (int)ctx_file.shape[0];
     }
-    if (n < 1) return cli_usage_error("sample", "nothing to sample (n = %d)", n);
+    if (!rc && a->x_init) {
+        if ((rc = ddpm_npy_read(a->x_init, &xinit))) goto done;
+        /* N from the array's first dimension unless -n (or a class or context count) says it */
+        if (xinit.ndim == 4 && !a->n_given && a->per_class <= 0 && !a->context_file &&
+            xinit.shape[0] >= 1 && xinit.shape[0] <= SAMPLE_MAX_N)
+            n = (int)xinit.shape[0];
+        if (xinit.ndim != 4 || xinit.shape[0] != n || xinit.shape[1] != m->channels ||
+            xinit.shape[2] != m->height || xinit.shape[3] != m->width) {
+            rc = ddpm_fail(DDPM_ERR_INVALID, "%s: x_T must be an array [%d, %d, %d, %d] (N x C x H x W)",
+                           a->x_init, n, m->channels, m->height, m->width);
+            goto done;
+        }
+        x_init = malloc(sizeof(float) * (size_t)n * d);
+        if (!x_init) rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+        else rc = ddpm_npy_to_f32(&xinit, x_init);
+        if (rc) goto done;
+    }
+    edit_opts eo = {.mode = a->mask ? EDIT_REPAINT : EDIT_IMG2IMG,
+                    .strength = a->set_strength ? a->strength : 0.8,
+                    .jump_length = a->jump_length, .jump_n_sample = a->jump_n_sample};
+    if (!rc && (rc = edit_check_args(a, so_in))) goto done;
+    if (!rc && a->init_image) {
+        if ((rc = edit_images_read("init-image", a->init_image, m, &init))) goto done;
+        if (!a->n_given && a->per_class <= 0 && !a->context_file) n = init.n;
+        if (n != init.n && init.n != 1) {
+            rc = ddpm_fail(DDPM_ERR_INVALID, "--init-image %s holds %d images but %d samples are "
+                           "asked for (-n, --per-class or --context-file)", a->init_image, init.n, n);
+            goto done;
+        }
+        if (a->mask && (rc = edit_mask_read(a->mask, m, &mask))) goto done;
+        eo.mask = mask;
+    }
+    if (n < 1) {
+        rc = ddpm_fail(DDPM_ERR_INVALID, "nothing to sample (n = %d)", n);
+        goto done;
+    }
     if (K > 0) {
         cond = calloc((size_t)n * K, sizeof(float));
         float *vec = calloc((size_t)K, sizeof(float));
         if (!cond || !vec) rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
         else if (a->context && parse_vector(a->context, vec, K)) {
-            free(cond);
             free(vec);
-            return cli_usage_error("sample", "--context needs %d comma-separated numbers (got '%s')", K, a->context);
+            rc = ddpm_fail(DDPM_ERR_INVALID, "--context needs %d comma-separated numbers (got '%s')", K, a->context);
+            goto done;
         }
         for (int i = 0; !rc && i < n; i++) {
             float *c = cond + (size_t)i * K;
@@ -95,24 +134,16 @@ int sample_images(const sample_image_args *a, ddpm_checkpoint *ck, const ddpm_sa
             cond = NULL;
         }
     }
-    if (!rc && a->x_init) {
-        if ((rc = ddpm_npy_read(a->x_init, &xinit))) goto done;
-        if (xinit.ndim != 4 || xinit.shape[0] != n || xinit.shape[1] != m->channels ||
-            xinit.shape[2] != m->height || xinit.shape[3] != m->width) {
-            rc = ddpm_fail(DDPM_ERR_INVALID, "%s: x_T must be an array [%d, %d, %d, %d] (N x C x H x W)",
-                           a->x_init, n, m->channels, m->height, m->width);
-            goto done;
-        }
-        x_init = malloc(sizeof(float) * (size_t)n * d);
-        if (!x_init) rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
-        else rc = ddpm_npy_to_f32(&xinit, x_init);
-        if (rc) goto done;
-    }
     float *x = rc ? NULL : malloc(sizeof(float) * (size_t)n * d);
     if (!rc && !x) rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
-    const int steps = ddpm_sample_num_steps(&ck->schedule, so_in);
+    int steps = ddpm_sample_num_steps(&ck->schedule, so_in);
     gif_recorder gr = {0};
+    char edit_what[160] = "";
+    if (!rc && init.x) rc = edit_describe(&ck->schedule, so_in, &eo, &steps, &gr.k_offset, edit_what, sizeof edit_what);
+    if (!rc && init.x && a->gif && steps == gr.k_offset)
+        rc = ddpm_fail(DDPM_ERR_INVALID, "--gif: strength %g runs none of the %d steps", eo.strength, steps);
     if (!rc && a->gif) {
+        steps -= gr.k_offset;
         gr.every = a->gif_every > 0 ? (a->gif_every < steps ? a->gif_every : steps) : (steps + 24) / 25;
         gr.n_frames = (steps + gr.every - 1) / gr.every;
         gr.n_total = (size_t)n;
@@ -121,7 +152,10 @@ int sample_images(const sample_image_args *a, ddpm_checkpoint *ck, const ddpm_sa
         if (!gr.frames) rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory for %d GIF frames", gr.n_frames);
     }
     if (!rc) {
-        if (!a->quiet)
+        if (!a->quiet && init.x)
+            printf("editing %d images %dx%dx%d: %s%s\n", n, m->channels, m->height, m->width, edit_what,
+                   cond ? (a->guidance != 0.0f ? ", conditional with guidance" : ", conditional") : "");
+        else if (!a->quiet)
             printf("sampling %d images %dx%dx%d with %s (%d steps)%s%s\n", n, m->channels, m->height,
                    m->width, ddpm_sampler_name(so_in->sampler), steps,
                    cond ? (a->guidance != 0.0f ? ", conditional with guidance" : ", conditional") : "",
@@ -137,9 +171,14 @@ int sample_images(const sample_image_args *a, ddpm_checkpoint *ck, const ddpm_sa
             so.first_item = (uint64_t)start;
             gr.offset = (size_t)start;
             gr.chunk = (size_t)b;
-            rc = job_sample(m, &ck->schedule, &so, cond ? cond + (size_t)start * K : NULL,
-                            a->guidance, (size_t)b, b, x_init ? x_init + (size_t)start * d : NULL,
-                            x + (size_t)start * d, a->gif ? record_frame : NULL, &gr);
+            if (init.x)
+                rc = edit_job(m, &ck->schedule, &so, &eo, cond ? cond + (size_t)start * K : NULL,
+                              a->guidance, (size_t)b, b, init.n == 1 ? init.x : init.x + (size_t)start * d,
+                              init.n == 1, x + (size_t)start * d, a->gif ? record_frame : NULL, &gr);
+            else
+                rc = job_sample(m, &ck->schedule, &so, cond ? cond + (size_t)start * K : NULL,
+                                a->guidance, (size_t)b, b, x_init ? x_init + (size_t)start * d : NULL,
+                                x + (size_t)start * d, a->gif ? record_frame : NULL, &gr);
             if (!a->quiet && n > B) fprintf(stderr, "\r%d/%d images", start + b - (int)lo, (int)(hi - lo));
         }
         if (!a->quiet && n > B) fputc('\n', stderr);
@@ -188,6 +227,8 @@ int sample_images(const sample_image_args *a, ddpm_checkpoint *ck, const ddpm_sa
 done:
     free(cond);
     free(x_init);
+    free(mask);
+    edit_images_free(&init);
     ddpm_npy_free(&ctx_file);
     ddpm_npy_free(&xinit);
     return cli_fail("sample", rc);
