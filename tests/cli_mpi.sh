@@ -86,6 +86,10 @@ err=$(run 1 "$DDPM" train "${mlp[@]}" --out "$tmp/e" : -np 1 "$DDPM" train "${ml
 check "ranks with different arguments: refused" test $rc -ne 0
 check "ranks with different arguments: says so" grep -q "different arguments" <<<"$err"
 
+err=$(run 2 "$DDPM" schedule --schedule linear --timesteps 10 2>&1); rc=$?
+check "a command that does not share its work: refused over 2 processes" test $rc -eq 2
+check "a command that does not share its work: says so" grep -q "only train and sample run over several" <<<"$err"
+
 # a killed rank ends the whole job promptly, naming the rank; the last checkpoint loads
 long=(--data s-curve --n-points 2000 --steps 1000000 --batch-size 64 --microbatch 16 --save-every 50 --quiet)
 run 2 -x OMP_NUM_THREADS=1 "$DDPM" train "${long[@]}" --out "$tmp/k" >"$tmp/k.log" 2>&1 &

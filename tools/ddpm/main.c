@@ -69,6 +69,16 @@ int main(int argc, char **argv) {
                 dist_finish(CLI_EXIT_USAGE);
                 return CLI_EXIT_USAGE;
             }
+            /* Only train and sample share their work over ranks; any other command would run
+             * N times and write the same files N times. */
+            if (dist_size() > 1 && strcmp(name, "train") != 0 && strcmp(name, "sample") != 0) {
+                if (dist_lead())
+                    fprintf(stderr, "ddpm %s: runs in one process; only train and sample run over "
+                            "several (started with %d)\n", name, dist_size());
+                dist_set_agreed();
+                dist_finish(CLI_EXIT_USAGE);
+                return CLI_EXIT_USAGE;
+            }
             int rc = commands[i].run(argc - 1, argv + 1);
             ddpm_release_caches();
             dist_finish(rc);
