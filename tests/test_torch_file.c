@@ -203,11 +203,21 @@ static void test_damaged_and_dispatch(void **state) {
     assert_non_null(strstr(ddpm_last_error(), "not a weights file"));
 }
 
+/* Inputs fuzzing found (fuzz/corpus/torch_file/regress-*), each refused cleanly now. */
+static void test_regressions(void **state) {
+    (void)state;
+    ddpm_safetensors st;
+    /* MARK then TUPLE on a stack never pushed to: zero items from a NULL stack (UBSan) */
+    assert_int_equal(ddpm_torch_read(tu_fixture_path("regress/torch-empty-mark-tuple.pt"), NULL, &st),
+                     DDPM_ERR_FORMAT);
+    assert_non_null(strstr(ddpm_last_error(), "protocol version is not 1001"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dtypes_views_shared), cmocka_unit_test(test_nested_and_modules),
         cmocka_unit_test(test_keys),                cmocka_unit_test(test_hostile_files),
-        cmocka_unit_test(test_damaged_and_dispatch),
+        cmocka_unit_test(test_damaged_and_dispatch), cmocka_unit_test(test_regressions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -153,6 +153,7 @@ static int pop_mark(machine *m, size_t *first) {
 }
 
 static int append_items(machine *m, tp_value *seq, tp_value *const *items, size_t n) {
+    if (n == 0) return DDPM_OK; /* items and seq->items may be NULL then */
     if (n > SIZE_MAX / 4 - seq->n) return ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
     if (seq->n + n > seq->cap) {
         size_t cap = seq->cap ? seq->cap : 4;
@@ -415,7 +416,7 @@ static int op_tuple_n(machine *m, size_t n) {
     if (m->sp - floor < n) return bad(m, "%s", "TUPLE of more items than the stack holds");
     tp_value *t = new_value(m, TP_TUPLE);
     if (!t) return DDPM_ERR_NOMEM;
-    int rc = append_items(m, t, m->stack + m->sp - n, n);
+    int rc = n ? append_items(m, t, m->stack + m->sp - n, n) : DDPM_OK;
     if (rc) return rc;
     m->sp -= n;
     return push(m, t);
@@ -425,8 +426,8 @@ static int op_from_mark(machine *m, int op) {
     size_t first = 0;
     int rc = pop_mark(m, &first);
     if (rc) return rc;
-    tp_value **items = m->stack + first;
     const size_t n = m->sp - first;
+    tp_value **items = n ? m->stack + first : NULL; /* the stack may not exist yet */
     m->sp = first;
     switch (op) {
     case 't': case 'l': {

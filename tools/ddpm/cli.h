@@ -47,5 +47,6 @@ int cmd_train(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_noise(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
 
 #endif

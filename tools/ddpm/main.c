@@ -17,6 +17,7 @@ static const command commands[] = {
     {"eval", cmd_eval, "measure sample quality against the data (sliced Wasserstein, MMD)"},
     {"noise", cmd_noise, "draw the forward (noising) process of a data set"},
     {"schedule", cmd_schedule, "print every buffer of a beta schedule, one row per step"},
+    {"convert", cmd_convert, "write a PyTorch .pth/.pt/.bin state dict as a plain safetensors file"},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 
