@@ -131,6 +131,9 @@ static void test_hostile_files(void **state) {
         {"evil_huge_storage.pth", "has 16 bytes, its 1152921504606846976 F32 elements need"},
         {"evil_short_storage.pth", "reads element 11 of storage '0', which holds 8"},
         {"evil_zip_size.pth", "does not fit the file"},
+        {"evil_deflate.pth", "ZIP entry 'archive/data.pkl' is compressed (only stored entries are read"},
+        {"evil_duplicate.pth", "ZIP entry 'archive/data/0' appears twice"},
+        {"evil_overlap.pth", "ZIP entries 'archive/data.pkl' and 'archive/version' overlap"},
         {"evil_legacy_truncated.pt", "bytes left (truncated or corrupted?)"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
