@@ -54,6 +54,8 @@ static void test_dtypes_views_shared(void **state) {
     (void)state;
     check_file("dtypes.pth", NULL, "dtypes.expected.safetensors", "");
     check_file("dtypes_legacy.pth", NULL, "dtypes.expected.safetensors", "");
+    check_file("proto4.pth", NULL, "proto4.expected.safetensors", "");
+    check_file("proto4_legacy.pth", NULL, "proto4.expected.safetensors", "");
     /* the strided views, spelled out (base = arange(24).reshape(4, 6)) */
     ddpm_safetensors st;
     assert_int_equal(ddpm_torch_read(fx("dtypes.pth"), NULL, &st), DDPM_OK);

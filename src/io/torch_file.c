@@ -423,8 +423,11 @@ static int read_legacy(const char *path, const unsigned char *buf, size_t size, 
     return rc;
 }
 
+/* The legacy stream's first pickle: PROTO n, a FRAME at protocol 4 and up, LONG1 of the magic. */
 static int is_legacy(const unsigned char *b, size_t n) {
-    return n >= 14 && b[0] == 0x80 && b[2] == 0x8a && b[3] == 10 && memcmp(b + 4, legacy_magic, 10) == 0;
+    size_t p = n >= 11 && b[0] == 0x80 && b[2] == 0x95 ? 11 : 2;
+    return n >= p + 12 && b[0] == 0x80 && b[p] == 0x8a && b[p + 1] == 10 &&
+           memcmp(b + p + 2, legacy_magic, 10) == 0;
 }
 
 int ddpm_torch_read(const char *path, const char *key, ddpm_safetensors *out) {
@@ -469,7 +472,7 @@ static int select_prefix(const char *path, const char *key, ddpm_safetensors *st
 
 int ddpm_weights_read(const char *path, const char *key, ddpm_safetensors *out) {
     memset(out, 0, sizeof *out);
-    unsigned char head[16] = {0};
+    unsigned char head[32] = {0};
     FILE *f = fopen(path, "rb");
     if (!f) return ddpm_fail(DDPM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     size_t n = fread(head, 1, sizeof head, f);
@@ -483,7 +486,7 @@ int ddpm_weights_read(const char *path, const char *key, ddpm_safetensors *out) 
         return rc;
     }
     int rc = ddpm_torch_read(path, key, out); /* its message says what the file is not */
-    if (rc == DDPM_ERR_FORMAT && n < 16 && strstr(ddpm_last_error(), "not a PyTorch file"))
+    if (rc == DDPM_ERR_FORMAT && n < 9 && strstr(ddpm_last_error(), "not a PyTorch file"))
         return ddpm_fail(DDPM_ERR_FORMAT, "%s: %zu bytes is too short for a weights file", path, n);
     if (rc == DDPM_ERR_FORMAT && strstr(ddpm_last_error(), "not a PyTorch file"))
         return ddpm_fail(DDPM_ERR_FORMAT, "%s: not a weights file (expected safetensors or a "
