@@ -44,8 +44,9 @@ static void check_file(const char *file, const char *key, const char *expected, 
     if (ddpm_torch_read(fx(file), key, &got) != DDPM_OK) fail_msg("%s: %s", file, ddpm_last_error());
     assert_int_equal(ddpm_safetensors_read(fx(expected), &exp), DDPM_OK);
     assert_same_tensors(&got, &exp, prefix, file);
-    for (size_t i = 0; i < got.n_tensors; i++) /* the reader's copies are 64-byte aligned */
-        assert_int_equal((uintptr_t)got.tensors[i].data % 64, 0);
+    for (size_t i = 0; i < got.n_tensors; i++) /* every tensor's bytes lie in the reader's buffer */
+        assert_true((const unsigned char *)got.tensors[i].data >= got.file_ &&
+                    (const unsigned char *)got.tensors[i].data + got.tensors[i].nbytes <= got.file_ + got.file_size_);
     ddpm_safetensors_free(&exp);
     ddpm_safetensors_free(&got);
 }

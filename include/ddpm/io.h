@@ -68,9 +68,10 @@ int ddpm_safetensors_write(const char *path, const ddpm_tensor *tensors, size_t 
  *          "step": 5, are skipped), else the error lists the keys that hold tensors;
  *   "K"    the dict under key K ("a.b": key "b" of the dict under "a", if no key is "a.b");
  *   "*"    every tensor anywhere, named by its dotted path ("model.conv.weight", "ema.0").
- * Each tensor is copied out of its storage contiguously (storage offset and strides applied and
- * checked against the storage), so st is what ddpm_safetensors_read gives (no metadata); free
- * it with ddpm_safetensors_free. Errors: DDPM_ERR_IO (unreadable), DDPM_ERR_INVALID (no such
+ * Every view is checked against its storage; a strided one (a transpose, a slice with steps) is
+ * copied out contiguously, a contiguous one points into the file's bytes, so st is what
+ * ddpm_safetensors_read gives (no metadata; data not aligned beyond its dtype's size in
+ * general); free it with ddpm_safetensors_free. Errors: DDPM_ERR_IO (unreadable), DDPM_ERR_INVALID (no such
  * key, or nested tensors and no key), DDPM_ERR_FORMAT (anything wrong in the file). */
 int ddpm_torch_read(const char *path, const char *key, ddpm_safetensors *st);
 /* Reads any weights file, by its content (not its name): safetensors (key K then keeps the

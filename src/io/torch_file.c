@@ -6,10 +6,11 @@
  *   - the legacy stream (torch < 1.6, or _use_new_zipfile_serialization=False): five pickles
  *     (magic number, protocol version 1001, sys_info, the object, the sorted storage keys), then
  *     each storage as an int64 element count and its raw bytes.
- * The pickles go through the restricted unpickler of torch_pickle.c. Each tensor is then copied
- * out of its storage contiguously (offsets and strides applied, shared storages read as often
- * as they are used) into one buffer, so the result is the same ddpm_safetensors the safetensors
- * reader gives. */
+ * The pickles go through the restricted unpickler of torch_pickle.c. A contiguous tensor then
+ * points at its bytes in the file's buffer (as the safetensors reader's tensors do); a strided
+ * view (a transpose, a slice with steps) is copied out contiguously into space appended to that
+ * buffer, offsets and strides applied; storages shared by several tensors are read by each. The
+ * result is the same ddpm_safetensors the safetensors reader gives. */
 #include "core/internal.h"
 #include "io/torch_pickle.h"
 #include "io/zip.h"
@@ -229,9 +230,22 @@ static void copy_view(unsigned char *dst, const unsigned char *src, size_t es, c
     }
 }
 
-/* Builds out from the picked tensors (in the state dict's order), their data copied into one
- * buffer, each tensor 64-byte aligned. */
-static int materialise(picked *p, size_t file_size, ddpm_safetensors *out) {
+/* 1 if the view t reads numel consecutive elements from its offset (dimensions of size 1 may
+ * have any stride), so its bytes can be used where they lie in the file. */
+static int is_contiguous(const tp_tensor *t) {
+    size_t want = 1;
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        if (t->shape[d] != 1 && (size_t)t->stride[d] != want) return 0;
+        want *= (size_t)t->shape[d];
+    }
+    return 1;
+}
+
+/* Builds out from the picked tensors, in the state dict's order. It takes over the file's buffer
+ * (*file, set to NULL on success): a contiguous view points into it where its storage lies,
+ * every other view is copied out contiguously into space appended to it, 8-byte aligned. So a
+ * state dict of plain tensors costs no copy and no memory beyond the file. */
+static int materialise(picked *p, unsigned char **file, size_t file_size, ddpm_safetensors *out) {
     if (p->n == 0) return ddpm_fail(DDPM_ERR_FORMAT, "%s: no tensors in the selected state dict", p->path);
     /* a name given twice (a repeated dict key, or "a.b" next to {"a": {"b": ...}} flattened) */
     char **sorted = ddpm_alloc(p->n, sizeof *sorted);
@@ -243,34 +257,52 @@ static int materialise(picked *p, size_t file_size, ddpm_safetensors *out) {
         if (strcmp(sorted[i], sorted[i - 1]) == 0)
             rc = ddpm_fail(DDPM_ERR_FORMAT, "%s: tensor '%.200s' appears twice", p->path, sorted[i]);
     free(sorted);
-    size_t total = 0;
+    /* where each tensor's bytes will be: in the file, or at the end of the appended space */
+    size_t *at = ddpm_alloc(p->n, sizeof *at);
+    if (!at) rc = DDPM_ERR_NOMEM;
+    const size_t base = (file_size + 7) / 8 * 8;
+    size_t extra = 0;
     const size_t limit = ddpm_size_mul(file_size, 16) + (1u << 20);
     for (size_t i = 0; i < p->n && !rc; i++) {
         const tp_tensor *t = &p->ps->tensors[p->tensor[i]];
         const tp_storage *s = &p->ps->storages[t->storage];
-        if (!s->data)
+        if (!s->data) {
             rc = ddpm_fail(DDPM_ERR_FORMAT, "%s: tensor '%.200s': its storage '%s' is missing from the file",
                            p->path, p->names[i], s->key);
-        size_t nb = ddpm_size_mul(t->numel, ddpm_dtype_size(s->dtype));
-        size_t padded = nb > SIZE_MAX - 64 ? SIZE_MAX : (nb + 63) / 64 * 64;
-        if (!rc && (padded > limit || total > limit - padded))
-            rc = ddpm_fail(DDPM_ERR_FORMAT, "%s: the tensors would take more than 16 times the "
-                           "file's %zu bytes (views repeating one storage?): refused", p->path, file_size);
-        total += padded;
+            break;
+        }
+        const size_t es = ddpm_dtype_size(s->dtype);
+        if (is_contiguous(t)) { /* in bounds: the unpickler checked the view against the storage */
+            at[i] = (size_t)(s->data - *file) + (t->numel ? t->offset * es : 0);
+            continue;
+        }
+        size_t nb = ddpm_size_mul(t->numel, es);
+        size_t padded = nb > SIZE_MAX - 8 ? SIZE_MAX : (nb + 7) / 8 * 8;
+        if (padded > limit || extra > limit - padded) {
+            rc = ddpm_fail(DDPM_ERR_FORMAT, "%s: the strided views would take more than 16 times "
+                           "the file's %zu bytes (views repeating one storage?): refused", p->path, file_size);
+            break;
+        }
+        at[i] = base + extra;
+        extra += padded;
     }
-    unsigned char *buf = rc ? NULL : ddpm_alloc_aligned(total ? total : 1, 1);
-    if (!rc && !buf) rc = DDPM_ERR_NOMEM;
+    unsigned char *buf = NULL;
+    if (!rc) {
+        buf = realloc(*file, base + extra + 1);
+        if (!buf) rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+        else *file = NULL; /* realloc moved or kept it: buf owns it now */
+    }
     if (!rc) {
         out->tensors = ddpm_alloc(p->n, sizeof *out->tensors);
         if (!out->tensors) rc = DDPM_ERR_NOMEM;
     }
     if (rc) {
-        free(buf);
+        if (buf) *file = buf; /* the caller frees it */
+        free(at);
         return rc;
     }
     out->file_ = buf;
-    out->file_size_ = total;
-    size_t off = 0;
+    out->file_size_ = base + extra;
     for (size_t i = 0; i < p->n; i++) {
         const tp_tensor *t = &p->ps->tensors[p->tensor[i]];
         const tp_storage *s = &p->ps->storages[t->storage];
@@ -282,11 +314,12 @@ static int materialise(picked *p, size_t file_size, ddpm_safetensors *out) {
         for (int d = 0; d < t->ndim; d++) o->shape[d] = t->shape[d];
         o->numel = t->numel;
         o->nbytes = t->numel * ddpm_dtype_size(s->dtype);
-        o->data = buf + off;
-        copy_view(buf + off, s->data, ddpm_dtype_size(s->dtype), t);
-        off += (o->nbytes + 63) / 64 * 64;
+        o->data = buf + at[i];
+        if (at[i] >= base) /* s->data pointed into the old buffer: the same offset in buf */
+            copy_view(buf + at[i], buf + s->offset_, ddpm_dtype_size(s->dtype), t);
     }
     out->n_tensors = p->n;
+    free(at);
     return DDPM_OK;
 }
 
@@ -297,19 +330,22 @@ static void picked_free(picked *p) {
 }
 
 /* Picks the tensors of root and fills out. */
-static int build(tp_state *ps, const tp_value *root, const char *key, size_t file_size,
-                 ddpm_safetensors *out) {
+static int build(tp_state *ps, const tp_value *root, const char *key, unsigned char **file,
+                 size_t file_size, ddpm_safetensors *out) {
     picked p = {.path = ps->path, .ps = ps};
     int rc = pick(&p, root, key);
-    if (!rc) rc = materialise(&p, file_size, out);
+    for (size_t i = 0; i < ps->n_storages; i++) /* where the storages lie, for after a realloc */
+        ps->storages[i].offset_ = ps->storages[i].data ? (size_t)(ps->storages[i].data - *file) : 0;
+    if (!rc) rc = materialise(&p, file, file_size, out);
     picked_free(&p);
     return rc;
 }
 
 /* ---- the two container formats --------------------------------------------------------------- */
 
-static int read_zip(const char *path, const unsigned char *buf, size_t size, const char *key,
+static int read_zip(const char *path, unsigned char **file, size_t size, const char *key,
                     ddpm_safetensors *out) {
+    const unsigned char *buf = *file;
     ddpm_zip z;
     int rc = ddpm_zip_open(path, buf, size, &z);
     if (rc) return rc;
@@ -356,14 +392,15 @@ static int read_zip(const char *path, const unsigned char *buf, size_t size, con
         else if (!(rc = ddpm_zip_check_crc(path, buf, e)))
             s->data = buf + e->data_offset;
     }
-    if (!rc) rc = build(&ps, root, key, size, out);
+    if (!rc) rc = build(&ps, root, key, file, size, out);
     tp_free(&ps);
     ddpm_zip_free(&z);
     return rc;
 }
 
-static int read_legacy(const char *path, const unsigned char *buf, size_t size, const char *key,
+static int read_legacy(const char *path, unsigned char **file, size_t size, const char *key,
                        ddpm_safetensors *out) {
+    const unsigned char *buf = *file;
     tp_state ps = {.path = path};
     tp_value *v[5] = {0};
     size_t pos = 0, used;
@@ -418,7 +455,7 @@ static int read_legacy(const char *path, const unsigned char *buf, size_t size, 
     }
     if (!rc && pos != size)
         rc = ddpm_fail(DDPM_ERR_FORMAT, "%s: %zu bytes after the last storage", path, size - pos);
-    if (!rc) rc = build(&ps, v[3], key, size, out);
+    if (!rc) rc = build(&ps, v[3], key, file, size, out);
     tp_free(&ps);
     return rc;
 }
@@ -437,15 +474,15 @@ int ddpm_torch_read(const char *path, const char *key, ddpm_safetensors *out) {
     int rc = ddpm_read_file(path, &buf, &size);
     if (rc) return rc;
     if (size >= 4 && memcmp(buf, "PK", 2) == 0)
-        rc = read_zip(path, buf, size, key, out);
+        rc = read_zip(path, &buf, size, key, out);
     else if (is_legacy(buf, size))
-        rc = read_legacy(path, buf, size, key, out);
+        rc = read_legacy(path, &buf, size, key, out);
     else if (size >= 262 && memcmp(buf + 257, "ustar", 5) == 0)
         rc = ddpm_fail(DDPM_ERR_FORMAT, "%s: a tar archive (torch < 0.4 files): not supported", path);
     else
         rc = ddpm_fail(DDPM_ERR_FORMAT, "%s: not a PyTorch file (neither a torch.save ZIP archive "
                        "nor the legacy format)", path);
-    free(buf);
+    free(buf); /* NULL when out took it over */
     if (rc) ddpm_safetensors_free(out);
     return rc;
 }

@@ -31,6 +31,7 @@ typedef struct {
     ddpm_dtype dtype;
     size_t numel;
     const unsigned char *data; /* numel elements, set by the file reader once it finds them */
+    size_t offset_;            /* data's offset in the file (torch_file.c) */
 } tp_storage;
 
 typedef struct {
