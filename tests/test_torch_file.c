@@ -92,6 +92,7 @@ static void test_nested_and_modules(void **state) {
     check_file("nested.pth", "ema", "nested.expected.safetensors", "ema.");
     check_file("nested.pth", "*", "nested.expected.safetensors", "");
     check_file("nested_legacy.pt", "ema", "nested.expected.safetensors", "ema.");
+    check_file("nested_zip64.pth", "model", "nested.expected.safetensors", "model.");
     check_file("nested_legacy.pt", "*", "nested.expected.safetensors", "");
     check_file("module.bin", NULL, "module.expected.safetensors", "");
     check_file("context_unet.pth", NULL, "context_unet.safetensors", "");
