@@ -9,7 +9,7 @@ bin="${1:-build}/ddpm"
 c=fuzz/corpus
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-mkdir -p $c/{safetensors,checkpoint,model_config,schedule_json,betas,npy,points,image,idx,classifier}
+mkdir -p $c/{safetensors,checkpoint,model_config,schedule_json,betas,npy,points,image,idx,classifier,torch_file}
 rm -f $c/*/seed-*
 
 # Checkpoints of the smallest models: an MLP with learned and one with sinusoidal embeddings.
@@ -143,6 +143,43 @@ for mode in (0, 1):
 # mode 2: gzip streams written as they are
 gi, gl = gzip.compress(imgs, mtime=0), gzip.compress(labs, mtime=0)
 put("idx/seed-mode2", bytes([2]) + struct.pack("<H", len(gi)) + gi + gl)
+PY
+
+# PyTorch files (fuzz_torch_file.c): the small fixtures of tests/fixtures/torch/ as they are
+# (first byte: bit 0 = 0, bits 1-2 the key: none, "model", "*", "ema"), and the ZIP ones as a
+# pickle plus storage records for the harness to wrap in a valid archive (bit 0 = 1).
+python3 - "$c" tests/fixtures/torch <<'PY'
+import glob, os, struct, sys, zipfile
+c, src = sys.argv[1], sys.argv[2]
+for path in sorted(glob.glob(f"{src}/*")):
+    name = os.path.basename(path)
+    if name.endswith(".safetensors") and name != "nested.expected.safetensors":
+        continue
+    data = open(path, "rb").read()
+    if len(data) > 4000:
+        continue
+    key = 2 if name.startswith("nested") else 0          # "model" for the nested ones
+    open(f"{c}/torch_file/seed-{name}", "wb").write(bytes([key << 1]) + data)
+    if data[:2] == b"PK" and not name.startswith("evil_"):
+        z = zipfile.ZipFile(path)
+        pkl = [n for n in z.namelist() if n.endswith("/data.pkl")][0]
+        rec = struct.pack("<H", z.getinfo(pkl).file_size) + z.read(pkl)
+        for n in z.namelist():
+            parts = n.split("/")
+            if len(parts) == 3 and parts[1] == "data" and parts[2].isdigit() and int(parts[2]) < 256:
+                d = z.read(n)
+                rec += struct.pack("<BH", int(parts[2]), len(d)) + d
+        open(f"{c}/torch_file/seed-wrapped-{name}", "wb").write(bytes([1 | key << 1]) + rec)
+# the big one wrapped too (its pickle and storages are over 4 KB: keep only the pickle)
+z = zipfile.ZipFile(f"{src}/dtypes.pth")
+pkl = z.read("dtypes/data.pkl")
+rec = struct.pack("<H", len(pkl)) + pkl
+for n in z.namelist():
+    parts = n.split("/")
+    if len(parts) == 3 and parts[1] == "data":
+        d = z.read(n)
+        rec += struct.pack("<BH", int(parts[2]), len(d)) + d
+open(f"{c}/torch_file/seed-wrapped-dtypes.pth", "wb").write(bytes([1]) + rec)
 PY
 
 # The smallest valid JPEG at hand: CPython's test image (PSF licence), if this machine has it.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer harnesses of fuzz/ with clang (ASan + UBSan, in build-fuzz/) and runs each
 # for SECONDS (default 60) on one core, starting from the committed corpus fuzz/corpus/<parser>/.
-#   scripts/fuzz.sh [SECONDS] [HARNESS...]   HARNESS: safetensors, checkpoint, image, ... (default all)
+#   scripts/fuzz.sh [SECONDS] [HARNESS...]   HARNESS: safetensors, checkpoint, image, torch_file, ... (default all)
 # New corpus entries go to build-fuzz/corpus/<parser>/ (not committed: add a few small ones to
 # fuzz/corpus/ by hand if they cover something new); crashes, leaks, timeouts and out-of-memory
 # inputs go to fuzz/crashes/<parser>/ (git-ignored). Exits 1 if any harness found something.

@@ -48,6 +48,14 @@ test $rc -eq 2 || { echo "valgrind: the diffusers error path exited $rc, expecte
 run classifier train --data fashion-mnist --max-items 64 --epochs 1 --batch 32 --conv-channels 2,2,2 \
   --features 4 --out "$tmp/cls.safetensors"
 run eval --samples "$tmp/g.npy" --features "$tmp/cls.safetensors" --per-class 1 --kid-subsets 5
+# PyTorch files: a torch.save state dict converted and sampled from, a legacy nested one
+t=tests/fixtures/torch
+run convert "$t/context_unet.pth" "$tmp/cu.safetensors" --list
+run convert "$t/nested_legacy.pt" "$tmp/n.safetensors" --key '*'
+run sample --weights "$t/context_unet.pth" --model context-unet --n-feat 8 --n-cfeat 5 --height 16 \
+  -n 2 --sampler ddim --steps 2 --out "$tmp/cu.npy" --quiet
+rc=0; "${vg[@]}" "$DDPM" convert "$t/evil_os_system.pth" "$tmp/e.safetensors" 2>/dev/null || rc=$?
+test $rc -eq 2 || { echo "valgrind: the refused pickle exited $rc, expected 2"; exit 1; }
 # failures must not leak either
 rc=0; "${vg[@]}" "$DDPM" sample --ckpt "$tmp/nope" --out "$tmp/x.csv" 2>/dev/null || rc=$?
 test $rc -eq 2 || { echo "valgrind: the error path exited $rc, expected 2"; exit 1; }

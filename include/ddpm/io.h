@@ -56,6 +56,29 @@ int ddpm_safetensors_write(const char *path, const ddpm_tensor *tensors, size_t 
                            const char *const *meta_keys, const char *const *meta_values,
                            size_t n_meta);
 
+/* ---- PyTorch files (torch.save) and any weights file ---------------------------------------- */
+
+/* Reads a state dict saved by torch.save, without Python: the ZIP format (torch >= 1.6) or the
+ * legacy one (_use_new_zipfile_serialization=False), through a restricted unpickler that accepts
+ * only what a state dict holds (dicts, OrderedDict, lists, tuples, numbers, strings, tensors,
+ * parameters and float32/64/16, bfloat16, int64/32/8, uint8 and bool storages) and refuses
+ * anything else, e.g. a GLOBAL of os.system, with a message naming the file and the global;
+ * nothing in the file is ever run. key selects the state dict:
+ *   NULL   the saved dict itself; it must hold its tensors directly (other values, such as
+ *          "step": 5, are skipped), else the error lists the keys that hold tensors;
+ *   "K"    the dict under key K ("a.b": key "b" of the dict under "a", if no key is "a.b");
+ *   "*"    every tensor anywhere, named by its dotted path ("model.conv.weight", "ema.0").
+ * Every view is checked against its storage; a strided one (a transpose, a slice with steps) is
+ * copied out contiguously, a contiguous one points into the file's bytes, so st is what
+ * ddpm_safetensors_read gives (no metadata; data not aligned beyond its dtype's size in
+ * general); free it with ddpm_safetensors_free. Errors: DDPM_ERR_IO (unreadable), DDPM_ERR_INVALID (no such
+ * key, or nested tensors and no key), DDPM_ERR_FORMAT (anything wrong in the file). */
+int ddpm_torch_read(const char *path, const char *key, ddpm_safetensors *st);
+/* Reads any weights file, by its content (not its name): safetensors (key K then keeps the
+ * tensors named K.* without the prefix; NULL or "*" keeps all), or a PyTorch .pth/.pt/.bin
+ * as ddpm_torch_read. */
+int ddpm_weights_read(const char *path, const char *key, ddpm_safetensors *st);
+
 
 /* ---- 2-D point sets ---- */
 

@@ -54,5 +54,6 @@ int cmd_classifier(int argc, char **argv);
 /* eval_images.c: `ddpm eval` of images (samples .npy or a folder), and its input test. */
 int eval_images(int argc, char **argv);
 int eval_is_images(const char *samples);
+int cmd_convert(int argc, char **argv);
 
 #endif

@@ -13,7 +13,7 @@
 
 /* A plain state-dict export (no ddpm metadata): the network and schedule come from the flags. */
 typedef struct {
-    const char *weights, *schedule, *prediction;
+    const char *weights, *key, *schedule, *prediction;
     model_flags net;
     int n_cfeat, height, channels, num_classes, dim, timesteps, set_T;
     double beta_start, beta_end;
@@ -50,7 +50,8 @@ static int load_plain_weights(const weights_args *w, ddpm_checkpoint *ck) {
     rc = model_flags_config_json(&w->net, &shape, &json);
     if (!rc) rc = ddpm_model_create(json, 0, &ck->model);
     free(json);
-    if (!rc) rc = ddpm_safetensors_read(w->weights, &ck->st);
+    /* safetensors or a torch.save file (.pth/.pt/.bin), told apart by content */
+    if (!rc) rc = ddpm_weights_read(w->weights, w->key, &ck->st);
     if (!rc) rc = ddpm_model_load_tensors(ck->model, &ck->st, NULL, w->weights);
     if (rc) {
         ddpm_checkpoint_free(ck);
@@ -138,7 +139,8 @@ int cmd_sample(int argc, char **argv) {
         {"verbose", CLI_FLAG, &verbose, NULL, "print the sampler's timesteps and noise levels", NULL},
     };
     const cli_opt weights_opts[] = {
-        {"weights", CLI_STRING, &wa.weights, "FILE", "a plain state-dict safetensors export (with --model and its flags)", NULL},
+        {"weights", CLI_STRING, &wa.weights, "FILE", "a plain state dict: safetensors or a PyTorch .pth/.pt/.bin (with --model and its flags)", NULL},
+        {"key", CLI_STRING, &wa.key, "NAME", "with --weights: the state dict under this key of a nested file (e.g. model, ema; '*' all, dotted)", NULL},
         {"height", CLI_INT, &wa.height, "H", "with --weights: image height = width (default 32)", NULL},
         {"channels", CLI_INT, &wa.channels, "C", "with --weights: image channels (default 3)", NULL},
         {"n-cfeat", CLI_INT, &wa.n_cfeat, "K", "with --weights: context-unet context size (default 5)", NULL},

@@ -22,6 +22,7 @@ static const command commands[] = {
     {"interpolate", cmd_interpolate, "samples along a slerp between two x_T (seeds or images) and two conditions"},
     {"schedule", cmd_schedule, "print every buffer of a beta schedule, one row per step"},
     {"export", cmd_export, "write a checkpoint's network as a diffusers folder"},
+    {"convert", cmd_convert, "write a PyTorch .pth/.pt/.bin state dict as a plain safetensors file"},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 
