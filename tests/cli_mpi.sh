@@ -67,6 +67,23 @@ OMP_NUM_THREADS=1 "$DDPM" train "${unet[@]}" --steps 6 --out "$tmp/r12" >/dev/nu
 run 2 -x OMP_NUM_THREADS=2 "$DDPM" train --resume "$tmp/r12/ckpt.safetensors" --steps 12 --out "$tmp/r12" --quiet >/dev/null 2>&1
 check "started on 1 process, resumed on 2 (x 2 threads): the uninterrupted checkpoint" same "$tmp/u1/ckpt.safetensors" "$tmp/r12/ckpt.safetensors"
 
+# --shard-data: each rank loads only its part of the images; the run is then its own (not the
+# 1-process run) but still independent of the thread count, and resumes exactly on as many ranks
+su_loud=(); for a in "${su[@]}"; do [ "$a" = --quiet ] || su_loud+=("$a"); done
+run 2 -x OMP_NUM_THREADS=1 "$DDPM" train "${su_loud[@]}" --shard-data --steps 4 --log-every 1 --out "$tmp/sh" >"$tmp/sh.log" 2>&1
+check "--shard-data: says each process holds its part" grep -q "each of the 2 processes holds its part of the 8 items (--shard-data; this one 4)" "$tmp/sh.log"
+run 2 -x OMP_NUM_THREADS=2 "$DDPM" train "${su[@]}" --shard-data --steps 4 --out "$tmp/sht2" >/dev/null 2>&1
+check "--shard-data: 2 threads per rank give the checkpoint of 1" same "$tmp/sh/ckpt.safetensors" "$tmp/sht2/ckpt.safetensors"
+run 2 -x OMP_NUM_THREADS=1 "$DDPM" train "${su[@]}" --shard-data --steps 2 --out "$tmp/shr" >/dev/null 2>&1
+run 2 -x OMP_NUM_THREADS=1 "$DDPM" train --resume "$tmp/shr/ckpt.safetensors" --steps 4 --out "$tmp/shr" --quiet >/dev/null 2>&1
+check "--shard-data: resumed on 2 processes, the uninterrupted checkpoint" same "$tmp/sh/ckpt.safetensors" "$tmp/shr/ckpt.safetensors"
+run 2 -x OMP_NUM_THREADS=1 "$DDPM" train "${su[@]}" --steps 4 --out "$tmp/nosh" >/dev/null 2>&1
+check "--shard-data: another run than the unsharded one (as documented)" bash -c "! cmp -s '$tmp/sh/ckpt.safetensors' '$tmp/nosh/ckpt.safetensors'"
+expect_ok "--shard-data on Fashion-MNIST (read whole, then cut)" run 2 -x OMP_NUM_THREADS=1 "$DDPM" train "${cu[@]}" --shard-data --out "$tmp/shf"
+err=$("$DDPM" train --data moons --shard-data --steps 2 --out "$tmp/shp" 2>&1); rc=$?
+check "--shard-data with points: refused" test $rc -eq 2
+check "--shard-data with points: says so" grep -q "shard-data is for image data" <<<"$err"
+
 # sampling: each rank its share of the indices, rank 0 writes
 ck="$tmp/u1/ckpt.safetensors"
 "$DDPM" sample --ckpt "$ck" -n 7 --sampler ddim --steps 8 --npy "$tmp/s1.npy" --out "$tmp/s1.png" --gif "$tmp/s1.gif" --quiet

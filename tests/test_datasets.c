@@ -628,6 +628,95 @@ static void test_npy_errors(void **state) {
 
 /* ---- flips ------------------------------------------------------------------------------ */
 
+/* The shards of a data set, put back together in order, are the whole set: same pixels, labels,
+ * context and classes (each shard sees every label and pixel range, so numbers them alike). */
+static void assert_shards_make_whole(const ddpm_image_dataset *whole, ddpm_image_dataset *parts, int count) {
+    const size_t per = (size_t)whole->c * whole->h * whole->w;
+    int at = 0;
+    for (int k = 0; k < count; k++) {
+        const ddpm_image_dataset *p = &parts[k];
+        assert_int_equal(p->n_total, whole->n);
+        assert_int_equal(p->n, whole->n * (k + 1) / count - whole->n * k / count);
+        assert_int_equal(p->c, whole->c);
+        assert_int_equal(p->n_classes, whole->n_classes);
+        assert_int_equal(p->cond_dim, whole->cond_dim);
+        assert_memory_equal(p->x, whole->x + (size_t)at * per, sizeof(float) * per * (size_t)p->n);
+        if (whole->cond)
+            assert_memory_equal(p->cond, whole->cond + (size_t)at * whole->cond_dim,
+                                sizeof(float) * (size_t)whole->cond_dim * (size_t)p->n);
+        else
+            assert_null(p->cond);
+        if (whole->labels)
+            assert_memory_equal(p->labels, whole->labels + at, sizeof(int) * (size_t)p->n);
+        else
+            assert_null(p->labels);
+        for (int c = 0; c < whole->n_classes; c++)
+            assert_string_equal(p->class_names[c], whole->class_names[c]);
+        at += p->n;
+    }
+    assert_int_equal(at, whole->n);
+}
+
+static void test_shards(void **state) {
+    (void)state;
+    /* .npy floats whose range differs between the shards: the first items lie in [0, 1], the
+     * last reach 255, so the whole set is 8-bit values; labels whose largest class is only in
+     * the last shard. */
+    enum { N = 7, H = 3, W = 2, C = 1 };
+    float img[N * H * W * C];
+    for (int i = 0; i < N * H * W; i++) img[i] = i < 3 * H * W ? (float)(i % 5) / 4.0f : (float)(i * 7 % 256);
+    const int64_t ishape[4] = {N, H, W, C};
+    char ipath[512], lpath[512];
+    snprintf(ipath, sizeof ipath, "%s", tu_tmp("shard_images.npy"));
+    snprintf(lpath, sizeof lpath, "%s", tu_tmp("shard_labels.npy"));
+    assert_int_equal(ddpm_npy_write_f32(ipath, img, 4, ishape), DDPM_OK);
+    uint8_t cls[N] = {0, 1, 0, 1, 1, 0, 3};
+    const int64_t cshape[1] = {N};
+    assert_int_equal(ddpm_npy_write_u8(lpath, cls, 1, cshape), DDPM_OK);
+    ddpm_image_dataset whole, parts[3];
+    assert_int_equal(ddpm_dataset_npy(ipath, lpath, &whole), DDPM_OK);
+    assert_int_equal(whole.n_classes, 4);
+    for (int count = 1; count <= 3; count++) {
+        for (int k = 0; k < count; k++)
+            if (ddpm_dataset_npy_shard(ipath, lpath, (ddpm_shard){k, count}, &parts[k]))
+                fail_msg("%s", ddpm_last_error());
+        assert_shards_make_whole(&whole, parts, count);
+        for (int k = 0; k < count; k++) ddpm_dataset_free(&parts[k]);
+    }
+    /* The same cut of a set read whole (Fashion-MNIST's way). */
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(ddpm_dataset_npy(ipath, lpath, &parts[k]), DDPM_OK);
+        assert_int_equal(ddpm_dataset_keep_shard(&parts[k], (ddpm_shard){k, 3}), DDPM_OK);
+    }
+    assert_shards_make_whole(&whole, parts, 3);
+    for (int k = 0; k < 3; k++) ddpm_dataset_free(&parts[k]);
+    /* Refused: an empty shard, a shard outside the count. */
+    assert_int_equal(ddpm_dataset_npy_shard(ipath, lpath, (ddpm_shard){0, 8}, &parts[0]), DDPM_ERR_INVALID);
+    assert_non_null(strstr(ddpm_last_error(), "cannot be split into 8 shards"));
+    assert_int_equal(ddpm_dataset_npy_shard(ipath, NULL, (ddpm_shard){2, 2}, &parts[0]), DDPM_ERR_INVALID);
+    assert_int_equal(ddpm_dataset_keep_shard(&whole, (ddpm_shard){-1, 2}), DDPM_ERR_INVALID);
+    ddpm_dataset_free(&whole);
+
+    /* A folder with classes in sub-folders; the last class only in the last shard. */
+    char root[512], p[1024];
+    snprintf(root, sizeof root, "%s", tu_tmp("shard_folder"));
+    const char *files[5] = {"a/1.png", "a/2.png", "b/3.png", "b/4.png", "c/5.png"};
+    for (int i = 0; i < 5; i++) {
+        snprintf(p, sizeof p, "%s/%c", root, files[i][0]);
+        mkdir_p(p);
+        snprintf(p, sizeof p, "%s/%s", root, files[i]);
+        write_png_rgb(p, 4, 4, i + 1);
+    }
+    assert_int_equal(ddpm_dataset_folder(root, 4, 3, 1, &whole), DDPM_OK);
+    assert_int_equal(whole.n_classes, 3);
+    for (int k = 0; k < 2; k++)
+        if (ddpm_dataset_folder_shard(root, 4, 3, 1, (ddpm_shard){k, 2}, &parts[k]))
+            fail_msg("%s", ddpm_last_error());
+    assert_shards_make_whole(&whole, parts, 2);
+    for (int k = 0; k < 2; k++) ddpm_dataset_free(&parts[k]);
+    ddpm_dataset_free(&whole);
+}
+
 static void test_hflip(void **state) {
     (void)state;
     enum { B = 200, C = 2, H = 3, W = 5 };
@@ -678,6 +767,7 @@ int main(void) {
         cmocka_unit_test(test_folder),        cmocka_unit_test(test_folder_errors),
         cmocka_unit_test(test_npy_sprites),   cmocka_unit_test(test_npy_layouts),
         cmocka_unit_test(test_npy_errors),    cmocka_unit_test(test_hflip),
+        cmocka_unit_test(test_shards),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -168,7 +168,12 @@ typedef struct {
     float *params; /* out: the weights after the run */
     size_t n_params;
     int rc;
+    int shard;     /* each rank holds only its part of the data (ddpm_train_data.n_total) */
+    int *drawn;    /* shard: out, the data rows of this rank's items, step after step */
+    int n_drawn;
 } job;
+
+enum { N_DATA = 40 };
 
 static void *train_job(void *arg) {
     job *j = arg;
@@ -180,9 +185,10 @@ static void *train_job(void *arg) {
     if (j->rc) return NULL;
     ddpm_schedule_config_default(&sc, DDPM_SCHEDULE_LINEAR, m->num_timesteps);
     j->rc = ddpm_schedule_init(&s, &sc);
-    const size_t d = m->sample_numel, n = 40;
+    const size_t d = m->sample_numel, n = N_DATA;
     float *x = malloc(sizeof(float) * n * d), *cond = NULL;
     ddpm_randn(3, DDPM_STREAM_USER, 0, 0, x, n * d);
+    for (size_t i = 0; i < n; i++) x[i * d] = (float)i; /* the row, readable in x_0 */
     if (m->cond_dim > 0) {
         cond = calloc(n * (size_t)m->cond_dim, sizeof(float));
         for (size_t i = 0; i < n; i++) cond[i * (size_t)m->cond_dim + i % (size_t)m->cond_dim] = 1.0f;
@@ -194,6 +200,13 @@ static void *train_job(void *arg) {
     tc.seed = 9;
     tc.cond_drop_prob = cond ? 0.2f : 0.0f;
     ddpm_train_data td = {.x = x, .cond = cond, .n = n};
+    size_t lo = 0, hi = n;
+    if (j->shard) { /* rows [n r / size, n (r + 1) / size) */
+        lo = n * (size_t)j->rank / (size_t)j->size, hi = n * (size_t)(j->rank + 1) / (size_t)j->size;
+        td = (ddpm_train_data){.x = x + lo * d, .cond = cond ? cond + lo * (size_t)m->cond_dim : NULL,
+                               .n = hi - lo, .n_total = n};
+        j->drawn = malloc(sizeof(int) * (size_t)j->steps * (size_t)j->B);
+    }
     ddpm_trainer tr;
     fake_rank fr = {j->g, j->rank};
     if (!j->rc) j->rc = ddpm_trainer_init(&tr, m, &s, &tc, &td);
@@ -203,7 +216,14 @@ static void *train_job(void *arg) {
                                       .allreduce_sum = fake_allreduce_sum};
         j->rc = ddpm_trainer_set_dist(&tr, &dist);
     }
-    for (int i = 0; !j->rc && i < j->steps; i++) j->rc = ddpm_trainer_step(&tr);
+    for (int i = 0; !j->rc && i < j->steps; i++) {
+        j->rc = ddpm_trainer_step(&tr);
+        if (j->rc || !j->shard) continue;
+        /* this rank's items of the step: micro-batches [K r / size, K (r + 1) / size) */
+        const int K = (j->B + j->M - 1) / j->M;
+        const int i0 = K * j->rank / j->size * j->M, i1 = K * (j->rank + 1) / j->size * j->M;
+        for (int k = i0; k < i1 && k < j->B; k++) j->drawn[j->n_drawn++] = (int)tr.x0_[(size_t)k * d];
+    }
     if (!j->rc) {
         j->n_params = m->n_params + m->n_buffers;
         j->params = malloc(sizeof(float) * j->n_params);
@@ -218,15 +238,16 @@ static void *train_job(void *arg) {
     return NULL;
 }
 
-/* Runs `size` ranks (threads) x `threads` OpenMP threads each; returns rank 0's weights. */
-static float *run_group(const char *config, int B, int M, int steps, int size, int threads,
-                        size_t *n) {
+/* Runs `size` ranks (threads) x `threads` OpenMP threads each; returns rank 0's weights. With
+ * `shard`, each rank holds only its part of the data and jobs_out (if not NULL) gets the jobs. */
+static float *run_group_sharded(const char *config, int B, int M, int steps, int size, int threads,
+                                int shard, job *jobs_out, size_t *n) {
     fake_group g = {.size = size};
     pthread_barrier_init(&g.bar, NULL, (unsigned)size);
     job jobs[MAX_RANKS];
     pthread_t th[MAX_RANKS];
     for (int r = 0; r < size; r++) {
-        jobs[r] = (job){config, steps, B, M, threads, r, size, &g, NULL, 0, 0};
+        jobs[r] = (job){config, steps, B, M, threads, r, size, &g, NULL, 0, 0, shard, NULL, 0};
         pthread_create(&th[r], NULL, train_job, &jobs[r]);
     }
     for (int r = 0; r < size; r++) pthread_join(th[r], NULL);
@@ -238,7 +259,16 @@ static float *run_group(const char *config, int B, int M, int steps, int size, i
         free(jobs[r].params);
     }
     *n = jobs[0].n_params;
+    for (int r = 0; r < size; r++) {
+        if (jobs_out) jobs_out[r] = jobs[r];
+        else free(jobs[r].drawn);
+    }
     return jobs[0].params;
+}
+
+static float *run_group(const char *config, int B, int M, int steps, int size, int threads,
+                        size_t *n) {
+    return run_group_sharded(config, B, M, steps, size, threads, 0, NULL, n);
 }
 
 static void check_kind(const char *config, int B, int M, int steps) {
@@ -290,6 +320,41 @@ static void test_microbatch_close_to_batch(void **state) {
     free(b);
 }
 
+/* --shard-data: each rank draws only rows of its own part, each of its passes over that part
+ * takes every row once, and the result still does not depend on the thread count. */
+static void test_group_sharded(void **state) {
+    (void)state;
+    const char *cfg = "{\"kind\":\"mlp\",\"dim\":2,\"hidden\":16,\"depth\":2,\"num_timesteps\":50}";
+    enum { B = 12, M = 4, STEPS = 9, SIZE = 3 }; /* 13 or 14 rows a rank, 4 items a step */
+    job jobs[SIZE];
+    size_t n, n2;
+    float *w = run_group_sharded(cfg, B, M, STEPS, SIZE, 1, 1, jobs, &n);
+    for (int r = 0; r < SIZE; r++) {
+        const int lo = N_DATA * r / SIZE, hi = N_DATA * (r + 1) / SIZE, rows = hi - lo;
+        assert_int_equal(jobs[r].n_drawn, STEPS * B / SIZE);
+        int seen[N_DATA] = {0};
+        for (int i = 0; i < jobs[r].n_drawn; i++) {
+            const int row = jobs[r].drawn[i];
+            assert_true(row >= lo && row < hi);
+            if (i % rows == 0) memset(seen, 0, sizeof seen); /* a new pass */
+            assert_int_equal(seen[row], 0);
+            seen[row] = 1;
+        }
+        /* the second pass is another order than the first */
+        assert_memory_not_equal(jobs[r].drawn, jobs[r].drawn + rows, sizeof(int) * 8);
+        free(jobs[r].drawn);
+    }
+    float *w2 = run_group_sharded(cfg, B, M, STEPS, SIZE, 2, 1, NULL, &n2);
+    assert_int_equal(n, n2);
+    assert_memory_equal(w, w2, sizeof(float) * n);
+    /* and differs from the unsharded run (other rows in each batch) */
+    float *w3 = run_group(cfg, B, M, STEPS, SIZE, 1, &n2);
+    assert_memory_not_equal(w, w3, sizeof(float) * n);
+    free(w);
+    free(w2);
+    free(w3);
+}
+
 static void test_dist_needs_microbatches(void **state) {
     (void)state;
     ddpm_model *m;
@@ -325,6 +390,7 @@ int main(void) {
         cmocka_unit_test(test_group_context_unet),
         cmocka_unit_test(test_microbatch_close_to_batch),
         cmocka_unit_test(test_dist_needs_microbatches),
+        cmocka_unit_test(test_group_sharded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -50,7 +50,7 @@ static void test_fashion_mnist_loss_falls(void **state) {
     cfg.lr = 3e-3;
     cfg.total_steps = STEPS;
     cfg.cond_drop_prob = 0.1f;
-    ddpm_train_data data = {ds.x, ds.cond, (size_t)ds.n, 0};
+    ddpm_train_data data = {.x = ds.x, .cond = ds.cond, .n = (size_t)ds.n};
     ddpm_trainer tr;
     assert_int_equal(ddpm_trainer_init(&tr, m, &sch, &cfg, &data), DDPM_OK);
     double first = 0, last = 0;

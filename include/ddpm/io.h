@@ -235,7 +235,16 @@ typedef struct {
     float *cond;       /* [n, cond_dim] or NULL */
     int *labels;       /* [n] or NULL */
     char **class_names;/* [n_classes] or NULL */
+    int n_total;       /* items of the whole source when this is a shard of it (else n or 0) */
 } ddpm_image_dataset;
+
+/* A static part of a data set, for one of several processes that each hold only theirs: part
+ * `index` of `count` is the items [N index / count, N (index + 1) / count) of the source's
+ * order (N items). {0, 1} is the whole. Each part's classes and value mapping are the whole
+ * set's (a shard looks at every label and pixel range, but keeps only its own). */
+typedef struct {
+    int index, count;
+} ddpm_shard;
 
 /* Where Debian's dataset-fashion-mnist package installs the data. */
 #define DDPM_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
@@ -257,6 +266,9 @@ int ddpm_dataset_fashion_mnist(const char *dir, int train, int max_items, ddpm_i
  * .jpg ...)", DDPM_ERR_INVALID), an unreadable image (the file and stb_image's reason). */
 int ddpm_dataset_folder(const char *dir, int image_size, int channels, int labels_from_subdirs,
                         ddpm_image_dataset *out);
+/* The same, keeping one shard: only its files are decoded. */
+int ddpm_dataset_folder_shard(const char *dir, int image_size, int channels,
+                              int labels_from_subdirs, ddpm_shard shard, ddpm_image_dataset *out);
 
 /* Images from a .npy array: [N, H, W, C] (C = 1 or 3; the course's sprites layout), [N, H, W]
  * (gray), or [N, C, H, W] when the last dimension is not 1 or 3 but the second is. Values:
@@ -269,6 +281,11 @@ int ddpm_dataset_folder(const char *dir, int image_size, int channels, int label
  * otherwise they are kept as context only. Errors name the file: wrong rank or dtype, values out
  * of range, and a count mismatch ("labels.npy has 100 rows but images.npy has 1788 images"). */
 int ddpm_dataset_npy(const char *images_path, const char *labels_path, ddpm_image_dataset *out);
+/* The same, keeping one shard: only its images are converted (the file is read whole). */
+int ddpm_dataset_npy_shard(const char *images_path, const char *labels_path, ddpm_shard shard,
+                           ddpm_image_dataset *out);
+/* Cuts a data set read whole down to one shard, in place (n_total keeps the whole count). */
+int ddpm_dataset_keep_shard(ddpm_image_dataset *d, ddpm_shard shard);
 
 /* Frees everything a dataset holds and zeroes it. NULL and zeroed datasets are fine. */
 void ddpm_dataset_free(ddpm_image_dataset *d);

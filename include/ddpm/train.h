@@ -54,6 +54,10 @@ typedef struct {
     const float *cond; /* [n, cond_dim] or NULL */
     size_t n;
     int hflip;         /* images: random horizontal flips */
+    /* A sharded data set (each rank holds a static part of it): the items over all ranks; 0 =
+     * every rank holds all n items. The epochs then count n_total items, and each rank draws
+     * its share of every batch from its own shuffled passes over its part. */
+    size_t n_total;
 } ddpm_train_data;
 
 /* Data-parallel training (the library knows no MPI: the caller supplies the reductions). With
@@ -92,6 +96,7 @@ typedef struct {
     double *mbbuf_;  /* per micro-batch running statistics (models with buffers) */
     float *buf0_;    /* the running statistics at the step's start */
     uint32_t *perm_;
+    uint32_t *src_;  /* the data row of each item of the step's batch */
     int64_t perm_epoch_;
 } ddpm_trainer;
 
@@ -153,6 +158,7 @@ typedef struct {
     float *xb_, *logits_, *probs_, *dlogits_;
     int *yb_;
     uint32_t *perm_;
+    uint32_t *src_;  /* the data row of each item of the step's batch */
     int64_t perm_epoch_;
 } ddpm_classifier_trainer;
 int ddpm_classifier_trainer_init(ddpm_classifier_trainer *tr, ddpm_model *model,

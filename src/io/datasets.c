@@ -298,9 +298,68 @@ static int cmp_str(const void *a, const void *b) {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+/* Items [lo, hi) of n for a shard (checked by shard_check). */
+static void shard_range(size_t n, ddpm_shard sh, size_t *lo, size_t *hi) {
+    *lo = n * (size_t)sh.index / (size_t)sh.count;
+    *hi = n * ((size_t)sh.index + 1) / (size_t)sh.count;
+}
+
+static int shard_check(const char *what, ddpm_shard sh) {
+    if (sh.count < 1 || sh.index < 0 || sh.index >= sh.count)
+        return ddpm_fail(DDPM_ERR_INVALID, "%s: invalid shard %d of %d", what, sh.index, sh.count);
+    return DDPM_OK;
+}
+
+static int shard_nonempty(const char *what, size_t n, ddpm_shard sh) {
+    size_t lo, hi;
+    shard_range(n, sh, &lo, &hi);
+    if (hi > lo) return DDPM_OK;
+    return ddpm_fail(DDPM_ERR_INVALID, "%s: %zu items cannot be split into %d shards (one would be empty)",
+                     what, n, sh.count);
+}
+
+/* Keeps rows [lo, hi) of x, cond and labels. */
+static int dataset_take_rows(ddpm_image_dataset *d, size_t lo, size_t hi) {
+    const size_t per = (size_t)d->c * d->h * d->w, k = (size_t)d->cond_dim, m = hi - lo;
+    if (d->x) {
+        memmove(d->x, d->x + lo * per, m * per * sizeof(float));
+        float *x = realloc(d->x, m * per * sizeof(float));
+        if (x) d->x = x;
+    }
+    if (d->cond) {
+        memmove(d->cond, d->cond + lo * k, m * k * sizeof(float));
+        float *c = realloc(d->cond, m * k * sizeof(float));
+        if (c) d->cond = c;
+    }
+    if (d->labels) {
+        memmove(d->labels, d->labels + lo, m * sizeof(int));
+        int *l = realloc(d->labels, m * sizeof(int));
+        if (l) d->labels = l;
+    }
+    d->n = (int)m;
+    return DDPM_OK;
+}
+
+int ddpm_dataset_keep_shard(ddpm_image_dataset *d, ddpm_shard shard) {
+    int rc = shard_check("data set", shard);
+    if (!rc) rc = shard_nonempty("data set", (size_t)d->n, shard);
+    if (rc) return rc;
+    size_t lo, hi;
+    shard_range((size_t)d->n, shard, &lo, &hi);
+    d->n_total = d->n_total > 0 ? d->n_total : d->n;
+    return dataset_take_rows(d, lo, hi);
+}
+
 int ddpm_dataset_folder(const char *dir, int image_size, int channels, int labels_from_subdirs,
                         ddpm_image_dataset *out) {
+    return ddpm_dataset_folder_shard(dir, image_size, channels, labels_from_subdirs,
+                                     (ddpm_shard){0, 1}, out);
+}
+
+int ddpm_dataset_folder_shard(const char *dir, int image_size, int channels,
+                              int labels_from_subdirs, ddpm_shard shard, ddpm_image_dataset *out) {
     memset(out, 0, sizeof *out);
+    if (shard_check(dir, shard)) return DDPM_ERR_INVALID;
     if (image_size < 1 || image_size > 4096 || (channels != 1 && channels != 3))
         return ddpm_fail(DDPM_ERR_INVALID,
                          "%s: invalid image size %d or channels %d (channels 1 or 3)", dir,
@@ -326,17 +385,23 @@ int ddpm_dataset_folder(const char *dir, int image_size, int channels, int label
         goto done;
     }
     qsort(l.paths, l.n, sizeof *l.paths, cmp_str);
-    if ((rc = dataset_alloc(out, (int)l.n, channels, image_size, image_size))) goto done;
+    if ((rc = shard_nonempty(dir, l.n, shard))) goto done;
+    /* A shard decodes only its own files; the classes come from every path, so each shard
+     * numbers them alike. */
+    size_t lo, hi;
+    shard_range(l.n, shard, &lo, &hi);
+    if ((rc = dataset_alloc(out, (int)(hi - lo), channels, image_size, image_size))) goto done;
+    out->n_total = (int)l.n;
     const size_t per = (size_t)channels * image_size * image_size;
-    for (size_t i = 0; i < l.n; i++) {
+    for (size_t i = lo; i < hi; i++) {
         char full[8192];
         snprintf(full, sizeof full, "%s/%s", dir, l.paths[i]);
-        if ((rc = ddpm_image_read(full, image_size, channels, out->x + i * per))) goto done;
+        if ((rc = ddpm_image_read(full, image_size, channels, out->x + (i - lo) * per))) goto done;
     }
     if (labels_from_subdirs) {
         /* The distinct first components of paths that have one, sorted. */
         names = ddpm_alloc(l.n, sizeof *names);
-        out->labels = ddpm_alloc(l.n, sizeof(int));
+        out->labels = ddpm_alloc(hi - lo, sizeof(int));
         if (!names || !out->labels) {
             rc = DDPM_ERR_NOMEM;
             goto done;
@@ -355,14 +420,14 @@ int ddpm_dataset_folder(const char *dir, int image_size, int channels, int label
             n_names++;
         }
         qsort(names, (size_t)n_names, sizeof *names, cmp_str);
-        for (size_t i = 0; i < l.n; i++) {
+        for (size_t i = lo; i < hi; i++) {
             const char *slash = strchr(l.paths[i], '/');
-            out->labels[i] = -1;
+            out->labels[i - lo] = -1;
             if (!slash) continue;
             size_t len = (size_t)(slash - l.paths[i]);
             for (int k = 0; k < n_names; k++)
                 if (strlen(names[k]) == len && memcmp(names[k], l.paths[i], len) == 0) {
-                    out->labels[i] = k;
+                    out->labels[i - lo] = k;
                     break;
                 }
         }
@@ -495,7 +560,13 @@ done:
 }
 
 int ddpm_dataset_npy(const char *images_path, const char *labels_path, ddpm_image_dataset *out) {
+    return ddpm_dataset_npy_shard(images_path, labels_path, (ddpm_shard){0, 1}, out);
+}
+
+int ddpm_dataset_npy_shard(const char *images_path, const char *labels_path, ddpm_shard shard,
+                           ddpm_image_dataset *out) {
     memset(out, 0, sizeof *out);
+    if (shard_check(images_path, shard)) return DDPM_ERR_INVALID;
     ddpm_npy a;
     int rc = ddpm_npy_read(images_path, &a);
     if (rc) return rc;
@@ -538,15 +609,25 @@ int ddpm_dataset_npy(const char *images_path, const char *labels_path, ddpm_imag
         goto done;
     }
     /* Pass 1: each image's raw values, converted to float, go into its slot of x (so the peak
-     * memory is the file plus x) while the value range is found. */
-    if ((rc = dataset_alloc(out, (int)N, (int)C, (int)H, (int)W))) goto done;
+     * memory is the file plus x) while the value range is found. A shard keeps only its images
+     * but looks at every image's range (through one image of scratch), so that every shard maps
+     * the values alike. */
+    if ((rc = shard_nonempty(images_path, (size_t)N, shard))) goto done;
+    size_t first, last;
+    shard_range((size_t)N, shard, &first, &last);
+    if ((rc = dataset_alloc(out, (int)(last - first), (int)C, (int)H, (int)W))) goto done;
+    out->n_total = (int)N;
     const size_t plane = (size_t)H * (size_t)W, per = plane * (size_t)C;
+    if (!(v = ddpm_alloc(per, sizeof(float)))) {
+        rc = DDPM_ERR_NOMEM;
+        goto done;
+    }
     float lo = INFINITY, hi = -INFINITY;
     for (size_t n = 0; n < (size_t)N; n++) {
         ddpm_npy slice = a; /* a view of image n */
         slice.data = (unsigned char *)a.data + n * per * a.itemsize;
         slice.numel = per;
-        float *dst = out->x + n * per;
+        float *dst = n >= first && n < last ? out->x + (n - first) * per : v;
         if ((rc = ddpm_npy_to_f32(&slice, dst))) goto done;
         for (size_t i = 0; i < per; i++) {
             if (!isfinite(dst[i])) {
@@ -583,11 +664,7 @@ int ddpm_dataset_npy(const char *images_path, const char *labels_path, ddpm_imag
         goto done;
     }
     /* Pass 2: map, and transpose HWC to CHW through one image of scratch. */
-    if (!(v = ddpm_alloc(per, sizeof(float)))) {
-        rc = DDPM_ERR_NOMEM;
-        goto done;
-    }
-    for (size_t n = 0; n < (size_t)N; n++) {
+    for (size_t n = 0; n < last - first; n++) {
         float *img = out->x + n * per; // [C, H, W] on return
         memcpy(v, img, per * sizeof(float));
         if (nchw) {
@@ -600,7 +677,17 @@ int ddpm_dataset_npy(const char *images_path, const char *labels_path, ddpm_imag
     }
     free(v);
     v = NULL;
-    if (labels_path) rc = npy_labels(images_path, labels_path, out);
+    if (labels_path) {
+        /* The labels of every image (so every shard finds the same classes), then this shard's. */
+        ddpm_image_dataset lab = {.n = (int)N};
+        if (!(rc = npy_labels(images_path, labels_path, &lab)) &&
+            !(rc = dataset_take_rows(&lab, first, last))) {
+            out->cond = lab.cond, out->labels = lab.labels, out->class_names = lab.class_names;
+            out->cond_dim = lab.cond_dim, out->n_classes = lab.n_classes;
+            lab.cond = NULL, lab.labels = NULL, lab.class_names = NULL, lab.n_classes = 0;
+        }
+        ddpm_dataset_free(&lab);
+    }
 done:
     free(v);
     ddpm_npy_free(&a);

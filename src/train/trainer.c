@@ -208,8 +208,13 @@ void ddpm_min_snr_weights(const ddpm_schedule *s, ddpm_prediction p, float gamma
 
 /* ---- the trainer ----------------------------------------------------------------------------- */
 
+/* Items of the whole data set: over all ranks when each holds only its shard. */
+static size_t data_items(const ddpm_trainer *tr) {
+    return tr->data.n_total > 0 ? tr->data.n_total : tr->data.n;
+}
+
 int64_t ddpm_steps_per_epoch(const ddpm_trainer *tr) {
-    return ((int64_t)tr->data.n + tr->cfg.batch_size - 1) / tr->cfg.batch_size;
+    return ((int64_t)data_items(tr) + tr->cfg.batch_size - 1) / tr->cfg.batch_size;
 }
 
 void ddpm_trainer_free(ddpm_trainer *tr) {
@@ -228,6 +233,7 @@ void ddpm_trainer_free(ddpm_trainer *tr) {
     free(tr->sc_);
     free(tr->t_);
     free(tr->perm_);
+    free(tr->src_);
     free(tr->gexact_);
     free(tr->mbloss_);
     free(tr->mbbuf_);
@@ -244,6 +250,9 @@ int ddpm_trainer_init(ddpm_trainer *tr, ddpm_model *model, const ddpm_schedule *
     if (model->n_classes > 0) /* logits, not a denoiser's output: see ddpm_classifier_train_step */
         return ddpm_fail(DDPM_ERR_INVALID, "a %s is not a diffusion model", model->ops->kind);
     if (data->n > UINT32_MAX) return ddpm_fail(DDPM_ERR_INVALID, "too many training items");
+    if (data->n_total > 0 && (data->n_total < data->n || data->n_total > UINT32_MAX))
+        return ddpm_fail(DDPM_ERR_INVALID, "a shard of %zu items of a data set of %zu", data->n,
+                         data->n_total);
     if (!(cfg->lr > 0.0)) return ddpm_fail(DDPM_ERR_INVALID, "learning rate must be positive");
     if (!(cfg->ema_decay >= 0.0f && cfg->ema_decay < 1.0f))
         return ddpm_fail(DDPM_ERR_INVALID, "EMA decay must be in [0, 1) (got %g)", cfg->ema_decay);
@@ -293,6 +302,7 @@ int ddpm_trainer_init(ddpm_trainer *tr, ddpm_model *model, const ddpm_schedule *
     tr->w_ = ddpm_alloc(B, sizeof(float));
     tr->t_ = ddpm_alloc(B, sizeof(int));
     tr->perm_ = ddpm_alloc(data->n, sizeof(uint32_t));
+    tr->src_ = ddpm_alloc(B, sizeof(uint32_t));
     if (cfg->microbatch > 0) {
         tr->gexact_ = ddpm_alloc_aligned(2 * (np + 1), sizeof(int64_t));
         const size_t kmax = B / (size_t)cfg->microbatch + 2, nbuf = model->n_buffers;
@@ -306,7 +316,7 @@ int ddpm_trainer_init(ddpm_trainer *tr, ddpm_model *model, const ddpm_schedule *
     }
     if (!tr->adam_m || !tr->adam_v || (cfg->ema_decay > 0 && !tr->ema) || !tr->x0_ || !tr->eps_ ||
         !tr->xt_ || !tr->target_ || !tr->out_ || !tr->dout_ || !tr->sc_ || !tr->cond_ || !tr->w_ ||
-        !tr->t_ || !tr->perm_) {
+        !tr->t_ || !tr->perm_ || !tr->src_) {
         ddpm_trainer_free(tr);
         return DDPM_ERR_NOMEM;
     }
@@ -317,11 +327,14 @@ int ddpm_trainer_init(ddpm_trainer *tr, ddpm_model *model, const ddpm_schedule *
 }
 
 /* The epoch's order: Fisher-Yates driven by (seed, SHUFFLE, position, epoch). */
+/* The order of an epoch: a Fisher-Yates shuffle of the data's items. A shard's epochs (its own
+ * pass over its items) draw from the same stream at positions salted by the rank. */
 static void shuffle_for_epoch(ddpm_trainer *tr, int64_t epoch) {
     const size_t n = tr->data.n;
+    const uint64_t salt = tr->data.n_total > 0 ? ((uint64_t)tr->dist.rank + 1) << 40 : 0;
     for (size_t i = 0; i < n; i++) tr->perm_[i] = (uint32_t)i;
     for (size_t i = n - 1; i > 0; i--) {
-        uint32_t j = ddpm_rand_below(tr->cfg.seed, DDPM_STREAM_SHUFFLE, i, (uint32_t)epoch,
+        uint32_t j = ddpm_rand_below(tr->cfg.seed, DDPM_STREAM_SHUFFLE, salt + i, (uint32_t)epoch,
                                      (uint32_t)(i + 1));
         uint32_t tmp = tr->perm_[i];
         tr->perm_[i] = tr->perm_[j];
@@ -342,16 +355,17 @@ static void hflip(float *x, int C, int H, int W) {
         }
 }
 
-/* Items i0..i1-1 of the step's batch (which starts at position `start` of the epoch's order). */
+/* Items i0..i1-1 of the step's batch (which starts at position `start` of the epoch's order;
+ * src_ holds each one's row of the data). */
 static void assemble_items(ddpm_trainer *tr, int64_t epoch, size_t start, int i0, int i1) {
     const ddpm_model *m = tr->model;
     const ddpm_schedule *s = tr->schedule;
     const ddpm_train_config *c = &tr->cfg;
-    const size_t d = m->sample_numel, n = tr->data.n, cd = (size_t)m->cond_dim;
+    const size_t d = m->sample_numel, n = data_items(tr), cd = (size_t)m->cond_dim;
     const uint32_t usable = (uint32_t)(s->n - s->t0);
     for (int i = i0; i < i1; i++) {
         const uint64_t item = (uint64_t)epoch * n + start + (size_t)i;
-        const size_t src = tr->perm_[start + (size_t)i];
+        const size_t src = tr->src_[i];
         memcpy(tr->x0_ + (size_t)i * d, tr->data.x + src * d, sizeof(float) * d);
         if (tr->data.hflip && m->width > 1) {
             float u;
@@ -457,6 +471,33 @@ static step_split split_step(const ddpm_trainer *tr, int B) {
 static void micro_items(const step_split *p, int k, int *a, int *b) {
     *a = k * p->M;
     *b = (k + 1) * p->M < p->B ? (k + 1) * p->M : p->B;
+}
+
+/* The batch size of a step: the last batch of an epoch is smaller, except with a sharded data
+ * set, whose ranks each stream through their own part (every batch is full). */
+static int batch_at(const ddpm_trainer *tr, int64_t step) {
+    const int64_t spe = ddpm_steps_per_epoch(tr);
+    const size_t n = data_items(tr), B = (size_t)tr->cfg.batch_size;
+    const size_t start = (size_t)(step % spe) * B;
+    return (int)(tr->data.n_total > 0 || n - start >= B ? B : n - start);
+}
+
+/* The data rows of this rank's items of the step: from the epoch's shuffle (every rank holds the
+ * data set); or, with a sharded data set, the next rows of this rank's own stream of shuffled
+ * passes over its part: it takes the same number of items every step, so the rows follow from
+ * the step number alone and a resume with the same process count is exact. */
+static void step_sources(ddpm_trainer *tr, size_t start, const step_split *p) {
+    if (tr->data.n_total == 0) {
+        for (int i = p->i0; i < p->i1; i++) tr->src_[i] = tr->perm_[start + (size_t)i];
+        return;
+    }
+    const size_t n = tr->data.n;
+    uint64_t pos = (uint64_t)tr->step * (uint64_t)(p->i1 - p->i0);
+    for (int i = p->i0; i < p->i1; i++, pos++) {
+        const int64_t pass = (int64_t)(pos / n);
+        if (tr->perm_epoch_ != pass) shuffle_for_epoch(tr, pass);
+        tr->src_[i] = tr->perm_[pos % n];
+    }
 }
 
 /* The accumulator of n elements in a buffer of 2 (n + 1) int64: the lo limbs, then the hi ones;
@@ -607,15 +648,19 @@ static int trainer_step(ddpm_trainer *tr) {
     ddpm_model *m = tr->model;
     const ddpm_schedule *s = tr->schedule;
     const ddpm_train_config *c = &tr->cfg;
-    const size_t d = m->sample_numel, n = tr->data.n;
+    const size_t d = m->sample_numel;
     const size_t cd = (size_t)m->cond_dim;
     const int64_t spe = ddpm_steps_per_epoch(tr);
-    const int64_t epoch = tr->step / spe;
-    const size_t start = (size_t)(tr->step % spe) * (size_t)c->batch_size;
-    const int B = (int)(n - start < (size_t)c->batch_size ? n - start : (size_t)c->batch_size);
-    if (tr->perm_epoch_ != epoch) shuffle_for_epoch(tr, epoch);
+    const int B = batch_at(tr, tr->step);
+    /* Every draw of an item (t, noise, dropout, flip) is addressed by epoch n + start + i: its
+     * place in the run. A sharded run has no epochs of its own: item step B + i. */
+    const int sharded = tr->data.n_total > 0;
+    const int64_t epoch = sharded ? 0 : tr->step / spe;
+    const size_t start = (size_t)(sharded ? tr->step : tr->step % spe) * (size_t)c->batch_size;
+    if (!sharded && tr->perm_epoch_ != epoch) shuffle_for_epoch(tr, epoch);
     const step_split p = split_step(tr, B);
     const int i0 = p.i0, nloc = p.i1 - p.i0;
+    step_sources(tr, sharded ? 0 : start, &p);
 
     /* This rank's items of the batch: x_0 from the shuffle, t, eps, conditioning (with dropout),
      * flips. Every draw is addressed by its item, so threads can fill disjoint items. */

@@ -27,7 +27,7 @@ typedef struct {
     int image_size, channels, labels_from_dirs, max_items, hflip, no_hflip, sample_every, sample_n;
     float cond_drop;
     int set_lr, set_batch, set_decay, set_warmup, set_cond_drop, set_loss;
-    int microbatch, set_microbatch, deterministic, zero_snr;
+    int microbatch, set_microbatch, deterministic, zero_snr, shard_data;
 } train_args;
 
 /* --deterministic without --microbatch: micro-batches of this many items (U-Net, farm-bench CPU
@@ -74,6 +74,7 @@ static char *images_json(const train_args *a) {
         cJSON_AddBoolToObject(o, "labels_from_dirs", a->labels_from_dirs);
     }
     if (a->hflip || a->no_hflip) cJSON_AddBoolToObject(o, "hflip", a->hflip && !a->no_hflip);
+    if (a->shard_data) cJSON_AddTrueToObject(o, "shard");
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;
@@ -125,6 +126,7 @@ int cmd_train(int argc, char **argv) {
         {"max-items", CLI_INT, &a.max_items, "N", "fashion-mnist: use the first N training images", NULL, 0, 1000000000},
         {"hflip", CLI_FLAG, &a.hflip, NULL, "random horizontal flips (default on for folders)", NULL},
         {"no-hflip", CLI_FLAG, &a.no_hflip, NULL, "no random flips", NULL},
+        {"shard-data", CLI_FLAG, &a.shard_data, NULL, "under mpirun: each process loads only its 1/N of the images (a folder or .npy too big to hold N times); the run then differs from 1 process", NULL},
     };
     const cli_opt train_opts[] = {
         {"cond-drop", CLI_FLOAT, &a.cond_drop, "P", "labelled images: drop the label with probability P so the model also learns to sample unconditionally (default 0.1)", &a.set_cond_drop},
@@ -189,6 +191,10 @@ int cmd_train(int argc, char **argv) {
     if (a.channels != 1 && a.channels != 3) return cli_usage_error("train", "--channels must be 1 or 3");
 
     const int images = !a.resume && data_is_images(a.data);
+    if (a.shard_data && !a.resume && !images)
+        return cli_usage_error("train", "--shard-data is for image data (a folder, an .npy file or fashion-mnist), not points");
+    if (a.shard_data && a.resume)
+        return cli_usage_error("train", "--shard-data is kept in the checkpoint: --resume shards as the run did");
     if (!a.resume) {
         /* The network's own tutorial settings, unless given. */
         if (!a.net.set_model) a.net.model = images ? "unet" : "mlp";
@@ -221,11 +227,11 @@ int cmd_train(int argc, char **argv) {
         tc = ck.train;
         if (a.set_microbatch) tc.microbatch = a.microbatch;
         else if (a.deterministic && tc.microbatch == 0) tc.microbatch = DETERMINISTIC_MICROBATCH;
-        if ((rc = job_data_load(ck.data_json ? ck.data_json : "{}", &data))) goto out;
+        if ((rc = job_data_load_shard(ck.data_json ? ck.data_json : "{}", dist_rank(), dist_size(), &data))) goto out;
         model = ck.model;
         sched = ck.schedule;
         if (a.set_steps) tc.total_steps = a.steps;
-        if (a.set_epochs) tc.total_steps = (int64_t)a.epochs * (((int64_t)data.n + tc.batch_size - 1) / tc.batch_size);
+        if (a.set_epochs) tc.total_steps = (int64_t)a.epochs * (((int64_t)job_data_items(&data) + tc.batch_size - 1) / tc.batch_size);
         if (tc.total_steps <= ck.step) {
             fprintf(stderr, "ddpm train: %s is at step %lld of %lld: nothing to do (raise --steps)\n",
                     a.resume, (long long)ck.step, (long long)tc.total_steps);
@@ -279,10 +285,10 @@ int cmd_train(int argc, char **argv) {
         if (rc) return cli_fail("train", rc);
         /* Data */
         char *dj = images ? images_json(&a) : job_points_json(a.data, (size_t)a.n_points, a.data_seed);
-        rc = dj ? job_data_load(dj, &data) : ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+        rc = dj ? job_data_load_shard(dj, dist_rank(), dist_size(), &data) : ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
         free(dj);
         if (rc) goto out;
-        tc.total_steps = a.set_epochs ? (int64_t)a.epochs * (((int64_t)data.n + a.batch - 1) / a.batch) : a.steps;
+        tc.total_steps = a.set_epochs ? (int64_t)a.epochs * (((int64_t)job_data_items(&data) + a.batch - 1) / a.batch) : a.steps;
         if (data.cond_dim > 0) tc.cond_drop_prob = a.cond_drop;
         /* Model */
         char *mj = NULL;
@@ -295,13 +301,17 @@ int cmd_train(int argc, char **argv) {
         free(mj);
         if (rc) goto out;
     }
-    ddpm_train_data td = {.x = data.x, .cond = data.cond, .n = data.n, .hflip = data.hflip};
+    ddpm_train_data td = {.x = data.x, .cond = data.cond, .n = data.n, .hflip = data.hflip,
+                          .n_total = data.n_total};
     if ((rc = ddpm_trainer_init(&tr, model, &sched, &tc, &td))) goto out;
     if (resumed && (rc = ddpm_trainer_restore(&tr, &ck))) goto out;
-    if ((rc = dist_join_trainer(&tr, data.n))) goto out;
+    if ((rc = dist_join_trainer(&tr, job_data_items(&data)))) goto out;
     const int quiet = a.quiet || !dist_lead();
     if (!quiet) {
-        train_print_config(model, &sched, &tc, data.json, data.n);
+        train_print_config(model, &sched, &tc, data.json, job_data_items(&data));
+        if (data.n_total > 0)
+            printf("shards    each of the %d processes holds its part of the %zu items (--shard-data; "
+                   "this one %zu)\n", dist_size(), data.n_total, data.n);
         if (resumed) printf("resuming %s at step %lld\n", a.resume, (long long)tr.step);
         printf("run dir   %s\n", a.out);
         fflush(stdout);

@@ -39,29 +39,34 @@ void job_data_free(job_data *d) {
     memset(d, 0, sizeof *d);
 }
 
-/* Images: {"type":"images","source":"fashion-mnist"|"folder"|"npy", ...}. */
-static int load_images(const cJSON *o, job_data *d) {
+/* Images: {"type":"images","source":"fashion-mnist"|"folder"|"npy", ...}; with "shard": true
+ * and several processes, this process's part only (Fashion-MNIST is read whole, then cut). */
+static int load_images(const cJSON *o, ddpm_shard sh, job_data *d) {
     const char *src = jstr(o, "source");
     const cJSON *v;
     ddpm_image_dataset ds;
     int rc;
     if (!src) return ddpm_fail(DDPM_ERR_INVALID, "image data description names no source");
+    if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "shard"))) sh = (ddpm_shard){0, 1};
     if (strcmp(src, "fashion-mnist") == 0) {
         v = cJSON_GetObjectItemCaseSensitive(o, "max_items");
         rc = ddpm_dataset_fashion_mnist(jstr(o, "dir"), 1, cJSON_IsNumber(v) ? (int)v->valuedouble : 0, &ds);
+        if (!rc && sh.count > 1 && (rc = ddpm_dataset_keep_shard(&ds, sh))) ddpm_dataset_free(&ds);
     } else if (strcmp(src, "folder") == 0) {
         const cJSON *size = cJSON_GetObjectItemCaseSensitive(o, "image_size");
         const cJSON *ch = cJSON_GetObjectItemCaseSensitive(o, "channels");
-        rc = ddpm_dataset_folder(jstr(o, "path") ? jstr(o, "path") : "",
-                                 cJSON_IsNumber(size) ? (int)size->valuedouble : 32,
-                                 cJSON_IsNumber(ch) ? (int)ch->valuedouble : 3,
-                                 cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "labels_from_dirs")), &ds);
+        rc = ddpm_dataset_folder_shard(jstr(o, "path") ? jstr(o, "path") : "",
+                                       cJSON_IsNumber(size) ? (int)size->valuedouble : 32,
+                                       cJSON_IsNumber(ch) ? (int)ch->valuedouble : 3,
+                                       cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "labels_from_dirs")),
+                                       sh, &ds);
     } else if (strcmp(src, "npy") == 0) {
-        rc = ddpm_dataset_npy(jstr(o, "path") ? jstr(o, "path") : "", jstr(o, "labels"), &ds);
+        rc = ddpm_dataset_npy_shard(jstr(o, "path") ? jstr(o, "path") : "", jstr(o, "labels"), sh, &ds);
     } else {
         return ddpm_fail(DDPM_ERR_INVALID, "unknown image source '%s'", src);
     }
     if (rc) return rc;
+    d->n_total = sh.count > 1 ? (size_t)ds.n_total : 0;
     d->x = ds.x;
     d->cond = ds.cond;
     d->n = (size_t)ds.n;
@@ -83,7 +88,11 @@ static int load_images(const cJSON *o, job_data *d) {
     return DDPM_OK;
 }
 
-int job_data_load(const char *json, job_data *d) {
+size_t job_data_items(const job_data *d) { return d->n_total > 0 ? d->n_total : d->n; }
+
+int job_data_load(const char *json, job_data *d) { return job_data_load_shard(json, 0, 1, d); }
+
+int job_data_load_shard(const char *json, int rank, int size, job_data *d) {
     memset(d, 0, sizeof *d);
     cJSON *o = cJSON_Parse(json);
     if (!o) return ddpm_fail(DDPM_ERR_FORMAT, "data description is not JSON: %s", json);
@@ -91,7 +100,7 @@ int job_data_load(const char *json, job_data *d) {
     int rc = DDPM_OK;
     ddpm_points p = {0};
     if (type && strcmp(type, "images") == 0) {
-        rc = load_images(o, d);
+        rc = load_images(o, (ddpm_shard){rank, size}, d);
     } else if (!type || strcmp(type, "points") != 0) {
         rc = ddpm_fail(DDPM_ERR_INVALID, "unknown data type in %s", json);
     } else if (path) {
