@@ -320,6 +320,34 @@ static void test_microbatch_close_to_batch(void **state) {
     free(b);
 }
 
+/* Without micro-batches (one float batch, the default) the weights are the same for 1, 2 and 3
+ * threads too: convolution weight gradients are summed in item groups fixed by the batch, the
+ * U-Net's training slices are fixed by the batch (tape_net.c). */
+static void test_default_mode_thread_free(void **state) {
+    (void)state;
+    const char *cfgs[4] = {
+        "{\"kind\":\"mlp\",\"dim\":2,\"hidden\":32,\"depth\":2,\"num_timesteps\":50}",
+        "{\"kind\":\"unet\",\"in_channels\":1,\"height\":8,\"base_channels\":8,"
+        "\"channel_mult\":[1,2],\"num_res_blocks\":1,\"groups\":4,\"heads\":2,\"dim_head\":8,"
+        "\"num_timesteps\":40,\"dropout\":0.1}",
+        "{\"kind\":\"context-unet\",\"in_channels\":1,\"height\":8,\"n_feat\":8,\"n_cfeat\":3,"
+        "\"num_timesteps\":40}",
+        "{\"kind\":\"simple-unet\",\"in_channels\":1,\"height\":16,\"channels\":[8,16,16,16,16],"
+        "\"time_emb_dim\":8,\"num_timesteps\":40}"};
+    for (int c = 0; c < 4; c++) {
+        size_t n1, n;
+        float *one = run_group(cfgs[c], 20, 0, 3, 1, 1, &n1);
+        for (int t = 2; t <= 3; t++) {
+            float *w = run_group(cfgs[c], 20, 0, 3, 1, t, &n);
+            assert_int_equal(n, n1);
+            if (memcmp(one, w, sizeof(float) * n) != 0)
+                fail_msg("%s: %d threads differ from 1 without micro-batches", cfgs[c], t);
+            free(w);
+        }
+        free(one);
+    }
+}
+
 /* --shard-data: each rank draws only rows of its own part, each of its passes over that part
  * takes every row once, and the result still does not depend on the thread count. */
 static void test_group_sharded(void **state) {
@@ -391,6 +419,7 @@ int main(void) {
         cmocka_unit_test(test_microbatch_close_to_batch),
         cmocka_unit_test(test_dist_needs_microbatches),
         cmocka_unit_test(test_group_sharded),
+        cmocka_unit_test(test_default_mode_thread_free),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -95,6 +95,10 @@ void ddpm_model_param_handles(ddpm_model *m, ddpm_param *h, float *grads);
  * tape_net.c's top comment says how a batch runs: slices over threads for networks whose items
  * never interact, one tape for those with batch statistics, eval forwards in chunks. */
 #define DDPM_TAPE_NET_MAX_SLICES 64 /* threads that can each run a slice of the batch */
+/* Slices of a training batch: a number fixed by the batch (so the gradient, summed in slice
+ * order, is the same for any thread count); with more threads than slices the extra threads
+ * idle in the sliced phases (use more micro-batches, --microbatch, on such machines). */
+#define DDPM_TAPE_NET_TRAIN_SLICES 8
 typedef struct {
     /* set by the network after ddpm_tape_net_init */
     int sliced;              /* items never interact, also in training: split batches over threads */

@@ -5,8 +5,9 @@
  * set of parameter handles (ddpm_tape_net_record_fn). This file decides how a batch runs:
  *
  * - Slices (networks whose items never interact, i.e. no batch statistics: the DDPM U-Net): a
- *   batch of B >= 2 items with enough work is split into T = min(threads, B) slices of
- *   consecutive items, each run by one thread on its own tape with single-threaded ops (one
+ *   batch of B >= 2 items with enough work is split into slices of consecutive items (training:
+ *   min(B, DDPM_TAPE_NET_TRAIN_SLICES), whatever the thread count; evaluation: min(threads, B)),
+ *   taken round-robin by the threads, each slice on its own tape with single-threaded ops (one
  *   parallel region per forward or backward instead of one per op, and the serial parts of the
  *   ops run concurrently too). Slice k's parameter gradients accumulate into gpart[k] (slice 0's
  *   straight into m->grads), summed into m->grads in slice order after the backward: results do
@@ -124,12 +125,24 @@ int ddpm_tape_net_begin(ddpm_model *m, const ddpm_model_input *in) {
     return DDPM_OK;
 }
 
-/* The number of slices for a call of B items (1: one tape, the ops' own threading). */
-static int slices_for(const ddpm_tape_net *tn, int B) {
+/* The number of slices for a call of B items (1: one tape, the ops' own threading). A training
+ * call's slices sum their gradients, so their number is fixed by B alone (min(B,
+ * DDPM_TAPE_NET_TRAIN_SLICES)), taken round-robin by however many threads there are: the
+ * gradient does not depend on the thread count. An evaluation call's outputs do not depend on
+ * the split: one slice per thread. */
+static int slices_for(const ddpm_tape_net *tn, int B, int train) {
     const int nt = omp_get_max_threads();
-    if (!tn->sliced || B < 2 || nt < 2 || tn->item_flops * B < DDPM_TAPE_NET_SERIAL_FLOPS) return 1;
+    if (!tn->sliced || B < 2 || tn->item_flops * B < DDPM_TAPE_NET_SERIAL_FLOPS) return 1;
+    if (train) return B < DDPM_TAPE_NET_TRAIN_SLICES ? B : DDPM_TAPE_NET_TRAIN_SLICES;
+    if (nt < 2) return 1;
     const int T = B < nt ? B : nt;
     return T < DDPM_TAPE_NET_MAX_SLICES ? T : DDPM_TAPE_NET_MAX_SLICES;
+}
+
+/* Threads for T slices. */
+static int slice_threads(int T) {
+    const int nt = omp_get_max_threads();
+    return T < nt ? T : nt;
 }
 
 /* A single-slice call small enough to run on one thread (item_flops 0: never). */
@@ -274,7 +287,7 @@ int ddpm_tape_net_run(ddpm_model *m, const ddpm_model_input *in, float *out,
     const int B = in->B;
     tn->M = 0;
     if (in->train && in->microbatch > 0) return run_micro_batches(m, tn, in, out, record);
-    const int T = slices_for(tn, B);
+    const int T = slices_for(tn, B, in->train);
     int rc = ensure_slices(m, tn, T);
     if (rc) return rc;
     for (int k = 0; k < T; k++) ddpm_model_param_handles(m, tn->prm[k], k ? tn->gpart[k] : m->grads);
@@ -284,7 +297,7 @@ int ddpm_tape_net_run(ddpm_model *m, const ddpm_model_input *in, float *out,
         rc = run_slice(m, tn, 0, in, 0, B, out, record);
         if (serial) omp_set_num_threads(nt);
     } else {
-#pragma omp parallel num_threads(T)
+#pragma omp parallel num_threads(slice_threads(T))
         {
             omp_set_num_threads(1); /* this thread's ops run single-threaded */
             for (int k = omp_get_thread_num(); k < T; k += omp_get_num_threads()) {
@@ -316,7 +329,7 @@ int ddpm_tape_net_backward(ddpm_model *m, const float *dout) {
         return rc;
     }
     const size_t d = ddpm_model_out_numel(m), n = m->n_params;
-#pragma omp parallel num_threads(T)
+#pragma omp parallel num_threads(slice_threads(T))
     {
         omp_set_num_threads(1);
         const int nth = omp_get_num_threads(), me = omp_get_thread_num();

@@ -281,8 +281,9 @@ void conv_direct_dx(float *dinp, const float *dout, const float *weight, const d
  * (ki, kj, c) and col^T gathered from a channels-last padded copy xt [Hp Wp, C_in] of the
  * input: tap (ki, kj, c) of position (oh, ow) is xt[((oh + ki) Wp + ow + kj) C_in + c], so a
  * panel's 16 taps are consecutive channels of one pixel (one run of the gather) and its rows
- * the positions (off[p] = (oh Wp + ow) C_in). Each slot sums its items into its own partial
- * [C_out, taps]; the partials are added in slot order into dweight's [C_out, C_in, KH, KW]. */
+ * the positions (off[p] = (oh Wp + ow) C_in). Each item group (conv_groups) is summed in item
+ * order by one thread into its own partial [C_out, taps]; the partials are added in group order
+ * into dweight's [C_out, C_in, KH, KW], so the result does not depend on the thread count. */
 
 int conv_direct_dw_fits(const ddpm_conv_dims *d) {
     if (d->transposed || d->stride != 1) return 0;
@@ -292,10 +293,10 @@ int conv_direct_dw_fits(const ddpm_conv_dims *d) {
 }
 
 typedef struct {
-    int slots, T, Wp, taps, P;
+    int slots, groups, T, Wp, taps, P;
     size_t ints; /* floats reserved for the P position and taps tap offsets (ints) */
     size_t xt;   /* floats of one channels-last copy with its guards */
-    size_t part; /* floats of one slot's partial dW */
+    size_t part; /* floats of one group's partial dW */
     size_t buf;  /* floats of one thread's chunk of packed panels */
 } dw_plan;
 
@@ -306,6 +307,7 @@ static dw_plan dw_plan_of(const ddpm_conv_dims *d) {
     p.T = omp_get_max_threads();
     if (p.T < 1) p.T = 1;
     p.slots = d->B < p.T ? d->B : p.T;
+    p.groups = conv_groups(d->B);
     p.Wp = d->W + 2 * d->pad;
     p.taps = d->KH * d->KW * d->C_in;
     p.P = d->H_out * d->W_out;
@@ -319,9 +321,11 @@ static dw_plan dw_plan_of(const ddpm_conv_dims *d) {
 size_t conv_direct_dw_workspace(const ddpm_conv_dims *d) {
     if (!conv_direct_dw_fits(d)) return 0;
     const dw_plan p = dw_plan_of(d);
-    const size_t per = ddpm_size_mul((size_t)p.slots, p.xt + p.part),
+    const size_t xts = ddpm_size_mul((size_t)p.slots, p.xt),
+                 parts = ddpm_size_mul((size_t)p.groups, p.part),
                  fixed = p.ints + (size_t)p.T * p.buf;
-    return per == SIZE_MAX || per > SIZE_MAX - fixed ? SIZE_MAX : per + fixed;
+    if (xts == SIZE_MAX || parts == SIZE_MAX || xts > SIZE_MAX - fixed - parts) return SIZE_MAX;
+    return xts + parts + fixed;
 }
 
 /* xt: zero guards and padding around x [C_in, H, W] stored channels-last; returns the first
@@ -376,39 +380,41 @@ void conv_direct_dw(float *dweight, const float *dout, const float *inp, const d
     for (int ki = 0, t = 0; ki < d->KH; ki++)
         for (int kj = 0; kj < d->KW; kj++)
             for (int c = 0; c < d->C_in; c++) tapoff[t++] = (ki * p.Wp + kj) * d->C_in + c;
-    float *bufs = ws + p.ints, *slot0 = bufs + (size_t)p.T * p.buf;
-    for (int t = 0; t < p.slots; t++)
-        memset(slot0 + t * (p.xt + p.part) + p.xt, 0, sizeof(float) * p.part);
+    float *bufs = ws + p.ints, *xt0 = bufs + (size_t)p.T * p.buf,
+          *part0 = xt0 + (size_t)p.slots * p.xt;
+    memset(part0, 0, sizeof(float) * p.part * (size_t)p.groups);
     const size_t in_sz = (size_t)d->C_in * d->H * d->W, out_sz = (size_t)d->C_out * p.P;
     const int chunks = (p.taps + DIRECT_CH * DDPM_MK_NR - 1) / (DIRECT_CH * DDPM_MK_NR);
-    if (d->B > 1 || p.T == 1) {
-        /* items in parallel, each slot summing into its own partial */
-#pragma omp parallel for schedule(static) num_threads(p.slots) if (p.slots > 1)
-        for (int b = 0; b < d->B; b++) {
+    const int B = d->B, G = p.groups, nt = p.slots < G ? p.slots : G;
+    if (G > 1) {
+        /* item groups in parallel, each summed in item order into its own partial */
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+        for (int g = 0; g < G; g++) {
             const int t = omp_get_thread_num();
-            float *xt = slot0 + t * (p.xt + p.part);
-            const gathered_gemm gg = {dout + b * out_sz, p.P, posoff, d->C_out, p.P, p.taps,
-                                      NULL, 1, NULL, NULL};
-            dw_chunks(&gg, tapoff, p.taps, dw_channels_last(xt, inp + b * in_sz, d, &p),
-                      xt + p.xt, 0, chunks, bufs + t * p.buf);
+            float *xt = xt0 + t * p.xt;
+            for (int b = B * g / G; b < B * (g + 1) / G; b++) {
+                const gathered_gemm gg = {dout + b * out_sz, p.P, posoff, d->C_out, p.P, p.taps,
+                                          NULL, 1, NULL, NULL};
+                dw_chunks(&gg, tapoff, p.taps, dw_channels_last(xt, inp + b * in_sz, d, &p),
+                          part0 + (size_t)g * p.part, 0, chunks, bufs + t * p.buf);
+            }
         }
     } else {
         /* one item: its tap chunks (disjoint columns of the partial) in parallel */
-        const float *xt = dw_channels_last(slot0, inp, d, &p);
+        const float *xt = dw_channels_last(xt0, inp, d, &p);
         const gathered_gemm gg = {dout, p.P, posoff, d->C_out, p.P, p.taps, NULL, 1, NULL, NULL};
 #pragma omp parallel for schedule(static) if (chunks > 1)
         for (int c = 0; c < chunks; c++)
-            dw_chunks(&gg, tapoff, p.taps, xt, slot0 + p.xt, c, c + 1,
+            dw_chunks(&gg, tapoff, p.taps, xt, part0, c, c + 1,
                       bufs + omp_get_thread_num() * p.buf);
     }
-    /* dweight [co, c, ki, kj] += the partials' [co, (ki, kj, c)], in slot order */
+    /* dweight [co, c, ki, kj] += the partials' [co, (ki, kj, c)], in group order */
     const int KK = d->KH * d->KW;
 #pragma omp parallel for schedule(static) if ((size_t)d->C_out * p.taps > OMP_MIN_WORK)
     for (int co = 0; co < d->C_out; co++)
         for (int t = 0; t < p.taps; t++) {
             float s = 0;
-            for (int sl = 0; sl < p.slots; sl++)
-                s += slot0[sl * (p.xt + p.part) + p.xt + (size_t)co * p.taps + t];
+            for (int g = 0; g < G; g++) s += part0[(size_t)g * p.part + (size_t)co * p.taps + t];
             const int kk = t / d->C_in, c = t % d->C_in;
             dweight[((size_t)co * d->C_in + c) * KK + kk] += s;
         }

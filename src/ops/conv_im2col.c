@@ -24,8 +24,9 @@ static int is_pointwise(const ddpm_conv_dims *d) {
  * im2col share the work instead. */
 typedef struct {
     int slots;   /* items in flight: min(B, threads) */
+    int groups;  /* the backward's item groups (conv_groups) */
     size_t col;  /* floats of one column matrix */
-    size_t part; /* floats of one slot's dweight + dbias partial (0 with one slot) */
+    size_t part; /* floats of one group's dweight + dbias partial (0 with one group) */
 } conv_plan;
 
 static conv_plan plan_of(const ddpm_conv_dims *d) {
@@ -33,17 +34,21 @@ static conv_plan plan_of(const ddpm_conv_dims *d) {
     const int T = omp_get_max_threads();
     p.slots = d->B < T ? d->B : T;
     if (p.slots < 1) p.slots = 1;
+    p.groups = conv_groups(d->B);
     if (d->transposed)
         p.col = (size_t)d->C_out * d->KH * d->KW * d->H * d->W;
     else
         p.col = is_pointwise(d) ? 0 : (size_t)d->C_in * d->KH * d->KW * d->H_out * d->W_out;
-    p.part = p.slots > 1 ? (size_t)d->C_out * d->C_in * d->KH * d->KW + d->C_out : 0;
+    p.part = p.groups > 1 ? (size_t)d->C_out * d->C_in * d->KH * d->KW + d->C_out : 0;
     return p;
 }
 
+/* The slots' column matrices, then the groups' partials. */
 size_t conv_im2col_workspace(const ddpm_conv_dims *d) {
     const conv_plan p = plan_of(d);
-    return ddpm_size_mul((size_t)p.slots, p.col + p.part);
+    const size_t cols = ddpm_size_mul((size_t)p.slots, p.col),
+                 parts = ddpm_size_mul((size_t)p.groups, p.part);
+    return cols == SIZE_MAX || parts > SIZE_MAX - cols ? SIZE_MAX : cols + parts;
 }
 
 /* The geometry im2col/col2im work in: an image [C, Hi, Wi] seen through a KH x KW window at
@@ -161,31 +166,31 @@ static conv_job job_of(const ddpm_conv_dims *d, float *ws) {
     return j;
 }
 
-static float *slot_col(const conv_job *j, int slot) {
-    return j->ws + slot * (j->p.col + j->p.part);
+static float *slot_col(const conv_job *j, int slot) { return j->ws + slot * j->p.col; }
+static float *group_part(const conv_job *j, int group) {
+    return j->ws + (size_t)j->p.slots * j->p.col + group * j->p.part;
 }
-/* Backward's dweight/dbias targets: this slot's partials with several slots, else the outputs. */
-static float *slot_dw(const conv_job *j, int slot) {
-    return j->p.part ? slot_col(j, slot) + j->p.col : j->dweight;
+/* Backward's dweight/dbias targets: this group's partials with several groups, else the outputs. */
+static float *group_dw(const conv_job *j, int group) {
+    return j->p.part ? group_part(j, group) : j->dweight;
 }
-static float *slot_db(const conv_job *j, int slot) {
-    return j->p.part ? slot_col(j, slot) + j->p.col + j->nw : j->dbias;
+static float *group_db(const conv_job *j, int group) {
+    return j->p.part ? group_part(j, group) + j->nw : j->dbias;
 }
 
 static void partials_zero(const conv_job *j) {
     if (!j->p.part) return;
-    for (int t = 0; t < j->p.slots; t++)
-        memset(slot_col(j, t) + j->p.col, 0, j->p.part * sizeof(float));
+    memset(group_part(j, 0), 0, (size_t)j->p.groups * j->p.part * sizeof(float));
 }
 
-/* dweight, dbias += the sum of every slot's partials, in slot order. */
+/* dweight, dbias += the sum of every group's partials, in group order. */
 static void partials_reduce(const conv_job *j) {
     if (!j->p.part) return;
     const size_t part = j->p.part;
 #pragma omp parallel for schedule(static) if (part > OMP_MIN_WORK)
     for (size_t i = 0; i < part; i++) {
         float s = 0;
-        for (int t = 0; t < j->p.slots; t++) s += slot_col(j, t)[j->p.col + i];
+        for (int g = 0; g < j->p.groups; g++) s += group_part(j, g)[i];
         if (i < j->nw) {
             if (j->dweight) j->dweight[i] += s;
         } else if (j->dbias) {
@@ -211,14 +216,14 @@ static void conv_fwd_item(const void *job, int b, int slot, int par) {
                 j->K, src, j->N, 1.0f, y, j->N);
 }
 
-static void conv_bwd_item(const void *job, int b, int slot, int par) {
+static void conv_bwd_item(const void *job, int b, int slot, int group, int par) {
     const conv_job *j = job;
     const ddpm_conv_dims *d = j->d;
     const int K = j->K, N = j->N;
     const float *x = j->inp + b * j->in_sz;
     const float *dy = j->dout + b * j->out_sz;
     float *col = slot_col(j, slot);
-    if (j->dbias) bias_backward_item(slot_db(j, slot), dy, d->C_out, (size_t)N);
+    if (j->dbias) bias_backward_item(group_db(j, group), dy, d->C_out, (size_t)N);
     if (j->dweight) {
         const float *src = x;
         if (j->p.col) {
@@ -227,7 +232,7 @@ static void conv_bwd_item(const void *job, int b, int slot, int par) {
         }
         // dweight [C_out, K] += dy [C_out, N] @ col^T [N, K]
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d->C_out, K, N, 1.0f, dy, N, src, N,
-                    1.0f, slot_dw(j, slot), K);
+                    1.0f, group_dw(j, group), K);
     }
     if (j->dinp) {
         float *dx = j->dinp + b * j->in_sz;
@@ -256,13 +261,13 @@ static void convt_fwd_item(const void *job, int b, int slot, int par) {
     col2im_add(y, col, &j->g, par);
 }
 
-static void convt_bwd_item(const void *job, int b, int slot, int par) {
+static void convt_bwd_item(const void *job, int b, int slot, int group, int par) {
     const conv_job *j = job;
     const ddpm_conv_dims *d = j->d;
     const int K = j->K, N = j->N;
     float *col = slot_col(j, slot);
     const float *dy = j->dout + b * j->out_sz;
-    if (j->dbias) bias_backward_item(slot_db(j, slot), dy, d->C_out, (size_t)d->H_out * d->W_out);
+    if (j->dbias) bias_backward_item(group_db(j, group), dy, d->C_out, (size_t)d->H_out * d->W_out);
     if (!j->dinp && !j->dweight) return;
     im2col(col, dy, &j->g, par); // dcol [K, N]
     if (j->dinp)
@@ -272,7 +277,7 @@ static void convt_bwd_item(const void *job, int b, int slot, int par) {
     if (j->dweight)
         // dweight [C_in, K] += x [C_in, N] @ dcol^T [N, K]
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d->C_in, K, N, 1.0f,
-                    j->inp + b * j->in_sz, N, col, N, 1.0f, slot_dw(j, slot), K);
+                    j->inp + b * j->in_sz, N, col, N, 1.0f, group_dw(j, group), K);
 }
 
 void conv_for_each_item(const void *job, int B, int slots, conv_item_fn item) {
@@ -284,8 +289,20 @@ void conv_for_each_item(const void *job, int B, int slots, conv_item_fn item) {
     }
 }
 
+void conv_for_each_group(const void *job, int B, int slots, conv_group_item_fn item) {
+    const int G = conv_groups(B), nt = slots < G ? slots : G;
+    if (nt > 1) {
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (int g = 0; g < G; g++)
+            for (int b = B * g / G; b < B * (g + 1) / G; b++) item(job, b, omp_get_thread_num(), g, 0);
+    } else {
+        for (int g = 0; g < G; g++)
+            for (int b = B * g / G; b < B * (g + 1) / G; b++) item(job, b, 0, g, 1);
+    }
+}
+
 /* Both passes of both convolutions: the job's arrays, then every item (the backward's weight
- * and bias gradients in per-thread partials, reduced in a fixed order). */
+ * and bias gradients in per-group partials, reduced in group order). */
 static void run_forward(const ddpm_conv_dims *d, float *ws, float *out, const float *inp,
                         const float *weight, const float *bias, conv_item_fn item) {
     conv_job j = job_of(d, ws);
@@ -298,7 +315,7 @@ static void run_forward(const ddpm_conv_dims *d, float *ws, float *out, const fl
 
 static void run_backward(const ddpm_conv_dims *d, float *ws, float *dinp, float *dweight,
                          float *dbias, const float *dout, const float *inp, const float *weight,
-                         conv_item_fn item) {
+                         conv_group_item_fn item) {
     conv_job j = job_of(d, ws);
     j.dinp = dinp;
     j.dweight = dweight;
@@ -307,7 +324,7 @@ static void run_backward(const ddpm_conv_dims *d, float *ws, float *dinp, float 
     j.inp = inp;
     j.weight = weight;
     partials_zero(&j);
-    conv_for_each_item(&j, d->B, j.p.slots, item);
+    conv_for_each_group(&j, d->B, j.p.slots, item);
     partials_reduce(&j);
 }
 

@@ -70,6 +70,20 @@ static inline void scale_gelu_rows(float *c, ptrdiff_t ldc, int mr, int nl, cons
 typedef void (*conv_item_fn)(const void *job, int b, int slot, int par);
 void conv_for_each_item(const void *job, int B, int slots, conv_item_fn item);
 
+/* A backward's weight and bias gradients are sums over the items. So that they do not depend on
+ * the thread count, the B items fall into conv_groups(B) groups of consecutive items (fixed by B
+ * alone: group g holds items [B g / G, B (g + 1) / G)); one thread sums a group's items in order
+ * into the group's own partial (with one group: straight into the outputs), and the partials are
+ * added in group order. conv_for_each_group runs item(job, b, slot, group, par) so: the groups on
+ * up to `slots` threads (slot = the thread's number, for its scratch buffers) with par = 0, or
+ * everything in order on the caller's thread with par = 1 when slots is 1. */
+enum { CONV_GROUPS_MAX = 8 };
+static inline int conv_groups(int B) {
+    return B < 1 ? 1 : B < CONV_GROUPS_MAX ? B : CONV_GROUPS_MAX;
+}
+typedef void (*conv_group_item_fn)(const void *job, int b, int slot, int group, int par);
+void conv_for_each_group(const void *job, int B, int slots, conv_group_item_fn item);
+
 /* ---- conv_im2col.c ---- */
 size_t conv_im2col_workspace(const ddpm_conv_dims *d); /* conv2d and transposed */
 void conv_im2col_forward(float *out, const float *inp, const float *weight, const float *bias,

@@ -28,12 +28,12 @@ int conv_shifted_fits(const ddpm_conv_dims *d) {
 }
 
 typedef struct {
-    int slots, Hp, Wp, K;  /* K = C_in KW: the inner dimension of each row's GEMM */
+    int slots, groups, Hp, Wp, K; /* K = C_in KW: the inner dimension of each row's GEMM */
     size_t ls;   /* floats of a row of xs: Hp Wp */
     size_t Np;   /* output positions at the padded width: H_out Wp */
     size_t nw;   /* weights */
-    size_t slot; /* floats per slot: xs [C_in KW, ls], y_pad [C_out, Np],
-                  * partial [KH, C_out, C_in KW] + [C_out] */
+    size_t slot; /* floats per slot: xs [C_in KW, ls], y_pad [C_out, Np] */
+    size_t part; /* floats per item group (conv_groups): [KH, C_out, C_in KW] + [C_out] */
 } shift_plan;
 
 static shift_plan shift_plan_of(const ddpm_conv_dims *d) {
@@ -41,21 +41,26 @@ static shift_plan shift_plan_of(const ddpm_conv_dims *d) {
     const int T = omp_get_max_threads();
     p.slots = d->B < T ? d->B : T;
     if (p.slots < 1) p.slots = 1;
+    p.groups = conv_groups(d->B);
     p.Hp = d->H + 2 * d->pad;
     p.Wp = d->W + 2 * d->pad;
     p.K = d->C_in * d->KW;
     p.ls = (size_t)p.Hp * p.Wp;
     p.Np = (size_t)d->H_out * p.Wp;
     p.nw = (size_t)d->C_out * d->C_in * d->KH * d->KW;
-    p.slot = (size_t)p.K * p.ls + (size_t)d->C_out * p.Np + p.nw + d->C_out;
+    p.slot = (size_t)p.K * p.ls + (size_t)d->C_out * p.Np;
+    p.part = p.nw + d->C_out;
     return p;
 }
 
-/* Workspace: the weights regrouped by kernel row [KH, C_out, C_in KW], then one block per slot. */
+/* Workspace: the weights regrouped by kernel row [KH, C_out, C_in KW], one block per slot, then
+ * one partial per item group. */
 size_t conv_shifted_workspace(const ddpm_conv_dims *d) {
     const shift_plan p = shift_plan_of(d);
-    const size_t per = ddpm_size_mul((size_t)p.slots, p.slot);
-    return per == SIZE_MAX || per > SIZE_MAX - p.nw ? SIZE_MAX : per + p.nw;
+    const size_t per = ddpm_size_mul((size_t)p.slots, p.slot),
+                 parts = ddpm_size_mul((size_t)p.groups, p.part);
+    if (per == SIZE_MAX || parts == SIZE_MAX || per > SIZE_MAX - p.nw - parts) return SIZE_MAX;
+    return per + parts + p.nw;
 }
 
 typedef struct {
@@ -71,12 +76,16 @@ typedef struct {
     float *xs, *yp, *part;
 } shift_bufs;
 
-static shift_bufs shift_slot(const shift_job *j, int slot) {
-    const ddpm_conv_dims *d = j->d;
+/* group_part: a group's partial. */
+static float *group_part(const shift_job *j, int group) {
+    return j->ws + j->p.nw + (size_t)j->p.slots * j->p.slot + (size_t)group * j->p.part;
+}
+
+static shift_bufs shift_slot(const shift_job *j, int slot, int group) {
     shift_bufs b;
     b.xs = j->ws + j->p.nw + slot * j->p.slot;
     b.yp = b.xs + (size_t)j->p.K * j->p.ls;
-    b.part = b.yp + (size_t)d->C_out * j->p.Np;
+    b.part = group_part(j, group);
     return b;
 }
 
@@ -99,7 +108,7 @@ static void shift_fwd_item(const void *job, int b, int slot, int par) {
     (void)par; /* the copies are serial; BLAS threads the GEMMs as it can */
     const ddpm_conv_dims *d = j->d;
     const shift_plan *p = &j->p;
-    const shift_bufs s = shift_slot(j, slot);
+    const shift_bufs s = shift_slot(j, slot, 0); /* the forward uses no partial */
     shifted_rows(s.xs, j->inp + (size_t)b * d->C_in * d->H * d->W, d, p);
     for (int ki = 0; ki < d->KH; ki++)
         // y_pad [C_out, Np] (+)= W_ki [C_out, C_in KW] @ window [C_in KW, Np] (rows ls apart)
@@ -117,12 +126,12 @@ static void shift_fwd_item(const void *job, int b, int slot, int par) {
     }
 }
 
-static void shift_bwd_item(const void *job, int b, int slot, int par) {
+static void shift_bwd_item(const void *job, int b, int slot, int group, int par) {
     const shift_job *j = job;
     (void)par;
     const ddpm_conv_dims *d = j->d;
     const shift_plan *p = &j->p;
-    const shift_bufs s = shift_slot(j, slot);
+    const shift_bufs s = shift_slot(j, slot, group);
     const float *dy = j->dout + (size_t)b * d->C_out * d->H_out * d->W_out;
     /* dy at the padded width, junk columns zero */
     for (int co = 0; co < d->C_out; co++)
@@ -188,17 +197,17 @@ void conv_shifted_backward(float *dinp, float *dweight, float *dbias, const floa
     shift_job j = {d, shift_plan_of(d), inp, weight, NULL, dout, ws, NULL, dinp, ws,
                    dweight != NULL, dbias != NULL};
     if (dinp) regroup_weights(ws, weight, d);
-    const size_t part = j.p.nw + d->C_out;
-    for (int t = 0; t < j.p.slots; t++) memset(shift_slot(&j, t).part, 0, sizeof(float) * part);
-    conv_for_each_item(&j, d->B, j.p.slots, shift_bwd_item);
-    /* dweight [C_out, C_in, KH, KW], dbias += the slots' partials [KH, C_out, C_in KW] +
-     * [C_out], in slot order */
+    const size_t part = j.p.part;
+    memset(group_part(&j, 0), 0, sizeof(float) * part * (size_t)j.p.groups);
+    conv_for_each_group(&j, d->B, j.p.slots, shift_bwd_item);
+    /* dweight [C_out, C_in, KH, KW], dbias += the groups' partials [KH, C_out, C_in KW] +
+     * [C_out], in group order */
     const int KW = d->KW, KK = d->KH * d->KW;
     const size_t row = (size_t)d->C_out * j.p.K;
 #pragma omp parallel for schedule(static) if (part > OMP_MIN_WORK)
     for (size_t i = 0; i < part; i++) {
         float s = 0;
-        for (int t = 0; t < j.p.slots; t++) s += shift_slot(&j, t).part[i];
+        for (int g = 0; g < j.p.groups; g++) s += group_part(&j, g)[i];
         if (i < j.p.nw) {
             if (!dweight) continue;
             const size_t ki = i / row, r = i % row; /* r = co C_in KW + ci KW + kj */
