@@ -63,17 +63,17 @@ int ddpm_conv_transpose2d_dims(ddpm_conv_dims *d, int B, int C_in, int H, int W,
  * FMA, conv2d runs on the library's own GEMM kernel with an implicit im2col (the forward at any
  * stride, the gradients of stride-1 convs): padded copies of the input per thread and packed
  * panel buffers. Otherwise, and for the rest, OpenBLAS per batch item: with B >= 2 the items
- * run concurrently, one per thread, each with its own working matrices and weight/bias gradient
- * partial sums; with B = 1 one set and threaded BLAS. A stride-1 conv2d whose output fits in L2
+ * run concurrently, one per thread, each with its own working matrices, and the weight/bias
+ * gradients are summed in min(B, 8) groups of consecutive items (fixed by B, not by the threads);
+ * with B = 1 one set and threaded BLAS. A stride-1 conv2d whose output fits in L2
  * runs as one GEMM per kernel row on shifted copies of the zero-padded input; otherwise
  * im2col + sgemm (C_in KH KW x H_out W_out for conv2d, C_out KH KW x H W for the transposed
  * one). */
 size_t ddpm_conv2d_workspace(const ddpm_conv_dims *d);
 size_t ddpm_conv_transpose2d_workspace(const ddpm_conv_dims *d);
 
-/* conv2d (see above). bias may be NULL. The forward does not depend on the thread count; the
- * gradients' partials are summed in thread order, so they may differ in the last bits between
- * thread counts.
+/* conv2d (see above). bias may be NULL. Neither the forward nor the gradients depend on the
+ * thread count (the gradients' item groups are fixed by B and summed in group order).
  * out [B, C_out, H_out, W_out] = conv(inp [B, C_in, H, W], weight [C_out, C_in, KH, KW]) + bias [C_out] */
 void ddpm_conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
                          const ddpm_conv_dims *d, float *ws);
