@@ -25,6 +25,13 @@ check "any ddpm sampler on top (dpmpp-2m)" test -s "$tmp/c.npy"
 "$DDPM" sample --diffusers "$FX/church" -n 2 --steps 3 --npy "$tmp/d2.npy" --out "$tmp/d.png" --threads 2 --batch 1 >/dev/null 2>&1
 check "same samples with 1 or 2 threads and batches" cmp "$tmp/d1.npy" "$tmp/d2.npy"
 
+"$DDPM" sample --diffusers "$FX/church_bin" -n 2 --steps 3 --npy "$tmp/bin.npy" --out "$tmp/bin.png" >/dev/null 2>&1
+check "a .bin folder (torch.save) samples as its safetensors twin" cmp "$tmp/d1.npy" "$tmp/bin.npy"
+cp -r "$FX/church" "$tmp/o"
+sed -i 's/"steps_offset": 0/"steps_offset": 1/' "$tmp/o/scheduler_config.json"
+out=$("$DDPM" sample --diffusers "$tmp/o" -n 1 --steps 2 --out "$tmp/o.png" --verbose 2>&1)
+check "steps_offset 1 moves the leading timesteps" grep -q "timesteps: 501 1" <<<"$out"
+
 expect_fail 2 "two sources" "give one of --ckpt FILE, --diffusers DIR" "$DDPM" sample --diffusers "$FX/cifar" --ckpt x.safetensors
 expect_fail 2 "not a folder" "no-such-dir: not a directory" "$DDPM" sample --diffusers "$tmp/no-such-dir"
 mkdir -p "$tmp/empty"

@@ -63,9 +63,10 @@ static int load_plain_weights(const weights_args *w, ddpm_checkpoint *ck) {
 /* A diffusers folder: the network, schedule and prediction type from its files; the scheduler's
  * sampler, variance, spacing, clipping and thresholding unless a flag says otherwise. */
 static int load_diffusers(const char *dir, int quiet, const int *set, sampler_args *sa,
-                          int *clip, ddpm_checkpoint *ck) {
+                          int *clip, ddpm_checkpoint *ck, ddpm_diffusers_sampling *smp_out) {
     ddpm_diffusers_sampling smp;
     int rc = ddpm_diffusers_load(dir, ck, &smp);
+    *smp_out = smp;
     if (rc) return cli_fail("sample", rc);
     if (!set[0]) sa->sampler = ddpm_sampler_name(smp.sampler);
     if (!set[1]) sa->variance = ddpm_variance_name(smp.variance);
@@ -170,10 +171,11 @@ int cmd_sample(int argc, char **argv) {
 
     ddpm_checkpoint ck;
     int folder_clip = 1;
+    ddpm_diffusers_sampling smp;
     if (ckpt) {
         if ((rc = ddpm_checkpoint_load(ckpt, &ck))) return cli_fail("sample", rc);
     } else if (diffusers) {
-        if ((rc = load_diffusers(diffusers, quiet, set_sampler, &sa, &folder_clip, &ck))) return rc;
+        if ((rc = load_diffusers(diffusers, quiet, set_sampler, &sa, &folder_clip, &ck, &smp))) return rc;
     } else if ((rc = load_plain_weights(&wa, &ck))) {
         return rc;
     }
@@ -184,6 +186,7 @@ int cmd_sample(int argc, char **argv) {
         ddpm_checkpoint_free(&ck);
         return rc;
     }
+    if (diffusers) ddpm_diffusers_sample_opts(&smp, &so); /* the scheduler's own rules */
     if (verbose && (rc = sampler_print_timesteps(&ck.schedule, &so))) {
         ddpm_checkpoint_free(&ck);
         return cli_fail("sample", rc);
