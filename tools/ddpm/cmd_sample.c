@@ -23,10 +23,10 @@ typedef struct {
 static int load_plain_weights(const weights_args *w, ddpm_checkpoint *ck) {
     memset(ck, 0, sizeof *ck);
     if (!w->net.set_model)
-        return cli_usage_error("sample", "--weights needs --model (unet, context-unet, simple-unet or mlp)");
+        return cli_usage_error("sample", "--weights needs --model (unet, context-unet, simple-unet, unet2d or mlp)");
     const model_preset *p = model_preset_find(w->net.model);
     if (!p)
-        return cli_usage_error("sample", "unknown --model '%s' (expected mlp, unet, context-unet or simple-unet)", w->net.model);
+        return cli_usage_error("sample", "unknown --model '%s' (expected mlp, unet, context-unet, simple-unet or unet2d)", w->net.model);
     ddpm_schedule_kind kind;
     if (ddpm_schedule_kind_parse(w->schedule ? w->schedule : p->schedule, &kind) || kind == DDPM_SCHEDULE_CUSTOM)
         return cli_usage_error("sample", "%s", kind == DDPM_SCHEDULE_CUSTOM ? "--weights takes a named schedule" : ddpm_last_error());
