@@ -657,22 +657,11 @@ int ddpm_diffusers_save(const char *dir, const ddpm_model *m, const ddpm_schedul
 
     char *unet = join(dir, "unet"), *schd = join(dir, "scheduler");
     char *weights = join(dir, "unet/diffusion_pytorch_model.safetensors");
-    ddpm_tensor *ts = ddpm_alloc(m->n_tensors, sizeof(ddpm_tensor));
-    int rc = unet && schd && weights && ts ? DDPM_OK : ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+    int rc = unet && schd && weights ? DDPM_OK : ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
     if (!rc) rc = mkdir_p(dir);
     if (!rc) rc = mkdir_p(unet);
     if (!rc) rc = mkdir_p(schd);
-    if (!rc) {
-        for (size_t i = 0; i < m->n_tensors; i++) {
-            const ddpm_param_info *p = &m->tensors[i];
-            ts[i] = (ddpm_tensor){.name = (char *)p->name, .dtype = DDPM_DT_F32, .ndim = p->ndim,
-                                  .numel = p->numel, .nbytes = p->numel * sizeof(float),
-                                  .data = (p->is_buffer ? m->buffers : m->params) + p->offset};
-            for (int k = 0; k < p->ndim; k++) ts[i].shape[k] = p->shape[k];
-        }
-        const char *mk[1] = {"format"}, *mv[1] = {"pt"};
-        rc = ddpm_safetensors_write(weights, ts, m->n_tensors, mk, mv, 1);
-    }
+    if (!rc) rc = ddpm_model_save_tensors(weights, m);
     /* the configs after the weights: a folder with a config always has its weights */
     if (!rc) {
         rc = write_json(dir, "unet/config.json", cfg); /* write_json frees the object */
@@ -689,7 +678,6 @@ int ddpm_diffusers_save(const char *dir, const ddpm_model *m, const ddpm_schedul
     cJSON_Delete(cfg);
     cJSON_Delete(sched);
     cJSON_Delete(index);
-    free(ts);
     free(unet);
     free(schd);
     free(weights);
