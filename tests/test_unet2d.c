@@ -484,6 +484,22 @@ static void test_save_and_load_again(void **s) {
     assert_non_null(ddpm_safetensors_find(&f, "up_blocks.0.upsamplers.0.conv.weight"));
     assert_string_equal(ddpm_safetensors_meta(&f, "format"), "pt");
     ddpm_safetensors_free(&f);
+    /* a zero-terminal-SNR schedule goes out as rescale_betas_zero_snr and comes back the same */
+    ddpm_schedule z;
+    ddpm_schedule_config zc;
+    ddpm_schedule_config_default(&zc, DDPM_SCHEDULE_LINEAR, 1000);
+    zc.zero_terminal_snr = 1;
+    assert_int_equal(ddpm_schedule_init(&z, &zc), DDPM_OK);
+    const char *zdir = tu_tmp("export_zsnr");
+    if (ddpm_diffusers_save(zdir, a.model, &z, DDPM_PRED_V)) fail_msg("%s", ddpm_last_error());
+    ddpm_checkpoint c;
+    if (ddpm_diffusers_load(zdir, &c, &smp)) fail_msg("%s", ddpm_last_error());
+    assert_int_equal(c.schedule.config.zero_terminal_snr, 1);
+    assert_int_equal(c.train.prediction, DDPM_PRED_V);
+    assert_true(c.schedule.alphas_cumprod[999] == 0.0f);
+    assert_memory_equal(c.schedule.alphas_cumprod, z.alphas_cumprod, sizeof(float) * 1000);
+    ddpm_checkpoint_free(&c);
+    ddpm_schedule_free(&z);
     /* another network is refused by name */
     ddpm_model *m = nc_create("{\"kind\":\"mlp\",\"dim\":2,\"num_timesteps\":1000}", 1);
     tu_expect_status(ddpm_diffusers_save(dir, m, &a.schedule, DDPM_PRED_EPS), DDPM_ERR_INVALID, "", "not a mlp");
