@@ -15,7 +15,7 @@
  * sampler, variance, spacing, clipping and thresholding unless a flag says otherwise. */
 static int load_diffusers(const char *dir, int quiet, const int *set, sampler_args *sa,
                           int *clip, ddpm_checkpoint *ck, ddpm_diffusers_sampling *smp_out) {
-    ddpm_diffusers_sampling smp;
+    ddpm_diffusers_sampling smp = {0};
     int rc = ddpm_diffusers_load(dir, ck, &smp);
     *smp_out = smp;
     if (rc) return cli_fail("sample", rc);
@@ -107,7 +107,7 @@ int cmd_sample(int argc, char **argv) {
 
     ddpm_checkpoint ck;
     int folder_clip = 1;
-    ddpm_diffusers_sampling smp;
+    ddpm_diffusers_sampling smp = {0};
     if (ckpt) {
         if ((rc = ddpm_checkpoint_load(ckpt, &ck))) return cli_fail("sample", rc);
     } else if (diffusers) {
