@@ -25,6 +25,13 @@ check "any ddpm sampler on top (dpmpp-2m)" test -s "$tmp/c.npy"
 "$DDPM" sample --diffusers "$FX/church" -n 2 --steps 3 --npy "$tmp/d2.npy" --out "$tmp/d.png" --threads 2 --batch 1 >/dev/null 2>&1
 check "same samples with 1 or 2 threads and batches" cmp "$tmp/d1.npy" "$tmp/d2.npy"
 
+"$DDPM" sample --diffusers "$FX/church_bin" -n 2 --steps 3 --npy "$tmp/bin.npy" --out "$tmp/bin.png" >/dev/null 2>&1
+check "a .bin folder (torch.save) samples as its safetensors twin" cmp "$tmp/d1.npy" "$tmp/bin.npy"
+cp -r "$FX/church" "$tmp/o"
+sed -i 's/"steps_offset": 0/"steps_offset": 1/' "$tmp/o/scheduler_config.json"
+out=$("$DDPM" sample --diffusers "$tmp/o" -n 1 --steps 2 --out "$tmp/o.png" --verbose 2>&1)
+check "steps_offset 1 moves the leading timesteps" grep -q "timesteps: 501 1" <<<"$out"
+
 expect_fail 2 "two sources" "give one of --ckpt FILE, --diffusers DIR" "$DDPM" sample --diffusers "$FX/cifar" --ckpt x.safetensors
 expect_fail 2 "not a folder" "no-such-dir: not a directory" "$DDPM" sample --diffusers "$tmp/no-such-dir"
 mkdir -p "$tmp/empty"
@@ -71,6 +78,19 @@ check "the unet as UNet2DModel blocks" grep -q '"AttnDownBlock2D"' "$tmp/exp/une
 check "diffusers' key names" grep -qa 'down_blocks.1.attentions.0.to_q.weight' "$tmp/exp/unet/diffusion_pytorch_model.safetensors"
 expect_ok "the export samples (a class)" "$DDPM" sample --diffusers "$tmp/exp" --class 1 -n 2 --sampler ddim --steps 4 --out "$tmp/e.png" --quiet
 expect_fail 2 "a unet that does not map" "attention_head_dim" bash -c "\"\$1\" train --data \"\$2\" --image-size 8 --model unet --base-channels 8 --channel-mult 1,2 --num-res-blocks 1 --groups 4 --heads 4 --dim-head 8 --timesteps 40 --batch-size 4 --steps 1 --out \"\$3\" --quiet && \"\$1\" export --ckpt \"\$3/ckpt.safetensors\" --diffusers \"\$3/exp\"" _ "$DDPM" "$tmp/img" "$tmp/run2"
+# train --model unet2d: diffusers' layout from ddpm's flags, exported and sampled back
+expect_ok "train a tiny unet2d" "$DDPM" train --data "$tmp/img" --labels-from-dirs --image-size 8 --model unet2d \
+  --block-out-channels 16,16 --down-block-types AttnDownBlock2D,DownBlock2D --layers-per-block 1 --groups 4 \
+  --attention-head-dim 8 --norm-eps 1e-5 --timesteps 40 --batch-size 4 --steps 2 --out "$tmp/run3" --quiet
+expect_ok "export the unet2d" "$DDPM" export --ckpt "$tmp/run3/ckpt.safetensors" --diffusers "$tmp/exp3" --quiet
+cfg3=$(tr -d ' \t\n' < "$tmp/exp3/unet/config.json")
+check "its block types" grep -q '"down_block_types":\["AttnDownBlock2D","DownBlock2D"\],' <<<"$cfg3"
+check "the up blocks mirror them" grep -q '"up_block_types":\["UpBlock2D","AttnUpBlock2D"\],' <<<"$cfg3"
+check "the flags' values" grep -q '"attention_head_dim":8,.*"layers_per_block":1,.*"norm_eps":1e-05,"norm_num_groups":4,"num_class_embeds":2,' <<<"$cfg3"
+expect_ok "the unet2d export samples" "$DDPM" sample --diffusers "$tmp/exp3" --class 0 -n 2 --sampler ddim --steps 4 --out "$tmp/e3.png" --quiet
+expect_fail 2 "a block type unet2d does not know" "CrossAttnDownBlock2D" "$DDPM" train --data "$tmp/img" --image-size 8 --model unet2d \
+  --block-out-channels 8,16 --down-block-types CrossAttnDownBlock2D,DownBlock2D --groups 4 --steps 1 --out "$tmp/run4" --quiet
+expect_fail 2 "unet2d does not take points" "does not take points" "$DDPM" train --data moons --model unet2d --steps 1 --out "$tmp/run5" --quiet
 expect_fail 2 "export needs --ckpt" "--ckpt FILE is required" "$DDPM" export --diffusers "$tmp/e"
 expect_fail 2 "export of a missing checkpoint" "nope.safetensors" "$DDPM" export --ckpt "$tmp/nope.safetensors" --diffusers "$tmp/e"
 finish

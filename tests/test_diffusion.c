@@ -106,7 +106,7 @@ static void test_ddpm_step_true_noise(void **state) {
             ddpm_q_posterior(&s, x0, xt, t, B, D, mean, NULL, NULL);
             for (int var = 0; var < 2; var++)
                 for (int clip = 0; clip < 2; clip++) {
-                    ddpm_step_opts o = {DDPM_PRED_EPS, (ddpm_variance)var, clip, 0};
+                    ddpm_step_opts o = {.prediction = DDPM_PRED_EPS, .variance = (ddpm_variance)var, .clip_x0 = clip};
                     ddpm_step_ddpm(&s, &o, tt, xt, eps, z, B, D, xp, x0hat);
                     double sigma = tt == s.t0 ? 0 : var ? sqrt(s.betas[tt]) : sqrt(s.posterior_variance[tt]);
                     for (int i = 0; i < B * D; i++) {
@@ -124,7 +124,7 @@ static void test_ddpm_step_true_noise(void **state) {
         for (int i = 0; i < B * D; i++) x0[i] = fmaxf(-1.0f, fminf(1.0f, x0[i]));
         ddpm_q_sample(&s, x0, eps, t, B, D, xt);
         for (int clip = 0; clip < 2; clip++) {
-            ddpm_step_opts o = {DDPM_PRED_EPS, DDPM_VAR_SMALL, clip, 0};
+            ddpm_step_opts o = {.prediction = DDPM_PRED_EPS, .variance = DDPM_VAR_SMALL, .clip_x0 = clip};
             ddpm_step_ddpm(&s, &o, s.t0, xt, eps, NULL, B, D, xp, NULL);
             if (clip || k != DDPM_SCHEDULE_LINEAR_COURSE)
                 for (int i = 0; i < B * D; i++) assert_float_equal(xp[i], x0[i], 1e-4);
@@ -142,7 +142,7 @@ static void test_ddpm_step_tutorial_formula(void **state) {
     ddpm_randn(3, DDPM_STREAM_USER, 0, 0, xt, B * D);
     ddpm_randn(3, DDPM_STREAM_USER, 1, 0, eps, B * D);
     ddpm_randn(3, DDPM_STREAM_USER, 2, 0, z, B * D);
-    ddpm_step_opts o = {DDPM_PRED_EPS, DDPM_VAR_LARGE, 0, 0};
+    ddpm_step_opts o = {.prediction = DDPM_PRED_EPS, .variance = DDPM_VAR_LARGE, .clip_x0 = 0};
     const int ts[] = {500, 250, 2, 1};
     for (int q = 0; q < 4; q++) {
         int t = ts[q];
@@ -172,7 +172,7 @@ static void test_ddim_true_noise(void **state) {
         float x0[B * D], eps[B * D], xt[B * D], xp[B * D], want[B * D];
         int t[B], tp[B];
         random_batch(x0, eps, t, &s, 8);
-        ddpm_step_opts o = {DDPM_PRED_EPS, DDPM_VAR_SMALL, 0, 0};
+        ddpm_step_opts o = {.prediction = DDPM_PRED_EPS, .variance = DDPM_VAR_SMALL, .clip_x0 = 0};
         for (int tt = s.t0; tt < s.n; tt += 13) {
             for (int i = 0; i < B; i++) t[i] = tt;
             ddpm_q_sample(&s, x0, eps, t, B, D, xt);
@@ -200,7 +200,7 @@ static void test_ddim_eta1_is_ddpm(void **state) {
     ddpm_randn(4, DDPM_STREAM_USER, 1, 0, out, B * D);
     ddpm_randn(4, DDPM_STREAM_USER, 2, 0, z, B * D);
     for (int p = 0; p < 3; p++) {
-        ddpm_step_opts o = {(ddpm_prediction)p, DDPM_VAR_SMALL, 0, 0};
+        ddpm_step_opts o = {.prediction = (ddpm_prediction)p, .variance = DDPM_VAR_SMALL, .clip_x0 = 0};
         for (int t = 1; t < 99; t += 7) {
             ddpm_step_ddim(&s, &o, t, t - 1, 1.0f, xt, out, z, B, D, a, NULL);
             ddpm_step_ddpm(&s, &o, t, xt, out, z, B, D, b, NULL);

@@ -206,7 +206,7 @@ static void test_dpm_first_order_is_ddim(void **state) {
         fill(x, 4, 1.0);
         fill(out, 5, 1.0);
         for (int p = 0; p < 3; p++) {
-            ddpm_step_opts o = {(ddpm_prediction)p, DDPM_VAR_SMALL, p == 1, 0};
+            ddpm_step_opts o = {.prediction = (ddpm_prediction)p, .variance = DDPM_VAR_SMALL, .clip_x0 = p == 1};
             for (int t = s.t0 + 3; t < s.n; t += 37) {
                 const int prevs[] = {t - 1, t - 3, s.t0, s.t0 - 1};
                 for (int q = 0; q < 4; q++) {

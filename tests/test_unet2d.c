@@ -223,6 +223,104 @@ static void test_ddim_sample_matches_ddimscheduler(void **s) {
     ddpm_checkpoint_free(&ck);
 }
 
+/* DDIMScheduler's options, each a 1-item sample from x_T by gen_diffusers.py's
+ * ddim_scheduler_sample: clip_sample (x_0 clipped, the network's eps kept), clip_sample_range 0.5
+ * with steps_offset 1 and set_alpha_to_one false, rescale_betas_zero_snr with v prediction and
+ * trailing spacing over 7 steps (K does not divide T: the previous timestep is t - T // K, not the
+ * next listed one), thresholding with x_0 prediction and linspace spacing. The settings come
+ * from the scheduler config through ddpm_diffusers_scheduler_parse and
+ * ddpm_diffusers_sample_opts, as `ddpm sample --diffusers` takes them. */
+static void run_ddim_case(const ddpm_checkpoint *ck, const char *name, int ddpm_rules,
+                          float *x, size_t d, ddpm_schedule *sched) {
+    char key[128];
+    snprintf(key, sizeof key, "ddimx/%s/config", name);
+    const char *cfg = meta(key);
+    ddpm_diffusers_sampling smp;
+    ddpm_prediction pred;
+    if (ddpm_diffusers_scheduler_parse(cfg, strlen(cfg), name, sched, &pred, &smp))
+        fail_msg("%s", ddpm_last_error());
+    snprintf(key, sizeof key, "ddimx/%s/steps", name);
+    ddpm_sample_opts o;
+    ddpm_sample_opts_default(&o);
+    o.sampler = smp.sampler;
+    o.steps = atoi(meta(key));
+    o.spacing = smp.spacing;
+    o.step.prediction = pred;
+    o.step.clip_x0 = smp.clip_x0;
+    o.threshold = smp.threshold;
+    o.threshold_ratio = smp.threshold_ratio;
+    o.threshold_max = smp.threshold_max;
+    o.x_is_init = 1;
+    if (!ddpm_rules) ddpm_diffusers_sample_opts(&smp, &o);
+    int ts[64];
+    assert_int_equal(ddpm_sample_timesteps(sched, &o, ts, NULL), DDPM_OK);
+    char got[256] = "";
+    for (int k = 0; k < o.steps; k++) snprintf(got + strlen(got), sizeof got - strlen(got), k ? ",%d" : "%d", ts[k]);
+    snprintf(key, sizeof key, "ddimx/%s/timesteps", name);
+    if (!ddpm_rules) assert_string_equal(got, meta(key));
+    ddpm_model_sampler ms;
+    assert_int_equal(ddpm_model_sampler_init(&ms, ck->model, 1), DDPM_OK);
+    assert_int_equal(ddpm_sample_loop(sched, &o, ddpm_model_denoise, &ms, 1, d, x), DDPM_OK);
+    ddpm_model_sampler_free(&ms);
+}
+
+static void test_ddim_scheduler_options(void **s) {
+    (void)s;
+    ddpm_checkpoint ck;
+    ddpm_diffusers_sampling smp;
+    if (ddpm_diffusers_load(folder("church"), &ck, &smp)) fail_msg("%s", ddpm_last_error());
+    const size_t d = ck.model->sample_numel;
+    char cases[256];
+    snprintf(cases, sizeof cases, "%s", meta("ddimx/cases"));
+    int n_cases = 0;
+    for (char *name = strtok(cases, ","); name; name = strtok(NULL, ","), n_cases++) {
+        char key[128];
+        snprintf(key, sizeof key, "ddimx/%s/", name);
+        float *x = nc_tensor(&FX, key, "x_T", d), *ref = NULL;
+        ddpm_schedule sched;
+        run_ddim_case(&ck, name, 0, x, d, &sched);
+        snprintf(key, sizeof key, "ddimx/%s/sample", name);
+        cmp_ref(key, x, d, 1e-4);
+        /* the check can fail: with ddpm's own DDIM rules (eps re-derived from the clipped x_0,
+         * the next listed timestep, the final alpha 1, no offset) every case differs */
+        ref = tu_tensor(&FX, key, d, NULL);
+        free(x);
+        ddpm_schedule_free(&sched);
+        snprintf(key, sizeof key, "ddimx/%s/", name);
+        x = nc_tensor(&FX, key, "x_T", d);
+        run_ddim_case(&ck, name, 1, x, d, &sched);
+        double diff = 0, scale = 0;
+        for (size_t i = 0; i < d; i++) {
+            diff = fmax(diff, fabs((double)x[i] - ref[i]));
+            scale = fmax(scale, fabs((double)ref[i]));
+        }
+        printf("[unet2d] DDIM %s: ddpm's own rules differ from DDIMScheduler's by %.3g (max |ref| %.3g)\n",
+               name, diff, scale);
+        /* (not the x_0 case: its last step returns the network's thresholded x_0 under both
+         * rules, and the earlier steps reach it only through the network's input) */
+        if (strcmp(name, "threshold_sample_linspace") != 0) assert_true(diff > 1e-3 * scale); /* 10x the tolerance */
+        ddpm_schedule_free(&sched);
+        free(x);
+        free(ref);
+    }
+    assert_int_equal(n_cases, 4);
+    ddpm_checkpoint_free(&ck);
+}
+
+/* A folder with only diffusion_pytorch_model.bin (torch.save by Debian's torch, the older
+ * attention names) loads the same weights as its safetensors twin. */
+static void test_bin_folder(void **s) {
+    (void)s;
+    ddpm_checkpoint a, b;
+    ddpm_diffusers_sampling smp;
+    if (ddpm_diffusers_load(folder("church"), &a, &smp)) fail_msg("%s", ddpm_last_error());
+    if (ddpm_diffusers_load(folder("church_bin"), &b, &smp)) fail_msg("%s", ddpm_last_error());
+    assert_int_equal(a.model->n_params, b.model->n_params);
+    assert_memory_equal(a.model->params, b.model->params, sizeof(float) * a.model->n_params);
+    ddpm_checkpoint_free(&a);
+    ddpm_checkpoint_free(&b);
+}
+
 static void test_ddpm_step_matches_ddpmscheduler(void **s) {
     (void)s;
     ddpm_checkpoint ck;
@@ -289,9 +387,10 @@ static void test_config_errors(void **s) {
         {"{\"_class_name\":\"DDPMScheduler\",\"beta_schedule\":\"linear\",\"variance_type\":\"learned\"}", "variance_type"},
         {"{\"_class_name\":\"EulerDiscreteScheduler\"}", "_class_name"},
         {"{\"num_train_timesteps\":1000,\"use_karras_sigmas\":true}", "use_karras_sigmas"},
-        {"{\"steps_offset\":1}", "steps_offset"},
-        {"{\"clip_sample_range\":2.0}", "clip_sample_range"},
-        {"{\"_class_name\":\"DDIMScheduler\",\"set_alpha_to_one\":false}", "set_alpha_to_one"},
+        {"{\"steps_offset\":1.5}", "steps_offset"},
+        {"{\"steps_offset\":-1}", "steps_offset"},
+        {"{\"clip_sample_range\":0}", "clip_sample_range"},
+        {"{\"_class_name\":\"DDIMScheduler\",\"set_alpha_to_one\":1}", "set_alpha_to_one"},
         {"{\"trained_betas\":[0.1,0.2]}", "trained_betas"},
         {"{\"prediction_type\":\"flow\"}", "prediction_type"},
         {"[1,2]", "not a JSON object"},
@@ -350,8 +449,9 @@ static void test_folder_errors(void **s) {
     /* the weights missing, then only a .bin */
     assert_int_equal(tu_system("rm '%s'", w), 0);
     tu_expect_status(ddpm_diffusers_load(dir, &ck, &smp), DDPM_ERR_IO, "diffusion_pytorch_model.safetensors", "missing");
+    assert_int_equal(tu_system("sed -i 's/\"use_karras_sigmas\": true, //' '%s'", sc), 0);
     assert_int_equal(tu_system("touch '%s/diffusion_pytorch_model.bin'", dir), 0);
-    tu_expect_status(ddpm_diffusers_load(dir, &ck, &smp), DDPM_ERR_IO, "diffusion_pytorch_model.safetensors", ".bin");
+    tu_expect_status(ddpm_diffusers_load(dir, &ck, &smp), DDPM_ERR_FORMAT, "diffusion_pytorch_model.bin", "");
     /* not a folder of a model */
     tu_expect_status(ddpm_diffusers_load(tu_tmp("none"), &ck, &smp), DDPM_ERR_IO, "none", "not a directory");
 }
@@ -384,6 +484,22 @@ static void test_save_and_load_again(void **s) {
     assert_non_null(ddpm_safetensors_find(&f, "up_blocks.0.upsamplers.0.conv.weight"));
     assert_string_equal(ddpm_safetensors_meta(&f, "format"), "pt");
     ddpm_safetensors_free(&f);
+    /* a zero-terminal-SNR schedule goes out as rescale_betas_zero_snr and comes back the same */
+    ddpm_schedule z;
+    ddpm_schedule_config zc;
+    ddpm_schedule_config_default(&zc, DDPM_SCHEDULE_LINEAR, 1000);
+    zc.zero_terminal_snr = 1;
+    assert_int_equal(ddpm_schedule_init(&z, &zc), DDPM_OK);
+    const char *zdir = tu_tmp("export_zsnr");
+    if (ddpm_diffusers_save(zdir, a.model, &z, DDPM_PRED_V)) fail_msg("%s", ddpm_last_error());
+    ddpm_checkpoint c;
+    if (ddpm_diffusers_load(zdir, &c, &smp)) fail_msg("%s", ddpm_last_error());
+    assert_int_equal(c.schedule.config.zero_terminal_snr, 1);
+    assert_int_equal(c.train.prediction, DDPM_PRED_V);
+    assert_true(c.schedule.alphas_cumprod[999] == 0.0f);
+    assert_memory_equal(c.schedule.alphas_cumprod, z.alphas_cumprod, sizeof(float) * 1000);
+    ddpm_checkpoint_free(&c);
+    ddpm_schedule_free(&z);
     /* another network is refused by name */
     ddpm_model *m = nc_create("{\"kind\":\"mlp\",\"dim\":2,\"num_timesteps\":1000}", 1);
     tu_expect_status(ddpm_diffusers_save(dir, m, &a.schedule, DDPM_PRED_EPS), DDPM_ERR_INVALID, "", "not a mlp");
@@ -574,6 +690,8 @@ int main(void) {
         cmocka_unit_test(test_church_folder_legacy_names),
         cmocka_unit_test(test_ddim_sample_matches_ddimscheduler),
         cmocka_unit_test(test_ddpm_step_matches_ddpmscheduler),
+        cmocka_unit_test(test_ddim_scheduler_options),
+        cmocka_unit_test(test_bin_folder),
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_folder_errors),
         cmocka_unit_test(test_save_and_load_again),

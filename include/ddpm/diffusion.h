@@ -174,6 +174,12 @@ typedef struct {
     ddpm_variance variance;     /* DDPM: posterior variance ("small") or beta ("large") */
     int clip_x0;                /* clamp the predicted x_0 to [-1, 1] */
     int no_noise;               /* DDPM: add no noise at any step (shows why noise is needed) */
+    float clip_range;           /* clip_x0 clamps to [-r, r] (diffusers' clip_sample_range);
+                                   0 means 1 */
+    int ddim_keep_eps;          /* DDIM with clip_x0 (or thresholding in the loop): step with the
+                                   network's own eps, as diffusers' DDIMScheduler does
+                                   (use_clipped_model_output false), instead of the eps re-derived
+                                   from the clipped x_0 (ddpm's default) */
 } ddpm_step_opts;
 
 /* One DDPM ancestral step from x_t to x_{t-1} at a shared t for all B items:
@@ -273,6 +279,13 @@ typedef struct {
                               x must hold x_t at that step's timestep, and x_is_init be set */
     ddpm_progress_fn progress;
     void *progress_ctx;
+    /* diffusers' scheduler settings (a diffusers folder's scheduler_config.json): */
+    int steps_offset;      /* leading spacing, every sampler but DDPM: added to each timestep */
+    int ddim_prev_by_ratio;/* DDIM: the step after t lands at t - T / K (integer division), as
+                              DDIMScheduler.step, instead of at the next listed timestep (the two
+                              differ for trailing or linspace spacing when K does not divide T) */
+    int ddim_final_abar_t0;/* DDIM: below t0 the step lands at abar(t0), not at 1 (diffusers'
+                              set_alpha_to_one false) */
 } ddpm_sample_opts;
 
 void ddpm_sample_opts_default(ddpm_sample_opts *o);

@@ -107,6 +107,10 @@ float *ddpm_model_tensor_data(ddpm_model *m, const ddpm_param_info *p);
  * that prefix; the error names the first mismatching tensor. */
 int ddpm_model_load_tensors(ddpm_model *m, const ddpm_safetensors *st, const char *prefix,
                             const char *path_for_errors);
+/* Writes every tensor of m (parameters as they are now, and buffers such as batch norm's
+ * running statistics) by name as float32 to a plain safetensors file with metadata
+ * {"format": "pt"}: the state dict a PyTorch module of the same network loads whole. */
+int ddpm_model_save_tensors(const char *path, const ddpm_model *m);
 
 /* Registers a model kind beside the built-in ones (a static table in src/models/model.c). */
 typedef int (*ddpm_model_factory)(const void *config_cjson, uint64_t seed, ddpm_model **out);

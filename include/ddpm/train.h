@@ -230,10 +230,16 @@ typedef struct {
     ddpm_sampler sampler;  /* DDPM for DDPMScheduler, DDIM for DDIMScheduler and PNDMScheduler */
     ddpm_variance variance;/* variance_type fixed_small / fixed_large */
     ddpm_spacing spacing;  /* timestep_spacing */
-    int clip_x0;           /* clip_sample (range 1; off when thresholding) */
+    int clip_x0;           /* clip_sample (off when thresholding) */
+    float clip_range;      /* clip_sample_range */
     int threshold;         /* thresholding, with dynamic_thresholding_ratio, sample_max_value */
     float threshold_ratio, threshold_max;
+    int steps_offset;      /* steps_offset (leading spacing) */
+    int final_abar_t0;     /* DDIMScheduler with set_alpha_to_one false */
 } ddpm_diffusers_sampling;
+/* Sets the diffusers scheduler rules of smp in o (clip range, steps_offset, DDIMScheduler's step:
+ * the network's eps kept beside a clipped x_0, the previous timestep t - T / K, the final alpha). */
+void ddpm_diffusers_sample_opts(const ddpm_diffusers_sampling *smp, ddpm_sample_opts *o);
 /* Loads folder dir into ck (the unet2d model with its weights, the schedule, the prediction type
  * in ck->train.prediction; no EMA) and the scheduler's sampling settings into smp. Every config
  * key ddpm does not map is refused by name; errors name the file. */

@@ -124,7 +124,7 @@ int ddpm_repaint(const ddpm_schedule *s, const ddpm_sample_opts *o, int jump_len
     if (!out || !x0 || !noise || !kn || !tv || (o->threshold && !scratch)) rc = DDPM_ERR_NOMEM;
     /* As in the sampling loop: thresholding hands the DDPM step a clipped x_0 prediction. */
     ddpm_step_opts step = o->step;
-    if (o->threshold) step.prediction = DDPM_PRED_X0, step.clip_x0 = 1;
+    if (o->threshold) step.prediction = DDPM_PRED_X0, step.clip_x0 = 1, step.clip_range = 1.0f;
     if (!rc) ddpm_sample_draw_init(o, B, d, x);
     int have_x0 = 0;
     for (int j = 0; !rc && j + 1 < len; j++) {

@@ -96,9 +96,19 @@ void ddpm_target(const ddpm_schedule *s, ddpm_prediction p, const float *x0, con
     }
 }
 
+float ddpm_step_clip(const ddpm_step_opts *o) {
+    return !o->clip_x0 ? 0.0f : o->clip_range > 0.0f ? o->clip_range : 1.0f;
+}
+
 void ddpm_split_prediction(const ddpm_schedule *s, ddpm_prediction p, const float *xt,
                            const float *out, const int *t, int B, size_t d, int clip, float *eps,
                            float *x0) {
+    ddpm_split_prediction_range(s, p, xt, out, t, B, d, clip ? 1.0f : 0.0f, 0, eps, x0);
+}
+
+void ddpm_split_prediction_range(const ddpm_schedule *s, ddpm_prediction p, const float *xt,
+                                 const float *out, const int *t, int B, size_t d, float clip,
+                                 int keep_eps, float *eps, float *x0) {
     for (int i = 0; i < B; i++) {
         const int ti = t[i];
         const float sa = s->sqrt_alphas_cumprod[ti], s1m = s->sqrt_one_minus_alphas_cumprod[ti];
@@ -112,9 +122,9 @@ void ddpm_split_prediction(const ddpm_schedule *s, ddpm_prediction p, const floa
             case DDPM_PRED_X0: x = out[k]; e = sa == 0.0f ? xt[k] : (ra * xt[k] - x) / rm1; break;
             default: x = sa * xt[k] - s1m * out[k]; e = s1m * xt[k] + sa * out[k]; break;
             }
-            if (clip) {
-                float xc = x < -1.0f ? -1.0f : x > 1.0f ? 1.0f : x;
-                if (xc != x) e = sa == 0.0f ? xt[k] : (ra * xt[k] - xc) / rm1;
+            if (clip > 0.0f) {
+                float xc = x < -clip ? -clip : x > clip ? clip : x;
+                if (xc != x && !keep_eps) e = sa == 0.0f ? xt[k] : (ra * xt[k] - xc) / rm1;
                 x = xc;
             }
             if (eps) eps[k] = e;
@@ -162,8 +172,8 @@ void ddpm_step_ddpm(const ddpm_schedule *s, const ddpm_step_opts *o, int t, cons
         float e[256], x0[256];
         for (size_t j0 = 0; j0 < d; j0 += 256) {
             const size_t len = d - j0 < 256 ? d - j0 : 256;
-            ddpm_split_prediction(s, o->prediction, xt + off + j0, model_out + off + j0, &t, 1,
-                                  len, o->clip_x0, e, x0);
+            ddpm_split_prediction_range(s, o->prediction, xt + off + j0, model_out + off + j0,
+                                        &t, 1, len, ddpm_step_clip(o), 0, e, x0);
             for (size_t j = 0; j < len; j++) {
                 const size_t k = off + j0 + j;
                 float m = o->clip_x0 ? c1 * x0[j] + c2 * xt[k] : ra * (xt[k] - ce * e[j]);
@@ -174,33 +184,43 @@ void ddpm_step_ddpm(const ddpm_schedule *s, const ddpm_step_opts *o, int t, cons
     }
 }
 
-void ddpm_step_ddim(const ddpm_schedule *s, const ddpm_step_opts *o, int t, int t_prev, float eta,
-                    const float *xt, const float *model_out, const float *noise, int B, size_t d,
-                    float *x_prev, float *x0_out) {
-    DDPM_CHECK(t >= s->t0 && t < s->n && t_prev < t);
+/* A DDIM step from t to a point of alphas_cumprod ab_prev (ab_prev >= abar_t). eps_net, if
+ * given, is the eps to step with (the network's, when the loop thresholds x_0 and
+ * o->ddim_keep_eps is set); otherwise eps comes from the output as o says. */
+static void ddim_step_to(const ddpm_schedule *s, const ddpm_step_opts *o, int t, double ab_prev,
+                         float eta, const float *xt, const float *model_out, const float *eps_net,
+                         const float *noise, int B, size_t d, float *x_prev, float *x0_out) {
     const double ab = s->alphas_cumprod[t];
-    const double ab_prev = t_prev >= s->t0 ? s->alphas_cumprod[t_prev] : 1.0;
-    const double sig = eta * sqrt((1.0 - ab_prev) / (1.0 - ab) * (1.0 - ab / ab_prev));
+    const double sig = ab_prev == ab ? 0.0 : eta * sqrt((1.0 - ab_prev) / (1.0 - ab) * (1.0 - ab / ab_prev));
     const double c2 = 1.0 - ab_prev - sig * sig;
     const float a = (float)sqrt(ab_prev), c = (float)sqrt(c2 > 0.0 ? c2 : 0.0), sigma = (float)sig;
     DDPM_CHECK(sigma == 0.0f || noise != NULL);
+    const float clip = ddpm_step_clip(o);
 #pragma omp parallel for schedule(static) if ((size_t)B * d > 65536)
     for (int i = 0; i < B; i++) {
         const size_t off = (size_t)i * d;
         float e[256], x0[256];
         for (size_t j0 = 0; j0 < d; j0 += 256) {
             const size_t len = d - j0 < 256 ? d - j0 : 256;
-            ddpm_split_prediction(s, o->prediction, xt + off + j0, model_out + off + j0, &t, 1,
-                                  len, o->clip_x0, e, x0);
+            ddpm_split_prediction_range(s, o->prediction, xt + off + j0, model_out + off + j0,
+                                        &t, 1, len, clip, o->ddim_keep_eps, e, x0);
             for (size_t j = 0; j < len; j++) {
                 const size_t k = off + j0 + j;
-                float v = a * x0[j] + c * e[j];
+                float v = a * x0[j] + c * (eps_net ? eps_net[k] : e[j]);
                 if (sigma != 0.0f) v += sigma * noise[k];
                 if (x0_out) x0_out[k] = x0[j];
                 x_prev[k] = v;
             }
         }
     }
+}
+
+void ddpm_step_ddim(const ddpm_schedule *s, const ddpm_step_opts *o, int t, int t_prev, float eta,
+                    const float *xt, const float *model_out, const float *noise, int B, size_t d,
+                    float *x_prev, float *x0_out) {
+    DDPM_CHECK(t >= s->t0 && t < s->n && t_prev < t);
+    const double ab_prev = t_prev >= s->t0 ? s->alphas_cumprod[t_prev] : 1.0;
+    ddim_step_to(s, o, t, ab_prev, eta, xt, model_out, NULL, noise, B, d, x_prev, x0_out);
 }
 
 double ddpm_sigma(const ddpm_schedule *s, int t) {
@@ -301,6 +321,15 @@ int ddpm_sample_timesteps(const ddpm_schedule *s, const ddpm_sample_opts *o, int
     } else {
         int rc = ddpm_timesteps(s, K, o->spacing, ts);
         if (rc) return rc;
+        /* diffusers' steps_offset moves leading timesteps only (its set_timesteps) */
+        if (o->steps_offset != 0 && o->spacing == DDPM_SPACING_LEADING) {
+            if (o->steps_offset < 0 || ts[0] + o->steps_offset >= s->n)
+                return ddpm_fail(DDPM_ERR_INVALID,
+                                 "steps_offset %d moves the first of %d leading timesteps (%d) "
+                                 "past the schedule's last step %d", o->steps_offset, K, ts[0],
+                                 s->n - 1);
+            for (int k = 0; k < K; k++) ts[k] += o->steps_offset;
+        }
     }
     if (sigmas) {
         for (int k = 0; k < K; k++) sigmas[k] = ddpm_sigma(s, ts[k]);
@@ -364,14 +393,18 @@ int ddpm_sample_loop(const ddpm_schedule *s, const ddpm_sample_opts *o, ddpm_den
     float *x0 = ddpm_alloc_aligned(n, sizeof(float));
     float *noise = ddpm_alloc_aligned(n, sizeof(float));
     float *scratch = o->threshold ? ddpm_alloc(d, sizeof(float)) : NULL;
-    int rc = (!ts || !out || !x0 || !noise || (o->threshold && !scratch)) ? DDPM_ERR_NOMEM
-                                                                              : DDPM_OK;
+    /* DDIMScheduler thresholds x_0 and keeps the network's eps: that eps, before thresholding */
+    const int eps_kept = ddim && o->threshold && o->step.ddim_keep_eps;
+    float *eps_net = eps_kept ? ddpm_alloc_aligned(n, sizeof(float)) : NULL;
+    int rc = (!ts || !out || !x0 || !noise || (o->threshold && !scratch) || (eps_kept && !eps_net))
+                 ? DDPM_ERR_NOMEM
+                 : DDPM_OK;
     if (!rc) rc = ddpm_sample_timesteps(s, o, ts, NULL);
     /* With thresholding the steps get the thresholded x_0 as an x_0 prediction. Clipping it
      * changes no value (it lies in [-1, 1]) but gives DDPM's step the posterior mean of that
      * x_0, as with plain clipping. */
     ddpm_step_opts step = o->step;
-    if (o->threshold) step.prediction = DDPM_PRED_X0, step.clip_x0 = 1;
+    if (o->threshold) step.prediction = DDPM_PRED_X0, step.clip_x0 = 1, step.clip_range = 1.0f;
     if (!rc && (o->first_step < 0 || o->first_step >= K || (o->first_step > 0 && !o->x_is_init)))
         rc = ddpm_fail(DDPM_ERR_INVALID,
                        "the first step (%d) must be in 0..%d, and above 0 only with a given x_t",
@@ -379,17 +412,25 @@ int ddpm_sample_loop(const ddpm_schedule *s, const ddpm_sample_opts *o, ddpm_den
     if (!rc && !o->x_is_init) ddpm_sample_draw_init(o, B, d, x);
     for (int k = o->first_step; !rc && k < K; k++) {
         const int t = ts[k];
-        const int t_prev = k + 1 < K ? ts[k + 1] : s->t0 - 1;
+        int t_prev = k + 1 < K ? ts[k + 1] : s->t0 - 1;
+        if (ddim && o->ddim_prev_by_ratio) t_prev = t - (s->n - s->t0) / K;
         rc = f(ctx, x, B, t, k > o->first_step ? x0 : NULL, out);
         if (rc) break;
+        if (eps_kept)
+            ddpm_split_prediction(s, o->step.prediction, x, out, (int[]){t}, 1, n, 0, eps_net, NULL);
         if (o->threshold) ddpm_predict_x0(s, o, t, x, out, B, d, out, scratch);
-        int need_noise = ddim ? (o->eta > 0.0f && t_prev >= s->t0)
+        int need_noise = ddim ? (o->eta > 0.0f && (t_prev >= s->t0 || o->ddim_final_abar_t0))
                               : (t > s->t0 && !o->step.no_noise);
         if (need_noise) ddpm_sample_draw_noise(o, t, B, d, noise);
-        if (ddim)
-            ddpm_step_ddim(s, &step, t, t_prev, o->eta, x, out, noise, B, d, x, x0);
-        else
+        if (ddim) {
+            const double ab_prev = t_prev >= s->t0          ? s->alphas_cumprod[t_prev]
+                                   : o->ddim_final_abar_t0 ? s->alphas_cumprod[s->t0]
+                                                           : 1.0;
+            ddim_step_to(s, &step, t, ab_prev, o->eta, x, out, eps_kept ? eps_net : NULL, noise,
+                         B, d, x, x0);
+        } else {
             ddpm_step_ddpm(s, &step, t, x, out, noise, B, d, x, x0);
+        }
         if (o->progress && o->progress(o->progress_ctx, k + 1, K, t, x, x0))
             rc = ddpm_fail(DDPM_ERR_INTERRUPTED, "sampling stopped at step %d of %d", k + 1, K);
     }
@@ -398,5 +439,6 @@ int ddpm_sample_loop(const ddpm_schedule *s, const ddpm_sample_opts *o, ddpm_den
     free(x0);
     free(noise);
     free(scratch);
+    free(eps_net);
     return rc;
 }

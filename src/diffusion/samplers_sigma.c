@@ -33,9 +33,10 @@ void ddpm_threshold_x0(float *x0, int B, size_t d, float ratio, float max_value,
 void ddpm_predict_x0(const ddpm_schedule *s, const ddpm_sample_opts *o, int t, const float *xt,
                      const float *model_out, int B, size_t d, float *x0, float *scratch) {
     for (int i = 0; i < B; i++)
-        ddpm_split_prediction(s, o->step.prediction, xt + (size_t)i * d,
-                              model_out + (size_t)i * d, &t, 1, d,
-                              o->step.clip_x0 && !o->threshold, NULL, x0 + (size_t)i * d);
+        ddpm_split_prediction_range(s, o->step.prediction, xt + (size_t)i * d,
+                                    model_out + (size_t)i * d, &t, 1, d,
+                                    o->threshold ? 0.0f : ddpm_step_clip(&o->step), 0, NULL,
+                                    x0 + (size_t)i * d);
     if (o->threshold) ddpm_threshold_x0(x0, B, d, o->threshold_ratio, o->threshold_max, scratch);
 }
 

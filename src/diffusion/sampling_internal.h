@@ -17,4 +17,12 @@ int ddpm_sample_check_threshold(const ddpm_sample_opts *o);
 int ddpm_sample_loop_sigma(const ddpm_schedule *s, const ddpm_sample_opts *o, ddpm_denoise_fn f,
                            void *ctx, int B, size_t d, float *x);
 
+/* ddpm_split_prediction with clamping to [-clip, clip] (clip 0: none); with keep_eps, eps stays
+ * the network's when x_0 is clamped (DDIMScheduler's rule). */
+void ddpm_split_prediction_range(const ddpm_schedule *s, ddpm_prediction p, const float *xt,
+                                 const float *out, const int *t, int B, size_t d, float clip,
+                                 int keep_eps, float *eps, float *x0);
+/* The clamp range of step options o: 0 without clip_x0, else clip_range (0 means 1). */
+float ddpm_step_clip(const ddpm_step_opts *o);
+
 #endif

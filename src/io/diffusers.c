@@ -2,8 +2,9 @@
  * checkpoints ship (google/ddpm-cifar10-32 and the 256-pixel family) and as diffusers'
  * train_unconditional.py saves them.
  *
- * Two layouts load: a pipeline folder (unet/config.json, unet/diffusion_pytorch_model.safetensors,
- * scheduler/scheduler_config.json) and the flat one (config.json and the weights at the top,
+ * Two layouts load: a pipeline folder (unet/config.json, unet/diffusion_pytorch_model.safetensors
+ * or the older diffusion_pytorch_model.bin, scheduler/scheduler_config.json) and the flat one
+ * (config.json and the weights at the top,
  * scheduler_config.json beside them if present). The UNet's config.json becomes the config of
  * ddpm's "unet2d" network (models/unet2d.c, which refuses what it does not support by name); the
  * weights load by name, the older attention names (query, key, value, proj_attn) renamed as
@@ -160,16 +161,9 @@ static int sched_parse(const cJSON *o, const char *path, ddpm_schedule *s, ddpm_
         (rc = s_choice(o, path, "tensor_format", 0, formats, 3, &flag)))
         return rc;
     if (T != floor(T)) return sfail(path, "\"num_train_timesteps\" must be an integer");
-    if (clip && clip_range != 1.0)
-        return sfail(path, "\"clip_sample_range\" %g is not supported (ddpm clips x_0 to [-1, 1])",
-                     clip_range);
-    if (offset != 0)
-        return sfail(path, "\"steps_offset\" %g is not supported (ddpm's timesteps start at 0)", offset);
-    if (zsnr) return sfail(path, "\"rescale_betas_zero_snr\" true is not supported");
-    if (cls == 1 && !alpha_one)
-        return sfail(path, "\"set_alpha_to_one\" false is not supported (ddpm's DDIM ends at "
-                           "alpha_cumprod 1)");
-
+    if (offset != floor(offset)) return sfail(path, "\"steps_offset\" must be an integer");
+    if (clip && !(clip_range > 0.0))
+        return sfail(path, "\"clip_sample_range\" must be above 0 with clip_sample");
     ddpm_schedule_config sc;
     double *betas = NULL;
     const cJSON *tb = cJSON_GetObjectItemCaseSensitive(o, "trained_betas");
@@ -206,6 +200,7 @@ static int sched_parse(const cJSON *o, const char *path, ddpm_schedule *s, ddpm_
         }
         sc.betas = betas;
     }
+    sc.zero_terminal_snr = zsnr; /* Lin et al.'s rescaling, as diffusers' rescale_zero_terminal_snr */
     rc = ddpm_schedule_init(s, &sc);
     free(betas);
     if (rc) return sfail(path, "%s", ddpm_last_error());
@@ -214,10 +209,21 @@ static int sched_parse(const cJSON *o, const char *path, ddpm_schedule *s, ddpm_
     smp->spacing = (ddpm_spacing)(spacing == 0 ? DDPM_SPACING_LEADING
                                    : spacing == 1 ? DDPM_SPACING_TRAILING : DDPM_SPACING_LINSPACE);
     smp->clip_x0 = clip && !thr;
+    smp->clip_range = (float)clip_range;
+    smp->steps_offset = (int)offset;
+    smp->final_abar_t0 = cls == 1 && !alpha_one;
     smp->threshold = thr;
     smp->threshold_ratio = (float)ratio;
     smp->threshold_max = (float)max_value;
     return DDPM_OK;
+}
+
+void ddpm_diffusers_sample_opts(const ddpm_diffusers_sampling *smp, ddpm_sample_opts *o) {
+    o->step.clip_range = smp->clip_range;
+    o->step.ddim_keep_eps = 1;
+    o->steps_offset = smp->steps_offset;
+    o->ddim_prev_by_ratio = 1;
+    o->ddim_final_abar_t0 = smp->final_abar_t0;
 }
 
 int ddpm_diffusers_scheduler_parse(const char *json, size_t len, const char *path,
@@ -331,14 +337,17 @@ static int find_files(const char *dir, folder_paths *p) {
         paths_free(p);
         return rc;
     }
+    /* the safetensors file if there is one (as diffusers prefers it), else the PyTorch pickle */
     if (!is_file(p->weights)) {
-        int rc = is_file(p->bin)
-                     ? ddpm_fail(DDPM_ERR_IO, "%s: missing; the folder has only the PyTorch "
-                                              "diffusion_pytorch_model.bin, which this reader does "
-                                              "not read (save it as safetensors)", p->weights)
-                     : ddpm_fail(DDPM_ERR_IO, "%s: missing", p->weights);
-        paths_free(p);
-        return rc;
+        if (!is_file(p->bin)) {
+            int rc = ddpm_fail(DDPM_ERR_IO, "%s: missing (and no diffusion_pytorch_model.bin beside it)",
+                               p->weights);
+            paths_free(p);
+            return rc;
+        }
+        free(p->weights);
+        p->weights = p->bin;
+        p->bin = NULL;
     }
     if (pipeline && !is_file(p->scheduler)) {
         int rc = ddpm_fail(DDPM_ERR_IO, "%s: missing (the pipeline folder's scheduler)", p->scheduler);
@@ -375,7 +384,8 @@ int ddpm_diffusers_load(const char *dir, ddpm_checkpoint *ck, ddpm_diffusers_sam
         rc = o ? model_config(o, p.config, ck->schedule.n, &model_json) : DDPM_ERR_FORMAT;
         cJSON_Delete(o);
     }
-    if (!rc) rc = ddpm_safetensors_read(p.weights, &ck->st);
+    /* safetensors or diffusion_pytorch_model.bin (a torch.save state dict), told apart by content */
+    if (!rc) rc = ddpm_weights_read(p.weights, NULL, &ck->st);
     if (!rc) {
         /* every model tensor must be in the file: the config can describe no more weights than
          * the file holds values (a few bytes of JSON cannot allocate gigabytes) */
@@ -452,6 +462,8 @@ static cJSON *scheduler_json(const ddpm_schedule *s, ddpm_prediction pred, int *
                                                                          : "v_prediction");
     cJSON_AddStringToObject(o, "timestep_spacing", "leading");
     cJSON_AddNumberToObject(o, "steps_offset", 0);
+    /* rescaling is idempotent: betas written rescaled (trained_betas) stay as they are */
+    cJSON_AddBoolToObject(o, "rescale_betas_zero_snr", c->zero_terminal_snr);
     return o;
 }
 
@@ -645,22 +657,11 @@ int ddpm_diffusers_save(const char *dir, const ddpm_model *m, const ddpm_schedul
 
     char *unet = join(dir, "unet"), *schd = join(dir, "scheduler");
     char *weights = join(dir, "unet/diffusion_pytorch_model.safetensors");
-    ddpm_tensor *ts = ddpm_alloc(m->n_tensors, sizeof(ddpm_tensor));
-    int rc = unet && schd && weights && ts ? DDPM_OK : ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+    int rc = unet && schd && weights ? DDPM_OK : ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
     if (!rc) rc = mkdir_p(dir);
     if (!rc) rc = mkdir_p(unet);
     if (!rc) rc = mkdir_p(schd);
-    if (!rc) {
-        for (size_t i = 0; i < m->n_tensors; i++) {
-            const ddpm_param_info *p = &m->tensors[i];
-            ts[i] = (ddpm_tensor){.name = (char *)p->name, .dtype = DDPM_DT_F32, .ndim = p->ndim,
-                                  .numel = p->numel, .nbytes = p->numel * sizeof(float),
-                                  .data = (p->is_buffer ? m->buffers : m->params) + p->offset};
-            for (int k = 0; k < p->ndim; k++) ts[i].shape[k] = p->shape[k];
-        }
-        const char *mk[1] = {"format"}, *mv[1] = {"pt"};
-        rc = ddpm_safetensors_write(weights, ts, m->n_tensors, mk, mv, 1);
-    }
+    if (!rc) rc = ddpm_model_save_tensors(weights, m);
     /* the configs after the weights: a folder with a config always has its weights */
     if (!rc) {
         rc = write_json(dir, "unet/config.json", cfg); /* write_json frees the object */
@@ -677,7 +678,6 @@ int ddpm_diffusers_save(const char *dir, const ddpm_model *m, const ddpm_schedul
     cJSON_Delete(cfg);
     cJSON_Delete(sched);
     cJSON_Delete(index);
-    free(ts);
     free(unet);
     free(schd);
     free(weights);

@@ -481,3 +481,19 @@ int ddpm_model_denoise(void *ctx, const float *x, int B, int t, const float *x0_
     for (size_t k = 0; k < (size_t)B * d; k++) out[k] = (1.0f + w) * c[k] - w * u[k];
     return DDPM_OK;
 }
+
+int ddpm_model_save_tensors(const char *path, const ddpm_model *m) {
+    ddpm_tensor *ts = ddpm_alloc(m->n_tensors ? m->n_tensors : 1, sizeof(ddpm_tensor));
+    if (!ts) return ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const ddpm_param_info *p = &m->tensors[i];
+        ts[i] = (ddpm_tensor){.name = (char *)p->name, .dtype = DDPM_DT_F32, .ndim = p->ndim,
+                              .numel = p->numel, .nbytes = p->numel * sizeof(float),
+                              .data = (p->is_buffer ? m->buffers : m->params) + p->offset};
+        for (int k = 0; k < p->ndim; k++) ts[i].shape[k] = p->shape[k];
+    }
+    const char *mk[1] = {"format"}, *mv[1] = {"pt"};
+    const int rc = ddpm_safetensors_write(path, ts, m->n_tensors, mk, mv, 1);
+    free(ts);
+    return rc;
+}

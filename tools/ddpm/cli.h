@@ -55,5 +55,6 @@ int cmd_classifier(int argc, char **argv);
 int eval_images(int argc, char **argv);
 int eval_is_images(const char *samples);
 int cmd_convert(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
 
 #endif

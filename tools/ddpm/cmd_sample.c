@@ -3,7 +3,7 @@
 #include "points_jobs.h"
 #include "sample_driver.h"
 #include "dist.h"
-#include "model_flags.h"
+#include "model_source.h"
 
 #include <cjson/cJSON.h>
 
@@ -11,61 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A plain state-dict export (no ddpm metadata): the network and schedule come from the flags. */
-typedef struct {
-    const char *weights, *key, *schedule, *prediction;
-    model_flags net;
-    int n_cfeat, height, channels, num_classes, dim, timesteps, set_T;
-    double beta_start, beta_end;
-    int set_bs, set_be;
-} weights_args;
-
-static int load_plain_weights(const weights_args *w, ddpm_checkpoint *ck) {
-    memset(ck, 0, sizeof *ck);
-    if (!w->net.set_model)
-        return cli_usage_error("sample", "--weights needs --model (unet, context-unet, simple-unet or mlp)");
-    const model_preset *p = model_preset_find(w->net.model);
-    if (!p)
-        return cli_usage_error("sample", "unknown --model '%s' (expected mlp, unet, context-unet or simple-unet)", w->net.model);
-    ddpm_schedule_kind kind;
-    if (ddpm_schedule_kind_parse(w->schedule ? w->schedule : p->schedule, &kind) || kind == DDPM_SCHEDULE_CUSTOM)
-        return cli_usage_error("sample", "%s", kind == DDPM_SCHEDULE_CUSTOM ? "--weights takes a named schedule" : ddpm_last_error());
-    ddpm_schedule_config sc;
-    ddpm_schedule_config_default(&sc, kind, w->set_T ? w->timesteps : p->timesteps);
-    if (w->set_bs) sc.beta_start = w->beta_start;
-    if (w->set_be) sc.beta_end = w->beta_end;
-    int rc = ddpm_schedule_init(&ck->schedule, &sc);
-    if (rc) return cli_fail("sample", rc);
-    ddpm_train_config_default(&ck->train);
-    if (w->prediction && ddpm_prediction_parse(w->prediction, &ck->train.prediction)) {
-        ddpm_checkpoint_free(ck);
-        return cli_usage_error("sample", "%s", ddpm_last_error());
-    }
-    const int points = strcmp(w->net.model, "mlp") == 0;
-    model_shape shape = {.dim = points ? w->dim : 0, .in_channels = w->channels,
-                         .height = points ? 0 : w->height,
-                         .cond_dim = strcmp(w->net.model, "context-unet") == 0 ? w->n_cfeat : w->num_classes,
-                         .num_timesteps = ck->schedule.n};
-    char *json = NULL;
-    rc = model_flags_config_json(&w->net, &shape, &json);
-    if (!rc) rc = ddpm_model_create(json, 0, &ck->model);
-    free(json);
-    /* safetensors or a torch.save file (.pth/.pt/.bin), told apart by content */
-    if (!rc) rc = ddpm_weights_read(w->weights, w->key, &ck->st);
-    if (!rc) rc = ddpm_model_load_tensors(ck->model, &ck->st, NULL, w->weights);
-    if (rc) {
-        ddpm_checkpoint_free(ck);
-        return cli_fail("sample", rc);
-    }
-    return 0;
-}
-
 /* A diffusers folder: the network, schedule and prediction type from its files; the scheduler's
  * sampler, variance, spacing, clipping and thresholding unless a flag says otherwise. */
 static int load_diffusers(const char *dir, int quiet, const int *set, sampler_args *sa,
-                          int *clip, ddpm_checkpoint *ck) {
-    ddpm_diffusers_sampling smp;
+                          int *clip, ddpm_checkpoint *ck, ddpm_diffusers_sampling *smp_out) {
+    ddpm_diffusers_sampling smp = {0};
     int rc = ddpm_diffusers_load(dir, ck, &smp);
+    *smp_out = smp;
     if (rc) return cli_fail("sample", rc);
     if (!set[0]) sa->sampler = ddpm_sampler_name(smp.sampler);
     if (!set[1]) sa->variance = ddpm_variance_name(smp.variance);
@@ -85,19 +37,20 @@ static int load_diffusers(const char *dir, int quiet, const int *set, sampler_ar
 }
 
 int cmd_sample(int argc, char **argv) {
-    const char *ckpt = NULL, *traj = NULL, *plot = NULL, *diffusers = NULL;
+    const char *ckpt = NULL, *traj = NULL, *plot = NULL, *diffusers = NULL, *preset = NULL;
     int set_sampler[3] = {0, 0, 0}; /* --sampler, --variance, --spacing given */
     int quiet = 0, no_clip = 0, verbose = 0, threads = 0;
     sampler_args sa = {.sampler = "ddpm", .variance = "small", .spacing = "leading",
                        .threshold_ratio = 0.995f, .threshold_max = 1.0f};
     sample_image_args ia = {.n = 1000, .class_id = -1, .jump_length = 10, .jump_n_sample = 10};
-    weights_args wa = {.channels = 3, .height = 32, .n_cfeat = 5, .dim = 2};
-    model_flags_init(&wa.net, "unet");
+    weights_args wa;
+    weights_args_init(&wa);
     int set_n = 0;
     const cli_opt sample_opts[] = {
         {"ckpt", CLI_STRING, &ckpt, "FILE", "checkpoint written by ddpm train (carries model, schedule and prediction type)", NULL},
         {"diffusers", CLI_STRING, &diffusers, "DIR", "a diffusers UNet2DModel folder (unet/ + scheduler/, or config.json at the top); its scheduler sets the sampler defaults", NULL},
         {"n", CLI_INT, &ia.n, "N", "number of samples (default 1000; images 40, or one per --per-class, --x-init or --init-image item)", &set_n, 1, SAMPLE_MAX_N},
+        {"preset", CLI_STRING, &preset, "NAME", "a tutorial's own sampler settings, under any flag given: course (DeepLearning.AI: its DDIM is --sampler ddim --spacing trailing, its DDPM --variance large; --no-clip) or simple-unet (the from-scratch tutorial: --variance small --no-clip)", NULL},
         {"sampler", CLI_STRING, &sa.sampler, "NAME", "ddpm (every step, default), ddim, dpmpp-2m, dpmpp-2m-sde, dpmpp-3m, euler, euler-ancestral or heun", &set_sampler[0]},
         {"steps", CLI_INT, &sa.steps, "K", "steps of every sampler but ddpm (default min(50, T))", NULL},
         {"eta", CLI_FLOAT, &sa.eta, "E", "DDIM eta: 0 deterministic (default), 1 DDPM-like", NULL},
@@ -127,7 +80,7 @@ int cmd_sample(int argc, char **argv) {
         {"npy", CLI_STRING, &ia.npy, "FILE", "images: also write the samples [N, C, H, W] as .npy", NULL},
         {"gif", CLI_STRING, &ia.gif, "FILE.gif", "images: the denoising process as an animated GIF", NULL},
         {"gif-every", CLI_INT, &ia.gif_every, "K", "a GIF frame every K steps (default: 25 frames)", NULL, 0, 1000000},
-        {"x-init", CLI_STRING, &ia.x_init, "FILE.npy", "images: start from this x_T [N, C, H, W] float32", NULL},
+        {"x-init", CLI_STRING, &ia.x_init, "FILE.npy", "start from this x_T: images [N, C, H, W], points [N, D] (N from it unless -n)", NULL},
         {"init-image", CLI_STRING, &ia.init_image, "FILE|DIR", "images: edit these (an image of the model's size, a folder of them or a .npy): img2img, or inpainting with --mask", NULL},
         {"strength", CLI_DOUBLE, &ia.strength, "S", "img2img: 0 keeps the image, 1 is pure noise; runs the last floor(S K) of the K steps (default 0.8)", &ia.set_strength, 0, 1},
         {"mask", CLI_STRING, &ia.mask, "MASK.png", "inpaint --init-image with RePaint (--sampler ddpm): white = keep, black = regenerate", NULL},
@@ -138,26 +91,10 @@ int cmd_sample(int argc, char **argv) {
         {"threads", CLI_INT, &threads, "N", "threads (default: OMP_NUM_THREADS or every core); results do not depend on it", NULL, 1, 4096},
         {"verbose", CLI_FLAG, &verbose, NULL, "print the sampler's timesteps and noise levels", NULL},
     };
-    const cli_opt weights_opts[] = {
-        {"weights", CLI_STRING, &wa.weights, "FILE", "a plain state dict: safetensors or a PyTorch .pth/.pt/.bin (with --model and its flags)", NULL},
-        {"key", CLI_STRING, &wa.key, "NAME", "with --weights: the state dict under this key of a nested file (e.g. model, ema; '*' all, dotted)", NULL},
-        {"height", CLI_INT, &wa.height, "H", "with --weights: image height = width (default 32)", NULL},
-        {"channels", CLI_INT, &wa.channels, "C", "with --weights: image channels (default 3)", NULL},
-        {"n-cfeat", CLI_INT, &wa.n_cfeat, "K", "with --weights: context-unet context size (default 5)", NULL},
-        {"num-classes", CLI_INT, &wa.num_classes, "K", "with --weights: unet classes", NULL},
-        {"dim", CLI_INT, &wa.dim, "D", "with --weights: mlp point dimension (default 2)", NULL},
-        {"schedule", CLI_STRING, &wa.schedule, "NAME", "with --weights: the schedule it was trained with", NULL},
-        {"timesteps", CLI_INT, &wa.timesteps, "T", "with --weights: diffusion steps", &wa.set_T},
-        {"beta-start", CLI_DOUBLE, &wa.beta_start, "A", "with --weights: first beta", &wa.set_bs},
-        {"beta-end", CLI_DOUBLE, &wa.beta_end, "B", "with --weights: last beta", &wa.set_be},
-        {"prediction", CLI_STRING, &wa.prediction, "KIND", "with --weights: what the network predicts (eps, x0, v)", NULL},
-    };
-    enum { N_SAMPLE = sizeof sample_opts / sizeof sample_opts[0],
-           N_WEIGHTS = sizeof weights_opts / sizeof weights_opts[0] };
-    cli_opt opts[N_SAMPLE + N_WEIGHTS + MODEL_FLAGS_N];
+    enum { N_SAMPLE = sizeof sample_opts / sizeof sample_opts[0] };
+    cli_opt opts[N_SAMPLE + WEIGHTS_OPTS_N + MODEL_FLAGS_N];
     memcpy(opts, sample_opts, sizeof sample_opts);
-    memcpy(opts + N_SAMPLE, weights_opts, sizeof weights_opts);
-    model_flags_options(&wa.net, opts + N_SAMPLE + N_WEIGHTS);
+    weights_args_options(&wa, opts + N_SAMPLE);
     int rc = cli_parse("sample",
                        "Draws samples from a trained model with DDPM, DDIM, DPM-Solver++, Euler or Heun. With --weights (a plain "
                        "state dict), --model and the network flags after it say which network it is.",
@@ -170,12 +107,25 @@ int cmd_sample(int argc, char **argv) {
 
     ddpm_checkpoint ck;
     int folder_clip = 1;
+    ddpm_diffusers_sampling smp = {0};
     if (ckpt) {
         if ((rc = ddpm_checkpoint_load(ckpt, &ck))) return cli_fail("sample", rc);
     } else if (diffusers) {
-        if ((rc = load_diffusers(diffusers, quiet, set_sampler, &sa, &folder_clip, &ck))) return rc;
-    } else if ((rc = load_plain_weights(&wa, &ck))) {
+        if ((rc = load_diffusers(diffusers, quiet, set_sampler, &sa, &folder_clip, &ck, &smp))) return rc;
+    } else if ((rc = weights_args_load("sample", &wa, &ck))) {
         return rc;
+    }
+    /* the tutorials' samplers, as their code runs them (tests/test_tutorial_recipes.c) */
+    if (preset && strcmp(preset, "course") == 0) {
+        if (!set_sampler[1]) sa.variance = "large";   /* sample_ddpm adds sqrt(beta_t) z */
+        if (!set_sampler[2]) sa.spacing = "trailing"; /* sample_ddim: range(T, 0, -T // n) */
+        no_clip = 1;
+    } else if (preset && strcmp(preset, "simple-unet") == 0) {
+        if (!set_sampler[1]) sa.variance = "small"; /* sample_timestep: posterior_variance */
+        no_clip = 1;
+    } else if (preset) {
+        ddpm_checkpoint_free(&ck);
+        return cli_usage_error("sample", "unknown --preset '%s' (expected course or simple-unet)", preset);
     }
     const int images = ck.model->height > 0;
     if (images) sa.clip = !no_clip && folder_clip;
@@ -184,6 +134,7 @@ int cmd_sample(int argc, char **argv) {
         ddpm_checkpoint_free(&ck);
         return rc;
     }
+    if (diffusers) ddpm_diffusers_sample_opts(&smp, &so); /* the scheduler's own rules */
     if (verbose && (rc = sampler_print_timesteps(&ck.schedule, &so))) {
         ddpm_checkpoint_free(&ck);
         return cli_fail("sample", rc);
@@ -197,7 +148,7 @@ int cmd_sample(int argc, char **argv) {
         ddpm_checkpoint_free(&ck);
         return rc;
     }
-    const int n = ia.n;
+    int n = ia.n;
     const char *out = ia.out;
     if (!out) {
         ddpm_checkpoint_free(&ck);
@@ -212,6 +163,24 @@ int cmd_sample(int argc, char **argv) {
     const size_t d = m->sample_numel;
     ddpm_points samples = {0};
     job_trajectory tj = {0};
+    /* points from a given x_T [N, D] (N from it unless -n says it) */
+    float *x_init = NULL;
+    if (ia.x_init) {
+        ddpm_npy xi = {0};
+        rc = ddpm_npy_read(ia.x_init, &xi);
+        if (!rc && !set_n && xi.ndim == 2 && xi.shape[0] >= 1 && xi.shape[0] <= SAMPLE_MAX_N)
+            n = (int)xi.shape[0];
+        if (!rc && (xi.ndim != 2 || xi.shape[0] != n || xi.shape[1] != (int64_t)d))
+            rc = ddpm_fail(DDPM_ERR_INVALID, "%s: x_T must be an array [%d, %zu] (N x D)", ia.x_init, n, d);
+        if (!rc && !(x_init = malloc(sizeof(float) * (size_t)n * d))) rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+        if (!rc) rc = ddpm_npy_to_f32(&xi, x_init);
+        ddpm_npy_free(&xi);
+        if (rc) {
+            free(x_init);
+            ddpm_checkpoint_free(&ck);
+            return cli_fail("sample", rc);
+        }
+    }
     rc = ddpm_points_init(&samples, (size_t)n, (int)d);
     if (!rc && traj) {
         rc = job_trajectory_init(&tj, 10, (size_t)n, (int)d);
@@ -230,8 +199,8 @@ int cmd_sample(int argc, char **argv) {
             ddpm_sample_opts sl = so;
             sl.first_item = so.first_item + lo;
             if (hi > lo)
-                rc = job_sample(m, &ck.schedule, &sl, NULL, 0.0f, hi - lo, (int)(hi - lo), NULL,
-                                samples.x + lo * d, traj ? job_trajectory_progress : NULL, &tj);
+                rc = job_sample(m, &ck.schedule, &sl, NULL, 0.0f, hi - lo, (int)(hi - lo),
+                                x_init ? x_init + lo * d : NULL, samples.x + lo * d, traj ? job_trajectory_progress : NULL, &tj);
             rc = dist_agree(rc);
             if (!rc) rc = dist_gather_rows(samples.x, (size_t)n, d);
         }
@@ -263,6 +232,7 @@ int cmd_sample(int argc, char **argv) {
         if (!rc && !quiet) cli_wrote(plot, "samples over the data");
     }
     job_trajectory_free(&tj);
+    free(x_init);
     ddpm_points_free(&samples);
     ddpm_checkpoint_free(&ck);
     return cli_fail("sample", rc);

@@ -200,7 +200,7 @@ int cmd_train(int argc, char **argv) {
         if (!a.net.set_model) a.net.model = images ? "unet" : "mlp";
         const model_preset *p = model_preset_find(a.net.model);
         if (!p)
-            return cli_usage_error("train", "unknown --model '%s' (expected mlp, unet, context-unet or simple-unet)", a.net.model);
+            return cli_usage_error("train", "unknown --model '%s' (expected mlp, unet, context-unet, simple-unet or unet2d)", a.net.model);
         if (!a.set_schedule) a.schedule = p->schedule;
         if (!a.set_T) a.timesteps = p->timesteps;
         if (!a.set_batch) a.batch = p->batch_size;

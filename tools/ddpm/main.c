@@ -21,7 +21,8 @@ static const command commands[] = {
     {"invert", cmd_invert, "DDIM inversion: images to the x_T that sample --x-init takes back to them"},
     {"interpolate", cmd_interpolate, "samples along a slerp between two x_T (seeds or images) and two conditions"},
     {"schedule", cmd_schedule, "print every buffer of a beta schedule, one row per step"},
-    {"export", cmd_export, "write a checkpoint's network as a diffusers folder"},
+    {"export", cmd_export, "write a checkpoint's network as a diffusers folder or a plain state dict"},
+    {"predict", cmd_predict, "evaluate the network once on given x_t, t (and condition): its raw output as .npy"},
     {"convert", cmd_convert, "write a PyTorch .pth/.pt/.bin state dict as a plain safetensors file"},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])

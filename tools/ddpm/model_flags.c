@@ -18,7 +18,7 @@ void model_flags_init(model_flags *f, const char *default_model) {
 
 void model_flags_options(model_flags *f, cli_opt *opts) {
     const cli_opt o[MODEL_FLAGS_N] = {
-        {"model", CLI_STRING, &f->model, "NAME", "network: mlp (2-D points; train's default for points), unet (DDPM paper; train's default for images), context-unet (DeepLearning.AI course), simple-unet (diffusion-from-scratch tutorial)", &f->set_model},
+        {"model", CLI_STRING, &f->model, "NAME", "network: mlp (2-D points; train's default for points), unet (DDPM paper; train's default for images), context-unet (DeepLearning.AI course), simple-unet (diffusion-from-scratch tutorial), unet2d (diffusers' UNet2DModel; ddpm export --diffusers writes it)", &f->set_model},
         {"hidden", CLI_INT, &f->hidden, "H", "mlp: width (default 128)", NULL},
         {"depth", CLI_INT, &f->depth, "L", "mlp: hidden layers (default 3)", NULL},
         {"time-embedding", CLI_STRING, &f->time_embedding, "KIND", "mlp: learned (tutorial, default) or sinusoidal", NULL},
@@ -35,6 +35,12 @@ void model_flags_options(model_flags *f, cli_opt *opts) {
         {"self-cond", CLI_FLAG, &f->self_cond, NULL, "unet: self-conditioning on the previous x_0 estimate", NULL},
         {"unet-channels", CLI_STRING, &f->unet_channels, "LIST", "simple-unet: channels per level (default 64,128,256,512,1024)", NULL},
         {"time-emb-dim", CLI_INT, &f->time_emb_dim, "D", "simple-unet: time embedding width (default 32)", NULL},
+        {"block-out-channels", CLI_STRING, &f->block_out_channels, "LIST", "unet2d: channels per level (default 128,256,256,256, ddpm-cifar10-32's)", NULL},
+        {"down-block-types", CLI_STRING, &f->down_block_types, "LIST", "unet2d: DownBlock2D or AttnDownBlock2D per level (default: attention at the second level only, as ddpm-cifar10-32)", NULL},
+        {"up-block-types", CLI_STRING, &f->up_block_types, "LIST", "unet2d: UpBlock2D or AttnUpBlock2D per level, deepest first (default: the mirror of the down blocks)", NULL},
+        {"layers-per-block", CLI_INT, &f->layers_per_block, "N", "unet2d: resnets per down block (up blocks have N + 1; default 2)", NULL},
+        {"attention-head-dim", CLI_INT, &f->attention_head_dim, "D", "unet2d: width of each attention head (default: one head per attention, as ddpm-cifar10-32's null)", &f->set_attention_head_dim},
+        {"norm-eps", CLI_DOUBLE, &f->norm_eps, "E", "unet2d: group-norm epsilon (default 1e-6, as the pretrained DDPMs); --groups sets norm_num_groups (default 32), --dropout its dropout", &f->set_norm_eps},
     };
     memcpy(opts, o, sizeof o);
 }
@@ -47,6 +53,9 @@ static const model_preset presets[] = {
     {"unet", "linear", "constant", "l2", 1000, 64, 500, 2e-4},
     {"context-unet", "linear-course", "linear", "l2", 500, 100, 0, 1e-3},
     {"simple-unet", "linear", "constant", "l1", 300, 128, 0, 1e-3},
+    /* diffusers' train_unconditional.py: lr 1e-4 with 500 warm-up steps (its cosine decay is
+     * --lr-decay cosine), batch 16, DDPMScheduler's linear 1000 steps */
+    {"unet2d", "linear", "constant", "l2", 1000, 16, 500, 1e-4},
 };
 
 const model_preset *model_preset_find(const char *model) {
@@ -74,7 +83,73 @@ static int add_int_list(cJSON *o, const char *key, const char *flag, const char 
     return DDPM_OK;
 }
 
+/* "A,B" -> a JSON array of the strings A, B under key. */
+static int add_string_list(cJSON *o, const char *key, const char *flag, const char *list) {
+    cJSON *arr = cJSON_AddArrayToObject(o, key);
+    if (!arr) return ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+    for (const char *p = list;;) {
+        const char *end = strchr(p, ',');
+        const size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (n == 0 || n > 63)
+            return ddpm_fail(DDPM_ERR_INVALID, "--%s takes comma-separated names like "
+                                               "DownBlock2D,AttnDownBlock2D (got '%s')", flag, list);
+        char name[64];
+        snprintf(name, sizeof name, "%.*s", (int)n, p);
+        cJSON_AddItemToArray(arr, cJSON_CreateString(name));
+        if (!end) break;
+        p = end + 1;
+    }
+    return DDPM_OK;
+}
+
+/* diffusers' UNet2DModel config (models/unet2d.c checks every value and names what it refuses);
+ * without --block-out-channels, ddpm-cifar10-32's layout: 128,256,256,256 with attention at the
+ * second level (16x16 at 32 pixels), one head, norm_eps 1e-6, freq_shift 1, no sin/cos flip,
+ * downsample_padding 0. */
+static int add_unet2d(const model_flags *f, const model_shape *s, cJSON *o) {
+    cJSON_DeleteItemFromObjectCaseSensitive(o, "num_timesteps");
+    cJSON_AddNumberToObject(o, "num_train_timesteps", s->num_timesteps);
+    cJSON_AddNumberToObject(o, "sample_size", s->height);
+    cJSON_AddNumberToObject(o, "in_channels", s->in_channels);
+    cJSON_AddNumberToObject(o, "out_channels", s->in_channels);
+    int rc = add_int_list(o, "block_out_channels", "block-out-channels",
+                          f->block_out_channels ? f->block_out_channels : "128,256,256,256");
+    const int L = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(o, "block_out_channels"));
+    if (!rc && f->down_block_types) {
+        rc = add_string_list(o, "down_block_types", "down-block-types", f->down_block_types);
+    } else if (!rc) {
+        cJSON *arr = cJSON_AddArrayToObject(o, "down_block_types");
+        for (int i = 0; i < L; i++)
+            cJSON_AddItemToArray(arr, cJSON_CreateString(i == 1 ? "AttnDownBlock2D" : "DownBlock2D"));
+    }
+    if (!rc && f->up_block_types) {
+        rc = add_string_list(o, "up_block_types", "up-block-types", f->up_block_types);
+    } else if (!rc) { /* the mirror: AttnDownBlock2D at level i -> AttnUpBlock2D at L - 1 - i */
+        const cJSON *down = cJSON_GetObjectItemCaseSensitive(o, "down_block_types");
+        cJSON *arr = cJSON_AddArrayToObject(o, "up_block_types");
+        for (int i = cJSON_GetArraySize(down) - 1; i >= 0; i--) {
+            const cJSON *t = cJSON_GetArrayItem(down, i);
+            const int attn = cJSON_IsString(t) && strcmp(t->valuestring, "AttnDownBlock2D") == 0;
+            cJSON_AddItemToArray(arr, cJSON_CreateString(attn ? "AttnUpBlock2D" : "UpBlock2D"));
+        }
+    }
+    cJSON_AddNumberToObject(o, "layers_per_block", f->layers_per_block > 0 ? f->layers_per_block : 2);
+    if (f->set_attention_head_dim)
+        cJSON_AddNumberToObject(o, "attention_head_dim", f->attention_head_dim);
+    else
+        cJSON_AddNullToObject(o, "attention_head_dim");
+    cJSON_AddNumberToObject(o, "norm_num_groups", f->groups > 0 ? f->groups : 32);
+    cJSON_AddNumberToObject(o, "norm_eps", f->set_norm_eps ? f->norm_eps : 1e-6);
+    cJSON_AddNumberToObject(o, "downsample_padding", 0);
+    cJSON_AddBoolToObject(o, "flip_sin_to_cos", 0);
+    cJSON_AddNumberToObject(o, "freq_shift", 1);
+    cJSON_AddNumberToObject(o, "dropout", f->dropout);
+    if (s->cond_dim > 0) cJSON_AddNumberToObject(o, "num_class_embeds", s->cond_dim);
+    return rc;
+}
+
 static int add_image_network(const model_flags *f, const model_shape *s, cJSON *o) {
+    if (strcmp(f->model, "unet2d") == 0) return add_unet2d(f, s, o);
     cJSON_AddNumberToObject(o, "in_channels", s->in_channels);
     cJSON_AddNumberToObject(o, "height", s->height);
     int rc = DDPM_OK;
@@ -101,7 +176,7 @@ static int add_image_network(const model_flags *f, const model_shape *s, cJSON *
         cJSON_AddBoolToObject(o, "self_cond", f->self_cond);
     } else {
         rc = ddpm_fail(DDPM_ERR_INVALID,
-                       "unknown --model '%s' for images (expected unet, context-unet or simple-unet)",
+                       "unknown --model '%s' for images (expected unet, context-unet, simple-unet or unet2d)",
                        f->model);
     }
     return rc;

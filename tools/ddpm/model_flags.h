@@ -9,7 +9,7 @@
 
 /* The network flags after parsing. Zero / NULL means "not given": the model's default applies. */
 typedef struct {
-    const char *model;             /* mlp, unet, context-unet, simple-unet */
+    const char *model;             /* mlp, unet, context-unet, simple-unet, unet2d */
     int set_model;
     int hidden, depth;             /* mlp */
     const char *time_embedding;    /* mlp: learned or sinusoidal */
@@ -20,9 +20,13 @@ typedef struct {
     float dropout;                                                                       /* unet */
     const char *unet_channels;     /* simple-unet */
     int time_emb_dim;              /* simple-unet */
+    const char *block_out_channels, *down_block_types, *up_block_types; /* unet2d */
+    int layers_per_block, attention_head_dim, set_attention_head_dim;   /* unet2d */
+    double norm_eps;                                                    /* unet2d */
+    int set_norm_eps;                                                   /* unet2d */
 } model_flags;
 
-enum { MODEL_FLAGS_N = 17 }; /* entries written by model_flags_options */
+enum { MODEL_FLAGS_N = 23 }; /* entries written by model_flags_options */
 
 /* Sets the defaults (model: default_model). */
 void model_flags_init(model_flags *f, const char *default_model);
