@@ -4,6 +4,7 @@
 # DIR/best.safetensors is the checkpoint of the row of lowest FD, a resumed run (with rows of a
 # killed run after its checkpoint and a torn row) continues eval.csv to the rows of an
 # uninterrupted run, and under mpirun (if built with MPI) only rank 0 writes the same rows.
+# Then `ddpm eval --nll` of the run: a bound in bits/dim that does not depend on the batch.
 set -u
 DDPM=${1:?usage: cli_train_eval.sh path/to/ddpm}
 . "$(dirname "$0")/cli_lib.sh"
@@ -53,6 +54,20 @@ check "the resumed eval.csv has the rows of the uninterrupted run" cmp -s <(cols
 check "the resumed loss.csv has the rows of the uninterrupted run" cmp -s "$tmp/a/loss.csv" "$tmp/b/loss.csv"
 check "the resumed run's best.safetensors is the same step" \
   grep -aq "\"eval_step\":\"$best_step\"" "$tmp/b/best.safetensors"
+
+# ddpm eval --nll: the likelihood bound of the checkpoint on its images, whatever the batch
+nll() { "$DDPM" eval --nll --ckpt "$tmp/a/ckpt.safetensors" --nll-n 6 "$@" 2>&1 | grep "^NLL bound"; }
+out=$(nll --batch 6)
+check "eval --nll prints the bound in bits/dim" grep -q "bits/dim" <<<"$out"
+check "the bound is a positive number" awk '{ exit !($3 > 0) }' <<<"$out"
+check "the bound does not depend on the batch" test "$out" = "$(nll --batch 4)"
+check "the small variance gives another bound" test "$out" != "$(nll --variance small)"
+"$DDPM" train --data s-curve --steps 2 --quiet --out "$tmp/p" >/dev/null 2>&1
+expect_fail 2 "eval --nll of a points model" "--nll measures image models" \
+  "$DDPM" eval --nll --ckpt "$tmp/p/ckpt.safetensors"
+expect_fail 2 "eval --nll without a checkpoint" "--nll needs --ckpt FILE" "$DDPM" eval --nll
+expect_fail 2 "eval --nll with a bad variance" "--variance" \
+  "$DDPM" eval --nll --ckpt "$tmp/a/ckpt.safetensors" --variance huge
 
 # bad input
 expect_fail 2 "--keep-best alone" "--keep-best needs --eval-every N" \

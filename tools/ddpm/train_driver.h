@@ -54,6 +54,9 @@ int job_eval_run(job_eval *ev, ddpm_trainer *tr, const job_data *data);
 /* eval.csv to the disk (before each checkpoint, so no checkpoint holds a step whose row is lost). */
 int job_eval_sync(job_eval *ev);
 void job_eval_close(job_eval *ev);
+/* Real images of the data (Fashion-MNIST's test files, else the training images): a random
+ * subset of at most n (seed) into *x [*n_real, C, H, W] (malloc'd). */
+int job_real_images(const job_data *data, size_t n, uint64_t seed, float **x, size_t *n_real);
 /* Reads DIR/eval.csv and draws DIR/eval.png (FD against the step). */
 int job_plot_eval(const char *dir, int quiet);
 

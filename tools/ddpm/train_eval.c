@@ -55,7 +55,7 @@ static double lowest_fd(const char *path) {
 
 /* Real images to compare with: the data's test split where it has one (Fashion-MNIST's t10k
  * files), else the training images themselves; a random subset of at most n (seed). */
-static int real_images(const job_data *data, size_t n, uint64_t seed, float **x, size_t *n_real) {
+int job_real_images(const job_data *data, size_t n, uint64_t seed, float **x, size_t *n_real) {
     const size_t d = (size_t)data->channels * data->height * data->width;
     image_set test = {0};
     const float *src = data->x;
@@ -127,7 +127,7 @@ int job_eval_open(job_eval **out, const ddpm_trainer *tr, const job_data *data, 
     }
     float *rx = NULL;
     size_t nr = 0;
-    if (!rc) rc = real_images(data, n, ev->o.seed, &rx, &nr);
+    if (!rc) rc = job_real_images(data, n, ev->o.seed, &rx, &nr);
     if (!rc && nr < 4) rc = ddpm_fail(DDPM_ERR_INVALID, "--eval-every: %zu real images; the metrics need at least 4", nr);
     if (!rc) rc = ddpm_points_init(&ev->real, nr, ddpm_classifier_feature_dim(ev->cls));
     if (!rc) rc = ddpm_classifier_run(ev->cls, rx, nr, ev->real.x, NULL);
