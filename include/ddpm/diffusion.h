@@ -366,6 +366,32 @@ int ddpm_repaint(const ddpm_schedule *s, const ddpm_sample_opts *o, int jump_len
 int ddpm_ddim_invert(const ddpm_schedule *s, const ddpm_sample_opts *o, ddpm_denoise_fn f,
                      void *ctx, int B, size_t d, const float *images, float *xT);
 
+/* ---- the likelihood bound (src/diffusion/likelihood.c) ----
+ * The DDPM paper's variational bound on -log p(x_0) in bits per dimension, as improved-diffusion's
+ * calc_bpd_loop (its fixed variances; the model's x_0 estimate clamped to [-1, 1] with clip, as
+ * its image_nll default). Data are images scaled to [-1, 1] from 256 levels. */
+/* KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) in nats. */
+double ddpm_normal_kl(double mean1, double logvar1, double mean2, double logvar2);
+/* log P(x) of the bin of x (width 2/255; the end bins reach -inf / +inf) under N(mean,
+ * exp(log_scale)^2), with the tanh approximation of the normal CDF of the DDPM code. */
+double ddpm_discretized_gaussian_log_likelihood(double x, double mean, double log_scale);
+/* The bound's term at step t for B items, from x_0, x_t and the network's output there
+ * (prediction type pred), averaged over the d dimensions, in bits: for t > t0 the KL of
+ * q(x_{t-1} | x_t, x_0) from p(x_{t-1} | x_t) (mean: the posterior mean of the model's x_0,
+ * log variance: the clipped posterior one (DDPM_VAR_SMALL) or log beta_t (LARGE; at t0 the next
+ * step's posterior variance)); at t0 -log p(x_0 | x_t) of the discretized Gaussian decoder. */
+int ddpm_vb_terms_bpd(const ddpm_schedule *s, ddpm_prediction pred, ddpm_variance var, int clip,
+                      int t, const float *x0, const float *xt, const float *model_out, int B,
+                      size_t d, double *out);
+/* KL(q(x_T | x_0) || N(0, I)) per item, averaged over dimensions, in bits. */
+void ddpm_prior_bpd(const ddpm_schedule *s, const float *x0, int B, size_t d, double *out);
+/* The whole bound per item, bpd[B] (prior[B], may be NULL: its prior term): the prior plus the
+ * terms of every step t0..n-1, x_t drawn with eps = randn(seed, DDPM_STREAM_EVAL, first_item + i,
+ * 1000000 + t) (so an item's figure does not depend on its batch). n - t0 network calls. */
+int ddpm_nll_bpd(const ddpm_schedule *s, ddpm_prediction pred, ddpm_variance var, int clip,
+                 ddpm_denoise_fn f, void *ctx, const float *x0, int B, size_t d, uint64_t seed,
+                 uint64_t first_item, double *bpd, double *prior);
+
 /* Spherical interpolation of n floats: out = sin((1 - w) theta) / sin(theta) a + sin(w theta) /
  * sin(theta) b, theta the angle between a and b (computed in double; linear where theta is
  * below 1e-4). w = 0 gives a and w = 1 gives b exactly. out may alias neither input. */

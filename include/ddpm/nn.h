@@ -189,6 +189,16 @@ void ddpm_avgpool2d_forward(float *out, const float *inp, int B, int C, int H, i
                             int s);
 void ddpm_avgpool2d_backward(float *dinp, const float *dout, int B, int C, int H, int W, int k,
                              int s);
+/* Forward only (src/ops/resample.c; the Inception-v3 of FID): bilinear resizing of [B, C, H, W]
+ * to [B, C, Ho, Wo] as F.interpolate(mode="bilinear", align_corners=False); pooling with zero
+ * padding pad on every side, out [B, C, (H + 2 pad - k) / s + 1, ...]: the average of the
+ * pixels inside the image (count_include_pad=False) and the maximum (padding never wins). */
+void ddpm_resize_bilinear_forward(float *out, const float *inp, int B, int C, int H, int W, int Ho,
+                                  int Wo);
+void ddpm_avgpool2d_pad_forward(float *out, const float *inp, int B, int C, int H, int W, int k,
+                                int s, int pad);
+void ddpm_maxpool2d_pad_forward(float *out, const float *inp, int B, int C, int H, int W, int k,
+                                int s, int pad);
 
 /* Nearest-neighbour upsampling by an integer factor: out [B, C, H scale, W scale]. */
 void ddpm_upsample_nearest_forward(float *out, const float *inp, int B, int C, int H, int W,

@@ -54,6 +54,8 @@ int cmd_classifier(int argc, char **argv);
 /* eval_images.c: `ddpm eval` of images (samples .npy or a folder), and its input test. */
 int eval_images(int argc, char **argv);
 int eval_is_images(const char *samples);
+/* eval_nll.c: `ddpm eval --nll`, the likelihood bound of a checkpoint on its data's test images. */
+int eval_nll(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 

@@ -20,6 +20,8 @@ static int wants_images(int argc, char **argv) {
 }
 
 int cmd_eval(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--nll") == 0) return eval_nll(argc, argv);
     if (wants_images(argc, argv)) return eval_images(argc, argv);
     const char *ckpt = NULL, *samples_path = NULL, *reference = NULL;
     int n = 10000, projections = 256;
@@ -58,7 +60,7 @@ int cmd_eval(int argc, char **argv) {
         have_ck = 1;
         if (ck.model->channels > 0) {
             ddpm_checkpoint_free(&ck);
-            return cli_usage_error("eval", "%s is an image model: sample it (ddpm sample --ckpt %s --per-class 100 --out s.npy), then ddpm eval --samples s.npy --per-class 100", ckpt, ckpt);
+            return cli_usage_error("eval", "%s is an image model: sample it (ddpm sample --ckpt %s --per-class 100 --out s.npy), then ddpm eval --samples s.npy --per-class 100 (or ddpm eval --nll --ckpt %s)", ckpt, ckpt, ckpt);
         }
     }
     if (samples_path) {

@@ -2,6 +2,7 @@
 #include "train_driver.h"
 #include "model_flags.h"
 #include "dist.h"
+#include "sample_driver.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -28,6 +29,11 @@ typedef struct {
     float cond_drop;
     int set_lr, set_batch, set_decay, set_warmup, set_cond_drop, set_loss;
     int microbatch, set_microbatch, deterministic, zero_snr, shard_data;
+    /* sample quality during training */
+    int eval_every, eval_n, eval_steps, keep_best;
+    const char *eval_sampler, *eval_features;
+    float eval_guidance;
+    uint64_t eval_seed;
 } train_args;
 
 /* --deterministic without --microbatch: micro-batches of this many items (U-Net, farm-bench CPU
@@ -113,7 +119,8 @@ int cmd_train(int argc, char **argv) {
                     .save_every = 1000, .log_every = 1000, .steps = 10000,
                     .beta1 = 0.9, .beta2 = 0.999, .adam_eps = 1e-8, .grad_clip = 1.0f,
                     .ema_decay = 0.999f, .p2_k = 1.0f, .image_size = 32, .channels = 3,
-                    .cond_drop = 0.1f, .sample_every = 1000, .sample_n = 40};
+                    .cond_drop = 0.1f, .sample_every = 1000, .sample_n = 40,
+                    .eval_n = 1000, .eval_steps = 25, .eval_sampler = "ddim"};
     model_flags_init(&a.net, "mlp");
     const cli_opt data_opts[] = {
         {"data", CLI_STRING, &a.data, "SOURCE", "points: s-curve (default), swiss-roll, moons, circles, 8-gaussians, checkerboard or FILE.csv; images: fashion-mnist, a folder of images or FILE.npy (N x H x W x C)", NULL},
@@ -164,6 +171,14 @@ int cmd_train(int argc, char **argv) {
         {"save-every", CLI_INT, &a.save_every, "N", "checkpoint every N steps (default 1000)", NULL},
         {"sample-every", CLI_INT, &a.sample_every, "N", "images: a sample grid in DIR/samples every N steps, 0 = off (default 1000)", NULL},
         {"sample-n", CLI_INT, &a.sample_n, "N", "images: samples in those grids (default 40)", NULL, 1, 1000},
+        {"eval-every", CLI_INT, &a.eval_every, "N", "images: every N steps and at the last, FD and KID (and class accuracy of labelled data) of --eval-n samples of the EMA weights against real images (the test files of fashion-mnist, else the training images), in DIR/eval.csv and DIR/eval.png (default 0 = off)", NULL, 0, 1000000000},
+        {"eval-n", CLI_INT, &a.eval_n, "N", "samples (and real images) per evaluation (default 1000)", NULL, 4, 1000000},
+        {"eval-sampler", CLI_STRING, &a.eval_sampler, "NAME", "sampler of the evaluations (default ddim)", NULL},
+        {"eval-steps", CLI_INT, &a.eval_steps, "K", "its steps (default 25; the ddpm sampler takes all)", NULL, 1, 100000},
+        {"eval-guidance", CLI_FLOAT, &a.eval_guidance, "W", "classifier-free guidance of the evaluations' labelled samples (default 0)", NULL},
+        {"eval-seed", CLI_U64, &a.eval_seed, "S", "seed of the evaluations' samples, real subset and KID subsets (default 0)", NULL},
+        {"eval-features", CLI_STRING, &a.eval_features, "CLS.safetensors", "classifier of the evaluations (default for 28x28 gray: the shipped Fashion-MNIST one)", NULL},
+        {"keep-best", CLI_FLAG, &a.keep_best, NULL, "with --eval-every: keep DIR/best.safetensors, the checkpoint of the lowest FD so far", NULL},
         {"log-every", CLI_INT, &a.log_every, "N", "progress line every N steps when not on a terminal", NULL},
         {"resume", CLI_STRING, &a.resume, "CKPT", "continue a run from its checkpoint (exactly)", NULL},
         {"quiet", CLI_FLAG, &a.quiet, NULL, "no progress display", NULL},
@@ -217,6 +232,7 @@ int cmd_train(int argc, char **argv) {
     job_data data = {0};
     ddpm_trainer tr = {0};
     ddpm_train_config tc;
+    int usage_printed = 0;
     int resumed = a.resume != NULL;
     if (resumed) {
         if ((rc = ddpm_checkpoint_load(a.resume, &ck))) return cli_fail("train", rc);
@@ -319,6 +335,31 @@ int cmd_train(int argc, char **argv) {
     job_run_opts ro = {.out_dir = a.out, .save_every = a.save_every, .log_every = a.log_every,
                        .quiet = quiet, .sample_every = model->height > 0 ? a.sample_every : 0,
                        .sample_n = a.sample_n};
+    if (a.keep_best && a.eval_every <= 0) {
+        rc = ddpm_fail(DDPM_ERR_INVALID, "--keep-best needs --eval-every N");
+        goto out;
+    }
+    if (a.eval_every > 0) {
+        if (model->height <= 0) {
+            rc = ddpm_fail(DDPM_ERR_INVALID, "--eval-every measures images; %s are points", data.json);
+            goto out;
+        }
+        const ddpm_checkpoint ck_like = {.schedule = sched, .train = tc};
+        const int T = sched.n - sched.t0;
+        sampler_args sa = {.sampler = a.eval_sampler, .variance = "small", .spacing = "leading",
+                           .steps = strcmp(a.eval_sampler, "ddpm") == 0 ? 0 : (a.eval_steps < T ? a.eval_steps : T),
+                           .clip = 1, .seed = a.eval_seed};
+        if ((rc = sampler_args_resolve("train", &sa, &ck_like, &ro.eval.sampler))) {
+            usage_printed = 1; /* the message is out; rc is the exit code */
+            goto out;
+        }
+        ro.eval.every = a.eval_every;
+        ro.eval.n = a.eval_n;
+        ro.eval.keep_best = a.keep_best;
+        ro.eval.features = a.eval_features;
+        ro.eval.guidance = a.eval_guidance;
+        ro.eval.seed = a.eval_seed;
+    }
     rc = job_train(&tr, &data, &ro);
     if (!rc && !quiet) {
         printf("final loss %.5f after %lld steps\n", tr.last_loss, (long long)tr.step);
@@ -326,6 +367,11 @@ int cmd_train(int argc, char **argv) {
         cli_wrote(cli_path(a.out, "loss.csv"), "loss per step");
     }
     if (!rc && dist_lead()) rc = job_plot_loss(a.out, a.quiet);
+    if (!rc && dist_lead() && a.eval_every > 0) {
+        if (!quiet) cli_wrote(cli_path(a.out, "eval.csv"), "FD, KID and class accuracy per evaluation");
+        if (!quiet && a.keep_best) cli_wrote(cli_path(a.out, "best.safetensors"), "checkpoint of the lowest FD");
+        rc = job_plot_eval(a.out, a.quiet);
+    }
 out:
     ddpm_trainer_free(&tr);
     job_data_free(&data);
@@ -335,5 +381,5 @@ out:
         ddpm_model_free(model);
         ddpm_schedule_free(&sched);
     }
-    return cli_fail("train", rc);
+    return usage_printed ? rc : cli_fail("train", rc);
 }

@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#define LOSS_HEADER "step,loss,lr,grad_norm\n"
+
 static volatile sig_atomic_t interrupted;
 
 static void on_sigint(int sig) {
@@ -41,23 +43,24 @@ static void fmt_duration(char *buf, size_t n, double s) {
 /* The loss log reaches the disk before each checkpoint does, so a checkpoint never holds a step
  * whose row the log could lose. */
 static int save(ddpm_trainer *tr, const job_data *data, const char *path, FILE *log,
-                const char *log_path) {
+                const char *log_path, job_eval *ev) {
     if (log && (fflush(log) != 0 || fsync(fileno(log)) != 0))
         return ddpm_fail(DDPM_ERR_IO, "%s: write failed: %s", log_path, strerror(errno));
-    return ddpm_checkpoint_save(path, tr, data->json, NULL, NULL, 0);
+    int rc = job_eval_sync(ev);
+    return rc ? rc : ddpm_checkpoint_save(path, tr, data->json, NULL, NULL, 0);
 }
 
 /* A resumed run's log: the header and the complete rows up to the checkpoint's step, in order;
  * rows written after that checkpoint by the run that stopped (they are trained again) and a row
  * torn by a crash are cut off. Returns the log open for appending, or NULL (error set). */
-static FILE *resume_log(const char *path, int64_t step) {
+FILE *job_resume_csv(const char *path, int64_t step, const char *header) {
     FILE *f = fopen(path, "r+");
     if (!f && errno == ENOENT) { /* the log was removed: start a new one */
         if (!(f = fopen(path, "w"))) {
             ddpm_fail(DDPM_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
             return NULL;
         }
-        fprintf(f, "step,loss,lr,grad_norm\n");
+        fputs(header, f);
         return f;
     }
     if (!f) {
@@ -85,7 +88,7 @@ static FILE *resume_log(const char *path, int64_t step) {
         fclose(f);
         return NULL;
     }
-    if (keep == 0) fprintf(f, "step,loss,lr,grad_norm\n");
+    if (keep == 0) fputs(header, f);
     return f;
 }
 
@@ -96,11 +99,11 @@ static int open_run(ddpm_trainer *tr, const job_run_opts *o, const char *log_pat
     int rc = cli_mkdirs(o->out_dir);
     if (rc) return rc;
     /* The loss log: a fresh run starts it, a resumed run continues it from its checkpoint. */
-    FILE *f = tr->step > 0 ? resume_log(log_path, tr->step) : fopen(log_path, "w");
+    FILE *f = tr->step > 0 ? job_resume_csv(log_path, tr->step, LOSS_HEADER) : fopen(log_path, "w");
     if (!f) return tr->step > 0 ? DDPM_ERR_IO
                                 : ddpm_fail(DDPM_ERR_IO, "%s: cannot write: %s", log_path,
                                             strerror(errno));
-    if (tr->step == 0) fprintf(f, "step,loss,lr,grad_norm\n");
+    if (tr->step == 0) fputs(LOSS_HEADER, f);
     if (o->sample_every > 0 && (rc = cli_mkdirs(cli_path(o->out_dir, "samples")))) {
         fclose(f);
         return rc;
@@ -116,8 +119,12 @@ int job_train(ddpm_trainer *tr, const job_data *data, const job_run_opts *o) {
     const char *ckpt = cli_path(o->out_dir, "ckpt.safetensors");
     const char *log_path = cli_path(o->out_dir, "loss.csv");
     FILE *log;
-    int rc = dist_agree(open_run(tr, o, log_path, &log));
-    if (rc) {
+    job_eval *ev = NULL;
+    int rc = open_run(tr, o, log_path, &log);
+    if (!rc && o->eval.every > 0 && dist_lead()) rc = job_eval_open(&ev, tr, data, o);
+    if ((rc = dist_agree(rc))) {
+        if (log) fclose(log);
+        job_eval_close(ev);
         dist_set_agreed();
         return rc;
     }
@@ -168,8 +175,12 @@ int job_train(ddpm_trainer *tr, const job_data *data, const job_run_opts *o) {
         if (dist_size() > 1 && tr->step % DIST_CHECK_EVERY == 0 &&
             (rc = dist_check_weights(tr)))
             break;
+        /* before the checkpoint of this step, so a resumed run has its row */
+        if (o->eval.every > 0 && (tr->step % o->eval.every == 0 || done) &&
+            (rc = dist_agree(lead ? job_eval_run(ev, tr, data) : 0)))
+            break;
         if (o->save_every > 0 && tr->step % o->save_every == 0 && tr->step < total &&
-            (rc = dist_agree(lead ? save(tr, data, ckpt, log, log_path) : 0)))
+            (rc = dist_agree(lead ? save(tr, data, ckpt, log, log_path, ev) : 0)))
             break;
         if (o->sample_every > 0 && (tr->step % o->sample_every == 0 || done)) {
             char name[64];
@@ -184,7 +195,7 @@ int job_train(ddpm_trainer *tr, const job_data *data, const job_run_opts *o) {
          * was interrupted (stop_all), every rank at the same step */
         if (dist_size() > 1 ? tr->stop_all : interrupted) {
             if (tty) fputc('\n', stderr);
-            rc = dist_agree(lead ? save(tr, data, ckpt, log, log_path) : 0);
+            rc = dist_agree(lead ? save(tr, data, ckpt, log, log_path, ev) : 0);
             if (!rc && lead)
                 fprintf(stderr, "interrupted at step %lld: saved %s (resume with --resume %s)\n",
                         (long long)tr->step, ckpt, ckpt);
@@ -202,9 +213,13 @@ int job_train(ddpm_trainer *tr, const job_data *data, const job_run_opts *o) {
         rc_log = ddpm_fail(DDPM_ERR_IO, "%s: write failed: %s", log_path, strerror(errno));
     if (log && fclose(log) != 0 && !rc_log)
         rc_log = ddpm_fail(DDPM_ERR_IO, "%s: write failed", log_path);
-    if (!agreed) return rc; /* this rank alone failed: dist_finish ends the others */
+    if (!agreed) {
+        job_eval_close(ev);
+        return rc; /* this rank alone failed: dist_finish ends the others */
+    }
     if (!rc) rc = rc_log;
-    if (!rc) rc = lead ? save(tr, data, ckpt, NULL, log_path) : 0;
+    if (!rc) rc = lead ? save(tr, data, ckpt, NULL, log_path, ev) : 0;
+    job_eval_close(ev);
     rc = dist_agree(rc);
     dist_set_agreed();
     if (rc) {
