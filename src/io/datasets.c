@@ -300,11 +300,16 @@ static int cmp_str(const void *a, const void *b) {
 
 int ddpm_dataset_folder(const char *dir, int image_size, int channels, int labels_from_subdirs,
                         ddpm_image_dataset *out) {
+    return ddpm_dataset_folder_hw(dir, image_size, image_size, channels, labels_from_subdirs, out);
+}
+
+int ddpm_dataset_folder_hw(const char *dir, int height, int width, int channels,
+                           int labels_from_subdirs, ddpm_image_dataset *out) {
     memset(out, 0, sizeof *out);
-    if (image_size < 1 || image_size > 4096 || (channels != 1 && channels != 3))
+    if (height < 1 || height > 4096 || width < 1 || width > 4096 || (channels != 1 && channels != 3))
         return ddpm_fail(DDPM_ERR_INVALID,
-                         "%s: invalid image size %d or channels %d (channels 1 or 3)", dir,
-                         image_size, channels);
+                         "%s: invalid image size %dx%d or channels %d (channels 1 or 3)", dir,
+                         height, width, channels);
     struct stat st;
     if (stat(dir, &st) != 0)
         return ddpm_fail(DDPM_ERR_IO, "%s: cannot open directory: %s", dir, strerror(errno));
@@ -326,12 +331,12 @@ int ddpm_dataset_folder(const char *dir, int image_size, int channels, int label
         goto done;
     }
     qsort(l.paths, l.n, sizeof *l.paths, cmp_str);
-    if ((rc = dataset_alloc(out, (int)l.n, channels, image_size, image_size))) goto done;
-    const size_t per = (size_t)channels * image_size * image_size;
+    if ((rc = dataset_alloc(out, (int)l.n, channels, height, width))) goto done;
+    const size_t per = (size_t)channels * height * width;
     for (size_t i = 0; i < l.n; i++) {
         char full[8192];
         snprintf(full, sizeof full, "%s/%s", dir, l.paths[i]);
-        if ((rc = ddpm_image_read(full, image_size, channels, out->x + i * per))) goto done;
+        if ((rc = ddpm_image_read_hw(full, height, width, channels, out->x + i * per))) goto done;
     }
     if (labels_from_subdirs) {
         /* The distinct first components of paths that have one, sorted. */

@@ -15,7 +15,7 @@
 typedef struct {
     const char *weights, *key, *schedule, *prediction;
     model_flags net;
-    int n_cfeat, height, channels, num_classes, dim, timesteps, set_T;
+    int n_cfeat, height, width, channels, num_classes, dim, timesteps, set_T;
     double beta_start, beta_end;
     int set_bs, set_be;
 } weights_args;
@@ -43,7 +43,7 @@ static int load_plain_weights(const weights_args *w, ddpm_checkpoint *ck) {
     }
     const int points = strcmp(w->net.model, "mlp") == 0;
     model_shape shape = {.dim = points ? w->dim : 0, .in_channels = w->channels,
-                         .height = points ? 0 : w->height,
+                         .height = points ? 0 : w->height, .width = points ? 0 : w->width,
                          .cond_dim = strcmp(w->net.model, "context-unet") == 0 ? w->n_cfeat : w->num_classes,
                          .num_timesteps = ck->schedule.n};
     char *json = NULL;
@@ -142,7 +142,8 @@ int cmd_sample(int argc, char **argv) {
     const cli_opt weights_opts[] = {
         {"weights", CLI_STRING, &wa.weights, "FILE", "a plain state dict: safetensors or a PyTorch .pth/.pt/.bin (with --model and its flags)", NULL},
         {"key", CLI_STRING, &wa.key, "NAME", "with --weights: the state dict under this key of a nested file (e.g. model, ema; '*' all, dotted)", NULL},
-        {"height", CLI_INT, &wa.height, "H", "with --weights: image height = width (default 32)", NULL},
+        {"height", CLI_INT, &wa.height, "H", "with --weights: image height (default 32)", NULL},
+        {"width", CLI_INT, &wa.width, "W", "with --weights: image width (default: the height; unet only may differ)", NULL},
         {"channels", CLI_INT, &wa.channels, "C", "with --weights: image channels (default 3)", NULL},
         {"n-cfeat", CLI_INT, &wa.n_cfeat, "K", "with --weights: context-unet context size (default 5)", NULL},
         {"num-classes", CLI_INT, &wa.num_classes, "K", "with --weights: unet classes", NULL},

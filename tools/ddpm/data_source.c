@@ -51,11 +51,13 @@ static int load_images(const cJSON *o, job_data *d) {
         rc = ddpm_dataset_fashion_mnist(jstr(o, "dir"), 1, cJSON_IsNumber(v) ? (int)v->valuedouble : 0, &ds);
     } else if (strcmp(src, "folder") == 0) {
         const cJSON *size = cJSON_GetObjectItemCaseSensitive(o, "image_size");
+        const cJSON *width = cJSON_GetObjectItemCaseSensitive(o, "image_width");
         const cJSON *ch = cJSON_GetObjectItemCaseSensitive(o, "channels");
-        rc = ddpm_dataset_folder(jstr(o, "path") ? jstr(o, "path") : "",
-                                 cJSON_IsNumber(size) ? (int)size->valuedouble : 32,
-                                 cJSON_IsNumber(ch) ? (int)ch->valuedouble : 3,
-                                 cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "labels_from_dirs")), &ds);
+        const int h = cJSON_IsNumber(size) ? (int)size->valuedouble : 32;
+        rc = ddpm_dataset_folder_hw(jstr(o, "path") ? jstr(o, "path") : "", h,
+                                    cJSON_IsNumber(width) ? (int)width->valuedouble : h,
+                                    cJSON_IsNumber(ch) ? (int)ch->valuedouble : 3,
+                                    cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "labels_from_dirs")), &ds);
     } else if (strcmp(src, "npy") == 0) {
         rc = ddpm_dataset_npy(jstr(o, "path") ? jstr(o, "path") : "", jstr(o, "labels"), &ds);
     } else {
