@@ -758,8 +758,8 @@ static void test_threshold_in_loop(void **state) {
     /* Data far outside [-1, 1], so the x_0 estimates need it. */
     gauss_model m = {&s, 1.5, 0.8, DDPM_PRED_EPS, 8, 0};
     const ddpm_sampler sms[] = {DDPM_SAMPLER_DDIM, DDPM_SAMPLER_DDPM, DDPM_SAMPLER_DPMPP_2M,
-                                DDPM_SAMPLER_EULER};
-    for (int q = 0; q < 4; q++) {
+                                DDPM_SAMPLER_EULER, DDPM_SAMPLER_UNIPC};
+    for (int q = 0; q < 5; q++) {
         ddpm_sample_opts o;
         ddpm_sample_opts_default(&o);
         o.sampler = sms[q];
@@ -796,8 +796,8 @@ static void test_batch_and_threads(void **state) {
     ddpm_schedule s;
     make_schedule(&s, DDPM_SCHEDULE_LINEAR, 200);
     const ddpm_sampler sms[] = {DDPM_SAMPLER_DPMPP_2M_SDE, DDPM_SAMPLER_EULER_ANCESTRAL,
-                                DDPM_SAMPLER_HEUN};
-    for (int q = 0; q < 3; q++) {
+                                DDPM_SAMPLER_HEUN, DDPM_SAMPLER_UNIPC};
+    for (int q = 0; q < 4; q++) {
         gauss_model m = {&s, 0.1, 0.5, DDPM_PRED_V, 5, 0};
         ddpm_sample_opts o;
         ddpm_sample_opts_default(&o);
@@ -893,7 +893,18 @@ static void test_errors(void **state) {
     o.progress = stop_at_3;
     assert_int_equal(ddpm_sample_loop(&s, &o, fail_at, &left, 2, 4, x), DDPM_ERR_INTERRUPTED);
     assert_int_equal(left, 97);
+    /* UniPC: a failure at the third call (after a corrector's input was made), an order outside
+     * 1..3 */
+    o.sampler = DDPM_SAMPLER_UNIPC;
+    o.unipc_order = 3;
+    left = 3;
     o.progress = NULL;
+    assert_int_equal(ddpm_sample_loop(&s, &o, fail_at, &left, 2, 4, x), DDPM_ERR_NUMERIC);
+    o.unipc_order = 4;
+    assert_int_equal(ddpm_sample_loop(&s, &o, fail_at, &left, 2, 4, x), DDPM_ERR_INVALID);
+    assert_non_null(strstr(ddpm_last_error(), "UniPC order must be 1, 2 or 3 (got 4)"));
+    o.unipc_order = 2;
+    o.sampler = DDPM_SAMPLER_DPMPP_3M;
     o.steps = 51;
     assert_int_equal(ddpm_sample_loop(&s, &o, fail_at, &left, 2, 4, x), DDPM_ERR_INVALID);
     o.steps = 5;
