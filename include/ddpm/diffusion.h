@@ -197,6 +197,32 @@ void ddpm_step_ddim(const ddpm_schedule *s, const ddpm_step_opts *o, int t, int 
                     const float *xt, const float *model_out, const float *noise, int B, size_t d,
                     float *x_prev, float *x0_out);
 
+/* Learned variances (Nichol & Dhariwal 2021; improved-diffusion's learn_sigma with the "learned
+ * range" parameterisation, src/diffusion/learned_variance.c): a network that learns its variance
+ * outputs, besides its eps / x0 / v prediction, d values v per item, and the reverse step's log
+ * variance is frac log beta_t + (1 - frac) log posterior_variance_t (clipped), frac = (v + 1) / 2.
+ * log_var [B*d] for B items of d values v with per-item t. */
+void ddpm_learned_log_variance(const ddpm_schedule *s, const float *v, const int *t, int B,
+                               size_t d, float *log_var);
+/* The variational-bound term L_t of the hybrid loss (improved-diffusion's _vb_terms_bpd with the
+ * mean frozen, in bits per dimension: the mean over the d values, / ln 2): for t > t0 the KL of
+ * the posterior q(x_{t-1} | x_t, x_0) from the model's Gaussian, for t = t0 the negative
+ * log-likelihood of x_0's 8-bit bin (width 2/255, the edge bins open) under it, with its tanh
+ * approximation of the normal CDF. The model's mean is the posterior mean of its unclipped x_0
+ * estimate from model_out (prediction p); its log variance is the learned range of v. vb [B]
+ * receives L_t per item; dvb_dv [B*d] (optional) d vb_i / d v: the only gradient of the term
+ * (the mean's is stopped), so the hybrid loss L_simple + lambda L_vlb (improved-diffusion's
+ * RESCALED_MSE: lambda T L_t with lambda = 1e-3) trains the variance from it alone. */
+void ddpm_vlb_terms(const ddpm_schedule *s, ddpm_prediction p, const float *x0, const float *xt,
+                    const float *model_out, const float *v, const int *t, int B, size_t d,
+                    float *vb, float *dvb_dv);
+/* The DDPM step of a model with learned variances: ddpm_step_ddpm's mean (o: prediction,
+ * clipping; o->variance unused) plus exp(log_var / 2) noise with the learned range of v (no
+ * noise at t0 or with o->no_noise). x_prev may alias xt, not v. */
+void ddpm_step_ddpm_learned(const ddpm_schedule *s, const ddpm_step_opts *o, int t,
+                            const float *xt, const float *model_out, const float *v,
+                            const float *noise, int B, size_t d, float *x_prev, float *x0_out);
+
 /* K decreasing timesteps in t0..n-1 for a K-step sampler (as diffusers' schedulers space them):
  * leading: k * (T / K) (integer ratio), trailing: round(T - k T/K) - 1, linspace:
  * round(linspace(0, T - 1, K)), each then offset by t0 (T = n - t0). karras and logsnr space K
