@@ -147,7 +147,7 @@ int ddpm_sample_loop_sigma(const ddpm_schedule *s, const ddpm_sample_opts *o, dd
     int *ts = ddpm_alloc((size_t)K, sizeof(int));
     double *sig = ddpm_alloc((size_t)K + 1, sizeof(double));
     float *out = ddpm_alloc_aligned(n, sizeof(float));
-    float *hist[3] = {NULL, NULL, NULL};
+    float *hist[4] = {NULL, NULL, NULL, NULL}; /* up to UniPC-3's four estimates */
     int rc = ts && sig && out ? DDPM_OK : DDPM_ERR_NOMEM;
     for (int j = 0; j < n_hist; j++)
         if (!(hist[j] = ddpm_alloc_aligned(n, sizeof(float)))) rc = DDPM_ERR_NOMEM;
@@ -234,7 +234,7 @@ int ddpm_sample_loop_sigma(const ddpm_schedule *s, const ddpm_sample_opts *o, dd
     free(ts);
     free(sig);
     free(out);
-    for (int j = 0; j < 3; j++) free(hist[j]);
+    for (int j = 0; j < 4; j++) free(hist[j]);
     free(noise);
     free(xp);
     free(x0p);
