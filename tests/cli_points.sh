@@ -22,6 +22,14 @@ expect_ok "sample npy with ddim" "$DDPM" sample --ckpt "$tmp/run/ckpt.safetensor
 check "npy magic" bash -c "head -c 6 '$tmp/s.npy' | grep -q NUMPY"
 expect_ok "sample with dpmpp-2m" "$DDPM" sample --ckpt "$tmp/run/ckpt.safetensors" -n 50 --sampler dpmpp-2m --steps 10 --spacing karras --out "$tmp/dpm.csv" --quiet
 check "dpmpp-2m: 50 samples and a header" test "$(wc -l < "$tmp/dpm.csv")" -eq 51
+for sp in leading trailing linspace karras logsnr; do
+  expect_ok "sample with unipc ($sp)" "$DDPM" sample --ckpt "$tmp/run/ckpt.safetensors" -n 50 --sampler unipc --steps 8 --spacing "$sp" --out "$tmp/unipc-$sp.csv" --quiet
+  check "unipc ($sp): 50 samples and a header" test "$(wc -l < "$tmp/unipc-$sp.csv")" -eq 51
+done
+expect_ok "unipc bh1 order 3 to sigma-min" "$DDPM" sample --ckpt "$tmp/run/ckpt.safetensors" -n 50 --sampler unipc --solver-type bh1 --solver-order 3 --final-sigma sigma-min --no-lower-order-final --steps 8 --out "$tmp/unipc-bh1.csv" --quiet
+check "unipc: bh1 order 3 differs from bh2 order 2" bash -c "! cmp -s '$tmp/unipc-bh1.csv' '$tmp/unipc-leading.csv'"
+out=$("$DDPM" sample --ckpt "$tmp/run/ckpt.safetensors" -n 5 --sampler unipc --steps 4 --spacing trailing --verbose --out "$tmp/u.csv" 2>&1)
+check "--verbose: unipc makes one network evaluation a step" grep -q "unipc: 4 steps, 4 network evaluations" <<<"$out"
 out=$("$DDPM" sample --ckpt "$tmp/run/ckpt.safetensors" -n 5 --sampler heun --steps 5 --verbose --out "$tmp/heun.csv" 2>&1)
 check "--verbose prints the timesteps" grep -q "^timesteps: 80 60 40 20 0$" <<<"$out"
 check "--verbose counts Heun's network evaluations" grep -q "heun: 5 steps, 9 network evaluations" <<<"$out"
@@ -98,7 +106,10 @@ expect_fail 2 "missing CSV" "missing.csv" "$DDPM" train --data "$tmp/missing.csv
 expect_fail 2 "unknown data set" "unknown" "$DDPM" train --data spirals --out "$tmp/r2"
 expect_fail 2 "sample without --out" "--out" "$DDPM" sample --ckpt "$tmp/good.st"
 expect_fail 2 "ddim steps > T" "--steps must be in 1..100" "$DDPM" sample --ckpt "$tmp/good.st" --sampler ddim --steps 101 --out "$tmp/x.csv"
-expect_fail 2 "bad sampler" "--sampler: unknown sampler 'unipc'" "$DDPM" sample --ckpt "$tmp/good.st" --sampler unipc --out "$tmp/x.csv"
+expect_fail 2 "bad sampler" "--sampler: unknown sampler 'pndm'" "$DDPM" sample --ckpt "$tmp/good.st" --sampler pndm --out "$tmp/x.csv"
+expect_fail 2 "unipc: bad solver type" "--solver-type: unknown UniPC variant 'midpoint'" "$DDPM" sample --ckpt "$tmp/good.st" --sampler unipc --solver-type midpoint --out "$tmp/x.csv"
+expect_fail 2 "unipc: order 4" "--solver-order" "$DDPM" sample --ckpt "$tmp/good.st" --sampler unipc --solver-order 4 --out "$tmp/x.csv"
+expect_fail 2 "--solver-order without unipc" "--solver-order is for --sampler unipc" "$DDPM" sample --ckpt "$tmp/good.st" --sampler dpmpp-2m --solver-order 3 --out "$tmp/x.csv"
 expect_fail 2 "bad spacing" "--spacing: unknown timestep spacing 'karas'" "$DDPM" sample --ckpt "$tmp/good.st" --sampler euler --spacing karas --out "$tmp/x.csv"
 expect_fail 2 "bad solver type" "--solver-type: unknown solver type" "$DDPM" sample --ckpt "$tmp/good.st" --sampler dpmpp-2m --solver-type rk4 --out "$tmp/x.csv"
 expect_fail 2 "euler steps > T" "--steps must be in 1..100" "$DDPM" sample --ckpt "$tmp/good.st" --sampler euler --steps 101 --out "$tmp/x.csv"

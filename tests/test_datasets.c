@@ -710,7 +710,7 @@ static void test_shards(void **state) {
     assert_int_equal(ddpm_dataset_folder(root, 4, 3, 1, &whole), DDPM_OK);
     assert_int_equal(whole.n_classes, 3);
     for (int k = 0; k < 2; k++)
-        if (ddpm_dataset_folder_shard(root, 4, 3, 1, (ddpm_shard){k, 2}, &parts[k]))
+        if (ddpm_dataset_folder_shard(root, 4, 4, 3, 1, (ddpm_shard){k, 2}, &parts[k]))
             fail_msg("%s", ddpm_last_error());
     assert_shards_make_whole(&whole, parts, 2);
     for (int k = 0; k < 2; k++) ddpm_dataset_free(&parts[k]);

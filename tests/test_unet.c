@@ -180,6 +180,18 @@ static void test_vs_pytorch_b(void **s) {
     check_vs_pytorch("b/", 3);
 }
 
+/* non-square 16x24: 8x12 and 4x6 below, attention at the level of height 8 and in the middle */
+static void test_vs_pytorch_nonsquare(void **s) {
+    (void)s;
+    check_vs_pytorch("c/", 2);
+    ddpm_model *m = fixture_model("c/", 2, NULL, 0);
+    assert_int_equal(m->height, 16);
+    assert_int_equal(m->width, 24);
+    assert_int_equal(m->sample_numel, 2 * 16 * 24);
+    assert_non_null(strstr(m->config_json, "\"height\":16,\"width\":24"));
+    ddpm_model_free(m);
+}
+
 /* Three optimizer steps as PyTorch takes them: MSE, clip_grad_norm_(1.0), Adam(lr=1e-3). */
 static void check_adam_steps(const char *prefix, int B) {
     ddpm_model *m = fixture_model(prefix, B, NULL, 0);
@@ -237,6 +249,7 @@ static void test_adam_steps(void **s) {
     (void)s;
     check_adam_steps("a/", 2);
     check_adam_steps("b/", 3);
+    check_adam_steps("c/", 2);
 }
 
 /* ---- configuration -------------------------------------------------------------------------- */
@@ -307,7 +320,11 @@ static void test_bad_configs(void **s) {
         const char *json, *needle;
     } cases[] = {
         {"{\"kind\":\"unet\",\"height\":30}", "\"height\" 30 does not fit 3 levels"},
-        {"{\"kind\":\"unet\",\"height\":28,\"channel_mult\":[1,2,2,2]}", "level 2 has odd size 7"},
+        {"{\"kind\":\"unet\",\"height\":28,\"channel_mult\":[1,2,2,2]}", "level 2 has odd height 7"},
+        {"{\"kind\":\"unet\",\"height\":28,\"width\":30}", "\"width\" 30 does not fit 3 levels"},
+        {"{\"kind\":\"unet\",\"height\":16,\"width\":20,\"channel_mult\":[1,2,2,2]}", "level 2 has odd width 5"},
+        {"{\"kind\":\"unet\",\"height\":16,\"width\":24,\"attn_resolutions\":[12]}", "lists 12, which is not the resolution (height) of a level (16, 8, 4)"},
+        {"{\"kind\":\"unet\",\"width\":0}", "\"width\""},
         {"{\"kind\":\"unet\",\"groups\":3}", "\"groups\" 3 does not divide the 32 channels"},
         {"{\"kind\":\"unet\",\"base_channels\":12,\"channel_mult\":[1,3],\"groups\":8}", "\"groups\" 8"},
         {"{\"kind\":\"unet\",\"heads\":3,\"dim_head\":0}", "\"heads\" 3 does not divide the 64 channels"},
@@ -327,7 +344,6 @@ static void test_bad_configs(void **s) {
         {"{\"kind\":\"unet\",\"in_channels\":0}", "\"in_channels\""},
         {"{\"kind\":\"unet\",\"num_classes\":-1}", "\"num_classes\""},
         {"{\"kind\":\"unet\",\"num_timesteps\":0}", "\"num_timesteps\""},
-        {"{\"kind\":\"unet\",\"height\":28,\"width\":32}", "\"width\" 32 differs"},
         {"{\"kind\":\"unet\",\"base_channel\":64}", "unknown key \"base_channel\""},
         {"{\"kind\":\"unet\",\"groups\":4,\"groups\":8}", "\"groups\" appears twice"},
     };
@@ -576,6 +592,48 @@ static double objective(ddpm_model *m, const ddpm_model_input *mi, const float *
     return acc;
 }
 
+/* The non-square network's gradient against finite differences (every third tensor, three
+ * entries each; float32 central differences with h = 1e-2). */
+static void test_nonsquare_finite_differences(void **s) {
+    (void)s;
+    enum { B = 2 };
+    ddpm_model *m = fixture_model("c/", B, NULL, 0);
+    inputs in = fixture_inputs("c/", m, B);
+    const size_t n = (size_t)B * in.d;
+    float *o1 = malloc(sizeof(float) * n);
+    ddpm_model_input mi = {.x = in.x, .t = in.t, .B = B, .train = 1};
+    objective(m, &mi, in.dout, o1, n);
+    memset(m->grads, 0, sizeof(float) * m->n_params);
+    assert_int_equal(m->ops->backward(m, in.dout), DDPM_OK);
+    int checked = 0, bad = 0, bad_if_wrong = 0;
+    for (size_t ti = 0; ti < m->n_tensors; ti += 3) {
+        const ddpm_param_info *p = &m->tensors[ti];
+        for (size_t k = 0; k < p->numel; k += 1 + p->numel / 3) {
+            float *w = m->params + p->offset + k;
+            const float w0 = *w, h = 1e-2f;
+            *w = w0 + h;
+            const double lp = objective(m, &mi, in.dout, o1, n);
+            *w = w0 - h;
+            const double lm = objective(m, &mi, in.dout, o1, n);
+            *w = w0;
+            const double fd = (lp - lm) / (2.0 * h), an = m->grads[p->offset + k];
+            const double tol = 2e-3 + 2e-2 * fabs(fd);
+            if (fabs(fd - an) > tol) {
+                bad++;
+                print_message("%s[%zu]: finite difference %g, backward %g\n", p->name, k, fd, an);
+            }
+            bad_if_wrong += fabs(fd - 1.1 * an) > tol;
+            checked++;
+        }
+    }
+    printf("[unet] 16x24: %d finite-difference checks, %d off\n", checked, bad);
+    assert_int_equal(bad, 0);
+    assert_true(bad_if_wrong > checked / 4); /* a 10% error would show */
+    free(o1);
+    inputs_free(&in);
+    ddpm_model_free(m);
+}
+
 /* Dropout: masks are a function of (seed, step, item), off in eval mode; the gradient through
  * it agrees with finite differences. */
 static void test_dropout(void **s) {
@@ -724,6 +782,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vs_pytorch_a),
         cmocka_unit_test(test_vs_pytorch_b),
+        cmocka_unit_test(test_vs_pytorch_nonsquare),
+        cmocka_unit_test(test_nonsquare_finite_differences),
         cmocka_unit_test(test_adam_steps),
         cmocka_unit_test(test_default_config),
         cmocka_unit_test(test_bad_configs),

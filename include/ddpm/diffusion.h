@@ -132,7 +132,7 @@ void ddpm_q_posterior(const ddpm_schedule *s, const float *x0, const float *xt, 
 
 typedef enum { DDPM_VAR_SMALL = 0, DDPM_VAR_LARGE } ddpm_variance; /* posterior / beta */
 /* Names: "ddpm", "ddim", "dpmpp-2m", "dpmpp-2m-sde", "dpmpp-3m", "euler", "euler-ancestral",
- * "heun". All but DDPM and DDIM work in sigma space (sigma = sqrt((1 - abar) / abar)). */
+ * "heun", "unipc". All but DDPM and DDIM work in sigma space (sigma = sqrt((1 - abar) / abar)). */
 typedef enum {
     DDPM_SAMPLER_DDPM = 0,
     DDPM_SAMPLER_DDIM,
@@ -142,6 +142,7 @@ typedef enum {
     DDPM_SAMPLER_EULER,        /* Euler on the probability-flow ODE (Karras et al. 2022) */
     DDPM_SAMPLER_EULER_ANCESTRAL, /* Euler with ancestral noise (k-diffusion, eta 1) */
     DDPM_SAMPLER_HEUN,         /* Heun's second-order method (Karras et al. 2022, Algorithm 1) */
+    DDPM_SAMPLER_UNIPC,        /* UniPC predictor-corrector, order 1..3 (Zhao et al. 2023) */
     DDPM_SAMPLER_COUNT
 } ddpm_sampler;
 /* Names: "leading", "trailing", "linspace", "karras", "logsnr". */
@@ -155,6 +156,8 @@ typedef enum {
 } ddpm_spacing;
 /* DPM-Solver++ 2M's second-order term: "midpoint" (diffusers' default) or "heun". */
 typedef enum { DDPM_SOLVER_MIDPOINT = 0, DDPM_SOLVER_HEUN } ddpm_solver_type;
+/* UniPC's B(h): "bh2" (B(h) = e^h - 1, diffusers' default) or "bh1" (B(h) = h). */
+typedef enum { DDPM_UNIPC_BH2 = 0, DDPM_UNIPC_BH1 } ddpm_unipc_variant;
 /* Where the sigma-space samplers end: "zero" (x_0, as DDIM does) or "sigma-min" (sigma at t0,
  * diffusers' final_sigmas_type). */
 typedef enum { DDPM_FINAL_SIGMA_ZERO = 0, DDPM_FINAL_SIGMA_MIN } ddpm_final_sigma;
@@ -166,6 +169,8 @@ const char *ddpm_spacing_name(ddpm_spacing s);
 int ddpm_spacing_parse(const char *name, ddpm_spacing *out);
 const char *ddpm_solver_type_name(ddpm_solver_type s);
 int ddpm_solver_type_parse(const char *name, ddpm_solver_type *out);
+const char *ddpm_unipc_variant_name(ddpm_unipc_variant v);
+int ddpm_unipc_variant_parse(const char *name, ddpm_unipc_variant *out);
 const char *ddpm_final_sigma_name(ddpm_final_sigma f);
 int ddpm_final_sigma_parse(const char *name, ddpm_final_sigma *out);
 
@@ -197,6 +202,32 @@ void ddpm_step_ddpm(const ddpm_schedule *s, const ddpm_step_opts *o, int t, cons
 void ddpm_step_ddim(const ddpm_schedule *s, const ddpm_step_opts *o, int t, int t_prev, float eta,
                     const float *xt, const float *model_out, const float *noise, int B, size_t d,
                     float *x_prev, float *x0_out);
+
+/* Learned variances (Nichol & Dhariwal 2021; improved-diffusion's learn_sigma with the "learned
+ * range" parameterisation, src/diffusion/learned_variance.c): a network that learns its variance
+ * outputs, besides its eps / x0 / v prediction, d values v per item, and the reverse step's log
+ * variance is frac log beta_t + (1 - frac) log posterior_variance_t (clipped), frac = (v + 1) / 2.
+ * log_var [B*d] for B items of d values v with per-item t. */
+void ddpm_learned_log_variance(const ddpm_schedule *s, const float *v, const int *t, int B,
+                               size_t d, float *log_var);
+/* The variational-bound term L_t of the hybrid loss (improved-diffusion's _vb_terms_bpd with the
+ * mean frozen, in bits per dimension: the mean over the d values, / ln 2): for t > t0 the KL of
+ * the posterior q(x_{t-1} | x_t, x_0) from the model's Gaussian, for t = t0 the negative
+ * log-likelihood of x_0's 8-bit bin (width 2/255, the edge bins open) under it, with its tanh
+ * approximation of the normal CDF. The model's mean is the posterior mean of its unclipped x_0
+ * estimate from model_out (prediction p); its log variance is the learned range of v. vb [B]
+ * receives L_t per item; dvb_dv [B*d] (optional) d vb_i / d v: the only gradient of the term
+ * (the mean's is stopped), so the hybrid loss L_simple + lambda L_vlb (improved-diffusion's
+ * RESCALED_MSE: lambda T L_t with lambda = 1e-3) trains the variance from it alone. */
+void ddpm_vlb_terms(const ddpm_schedule *s, ddpm_prediction p, const float *x0, const float *xt,
+                    const float *model_out, const float *v, const int *t, int B, size_t d,
+                    float *vb, float *dvb_dv);
+/* The DDPM step of a model with learned variances: ddpm_step_ddpm's mean (o: prediction,
+ * clipping; o->variance unused) plus exp(log_var / 2) noise with the learned range of v (no
+ * noise at t0 or with o->no_noise). x_prev may alias xt, not v. */
+void ddpm_step_ddpm_learned(const ddpm_schedule *s, const ddpm_step_opts *o, int t,
+                            const float *xt, const float *model_out, const float *v,
+                            const float *noise, int B, size_t d, float *x_prev, float *x0_out);
 
 /* K decreasing timesteps in t0..n-1 for a K-step sampler (as diffusers' schedulers space them):
  * leading: k * (T / K) (integer ratio), trailing: round(T - k T/K) - 1, linspace:
@@ -231,6 +262,26 @@ void ddpm_threshold_x0(float *x0, int B, size_t d, float ratio, float max_value,
 void ddpm_step_dpmpp(int order, ddpm_solver_type type, int sde, const double *sig,
                      double sigma_next, const float *x, const float *const *x0, const float *noise,
                      size_t n, float *x_next);
+/* UniPC (Zhao et al. 2023, as diffusers' UniPCMultistepScheduler with predict_x0 and no
+ * solver_p), in the data-prediction form: with lambda = -log sigma, h = lambda_t - lambda_s0 > 0,
+ * alpha = 1 / sqrt(1 + sigma^2), s = sigma alpha, B(h) = e^-h - 1 (bh2) or -h (bh1), ratios
+ * r_i = (lambda_si - lambda_s0) / h and differences D_i = (x0[i] - x0[0]) / r_i of the earlier
+ * estimates, and the coefficients rho from the order conditions (the Vandermonde system of the
+ * r_i against b_k = k! h phi_{k+1}(h) / B(h) in diffusers' recursion):
+ *   x_t = (s_t / s_0) x - alpha_t (e^-h - 1) x0[0] - alpha_t B(h) sum_i rho_i D_i.
+ * The predictor (UniP) of order p moves x from sig[0] to sigma_next with the estimates at sig[0],
+ * sig[1], .. sig[p-1] (newest first; rho = 1/2 at order 2 as diffusers, the 2x2 system at 3);
+ * sigma_next = 0 lands on x0[0] (order 1 only). */
+void ddpm_step_unipc_predict(int order, ddpm_unipc_variant v, const double *sig,
+                             double sigma_next, const float *x, const float *const *x0, size_t n,
+                             float *x_next);
+/* The corrector (UniC) of order p after a predictor step from x_last at sig[0] to sigma_t > 0:
+ * the same update from x_last, with the estimates at sig[0..p-1] (x0[0..p-1], newest first) and
+ * x0_t, the estimate at the predicted x_t, as one more difference (r = 1); rho solves the full
+ * p x p system (1/2 at p = 1). Gives the corrected x_t; the estimate x0_t is not recomputed. */
+void ddpm_step_unipc_correct(int order, ddpm_unipc_variant v, const double *sig, double sigma_t,
+                             const float *x_last, const float *const *x0, const float *x0_t,
+                             size_t n, float *x_corr);
 /* One Euler step of the probability-flow ODE dx_ve/dsigma = (x_ve - x0) / sigma (Karras et al.
  * 2022; k-diffusion's sample_euler): x_ve' = x_ve + (sigma_next - sigma) (x_ve - x0) / sigma. */
 void ddpm_step_euler(double sigma, double sigma_next, const float *x, const float *x0, size_t n,
@@ -263,8 +314,11 @@ typedef struct {
     ddpm_spacing spacing;  /* all but DDPM: timestep spacing */
     float eta;             /* DDIM: 0 = deterministic, 1 = DDPM-like */
     ddpm_solver_type solver_type; /* DPM-Solver++ 2M (and its SDE): midpoint or Heun form */
-    int lower_order_final; /* DPM-Solver++ below 15 steps: the last steps of lower order
-                              (diffusers' lower_order_final, on by default) */
+    int lower_order_final; /* DPM-Solver++ below 15 steps, UniPC at any number: the last steps
+                              of lower order (diffusers' lower_order_final, on by default) */
+    int unipc_order;       /* UniPC: the predictor's order 1..3 (diffusers' solver_order, default
+                              2); the corrector raises the accuracy by one */
+    ddpm_unipc_variant unipc_variant; /* UniPC: bh2 (default) or bh1 */
     ddpm_final_sigma final_sigma; /* sigma-space samplers: end at sigma 0 (default) or sigma(t0) */
     ddpm_step_opts step;
     /* Dynamic thresholding (Saharia et al. 2022) in place of step.clip_x0, for every sampler:

@@ -213,6 +213,11 @@ int ddpm_image_ext_supported(const char *path);
  * Errors: DDPM_ERR_IO if the file cannot be read, DDPM_ERR_FORMAT with stb_image's reason if it
  * cannot be decoded (truncated, corrupt, unknown format); messages name the file. */
 int ddpm_image_read(const char *path, int size, int channels, float *dst);
+/* ddpm_image_read at out_h x out_w (dst [channels, out_h, out_w]): the image is scaled by
+ * max(out_h / h, out_w / w), so that it covers the output, and the centre out_h x out_w kept (the
+ * largest centred region of the output's aspect ratio, resampled as above; copied exactly when
+ * that scale is 1). For out_h = out_w = size it is ddpm_image_read. */
+int ddpm_image_read_hw(const char *path, int out_h, int out_w, int channels, float *dst);
 
 /* The size of an image file and the channels stored in it (1 gray, 2 gray + alpha, 3 RGB,
  * 4 RGBA) from its header, with the reader's checks of the header; no pixel is decoded. */
@@ -266,8 +271,12 @@ int ddpm_dataset_fashion_mnist(const char *dir, int train, int max_items, ddpm_i
  * .jpg ...)", DDPM_ERR_INVALID), an unreadable image (the file and stb_image's reason). */
 int ddpm_dataset_folder(const char *dir, int image_size, int channels, int labels_from_subdirs,
                         ddpm_image_dataset *out);
+/* ddpm_dataset_folder at height x width (ddpm_image_read_hw); height = width = image_size is
+ * ddpm_dataset_folder. */
+int ddpm_dataset_folder_hw(const char *dir, int height, int width, int channels,
+                           int labels_from_subdirs, ddpm_image_dataset *out);
 /* The same, keeping one shard: only its files are decoded. */
-int ddpm_dataset_folder_shard(const char *dir, int image_size, int channels,
+int ddpm_dataset_folder_shard(const char *dir, int height, int width, int channels,
                               int labels_from_subdirs, ddpm_shard shard, ddpm_image_dataset *out);
 
 /* Images from a .npy array: [N, H, W, C] (C = 1 or 3; the course's sprites layout), [N, H, W]

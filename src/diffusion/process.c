@@ -11,10 +11,12 @@
 static const char *const pred_names[] = {"eps", "x0", "v"};
 static const char *const var_names[] = {"small", "large"};
 static const char *const sampler_names[] = {"ddpm",     "ddim",  "dpmpp-2m",        "dpmpp-2m-sde",
-                                            "dpmpp-3m", "euler", "euler-ancestral", "heun"};
+                                            "dpmpp-3m", "euler", "euler-ancestral", "heun",
+                                            "unipc"};
 static const char *const spacing_names[] = {"leading", "trailing", "linspace", "karras", "logsnr"};
 static const char *const solver_names[] = {"midpoint", "heun"};
 static const char *const final_sigma_names[] = {"zero", "sigma-min"};
+static const char *const unipc_variant_names[] = {"bh2", "bh1"};
 
 DDPM_DEFINE_ENUM_NAMES(ddpm_prediction, ddpm_prediction, "prediction type", pred_names)
 DDPM_DEFINE_ENUM_NAMES(ddpm_variance, ddpm_variance, "variance", var_names)
@@ -22,6 +24,7 @@ DDPM_DEFINE_ENUM_NAMES(ddpm_sampler, ddpm_sampler, "sampler", sampler_names)
 DDPM_DEFINE_ENUM_NAMES(ddpm_spacing, ddpm_spacing, "timestep spacing", spacing_names)
 DDPM_DEFINE_ENUM_NAMES(ddpm_solver_type, ddpm_solver_type, "solver type", solver_names)
 DDPM_DEFINE_ENUM_NAMES(ddpm_final_sigma, ddpm_final_sigma, "final sigma", final_sigma_names)
+DDPM_DEFINE_ENUM_NAMES(ddpm_unipc_variant, ddpm_unipc_variant, "UniPC variant", unipc_variant_names)
 _Static_assert(sizeof sampler_names / sizeof *sampler_names == DDPM_SAMPLER_COUNT,
                "a name for every sampler");
 _Static_assert(sizeof spacing_names / sizeof *spacing_names == DDPM_SPACING_COUNT,
@@ -295,6 +298,8 @@ void ddpm_sample_opts_default(ddpm_sample_opts *o) {
     o->spacing = DDPM_SPACING_LEADING;
     o->eta = 0.0f;
     o->lower_order_final = 1;
+    o->unipc_order = 2;
+    o->unipc_variant = DDPM_UNIPC_BH2;
     o->step.prediction = DDPM_PRED_EPS;
     o->step.variance = DDPM_VAR_SMALL;
     o->threshold_ratio = 0.995f;

@@ -1,8 +1,8 @@
 /* samplers_sigma.c - the samplers that work in sigma space on the discrete schedule (sigma_t =
  * sqrt((1 - abar_t) / abar_t), x_ve = x_0 + sigma eps = x_t / sqrt(abar_t), as k-diffusion and
  * diffusers' Euler/Heun schedulers do): Euler, Euler ancestral and Heun (Karras et al. 2022), the
- * x_0 estimate with clipping or dynamic thresholding, and the loop that drives them and
- * DPM-Solver++ (samplers_dpm.c). The loop keeps x in the usual scale x_t, so the network, the
+ * x_0 estimate with clipping or dynamic thresholding, and the loop that drives them,
+ * DPM-Solver++ (samplers_dpm.c) and UniPC (samplers_unipc.c). The loop keeps x in the usual scale x_t, so the network, the
  * progress callback and x_T are the same as for DDIM. */
 #include "diffusion/sampling_internal.h"
 
@@ -110,13 +110,33 @@ static int dpm_order(const ddpm_sample_opts *o, int max_order, int k, int K, dou
     return 3;
 }
 
+/* UniPC's predictor order at step k of K, as diffusers' UniPCMultistepScheduler: the configured
+ * order, lower while the history is short (warm-up), and with lower_order_final min(order, K - k)
+ * at every K (diffusers has no 15-step threshold here); always first order for the step to sigma
+ * 0, where h is infinite (diffusers without lower_order_final would give NaN there). */
+static int unipc_order(const ddpm_sample_opts *o, int k, int K, double sigma_next) {
+    int order = o->unipc_order;
+    const int hist = k - o->first_step + 1;
+    if (order > hist) order = hist;
+    if (o->lower_order_final && order > K - k) order = K - k;
+    return sigma_next == 0.0 ? 1 : order;
+}
+
 int ddpm_sample_loop_sigma(const ddpm_schedule *s, const ddpm_sample_opts *o, ddpm_denoise_fn f,
                            void *ctx, int B, size_t d, float *x) {
     const ddpm_sampler sm = o->sampler;
     const int dpm = sm == DDPM_SAMPLER_DPMPP_2M || sm == DDPM_SAMPLER_DPMPP_2M_SDE ||
                     sm == DDPM_SAMPLER_DPMPP_3M;
+    const int unipc = sm == DDPM_SAMPLER_UNIPC;
     const int max_order = sm == DDPM_SAMPLER_DPMPP_3M ? 3 : 2;
-    const int n_hist = dpm ? max_order : 1; /* x_0 estimates kept: the multistep history */
+    if (unipc && (o->unipc_order < 1 || o->unipc_order > 3))
+        return ddpm_fail(DDPM_ERR_INVALID, "the UniPC order must be 1, 2 or 3 (got %d)",
+                         o->unipc_order);
+    if (unipc && (int)o->unipc_variant != DDPM_UNIPC_BH1 && o->unipc_variant != DDPM_UNIPC_BH2)
+        return ddpm_fail(DDPM_ERR_INVALID, "unknown UniPC variant %d", (int)o->unipc_variant);
+    /* x_0 estimates kept: the multistep history (UniPC's corrector of order p also needs the one
+     * p steps back besides the new one). */
+    const int n_hist = dpm ? max_order : unipc ? o->unipc_order + 1 : 1;
     const int noisy = sm == DDPM_SAMPLER_DPMPP_2M_SDE || sm == DDPM_SAMPLER_EULER_ANCESTRAL;
     const int heun = sm == DDPM_SAMPLER_HEUN;
     const int K = o->steps;
@@ -128,7 +148,7 @@ int ddpm_sample_loop_sigma(const ddpm_schedule *s, const ddpm_sample_opts *o, dd
     int *ts = ddpm_alloc((size_t)K, sizeof(int));
     double *sig = ddpm_alloc((size_t)K + 1, sizeof(double));
     float *out = ddpm_alloc_aligned(n, sizeof(float));
-    float *hist[3] = {NULL, NULL, NULL};
+    float *hist[4] = {NULL, NULL, NULL, NULL}; /* up to UniPC-3's four estimates */
     int rc = ts && sig && out ? DDPM_OK : DDPM_ERR_NOMEM;
     for (int j = 0; j < n_hist; j++)
         if (!(hist[j] = ddpm_alloc_aligned(n, sizeof(float)))) rc = DDPM_ERR_NOMEM;
@@ -136,7 +156,10 @@ int ddpm_sample_loop_sigma(const ddpm_schedule *s, const ddpm_sample_opts *o, dd
     float *xp = heun ? ddpm_alloc_aligned(n, sizeof(float)) : NULL;
     float *x0p = heun ? ddpm_alloc_aligned(n, sizeof(float)) : NULL;
     float *scratch = o->threshold ? ddpm_alloc(d, sizeof(float)) : NULL;
-    if ((noisy && !noise) || (heun && (!xp || !x0p)) || (o->threshold && !scratch))
+    float *last = unipc ? ddpm_alloc_aligned(n, sizeof(float)) : NULL; /* x before UniP's step */
+    int last_order = 0;                                               /* ... and its order */
+    if ((noisy && !noise) || (heun && (!xp || !x0p)) || (o->threshold && !scratch) ||
+        (unipc && !last))
         rc = DDPM_ERR_NOMEM;
     if (!rc) rc = ddpm_sample_timesteps(s, o, ts, sig);
     for (int k = 0; !rc && k < K; k++)
@@ -160,7 +183,27 @@ int ddpm_sample_loop_sigma(const ddpm_schedule *s, const ddpm_sample_opts *o, dd
         if (rc) break;
         ddpm_predict_x0(s, o, t, x, out, B, d, x0, scratch);
         if (noisy && sn > 0.0) ddpm_sample_draw_noise(o, t, B, d, noise);
-        if (dpm) {
+        if (unipc) {
+            double sj[3];
+            const float *mj[3];
+            if (last_order > 0) {
+                /* UniC: redo the last step from the sample before it, with the estimate at the
+                 * predicted x (this step's network call, which is also the history's entry). */
+                for (int j = 0; j < last_order; j++) {
+                    sj[j] = sig[k - 1 - j];
+                    mj[j] = hist[(k - 1 - j) % n_hist];
+                }
+                ddpm_step_unipc_correct(last_order, o->unipc_variant, sj, sg, last, mj, x0, n, x);
+            }
+            const int order = unipc_order(o, k, K, sn);
+            for (int j = 0; j < order; j++) {
+                sj[j] = sig[k - j];
+                mj[j] = hist[(k - j) % n_hist];
+            }
+            memcpy(last, x, n * sizeof(float));
+            ddpm_step_unipc_predict(order, o->unipc_variant, sj, sn, x, mj, n, x);
+            last_order = order;
+        } else if (dpm) {
             const int order = dpm_order(o, max_order, k, K, sn);
             double sj[3];
             const float *mj[3];
@@ -192,10 +235,11 @@ int ddpm_sample_loop_sigma(const ddpm_schedule *s, const ddpm_sample_opts *o, dd
     free(ts);
     free(sig);
     free(out);
-    for (int j = 0; j < 3; j++) free(hist[j]);
+    for (int j = 0; j < 4; j++) free(hist[j]);
     free(noise);
     free(xp);
     free(x0p);
     free(scratch);
+    free(last);
     return rc;
 }

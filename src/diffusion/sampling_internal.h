@@ -1,5 +1,5 @@
 /* sampling_internal.h - what the two sampling loops share: DDPM and DDIM run in process.c, the
- * sigma-space samplers (DPM-Solver++, Euler, Euler ancestral, Heun) in samplers_sigma.c; both
+ * sigma-space samplers (DPM-Solver++, Euler, Euler ancestral, Heun, UniPC) in samplers_sigma.c; both
  * draw x_T and each step's noise from the same per-item streams. */
 #ifndef DDPM_DIFFUSION_SAMPLING_INTERNAL_H
 #define DDPM_DIFFUSION_SAMPLING_INTERNAL_H

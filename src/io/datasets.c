@@ -352,18 +352,23 @@ int ddpm_dataset_keep_shard(ddpm_image_dataset *d, ddpm_shard shard) {
 
 int ddpm_dataset_folder(const char *dir, int image_size, int channels, int labels_from_subdirs,
                         ddpm_image_dataset *out) {
-    return ddpm_dataset_folder_shard(dir, image_size, channels, labels_from_subdirs,
+    return ddpm_dataset_folder_hw(dir, image_size, image_size, channels, labels_from_subdirs, out);
+}
+
+int ddpm_dataset_folder_hw(const char *dir, int height, int width, int channels,
+                           int labels_from_subdirs, ddpm_image_dataset *out) {
+    return ddpm_dataset_folder_shard(dir, height, width, channels, labels_from_subdirs,
                                      (ddpm_shard){0, 1}, out);
 }
 
-int ddpm_dataset_folder_shard(const char *dir, int image_size, int channels,
+int ddpm_dataset_folder_shard(const char *dir, int height, int width, int channels,
                               int labels_from_subdirs, ddpm_shard shard, ddpm_image_dataset *out) {
     memset(out, 0, sizeof *out);
     if (shard_check(dir, shard)) return DDPM_ERR_INVALID;
-    if (image_size < 1 || image_size > 4096 || (channels != 1 && channels != 3))
+    if (height < 1 || height > 4096 || width < 1 || width > 4096 || (channels != 1 && channels != 3))
         return ddpm_fail(DDPM_ERR_INVALID,
-                         "%s: invalid image size %d or channels %d (channels 1 or 3)", dir,
-                         image_size, channels);
+                         "%s: invalid image size %dx%d or channels %d (channels 1 or 3)", dir,
+                         height, width, channels);
     struct stat st;
     if (stat(dir, &st) != 0)
         return ddpm_fail(DDPM_ERR_IO, "%s: cannot open directory: %s", dir, strerror(errno));
@@ -390,13 +395,13 @@ int ddpm_dataset_folder_shard(const char *dir, int image_size, int channels,
      * numbers them alike. */
     size_t lo, hi;
     shard_range(l.n, shard, &lo, &hi);
-    if ((rc = dataset_alloc(out, (int)(hi - lo), channels, image_size, image_size))) goto done;
+    if ((rc = dataset_alloc(out, (int)(hi - lo), channels, height, width))) goto done;
     out->n_total = (int)l.n;
-    const size_t per = (size_t)channels * image_size * image_size;
+    const size_t per = (size_t)channels * height * width;
     for (size_t i = lo; i < hi; i++) {
         char full[8192];
         snprintf(full, sizeof full, "%s/%s", dir, l.paths[i]);
-        if ((rc = ddpm_image_read(full, image_size, channels, out->x + (i - lo) * per))) goto done;
+        if ((rc = ddpm_image_read_hw(full, height, width, channels, out->x + (i - lo) * per))) goto done;
     }
     if (labels_from_subdirs) {
         /* The distinct first components of paths that have one, sorted. */

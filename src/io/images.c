@@ -302,11 +302,11 @@ int ddpm_image_info(const char *path, int *width, int *height, int *channels) {
     return DDPM_OK;
 }
 
-int ddpm_image_read(const char *path, int size, int channels, float *dst) {
-    if (size < 1 || size > 16384 || (channels != 1 && channels != 3))
+int ddpm_image_read_hw(const char *path, int out_h, int out_w, int channels, float *dst) {
+    if (out_h < 1 || out_h > 16384 || out_w < 1 || out_w > 16384 || (channels != 1 && channels != 3))
         return ddpm_fail(DDPM_ERR_INVALID,
-                         "%s: cannot read an image at size %d with %d channels (channels 1 or 3)",
-                         path, size, channels);
+                         "%s: cannot read an image at size %dx%d with %d channels (channels 1 or 3)",
+                         path, out_h, out_w, channels);
     unsigned char *file;
     size_t fsize;
     int rc = ddpm_read_file(path, &file, &fsize);
@@ -366,43 +366,53 @@ int ddpm_image_read(const char *path, int size, int channels, float *dst) {
         }
     }
     stbi_image_free(rgba);
-    /* The centre square of side min(w, h), scaled to size x size. */
-    const int side = w < h ? w : h;
+    /* The largest centred region of the output's aspect ratio (the whole height, or the whole
+     * width), scaled to out_h x out_w: scaling by max(out_h / h, out_w / w) so the image covers
+     * the output, then a centre crop (for a square output torchvision's Resize(size) +
+     * CenterCrop(size)). The region's sides as the exact ratios they are, so a square output
+     * crops a square of side min(w, h). */
+    const int H = out_h, W = out_w;
+    const int full_h = (double)H * w >= (double)W * h; /* the height sets the scale */
+    const double crop_h = full_h ? h : (double)H * w / W, crop_w = full_h ? (double)W * h / H : w;
     float *sq = src;
-    if (side == size) {
-        /* No scaling: an exact integer crop. */
-        const int x0 = (w - side) / 2, y0 = (h - side) / 2;
-        for (int y = 0; y < size; y++)
-            for (int x = 0; x < size; x++)
+    if (full_h ? h == H : w == W) {
+        /* Scale 1: an exact integer crop. */
+        const int x0 = (w - W) / 2, y0 = (h - H) / 2;
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++)
                 for (int c = 0; c < channels; c++)
-                    dst[(size_t)c * size * size + (size_t)y * size + x] =
+                    dst[(size_t)c * H * W + (size_t)y * W + x] =
                         src[((size_t)(y0 + y) * w + (size_t)(x0 + x)) * channels + c] / 127.5f -
                         1.0f;
         free(src);
         return DDPM_OK;
     }
-    sq = malloc(ddpm_size_mul((size_t)size * size, (size_t)channels * sizeof(float)));
+    sq = malloc(ddpm_size_mul((size_t)H * W, (size_t)channels * sizeof(float)));
     if (!sq) {
         free(src);
         return ddpm_fail(DDPM_ERR_NOMEM, "%s: out of memory resizing", path);
     }
-    const float s0 = (float)((w - side) / 2.0 / w), t0 = (float)((h - side) / 2.0 / h);
-    const float s1 = (float)((w + side) / 2.0 / w), t1 = (float)((h + side) / 2.0 / h);
-    const stbir_filter filter = side > size ? STBIR_FILTER_BOX : STBIR_FILTER_TRIANGLE;
-    int ok = stbir_resize_region(src, w, h, 0, sq, size, size, 0, STBIR_TYPE_FLOAT, channels,
+    const float s0 = (float)((w - crop_w) / 2.0 / w), t0 = (float)((h - crop_h) / 2.0 / h);
+    const float s1 = (float)((w + crop_w) / 2.0 / w), t1 = (float)((h + crop_h) / 2.0 / h);
+    const stbir_filter filter = crop_h > H ? STBIR_FILTER_BOX : STBIR_FILTER_TRIANGLE;
+    int ok = stbir_resize_region(src, w, h, 0, sq, W, H, 0, STBIR_TYPE_FLOAT, channels,
                                  STBIR_ALPHA_CHANNEL_NONE, 0, STBIR_EDGE_CLAMP, STBIR_EDGE_CLAMP,
                                  filter, filter, STBIR_COLORSPACE_LINEAR, NULL, s0, t0, s1, t1);
     free(src);
     if (!ok) {
         free(sq);
-        return ddpm_fail(DDPM_ERR_NOMEM, "%s: resizing a %dx%d image to %d failed", path, w, h,
-                         size);
+        return ddpm_fail(DDPM_ERR_NOMEM, "%s: resizing a %dx%d image to %dx%d failed", path, w, h,
+                         W, H);
     }
     for (int c = 0; c < channels; c++)
-        for (size_t i = 0; i < (size_t)size * size; i++) {
+        for (size_t i = 0; i < (size_t)H * W; i++) {
             float v = sq[i * channels + c] / 127.5f - 1.0f;
-            dst[(size_t)c * size * size + i] = v < -1.0f ? -1.0f : v > 1.0f ? 1.0f : v;
+            dst[(size_t)c * H * W + i] = v < -1.0f ? -1.0f : v > 1.0f ? 1.0f : v;
         }
     free(sq);
     return DDPM_OK;
+}
+
+int ddpm_image_read(const char *path, int size, int channels, float *dst) {
+    return ddpm_image_read_hw(path, size, size, channels, dst);
 }

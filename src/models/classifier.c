@@ -235,7 +235,7 @@ int ddpm_classifier_create(const void *config_cjson, uint64_t seed, ddpm_model *
     m->n_classes = c.classes;
     ddpm_param_table pt = {0};
     declare(p, &pt);
-    rc = ddpm_tape_net_init_image(m, c.in_channels, c.height, 0, ddpm_classifier_config_json(&c),
+    rc = ddpm_tape_net_init_image(m, c.in_channels, c.height, c.height, 0, ddpm_classifier_config_json(&c),
                                   &pt);
     if (rc) {
         cls_destroy(m);

@@ -407,7 +407,7 @@ int ddpm_context_unet_create(const void *config_cjson, uint64_t seed, ddpm_model
     m->cond_dim = c.n_cfeat;
     ddpm_param_table pt = {0};
     declare(p, &pt);
-    rc = ddpm_tape_net_init_image(m, c.in_channels, c.height, c.num_timesteps, config_json(&c), &pt);
+    rc = ddpm_tape_net_init_image(m, c.in_channels, c.height, c.height, c.num_timesteps, config_json(&c), &pt);
     if (!rc) {
         p->zeros = ddpm_alloc_aligned((size_t)2 * c.n_feat, sizeof(float));
         if (!p->zeros) rc = DDPM_ERR_NOMEM;

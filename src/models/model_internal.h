@@ -129,10 +129,10 @@ typedef ddpm_var *(*ddpm_tape_net_record_fn)(ddpm_model *m, ddpm_tape *tp, const
                                              const ddpm_model_input *in, int b0, int nb);
 
 /* What every image network's factory does once its config is read and its tensors declared in
- * pt: the model's image fields (square, channels x height x height), its config JSON (m owns it
+ * pt: the model's image fields (channels x height x width), its config JSON (m owns it
  * from here; NULL means out of memory), the parameter buffers, slice 0's tape and a handle for
  * every tensor. On failure the caller destroys m. */
-int ddpm_tape_net_init_image(ddpm_model *m, int channels, int height, int num_timesteps,
+int ddpm_tape_net_init_image(ddpm_model *m, int channels, int height, int width, int num_timesteps,
                              char *config_json, ddpm_param_table *pt);
 /* Frees the tapes, handles and gradient buffers (those never allocated are NULL). */
 void ddpm_tape_net_free(ddpm_tape_net *tn);

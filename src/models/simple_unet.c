@@ -294,7 +294,7 @@ int ddpm_simple_unet_create(const void *config_cjson, uint64_t seed, ddpm_model 
     p->cfg = c;
     ddpm_param_table pt = {0};
     declare(p, &pt);
-    rc = ddpm_tape_net_init_image(m, c.in_channels, c.height, c.num_timesteps, config_json(&c), &pt);
+    rc = ddpm_tape_net_init_image(m, c.in_channels, c.height, c.height, c.num_timesteps, config_json(&c), &pt);
     if (rc) {
         su_destroy(m);
         return rc;

@@ -85,11 +85,12 @@ static int ensure_slices(ddpm_model *m, ddpm_tape_net *tn, int T) {
     return ensure_slices_bufs(m, tn, T, T);
 }
 
-int ddpm_tape_net_init_image(ddpm_model *m, int channels, int height, int num_timesteps,
+int ddpm_tape_net_init_image(ddpm_model *m, int channels, int height, int width, int num_timesteps,
                              char *config_json, ddpm_param_table *pt) {
     m->channels = channels;
-    m->height = m->width = height;
-    m->sample_numel = (size_t)channels * height * height;
+    m->height = height;
+    m->width = width;
+    m->sample_numel = (size_t)channels * height * width;
     m->num_timesteps = num_timesteps;
     m->config_json = config_json;
     int rc = ddpm_model_alloc_params(m, pt);

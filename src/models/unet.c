@@ -14,6 +14,9 @@
  *         saved activation); nearest x2 + conv3x3 between levels
  *   out  = conv_out(SiLU(norm_out(h)))                       // [B, in_channels, H, W]
  *
+ * H and W may differ (both halve exactly at every level but the last); a level's "resolution",
+ * as attn_resolutions lists it, is its height.
+ *
  *   ResnetBlock(x) = skip(x) + conv2(Dropout(SiLU(norm2(conv1(SiLU(norm1(x))) + temb_proj(SiLU(temb))))))
  *   AttnBlock(x)   = x + proj_out(MultiHeadAttention(qkv(norm(x))))
  *
@@ -42,7 +45,7 @@ enum { R_N1W, R_N1B, R_C1W, R_C1B, R_TW, R_TB, R_N2W, R_N2B, R_C2W, R_C2B, R_SKW
 enum { A_NW, A_NB, A_QKVW, A_QKVB, A_OUTW, A_OUTB };
 
 typedef struct {
-    int in_channels, height, base, mult[UNET_MAX_LEVELS], levels, num_res_blocks;
+    int in_channels, height, width, base, mult[UNET_MAX_LEVELS], levels, num_res_blocks;
     int attn_res[UNET_MAX_LEVELS], n_attn, heads, dim_head, groups, num_classes, self_cond;
     int num_timesteps;
     double dropout;
@@ -57,7 +60,7 @@ typedef struct {
 } attnblock;
 
 typedef struct {
-    int size, ch, has_attn, n_blocks;
+    int size, wsize, ch, has_attn, n_blocks; /* size: the level's height (its "resolution") */
     resblock block[UNET_MAX_RES + 1];
     attnblock attn[UNET_MAX_RES + 1];
     int resample; /* downsample / upsample conv weight (bias follows), -1 if none */
@@ -104,7 +107,7 @@ static ddpm_var *attn_fwd(ddpm_tape *tp, const unet *u, const ddpm_param *P0, co
 static ddpm_var *unet_net(ddpm_tape *tp, const unet *u, const ddpm_param *P, const float *x,
                           const float *sc, const float *cond, const float *tf, int B) {
     const unet_config *c = &u->c;
-    const int C = c->in_channels, H = c->height, E = 4 * c->base, L = c->levels;
+    const int C = c->in_channels, H = c->height, W = c->width, E = 4 * c->base, L = c->levels;
 
     // time (and class) embedding [B, 4 base]
     ddpm_var *emb = ddpm_tape_timestep_embedding(tp, tf, B, c->base);
@@ -122,8 +125,8 @@ static ddpm_var *unet_net(ddpm_tape *tp, const unet *u, const ddpm_param *P, con
     }
     ddpm_var *semb = ddpm_tape_silu(tp, emb);
 
-    ddpm_var *h = ddpm_tape_input(tp, x, 4, (int[]){B, C, H, H}, 0);
-    if (c->self_cond) h = ddpm_tape_concat(tp, h, ddpm_tape_input(tp, sc, 4, (int[]){B, C, H, H}, 0));
+    ddpm_var *h = ddpm_tape_input(tp, x, 4, (int[]){B, C, H, W}, 0);
+    if (c->self_cond) h = ddpm_tape_concat(tp, h, ddpm_tape_input(tp, sc, 4, (int[]){B, C, H, W}, 0));
     ddpm_var *hs[1 + UNET_MAX_LEVELS * (UNET_MAX_RES + 1)];
     int n = 0;
     hs[n++] = ddpm_tape_conv2d(tp, h, &P[u->conv_in], &P[u->conv_in + 1], 1, 1);
@@ -163,17 +166,17 @@ static ddpm_var *unet_net(ddpm_tape *tp, const unet *u, const ddpm_param *P, con
 
 /* Multiply-add FLOPs (2 per MAC) of one item's forward: convolutions, linear layers, attention
  * products. Elementwise ops, norms and softmax are not counted. Backward is about twice this. */
-static double conv_flops(int cin, int cout, int k, int size) {
-    return 2.0 * cin * cout * k * k * (double)size * size;
+static double conv_flops(int cin, int cout, int k, int h, int w) {
+    return 2.0 * cin * cout * k * k * (double)h * w;
 }
 
-static double res_flops(const resblock *r, int size, int E) {
-    return conv_flops(r->cin, r->cout, 3, size) + conv_flops(r->cout, r->cout, 3, size) +
-           2.0 * E * r->cout + (r->skip ? conv_flops(r->cin, r->cout, 1, size) : 0.0);
+static double res_flops(const resblock *r, int h, int w, int E) {
+    return conv_flops(r->cin, r->cout, 3, h, w) + conv_flops(r->cout, r->cout, 3, h, w) +
+           2.0 * E * r->cout + (r->skip ? conv_flops(r->cin, r->cout, 1, h, w) : 0.0);
 }
 
-static double attn_flops(const attnblock *a, int size) {
-    const double N = (double)size * size;
+static double attn_flops(const attnblock *a, int h, int w) {
+    const double N = (double)h * w;
     return 2.0 * N * (3.0 * a->hid * a->ch + a->ch * a->hid) + 4.0 * N * N * a->hid;
 }
 
@@ -181,20 +184,23 @@ static double unet_item_flops(const unet *u) {
     const unet_config *c = &u->c;
     const int E = 4 * c->base, L = c->levels;
     double f = 2.0 * c->base * E + 2.0 * E * E + 2.0 * c->num_classes * E;
-    f += conv_flops(c->in_channels * (c->self_cond ? 2 : 1), c->base, 3, c->height);
+    f += conv_flops(c->in_channels * (c->self_cond ? 2 : 1), c->base, 3, c->height, c->width);
     for (int i = 0; i < L; i++)
         for (int up = 0; up < 2; up++) {
             const level *lv = up ? &u->up[i] : &u->down[i];
             for (int j = 0; j < lv->n_blocks; j++) {
-                f += res_flops(&lv->block[j], lv->size, E);
-                if (lv->has_attn) f += attn_flops(&lv->attn[j], lv->size);
+                f += res_flops(&lv->block[j], lv->size, lv->wsize, E);
+                if (lv->has_attn) f += attn_flops(&lv->attn[j], lv->size, lv->wsize);
             }
             /* downsample: stride 2 (output size / 2); upsample: conv at twice the size */
-            if (lv->resample >= 0) f += conv_flops(lv->ch, lv->ch, 3, up ? 2 * lv->size : lv->size / 2);
+            if (lv->resample >= 0)
+                f += up ? conv_flops(lv->ch, lv->ch, 3, 2 * lv->size, 2 * lv->wsize)
+                        : conv_flops(lv->ch, lv->ch, 3, lv->size / 2, lv->wsize / 2);
         }
-    const int low = u->down[L - 1].size;
-    f += res_flops(&u->mid1, low, E) + attn_flops(&u->mid_attn, low) + res_flops(&u->mid2, low, E);
-    f += conv_flops(c->base * c->mult[0], c->in_channels, 3, c->height);
+    const int lh = u->down[L - 1].size, lw = u->down[L - 1].wsize;
+    f += res_flops(&u->mid1, lh, lw, E) + attn_flops(&u->mid_attn, lh, lw) +
+         res_flops(&u->mid2, lh, lw, E);
+    f += conv_flops(c->base * c->mult[0], c->in_channels, 3, c->height, c->width);
     return f;
 }
 
@@ -295,10 +301,10 @@ static int parse_config(const cJSON *j, unet_config *c) {
             if (strcmp(e->string, f->string) == 0) return bad("\"%s\" appears twice", e->string);
     }
     static const int def_mult[3] = {1, 2, 2};
-    int rc, width;
+    int rc;
     if ((rc = ddpm_json_int(j, "in_channels", 1, 1, 4096, &c->in_channels)) ||
         (rc = ddpm_json_int(j, "height", 28, 1, 1 << 16, &c->height)) ||
-        (rc = ddpm_json_int(j, "width", c->height, 1, 1 << 16, &width)) ||
+        (rc = ddpm_json_int(j, "width", c->height, 1, 1 << 16, &c->width)) ||
         (rc = ddpm_json_int(j, "base_channels", 32, 4, 4096, &c->base)) ||
         (rc = ddpm_json_int_list(j, "channel_mult", def_mult, 3, UNET_MAX_LEVELS, c->mult, &c->levels)) ||
         (rc = ddpm_json_int(j, "num_res_blocks", 2, 1, UNET_MAX_RES, &c->num_res_blocks)) ||
@@ -309,9 +315,6 @@ static int parse_config(const cJSON *j, unet_config *c) {
         (rc = ddpm_json_int(j, "num_classes", 0, 0, 1 << 20, &c->num_classes)) ||
         (rc = ddpm_json_int(j, "num_timesteps", 1000, 1, 1 << 24, &c->num_timesteps)))
         return rc;
-    if (width != c->height)
-        return bad("\"width\" %d differs from \"height\" %d: the unet takes square images", width,
-                   c->height);
     if (c->base % 2)
         return bad("\"base_channels\" must be even (it is the width of the sinusoidal time "
                    "embedding), got %d", c->base);
@@ -321,7 +324,7 @@ static int parse_config(const cJSON *j, unet_config *c) {
         return bad("\"self_cond\" must be true or false");
     c->self_cond = sc && (cJSON_IsTrue(sc) || (cJSON_IsNumber(sc) && sc->valuedouble == 1));
 
-    int size = c->height;
+    int size = c->height, wsize = c->width;
     for (int i = 0; i < c->levels; i++) {
         if (c->mult[i] < 1 || c->mult[i] > 64)
             return bad("\"channel_mult\"[%d] must be in 1..64 (got %d)", i, c->mult[i]);
@@ -331,11 +334,16 @@ static int parse_config(const cJSON *j, unet_config *c) {
                        "(\"base_channels\" %d x \"channel_mult\"[%d] %d)",
                        c->groups, c->base % c->groups ? c->base : ch, i, c->base, i, c->mult[i]);
         if (i < c->levels - 1) {
-            if (size % 2)
-                return bad("\"height\" %d does not fit %d levels of \"channel_mult\": every level "
-                           "but the last halves the size, and level %d has odd size %d",
-                           c->height, c->levels, i, size);
+            /* A stride-2 conv would round an odd side up and the x2 upsampling would then not
+             * match the skip connection: every halving must be exact, on both sides. */
+            if (size % 2 || wsize % 2)
+                return bad("%s %d does not fit %d levels of \"channel_mult\": every level but "
+                           "the last halves the size, and level %d has odd %s %d",
+                           size % 2 ? "\"height\"" : "\"width\"",
+                           size % 2 ? c->height : c->width, c->levels, i,
+                           size % 2 ? "height" : "width", size % 2 ? size : wsize);
             size /= 2;
+            wsize /= 2;
         }
     }
     /* attention resolutions: default the lowest level's; an empty list is allowed (attention
@@ -357,8 +365,8 @@ static int parse_config(const cJSON *j, unet_config *c) {
             snprintf(sizes + strlen(sizes), sizeof sizes - strlen(sizes), i ? ", %d" : "%d", s);
         }
         if (!found)
-            return bad("\"attn_resolutions\" lists %d, which is not the resolution of a level "
-                       "(%s)", c->attn_res[a], sizes);
+            return bad("\"attn_resolutions\" lists %d, which is not the resolution (height) of "
+                       "a level (%s)", c->attn_res[a], sizes);
     }
     /* attention heads: heads x dim_head wide, or (dim_head 0) the channels split into heads */
     for (int i = 0, s = c->height; i < c->levels; i++, s /= 2) {
@@ -380,6 +388,8 @@ static char *config_json(const unet_config *c) {
     cJSON_AddStringToObject(o, "kind", "unet");
     cJSON_AddNumberToObject(o, "in_channels", c->in_channels);
     cJSON_AddNumberToObject(o, "height", c->height);
+    /* square: no "width", so the configurations of square models read as they always did */
+    if (c->width != c->height) cJSON_AddNumberToObject(o, "width", c->width);
     cJSON_AddNumberToObject(o, "base_channels", c->base);
     cJSON_AddItemToObject(o, "channel_mult", cJSON_CreateIntArray(c->mult, c->levels));
     cJSON_AddNumberToObject(o, "num_res_blocks", c->num_res_blocks);
@@ -447,11 +457,12 @@ static void plan(unet *u) {
     const unet_config *c = &u->c;
     const int L = c->levels;
     int skip[1 + UNET_MAX_LEVELS * (UNET_MAX_RES + 1)], n = 0;
-    int block_in = c->base, size = c->height;
+    int block_in = c->base, size = c->height, wsize = c->width;
     skip[n++] = block_in;
-    for (int i = 0; i < L; i++, size /= 2) {
+    for (int i = 0; i < L; i++, size /= 2, wsize /= 2) {
         level *lv = &u->down[i];
         lv->size = size;
+        lv->wsize = wsize;
         lv->ch = c->base * c->mult[i];
         lv->n_blocks = c->num_res_blocks;
         for (int a = 0; a < c->n_attn; a++) lv->has_attn |= c->attn_res[a] == size;
@@ -469,6 +480,7 @@ static void plan(unet *u) {
     for (int i = L - 1; i >= 0; i--) {
         level *lv = &u->up[i];
         lv->size = u->down[i].size;
+        lv->wsize = u->down[i].wsize;
         lv->ch = u->down[i].ch;
         lv->has_attn = u->down[i].has_attn;
         lv->n_blocks = c->num_res_blocks + 1;
@@ -578,7 +590,8 @@ int ddpm_unet_create(const void *config_cjson, uint64_t seed, ddpm_model **out) 
     plan(u);
     ddpm_param_table pt = {0};
     declare(u, &pt);
-    rc = ddpm_tape_net_init_image(m, c.in_channels, c.height, c.num_timesteps, config_json(&c), &pt);
+    rc = ddpm_tape_net_init_image(m, c.in_channels, c.height, c.width, c.num_timesteps,
+                                  config_json(&c), &pt);
     if (!rc) rc = unet_reserve(m, 1);
     if (rc) {
         unet_destroy(m);

@@ -779,7 +779,7 @@ int ddpm_unet2d_create(const void *config_cjson, uint64_t seed, ddpm_model **out
     plan(u);
     ddpm_param_table pt = {0};
     declare(u, &pt);
-    rc = ddpm_tape_net_init_image(m, c.in_channels, c.size, c.num_timesteps, config_json(&c), &pt);
+    rc = ddpm_tape_net_init_image(m, c.in_channels, c.size, c.size, c.num_timesteps, config_json(&c), &pt);
     if (!rc) rc = unet2d_reserve(m, 1);
     if (!rc && !all_fused(m, u))
         rc = ddpm_fail(DDPM_ERR_INVALID, "unet2d: the q/k/v tensors are not contiguous");

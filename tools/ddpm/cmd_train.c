@@ -25,7 +25,9 @@ typedef struct {
     model_flags net;
     /* images */
     const char *labels;
-    int image_size, channels, labels_from_dirs, max_items, hflip, no_hflip, sample_every, sample_n;
+    const char *image_size_arg; /* --image-size S or HxW */
+    int image_size, image_width; /* height and width of folder images */
+    int channels, labels_from_dirs, max_items, hflip, no_hflip, sample_every, sample_n;
     float cond_drop;
     int set_lr, set_batch, set_decay, set_warmup, set_cond_drop, set_loss;
     int microbatch, set_microbatch, deterministic, zero_snr, shard_data;
@@ -76,6 +78,7 @@ static char *images_json(const train_args *a) {
         cJSON_AddStringToObject(o, "source", "folder");
         cJSON_AddStringToObject(o, "path", a->data);
         cJSON_AddNumberToObject(o, "image_size", a->image_size);
+        if (a->image_width != a->image_size) cJSON_AddNumberToObject(o, "image_width", a->image_width);
         cJSON_AddNumberToObject(o, "channels", a->channels);
         cJSON_AddBoolToObject(o, "labels_from_dirs", a->labels_from_dirs);
     }
@@ -113,12 +116,33 @@ int train_print_config(const ddpm_model *m, const ddpm_schedule *s, const ddpm_t
     return 0;
 }
 
+/* --image-size S or HxW (sides 4..1024), and --image-width W for the width. */
+static int parse_image_size(train_args *a) {
+    const char *s = a->image_size_arg;
+    char *end;
+    long h = strtol(s, &end, 10), w = h;
+    if (end != s && (*end == 'x' || *end == 'X')) {
+        const char *ws = end + 1;
+        w = strtol(ws, &end, 10);
+        if (end == ws) w = 0;
+        if (a->image_width && a->image_width != w)
+            return cli_usage_error("train", "--image-size %s and --image-width %d disagree on the width", s, a->image_width);
+    } else if (a->image_width) {
+        w = a->image_width;
+    }
+    if (end == s || *end || h < 4 || h > 1024 || w < 4 || w > 1024)
+        return cli_usage_error("train", "--image-size takes S or HxW with sides in 4..1024 (got '%s')", s);
+    a->image_size = (int)h;
+    a->image_width = (int)w;
+    return 0;
+}
+
 int cmd_train(int argc, char **argv) {
     train_args a = {.data = "s-curve", .prediction = "eps", .optimizer = "adam",
                     .out = "runs/train", .n_points = 10000,
                     .save_every = 1000, .log_every = 1000, .steps = 10000,
                     .beta1 = 0.9, .beta2 = 0.999, .adam_eps = 1e-8, .grad_clip = 1.0f,
-                    .ema_decay = 0.999f, .p2_k = 1.0f, .image_size = 32, .channels = 3,
+                    .ema_decay = 0.999f, .p2_k = 1.0f, .image_size_arg = "32", .channels = 3,
                     .cond_drop = 0.1f, .sample_every = 1000, .sample_n = 40,
                     .eval_n = 1000, .eval_steps = 25, .eval_sampler = "ddim"};
     model_flags_init(&a.net, "mlp");
@@ -127,7 +151,8 @@ int cmd_train(int argc, char **argv) {
         {"n-points", CLI_INT, &a.n_points, "N", "points drawn from a built-in data set (default 10000)", NULL, 1, 10000000},
         {"data-seed", CLI_U64, &a.data_seed, "S", "seed of the built-in data set (default 0)", NULL},
         {"labels", CLI_STRING, &a.labels, "FILE.npy", "labels for .npy images: class indices [N] or context vectors [N, K]", NULL},
-        {"image-size", CLI_INT, &a.image_size, "S", "folder images: resize and center-crop to S x S (default 32)", NULL, 4, 1024},
+        {"image-size", CLI_STRING, &a.image_size_arg, "S|HxW", "folder images: resize and center-crop to S x S (default 32) or H x W (height x width; the unet takes H != W)", NULL},
+        {"image-width", CLI_INT, &a.image_width, "W", "folder images: width W (the height from --image-size)", NULL, 4, 1024},
         {"channels", CLI_INT, &a.channels, "C", "folder images: 3 (RGB, default) or 1 (grayscale)", NULL},
         {"labels-from-dirs", CLI_FLAG, &a.labels_from_dirs, NULL, "folder images: class labels from the sub-folder names", NULL},
         {"max-items", CLI_INT, &a.max_items, "N", "fashion-mnist: use the first N training images", NULL, 0, 1000000000},
@@ -204,6 +229,7 @@ int cmd_train(int argc, char **argv) {
     if (a.save_every < 0 || a.log_every < 0 || a.sample_every < 0)
         return cli_usage_error("train", "--save-every, --sample-every and --log-every must be >= 0");
     if (a.channels != 1 && a.channels != 3) return cli_usage_error("train", "--channels must be 1 or 3");
+    if ((rc = parse_image_size(&a))) return rc;
 
     const int images = !a.resume && data_is_images(a.data);
     if (a.shard_data && !a.resume && !images)
@@ -309,9 +335,9 @@ int cmd_train(int argc, char **argv) {
         /* Model */
         char *mj = NULL;
         model_shape shape = {.dim = data.dim, .in_channels = data.channels, .height = data.height,
-                             .cond_dim = data.cond_dim, .num_timesteps = sched.n};
-        if (images && data.height != data.width)
-            rc = ddpm_fail(DDPM_ERR_INVALID, "the networks take square images; the data are %dx%d", data.height, data.width);
+                             .width = data.width, .cond_dim = data.cond_dim, .num_timesteps = sched.n};
+        if (images && data.height != data.width && strcmp(a.net.model, "unet") != 0)
+            rc = ddpm_fail(DDPM_ERR_INVALID, "--model %s takes square images; the data are %dx%d (height x width; --model unet takes H != W)", a.net.model, data.height, data.width);
         if (!rc) rc = model_flags_config_json(&a.net, &shape, &mj);
         if (!rc) rc = ddpm_model_create(mj, a.seed, &model);
         free(mj);

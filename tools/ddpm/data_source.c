@@ -54,9 +54,11 @@ static int load_images(const cJSON *o, ddpm_shard sh, job_data *d) {
         if (!rc && sh.count > 1 && (rc = ddpm_dataset_keep_shard(&ds, sh))) ddpm_dataset_free(&ds);
     } else if (strcmp(src, "folder") == 0) {
         const cJSON *size = cJSON_GetObjectItemCaseSensitive(o, "image_size");
+        const cJSON *width = cJSON_GetObjectItemCaseSensitive(o, "image_width");
         const cJSON *ch = cJSON_GetObjectItemCaseSensitive(o, "channels");
-        rc = ddpm_dataset_folder_shard(jstr(o, "path") ? jstr(o, "path") : "",
-                                       cJSON_IsNumber(size) ? (int)size->valuedouble : 32,
+        const int h = cJSON_IsNumber(size) ? (int)size->valuedouble : 32;
+        rc = ddpm_dataset_folder_shard(jstr(o, "path") ? jstr(o, "path") : "", h,
+                                       cJSON_IsNumber(width) ? (int)width->valuedouble : h,
                                        cJSON_IsNumber(ch) ? (int)ch->valuedouble : 3,
                                        cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "labels_from_dirs")),
                                        sh, &ds);

@@ -110,7 +110,7 @@ int edit_images_read(const char *flag, const char *path, const ddpm_model *m, ed
     if (!x) rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory for %d images", n);
     for (int i = 0; !rc && i < n; i++) {
         rc = check_image(flag, list[i], m);
-        if (!rc) rc = ddpm_image_read(list[i], m->height, m->channels, x + (size_t)i * d);
+        if (!rc) rc = ddpm_image_read_hw(list[i], m->height, m->width, m->channels, x + (size_t)i * d);
     }
     for (int i = 0; names && i < n; i++) free(names[i]);
     free(names);
@@ -139,7 +139,7 @@ int edit_mask_read(const char *path, const ddpm_model *m, float **mask) {
     const size_t hw = (size_t)h * (size_t)w;
     float *gray = malloc(sizeof(float) * hw), *out = malloc(sizeof(float) * hw * (size_t)m->channels);
     if (!gray || !out) rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
-    if (!rc) rc = ddpm_image_read(path, m->height, 1, gray);
+    if (!rc) rc = ddpm_image_read_hw(path, m->height, m->width, 1, gray);
     if (!rc) {
         size_t kept = 0;
         for (size_t i = 0; i < hw; i++) kept += gray[i] > 0.0f;

@@ -152,6 +152,7 @@ static int add_image_network(const model_flags *f, const model_shape *s, cJSON *
     if (strcmp(f->model, "unet2d") == 0) return add_unet2d(f, s, o);
     cJSON_AddNumberToObject(o, "in_channels", s->in_channels);
     cJSON_AddNumberToObject(o, "height", s->height);
+    if (s->width > 0 && s->width != s->height) cJSON_AddNumberToObject(o, "width", s->width);
     int rc = DDPM_OK;
     if (strcmp(f->model, "context-unet") == 0) {
         if (f->n_feat > 0) cJSON_AddNumberToObject(o, "n_feat", f->n_feat);

@@ -47,6 +47,7 @@ const model_preset *model_preset_find(const char *model);
 typedef struct {
     int dim;                      /* points: D; 0 for images */
     int in_channels, height;      /* images */
+    int width;                    /* images: 0 = height (square) */
     int cond_dim;                 /* context-unet: context size; unet: classes; 0 = none */
     int num_timesteps;
 } model_shape;

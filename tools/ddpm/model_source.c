@@ -20,7 +20,8 @@ void weights_args_options(weights_args *w, cli_opt *opts) {
     const cli_opt o[WEIGHTS_OPTS_N] = {
         {"weights", CLI_STRING, &w->weights, "FILE", "a plain state dict: safetensors or a PyTorch .pth/.pt/.bin (with --model and its flags)", NULL},
         {"key", CLI_STRING, &w->key, "NAME", "with --weights: the state dict under this key of a nested file (e.g. model, ema; '*' all, dotted)", NULL},
-        {"height", CLI_INT, &w->height, "H", "with --weights: image height = width (default 32)", NULL},
+        {"height", CLI_INT, &w->height, "H", "with --weights: image height (default 32)", NULL},
+        {"width", CLI_INT, &w->width, "W", "with --weights: image width (default: the height; unet only may differ)", NULL},
         {"channels", CLI_INT, &w->channels, "C", "with --weights: image channels (default 3)", NULL},
         {"n-cfeat", CLI_INT, &w->n_cfeat, "K", "with --weights: context-unet context size (default 5)", NULL},
         {"num-classes", CLI_INT, &w->num_classes, "K", "with --weights: unet classes", NULL},
@@ -58,7 +59,7 @@ int weights_args_load(const char *cmd, const weights_args *w, ddpm_checkpoint *c
     }
     const int points = strcmp(w->net.model, "mlp") == 0;
     model_shape shape = {.dim = points ? w->dim : 0, .in_channels = w->channels,
-                         .height = points ? 0 : w->height,
+                         .height = points ? 0 : w->height, .width = points ? 0 : w->width,
                          .cond_dim = strcmp(w->net.model, "context-unet") == 0 ? w->n_cfeat : w->num_classes,
                          .num_timesteps = ck->schedule.n};
     char *json = NULL;

@@ -9,12 +9,12 @@
 typedef struct {
     const char *weights, *key, *schedule, *prediction;
     model_flags net;
-    int n_cfeat, height, channels, num_classes, dim, timesteps, set_T;
+    int n_cfeat, height, width, channels, num_classes, dim, timesteps, set_T;
     double beta_start, beta_end;
     int set_bs, set_be;
 } weights_args;
 
-enum { WEIGHTS_OPTS_N = 12 }; /* entries written by weights_args_options (then the model flags) */
+enum { WEIGHTS_OPTS_N = 13 }; /* entries written by weights_args_options (then the model flags) */
 
 /* The defaults (32x32 RGB, 5 context features, 2-D points; --model unet). */
 void weights_args_init(weights_args *w);

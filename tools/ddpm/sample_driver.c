@@ -17,8 +17,18 @@ int sampler_args_resolve(const char *cmd, const sampler_args *a, const ddpm_chec
         return cli_usage_error(cmd, "--variance: %s", ddpm_last_error());
     if (ddpm_spacing_parse(a->spacing, &o->spacing))
         return cli_usage_error(cmd, "--spacing: %s", ddpm_last_error());
-    if (a->solver_type && ddpm_solver_type_parse(a->solver_type, &o->solver_type))
+    /* --solver-type names DPM-Solver++'s form or, as diffusers' solver_type, UniPC's B(h). */
+    const int unipc = o->sampler == DDPM_SAMPLER_UNIPC;
+    if (a->solver_type && !unipc && ddpm_solver_type_parse(a->solver_type, &o->solver_type))
         return cli_usage_error(cmd, "--solver-type: %s", ddpm_last_error());
+    if (a->solver_type && unipc && ddpm_unipc_variant_parse(a->solver_type, &o->unipc_variant))
+        return cli_usage_error(cmd, "--solver-type: %s (for --sampler unipc)", ddpm_last_error());
+    if (a->solver_order && !unipc)
+        return cli_usage_error(cmd, "--solver-order is for --sampler unipc (got --sampler %s)",
+                               a->sampler);
+    if (a->solver_order && (a->solver_order < 1 || a->solver_order > 3))
+        return cli_usage_error(cmd, "--solver-order must be 1, 2 or 3 (got %d)", a->solver_order);
+    if (a->solver_order) o->unipc_order = a->solver_order;
     if (a->final_sigma && ddpm_final_sigma_parse(a->final_sigma, &o->final_sigma))
         return cli_usage_error(cmd, "--final-sigma: %s", ddpm_last_error());
     const int T = ck->schedule.n - ck->schedule.t0;

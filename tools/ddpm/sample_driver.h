@@ -12,8 +12,8 @@ int job_sample(ddpm_model *m, const ddpm_schedule *s, const ddpm_sample_opts *o,
                const float *cond, float guidance, size_t n, int batch, const float *x_init,
                float *out, ddpm_progress_fn progress, void *progress_ctx);
 
-/* Sampler flags shared by `sample`, `eval` and `demo` (the DPM-Solver++ and thresholding ones
- * only `sample` sets; NULL solver_type / final_sigma mean the library's defaults). */
+/* Sampler flags shared by `sample`, `eval` and `demo` (the DPM-Solver++, UniPC and thresholding
+ * ones only `sample` sets; NULL solver_type / final_sigma mean the library's defaults). */
 typedef struct {
     const char *sampler, *variance, *spacing;
     int steps, no_noise, clip, no_ema;
@@ -21,6 +21,7 @@ typedef struct {
     uint64_t seed;
     const char *solver_type, *final_sigma;
     int no_lower_order_final, threshold;
+    int solver_order; /* UniPC's order; 0 = the library's default */
     float threshold_ratio, threshold_max;
 } sampler_args;
 
