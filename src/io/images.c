@@ -217,7 +217,7 @@ static size_t le32(const unsigned char *p) { return le16(p) | le16(p + 2) << 16;
 
 static int truncated(const char *path, const char *format, size_t need, size_t have) {
     return ddpm_fail(DDPM_ERR_FORMAT,
-                     "%s: cannot decode image: truncated %s (%zu bytes; its header needs at least "
+                     "%s: cannot decode image: truncated %s (%zu bytes; its headers need at least "
                      "%zu)",
                      path, format, have, need);
 }
@@ -284,8 +284,9 @@ static int pnm_check_length(const char *path, const unsigned char *p, size_t n, 
     return need > n ? truncated(path, "PNM", need, n) : DDPM_OK;
 }
 
-/* A GIF's blocks up to the end of its first image (the frame stb_image returns): the colour
- * tables, the extensions' and the image's data sub-blocks up to their zero terminator. */
+/* A GIF's blocks up to its trailer: the colour tables, each extension's and each image's data
+ * sub-blocks up to their zero terminator (stb_image returns the first frame, but a file cut in a
+ * later frame is truncated all the same). */
 static int gif_check_length(const char *path, const unsigned char *p, size_t n) {
     size_t at = 13;
     if (n < at) return truncated(path, "GIF", at, n);
@@ -300,7 +301,7 @@ static int gif_check_length(const char *path, const unsigned char *p, size_t n) 
             const unsigned char flags = p[at + 9];
             at += 10 + (flags & 0x80 ? (size_t)3 << ((flags & 7) + 1) : 0) + 1;
         } else {
-            return DDPM_OK; /* the trailer or a bad block before any image: stb_image says */
+            return DDPM_OK; /* the trailer (0x3B), or a bad block: stb_image judges it */
         }
         for (;;) { /* data sub-blocks: a length byte, that many bytes; 0 ends them */
             if (at >= n) return truncated(path, "GIF", at + 1, n);
@@ -308,7 +309,6 @@ static int gif_check_length(const char *path, const unsigned char *p, size_t n) 
             at += 1 + len;
             if (len == 0) break;
         }
-        if (block == 0x2C) return DDPM_OK;
     }
 }
 
