@@ -67,7 +67,7 @@ check "loss log after kill -9 + resume: steps 1..$target once each, in order" aw
 pid=$!
 for _ in $(seq 100); do [ -s "$tmp/term/loss.csv" ] && [ "$(wc -l < "$tmp/term/loss.csv")" -gt 20 ] && break; sleep 0.1; done
 kill -TERM $pid; wait $pid; rc=$?
-check "SIGTERM exits 130 after saving" test $rc -eq 130 -a -s "$tmp/term/ckpt.safetensors"
+check "SIGTERM exits 143 (128 + 15) after saving" test $rc -eq 143 -a -s "$tmp/term/ckpt.safetensors"
 # bad input
 expect_fail 2 "zero threads" "--threads must be in 1..4096 (got '0')" "$DDPM" train --threads 0 --steps 1 --out "$tmp/x"
 # counts that would overflow int arithmetic or ask for absurd memory are refused by range

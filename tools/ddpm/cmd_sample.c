@@ -167,6 +167,12 @@ int cmd_sample(int argc, char **argv) {
     if ((ckpt != NULL) + (wa.weights != NULL) + (diffusers != NULL) != 1)
         return cli_usage_error("sample", "give one of --ckpt FILE, --diffusers DIR or --weights FILE with --model");
     if (ia.n < 1) return cli_usage_error("sample", "-n must be at least 1");
+    /* outputs that cannot be written are refused before sampling (which can take minutes) */
+    if ((ia.out && (rc = cli_check_out_file("sample", "--out", ia.out))) ||
+        (ia.npy && (rc = cli_check_out_file("sample", "--npy", ia.npy))) ||
+        (ia.gif && (rc = cli_check_out_file("sample", "--gif", ia.gif))) ||
+        (plot && (rc = cli_check_out_file("sample", "--plot", plot))))
+        return rc;
 
     ddpm_checkpoint ck;
     int folder_clip = 1;

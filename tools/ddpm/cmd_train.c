@@ -187,6 +187,8 @@ int cmd_train(int argc, char **argv) {
     if (a.save_every < 0 || a.log_every < 0 || a.sample_every < 0)
         return cli_usage_error("train", "--save-every, --sample-every and --log-every must be >= 0");
     if (a.channels != 1 && a.channels != 3) return cli_usage_error("train", "--channels must be 1 or 3");
+    /* an --out that cannot take the run is refused before loading data or building a model */
+    if ((rc = cli_check_out_dir("train", "--out", a.out))) return rc;
 
     const int images = !a.resume && data_is_images(a.data);
     if (!a.resume) {
@@ -325,5 +327,6 @@ out:
         ddpm_model_free(model);
         ddpm_schedule_free(&sched);
     }
-    return cli_fail("train", rc);
+    const int code = cli_fail("train", rc);
+    return rc == DDPM_ERR_IO && job_train_save_failed() ? CLI_EXIT_FAIL : code;
 }
