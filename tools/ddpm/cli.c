@@ -167,7 +167,8 @@ int cli_check_out_dir(const char *cmd, const char *flag, const char *dir) {
     struct stat st;
     if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode))
         return cli_usage_error(cmd, "%s %s is a file, not a directory", flag, dir);
-    if (cli_mkdirs(dir)) return cli_usage_error(cmd, "%s: %s", flag, ddpm_last_error());
+    if (cli_mkdirs(dir))
+        return cli_usage_error(cmd, "%s %s: cannot create it (%s)", flag, dir, ddpm_last_error());
     if (access(dir, W_OK | X_OK) != 0)
         return cli_usage_error(cmd, "%s %s: cannot write there: %s", flag, dir, strerror(errno));
     return 0;
