@@ -343,3 +343,40 @@ ddpm_tape *ddpm_model_tape(ddpm_model *m, int k) {
     const ddpm_tape_net *tn = m->impl;
     return k < tn->n_slices ? tn->tape[k] : NULL;
 }
+
+int ddpm_model_item_bytes(ddpm_model *m, int training, size_t *bytes) {
+    *bytes = 0;
+    if (!ddpm_model_is_tape_net(m)) return DDPM_OK;
+    int rc = m->max_batch < 1 ? ddpm_model_reserve(m, 1) : DDPM_OK;
+    if (rc) return rc;
+    const size_t d = m->sample_numel, np = m->n_params, nb = m->n_buffers;
+    const size_t nout = ddpm_model_out_numel(m), cd = m->cond_dim > 0 ? (size_t)m->cond_dim : 1;
+    float *grads = ddpm_alloc_aligned(np, sizeof(float));
+    float *buffers = nb ? ddpm_alloc_aligned(nb, sizeof(float)) : NULL;
+    float *x = ddpm_alloc(2 * d + 2 * nout + cd, sizeof(float)); /* x, self_cond, out, dout, cond */
+    if (!grads || (nb && !buffers) || !x) {
+        free(grads);
+        free(buffers);
+        free(x);
+        return DDPM_ERR_NOMEM;
+    }
+    memcpy(grads, m->grads, np * sizeof(float));
+    if (nb) memcpy(buffers, m->buffers, nb * sizeof(float));
+    const int t = 0;
+    const ddpm_model_input in = {.x = x, .t = &t, .cond = m->cond_dim > 0 ? x + 2 * d + 2 * nout : NULL,
+                                 .self_cond = m->self_cond ? x + d : NULL, .B = 1, .train = training};
+    rc = m->ops->forward(m, &in, x + 2 * d);
+    if (!rc && training) rc = m->ops->backward(m, x + 2 * d + nout);
+    ddpm_tape *tp = ddpm_model_tape(m, 0); /* one item: one slice */
+    if (!rc && tp) {
+        ddpm_tape_stats st;
+        ddpm_tape_get_stats(tp, &st);
+        *bytes = st.arena_used;
+    }
+    memcpy(m->grads, grads, np * sizeof(float));
+    if (nb) memcpy(m->buffers, buffers, nb * sizeof(float));
+    free(grads);
+    free(buffers);
+    free(x);
+    return rc;
+}

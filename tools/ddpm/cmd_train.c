@@ -2,6 +2,7 @@
 #include "train_driver.h"
 #include "model_flags.h"
 #include "dist.h"
+#include "memory_check.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -27,7 +28,7 @@ typedef struct {
     int image_size, channels, labels_from_dirs, max_items, hflip, no_hflip, sample_every, sample_n;
     float cond_drop;
     int set_lr, set_batch, set_decay, set_warmup, set_cond_drop, set_loss;
-    int microbatch, set_microbatch, deterministic, zero_snr;
+    int microbatch, set_microbatch, deterministic, zero_snr, allow_large_memory;
 } train_args;
 
 /* --deterministic without --microbatch: micro-batches of this many items (U-Net, farm-bench CPU
@@ -166,6 +167,7 @@ int cmd_train(int argc, char **argv) {
         {"resume", CLI_STRING, &a.resume, "CKPT", "continue a run from its checkpoint (exactly)", NULL},
         {"quiet", CLI_FLAG, &a.quiet, NULL, "no progress display", NULL},
         {"threads", CLI_INT, &a.threads, "N", "threads (default: OMP_NUM_THREADS or every core); results do not depend on it", NULL, 1, 4096},
+        {"allow-large-memory", CLI_FLAG, &a.allow_large_memory, NULL, "start even if the run's memory estimate exceeds the memory available", NULL},
     };
     enum { N_DATA = sizeof data_opts / sizeof data_opts[0], N_TRAIN = sizeof train_opts / sizeof train_opts[0] };
     cli_opt opts[N_DATA + MODEL_FLAGS_N + N_TRAIN];
@@ -297,6 +299,17 @@ int cmd_train(int argc, char **argv) {
         free(mj);
         if (rc) goto out;
     }
+    /* The memory the run needs, estimated before the trainer allocates its state and the first
+     * step its activations: a run too large for the machine stops here with the estimate. (The
+     * MLP's activations are allocated by reserving the batch, and so counted as in use.) */
+    memory_need need;
+    if ((rc = ddpm_model_reserve(model, tc.batch_size)) ||
+        (rc = memory_need_train(model, &tc, data.n, &need)))
+        goto out;
+    if ((rc = dist_agree(memory_check(&need, a.allow_large_memory,
+                                      "use a smaller --batch-size, or --microbatch M (M items a "
+                                      "thread at a time)"))))
+        goto out;
     ddpm_train_data td = {.x = data.x, .cond = data.cond, .n = data.n, .hflip = data.hflip};
     if ((rc = ddpm_trainer_init(&tr, model, &sched, &tc, &td))) goto out;
     if (resumed && (rc = ddpm_trainer_restore(&tr, &ck))) goto out;
@@ -304,6 +317,7 @@ int cmd_train(int argc, char **argv) {
     const int quiet = a.quiet || !dist_lead();
     if (!quiet) {
         train_print_config(model, &sched, &tc, data.json, data.n);
+        memory_print(&need);
         if (resumed) printf("resuming %s at step %lld\n", a.resume, (long long)tr.step);
         printf("run dir   %s\n", a.out);
         fflush(stdout);
@@ -313,7 +327,8 @@ int cmd_train(int argc, char **argv) {
                        .sample_n = a.sample_n};
     rc = job_train(&tr, &data, &ro);
     if (!rc && !quiet) {
-        printf("final loss %.5f after %lld steps\n", tr.last_loss, (long long)tr.step);
+        printf("final loss %.5f after %lld steps (peak resident memory %.3f GB)\n", tr.last_loss,
+               (long long)tr.step, memory_peak() / 1e9);
         cli_wrote(cli_path(a.out, "ckpt.safetensors"), "checkpoint (weights, EMA, optimizer state)");
         cli_wrote(cli_path(a.out, "loss.csv"), "loss per step");
     }
