@@ -87,4 +87,13 @@ fi
 # a run that diverges before its first checkpoint does not point at one
 printf '1e30,1e30\n-1e30,2e30\n3e30,1\n' > "$tmp/huge.csv"
 expect_fail 1 "diverging before the first checkpoint" "stopped before its first checkpoint (none written)" "$DDPM" train --data "$tmp/huge.csv" --steps 10 --batch-size 2 --out "$tmp/div" --quiet
+
+# the memory estimate: a run that needs more than is available is refused before it starts,
+# naming the estimate and the override (the machine's figure replaced by DDPM_MEMORY_AVAILABLE)
+expect_fail 2 "train needing more memory than available" "more than the 0.00 GB available (DDPM_MEMORY_AVAILABLE); use a smaller --batch-size" env DDPM_MEMORY_AVAILABLE=1000 "$DDPM" train "${small[@]}" --steps 5 --out "$tmp/mem"
+check "refused for memory: no checkpoint" test ! -e "$tmp/mem/ckpt.safetensors"
+expect_ok "--allow-large-memory starts it anyway" env DDPM_MEMORY_AVAILABLE=1000 "$DDPM" train "${small[@]}" --steps 5 --out "$tmp/mem" --allow-large-memory
+expect_fail 2 "sample needing more memory than available" "GB samples), more than the 0.00 GB available" env DDPM_MEMORY_AVAILABLE=1000 "$DDPM" sample --ckpt "$tmp/ref/ckpt.safetensors" -n 100000 --out "$tmp/m.csv"
+out=$("$DDPM" train --n-points 600 --hidden 32 --batch-size 64 --steps 5 --out "$tmp/mem2" 2>&1)
+check "train prints its memory estimate and its peak" bash -c "grep -q '^memory    about' <<<\"\$1\" && grep -q 'peak resident memory' <<<\"\$1\"" _ "$out"
 finish

@@ -617,6 +617,22 @@ static void test_read_refused(void **state) {
     }
 }
 
+/* Found by fuzz_image (a 15 s timeout under ASan): a 62722 x 2 GIF, whose 2 x 2 centre square
+ * stb_image_resize filtered across the whole 62722-pixel width; the square is now cut out before
+ * resizing. It reads, every value in range. */
+static void test_read_wide_gif(void **state) {
+    (void)state;
+    char path[4096];
+    snprintf(path, sizeof path, "%s", tu_fixture_path("regress/image-gif-62722x2-slow-resize.gif"));
+    int w, h, c;
+    assert_int_equal(ddpm_image_info(path, &w, &h, &c), DDPM_OK);
+    assert_int_equal(w, 62722);
+    assert_int_equal(h, 2);
+    float out[3 * 16 * 16];
+    if (ddpm_image_read(path, 16, 3, out)) fail_msg("%s", ddpm_last_error());
+    for (int i = 0; i < 3 * 16 * 16; i++) assert_true(out[i] >= -1.0f && out[i] <= 1.0f);
+}
+
 /* Every truncation of a valid file of each format is refused, naming the file: a BMP, an
  * uncompressed and a run-length TGA, a PPM, a PNG, a JPEG and a two-frame GIF, each cut to every
  * length from 0 to one byte short. The whole file reads. */
@@ -709,7 +725,7 @@ int main(void) {
         cmocka_unit_test(test_read_resize),   cmocka_unit_test(test_read_formats),
         cmocka_unit_test(test_read_errors),   cmocka_unit_test(test_read_refused),
         cmocka_unit_test(test_read_pnm16),    cmocka_unit_test(test_read_flat_large),
-        cmocka_unit_test(test_read_truncated),
+        cmocka_unit_test(test_read_truncated), cmocka_unit_test(test_read_wide_gif),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
