@@ -5,6 +5,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config
       libopenblas-openmp-dev libcjson-dev libcmocka-dev libcairo2-dev libfontconfig-dev libpng-dev zlib1g-dev
+      libjpeg62-turbo-dev # JPEG decoding (libjpeg-turbo)
       libgif-dev libstb-dev dataset-fashion-mnist valgrind
       clang libclang-rt-14-dev libomp-dev # these three: libFuzzer for scripts/fuzz.sh
       libopenmpi-dev openmpi-bin) # MPI: data-parallel mpirun ddpm train / sample

@@ -123,7 +123,7 @@ check "killed rank: non-zero exit" test $rc -ne 0
 check "killed rank: the message names the rank" grep -q "process rank [01]" "$tmp/k.log"
 check "killed rank: the last checkpoint loads" "$DDPM" sample --ckpt "$tmp/k/ckpt.safetensors" -n 4 --out "$tmp/k.csv" --quiet
 
-# SIGTERM to one rank: every rank stops at the same step, the checkpoint is saved, exit 130
+# SIGTERM to one rank: every rank stops at the same step, the checkpoint is saved, exit 143 (128 + 15)
 run 2 -x OMP_NUM_THREADS=1 "$DDPM" train "${long[@]}" --save-every 1000000 --out "$tmp/t" >"$tmp/t.log" 2>&1 &
 job=$!
 for _ in $(seq 100); do [ -s "$tmp/t/loss.csv" ] && [ "$(wc -l < "$tmp/t/loss.csv")" -gt 20 ] && break; sleep 0.1; done
@@ -132,7 +132,7 @@ victim=$(pgrep -f -- "--out $tmp/t" | while read -r p; do [ "$(ps -o comm= -p "$
 for _ in $(seq 300); do kill -0 $job 2>/dev/null || break; sleep 0.1; done
 kill -0 $job 2>/dev/null && kill -9 $job
 wait $job; rc=$?
-check "SIGTERM on one rank: exit 130" test $rc -eq 130
+check "SIGTERM on one rank: exit 143 (128 + SIGTERM)" test $rc -eq 143
 check "SIGTERM on one rank: 'interrupted at step' and a saved checkpoint" grep -q "interrupted at step .*: saved" "$tmp/t.log"
 last=$(tail -1 "$tmp/t/loss.csv" | cut -d, -f1)
 expect_ok "SIGTERM on one rank: the run resumes" "$DDPM" train --resume "$tmp/t/ckpt.safetensors" --steps $((last + 5)) --out "$tmp/t" --quiet

@@ -75,13 +75,17 @@ check "loss log after kill -9 + resume: steps 1..$target once each, in order" aw
 pid=$!
 for _ in $(seq 100); do [ -s "$tmp/term/loss.csv" ] && [ "$(wc -l < "$tmp/term/loss.csv")" -gt 20 ] && break; sleep 0.1; done
 kill -TERM $pid; wait $pid; rc=$?
-check "SIGTERM exits 130 after saving" test $rc -eq 130 -a -s "$tmp/term/ckpt.safetensors"
+check "SIGTERM exits 143 (128 + 15) after saving" test $rc -eq 143 -a -s "$tmp/term/ckpt.safetensors"
 # bad input
 expect_fail 2 "zero threads" "--threads must be in 1..4096 (got '0')" "$DDPM" train --threads 0 --steps 1 --out "$tmp/x"
 # counts that would overflow int arithmetic or ask for absurd memory are refused by range
 expect_fail 2 "-n beyond the sample limit" "-n must be in 1..1000000 (got '2147483647')" "$DDPM" sample --ckpt "$tmp/run/ckpt.safetensors" -n 2147483647 --out "$tmp/x.csv"
 expect_fail 2 "negative grid size" "--sample-n must be in 1..1000 (got '-1')" "$DDPM" train --sample-n -1 --steps 1 --out "$tmp/x"
 expect_fail 2 "huge batch" "--batch-size must be in 1..65536" "$DDPM" train --batch-size 2147483647 --steps 1 --out "$tmp/x"
+# negative values where they make no sense (issue 11, finding 12: --adam-eps -1 trained to loss 6.9)
+for f in adam-eps weight-decay min-lr grad-clip warmup min-snr-gamma; do
+  expect_fail 2 "--$f -1 refused" "--$f must be in" "$DDPM" train --$f -1 --steps 1 --out "$tmp/x"
+done
 expect_fail 2 "float flag beyond float" "--grad-clip expects a number, got '1e300'" "$DDPM" train --grad-clip 1e300 --steps 1 --out "$tmp/x"
 cp "$tmp/run/ckpt.safetensors" "$tmp/good.st"
 expect_fail 2 "missing checkpoint" "nope.safetensors: cannot open" "$DDPM" sample --ckpt "$tmp/nope.safetensors" --out "$tmp/x.csv"

@@ -2,6 +2,7 @@
  * (frame count, size, palette, delays, loop extension) and reading single images (exact values,
  * transparency, gray conversion, crops, resizing, JPEG/BMP/GIF, truncated and missing files). */
 #include "testutil.h"
+#include "core/internal.h" /* ddpm_read_file */
 
 #include <dirent.h>
 #include <gif_lib.h>
@@ -577,10 +578,15 @@ static void test_read_refused(void **state) {
         {"regress/image-bmp-8192x8192.bmp", "8192 x 8192 pixels, more than the limit"},
         {"regress/image-bmp-zero-width.bmp", "0 x 4 pixels (an empty side)"},
         {"regress/image-bmp-zero-height.bmp", "4 x 0 pixels (an empty side)"},
-        {"regress/image-jpeg-dht-overflow.jpg", "Huffman table with more than 256 codes"},
+        /* JPEGs now go to libjpeg-turbo, which refuses the table itself */
+        {"regress/image-jpeg-dht-overflow.jpg", "corrupt or truncated JPEG (Bogus Huffman table"},
         /* found by fuzz_image: the same behind 46 0xFF bytes before the SOI marker's 0xD8, which
-         * stb_image skips (the first check looked for 0xFF 0xD8 at the start only) */
-        {"regress/image-jpeg-fill-bytes-dht.jpg", "Huffman table with more than 256 codes"},
+         * stb_image skipped (libjpeg-turbo refuses the fill bytes) */
+        {"regress/image-jpeg-fill-bytes-dht.jpg", "corrupt or truncated JPEG"},
+        /* found by fuzz_image in CI (it was in fuzz/open/): a scan using a quantisation table the
+         * file never defines; stb_image multiplied by whatever its previous image left there
+         * (UBSan: signed integer overflow -62718 * 34308 in stbi__jpeg_decode_block) */
+        {"regress/image-jpeg-dc-overflow.jpg", "Quantization table 0x00 was not defined"},
         /* found by fuzz_image (a 12 s timeout under ASan): a TGA header announcing 3840 x 3855
          * pixels, decoded from zeros past the end of the file */
         {"regress/image-tga-51-bytes-15-megapixels.tga",
@@ -590,7 +596,16 @@ static void test_read_refused(void **state) {
         {"regress/image-ppm-long-number.ppm", "corrupt PNM (a header number of more than 9 digits)"},
         /* found by fuzz_image: a 77-byte PNG whose IDAT announces 0x20000014 bytes (stb_image
          * allocated them before reading: 512 MB) */
-        {"regress/image-png-idat-512mb.png", "corrupt PNG (a chunk longer than the rest of the file)"},
+        {"regress/image-png-idat-512mb.png", "corrupt or truncated PNG"},
+        /* truncated files (two thirds of the fuzz seeds): stb_image decoded the missing pixels as
+         * zeros (or left TGA rows uninitialised) */
+        {"regress/image-truncated-bmp.bmp", "truncated BMP (68 bytes; its headers need at least 101)"},
+        {"regress/image-truncated-tga.tga", "truncated TGA (20 bytes; its headers need at least 30)"},
+        {"regress/image-truncated-rle.tga", "truncated TGA (40 bytes; its headers need at least 47)"},
+        {"regress/image-truncated-ppm.ppm", "truncated PNM (19 bytes; its headers need at least 29)"},
+        {"regress/image-truncated-gif.gif", "truncated GIF (28 bytes"},
+        {"regress/image-truncated-png.png", "corrupt or truncated PNG (the file ends early"},
+        {"regress/image-truncated-jpeg.jpg", "corrupt or truncated JPEG (Premature end of JPEG file)"},
     };
     float out[3 * 8 * 8];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -599,6 +614,66 @@ static void test_read_refused(void **state) {
         for (int c = 1; c <= 3; c += 2)
             tu_expect_status(ddpm_image_read(path, 8, c, out), DDPM_ERR_FORMAT, path,
                              cases[i].fragment);
+    }
+}
+
+/* Found by fuzz_image (a 15 s timeout under ASan): a 62722 x 2 GIF, whose 2 x 2 centre square
+ * stb_image_resize filtered across the whole 62722-pixel width; the square is now cut out before
+ * resizing. It reads, every value in range. */
+static void test_read_wide_gif(void **state) {
+    (void)state;
+    char path[4096];
+    snprintf(path, sizeof path, "%s", tu_fixture_path("regress/image-gif-62722x2-slow-resize.gif"));
+    int w, h, c;
+    assert_int_equal(ddpm_image_info(path, &w, &h, &c), DDPM_OK);
+    assert_int_equal(w, 62722);
+    assert_int_equal(h, 2);
+    float out[3 * 16 * 16];
+    if (ddpm_image_read(path, 16, 3, out)) fail_msg("%s", ddpm_last_error());
+    for (int i = 0; i < 3 * 16 * 16; i++) assert_true(out[i] >= -1.0f && out[i] <= 1.0f);
+}
+
+/* Every truncation of a valid file of each format is refused, naming the file: a BMP, an
+ * uncompressed and a run-length TGA, a PPM, a PNG, a JPEG and a two-frame GIF, each cut to every
+ * length from 0 to one byte short. The whole file reads. */
+static void test_read_truncated(void **state) {
+    (void)state;
+    unsigned char px[8 * 8 * 3];
+    for (int i = 0; i < (int)sizeof px; i++) px[i] = (unsigned char)(i * 7919 % 251);
+    static const char *names[7] = {"t.bmp", "t.tga", "t-rle.tga", "t.ppm", "t.png", "t.jpg", "t.gif"};
+    char files[7][512];
+    for (int f = 0; f < 7; f++) snprintf(files[f], sizeof files[f], "%s", tu_tmp(names[f]));
+    assert_true(stbi_write_bmp(files[0], 8, 8, 3, px) != 0);
+    stbi_write_tga_with_rle = 0;
+    assert_true(stbi_write_tga(files[1], 8, 8, 3, px) != 0);
+    stbi_write_tga_with_rle = 1;
+    assert_true(stbi_write_tga(files[2], 8, 8, 3, px) != 0);
+    unsigned char ppm[11 + sizeof px];
+    memcpy(ppm, "P6 8 8 255\n", 11);
+    memcpy(ppm + 11, px, sizeof px);
+    tu_write_file(files[3], ppm, sizeof ppm);
+    assert_int_equal(ddpm_png_write(files[4], px, 8, 8, 3), DDPM_OK);
+    tu_write_file(files[5], JPEG_8x8, sizeof JPEG_8x8);
+    ddpm_gif *g;
+    assert_int_equal(ddpm_gif_open(files[6], 8, 8, 1, 10, &g), DDPM_OK);
+    assert_int_equal(ddpm_gif_add_frame(g, px), DDPM_OK);
+    assert_int_equal(ddpm_gif_add_frame(g, px + 64), DDPM_OK);
+    assert_int_equal(ddpm_gif_close(g), DDPM_OK);
+    float out[3 * 8 * 8];
+    const char *cut = tu_tmp("cut.img");
+    for (int f = 0; f < 7; f++) {
+        unsigned char *bytes;
+        size_t n;
+        assert_int_equal(ddpm_read_file(files[f], &bytes, &n), DDPM_OK);
+        if (ddpm_image_read(files[f], 8, 3, out)) fail_msg("%s", ddpm_last_error());
+        for (size_t len = 0; len < n; len++) {
+            tu_write_file(cut, bytes, len);
+            const int rc = ddpm_image_read(cut, 8, 3, out);
+            if (rc != DDPM_ERR_FORMAT)
+                fail_msg("%s cut to %zu of %zu bytes: status %d, not refused", files[f], len, n, rc);
+            if (!strstr(ddpm_last_error(), cut)) fail_msg("error without the file: %s", ddpm_last_error());
+        }
+        free(bytes);
     }
 }
 
@@ -650,6 +725,7 @@ int main(void) {
         cmocka_unit_test(test_read_resize),   cmocka_unit_test(test_read_formats),
         cmocka_unit_test(test_read_errors),   cmocka_unit_test(test_read_refused),
         cmocka_unit_test(test_read_pnm16),    cmocka_unit_test(test_read_flat_large),
+        cmocka_unit_test(test_read_truncated), cmocka_unit_test(test_read_wide_gif),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,8 +1,13 @@
 /* test_mlp.c - the tutorial MLP against PyTorch (forward, every gradient) and finite differences;
  * Adam, AdamW, clipping and EMA against PyTorch; checkpoints and exact resume. */
 #include "testutil.h"
+#include "core/internal.h" /* ddpm_read_file, ddpm_test_fail_writes_after */
 
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -449,6 +454,97 @@ static void test_checkpoint_errors(void **state) {
     run_free(&r);
 }
 
+/* The files in the test's directory whose names start with prefix. */
+static int count_files(const char *prefix) {
+    DIR *d = opendir(tu_tmpdir());
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strncmp(e->d_name, prefix, strlen(prefix)) == 0) n++;
+    closedir(d);
+    return n;
+}
+
+/* A disk that fills up part way through a checkpoint (a write failing with ENOSPC after 1, 4096
+ * and all but one byte of the file; the library's test hook): the save fails with an I/O error
+ * naming the file and the reason, the previous checkpoint stays byte for byte, and no temporary
+ * file is left. */
+static void test_checkpoint_disk_full(void **state) {
+    (void)state;
+    run r;
+    run_init(&r);
+    const char *path = tu_tmp("full.safetensors");
+    assert_int_equal(ddpm_checkpoint_save(path, &r.tr, NULL, NULL, NULL, 0), DDPM_OK);
+    unsigned char *before, *after;
+    size_t n_before, n_after;
+    assert_int_equal(ddpm_read_file(path, &before, &n_before), DDPM_OK);
+    for (int i = 0; i < 5; i++) assert_int_equal(ddpm_trainer_step(&r.tr), DDPM_OK);
+    const long long cuts[3] = {1, 4096, (long long)n_before - 1};
+    for (int k = 0; k < 3; k++) {
+        ddpm_test_fail_writes_after(cuts[k], ENOSPC);
+        const int rc = ddpm_checkpoint_save(path, &r.tr, NULL, NULL, NULL, 0);
+        ddpm_test_fail_writes_after(-1, 0);
+        tu_expect_status(rc, DDPM_ERR_IO, path, "No space left on device");
+        assert_null(strchr(ddpm_last_error(), '\n'));
+        assert_int_equal(ddpm_read_file(path, &after, &n_after), DDPM_OK);
+        assert_int_equal(n_after, n_before);
+        assert_memory_equal(after, before, n_before);
+        free(after);
+        assert_int_equal(count_files("full.safetensors.tmp."), 0);
+    }
+    /* the hook off, the same save goes through and differs (five more steps) */
+    assert_int_equal(ddpm_checkpoint_save(path, &r.tr, NULL, NULL, NULL, 0), DDPM_OK);
+    assert_int_equal(ddpm_read_file(path, &after, &n_after), DDPM_OK);
+    assert_true(n_after != n_before || memcmp(after, before, n_before) != 0);
+    free(after);
+    free(before);
+    run_free(&r);
+}
+
+/* The pid of a process that has exited (and been reaped). */
+static long dead_pid(void) {
+    const pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) _exit(0);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    return (long)pid;
+}
+
+/* Temporary files left by an atomic write whose process died are removed; those of a live
+ * process (this one's parent, and this one), other files and names that only look alike stay. */
+static void test_stale_temporaries(void **state) {
+    (void)state;
+    char name[128];
+    const char *path = tu_tmp("stale.safetensors");
+    const long dead = dead_pid();
+    snprintf(name, sizeof name, "stale.safetensors.tmp.%ld", dead);
+    tu_write_text(tu_tmp(name), "half a checkpoint");
+    snprintf(name, sizeof name, "stale.safetensors.tmp.%ld", (long)getppid());
+    tu_write_text(tu_tmp(name), "a live writer's");
+    snprintf(name, sizeof name, "stale.safetensors.tmp.%ld", (long)getpid());
+    tu_write_text(tu_tmp(name), "our own");
+    snprintf(name, sizeof name, "stale.safetensors.tmp.%ldx", dead);
+    tu_write_text(tu_tmp(name), "not a pid");
+    snprintf(name, sizeof name, "other.safetensors.tmp.%ld", dead);
+    tu_write_text(tu_tmp(name), "another file's");
+    tu_write_text(path, "the checkpoint");
+    int removed = -1;
+    assert_int_equal(ddpm_remove_stale_temporaries(path, &removed), DDPM_OK);
+    assert_int_equal(removed, 1);
+    snprintf(name, sizeof name, "stale.safetensors.tmp.%ld", dead);
+    assert_int_equal(access(tu_tmp(name), F_OK), -1);
+    assert_int_equal(count_files("stale.safetensors.tmp."), 3);
+    assert_int_equal(count_files("other.safetensors.tmp."), 1);
+    assert_int_equal(access(path, F_OK), 0);
+    /* again: nothing left to remove; a directory that does not exist has nothing either */
+    assert_int_equal(ddpm_remove_stale_temporaries(path, &removed), DDPM_OK);
+    assert_int_equal(removed, 0);
+    assert_int_equal(ddpm_remove_stale_temporaries(tu_tmp("no/such/dir/x"), &removed), DDPM_OK);
+    assert_int_equal(removed, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mlp_vs_pytorch),
@@ -462,6 +558,8 @@ int main(void) {
         cmocka_unit_test(test_error_context),
         cmocka_unit_test(test_diverging_loss),
         cmocka_unit_test(test_checkpoint_errors),
+        cmocka_unit_test(test_checkpoint_disk_full),
+        cmocka_unit_test(test_stale_temporaries),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

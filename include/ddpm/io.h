@@ -199,7 +199,8 @@ void ddpm_gif_discard(ddpm_gif *g);
 /* ---- Image input ----------------------------------------------------------------------------- */
 
 /* File name extensions (lower case) the image reader recognises: .png .jpg .jpeg .bmp .gif .tga
- * .psd .hdr .pic .ppm .pgm .pnm (whatever stb_image decodes; a GIF gives its first frame). */
+ * .psd .hdr .pic .ppm .pgm .pnm (JPEG through libjpeg-turbo, PNG through libpng, the others
+ * through stb_image; a GIF gives its first frame). */
 int ddpm_image_ext_supported(const char *path);
 
 /* Reads one image file into dst [channels, size, size] with values in [-1, 1]:
@@ -210,8 +211,9 @@ int ddpm_image_ext_supported(const char *path);
  *    (torchvision's Resize(size) + CenterCrop(size)), resampling in 8-bit value space with an area
  *    average (box filter) when shrinking and bilinear interpolation when enlarging; when the
  *    shorter side already equals size the pixels are copied exactly (integer centre crop).
- * Errors: DDPM_ERR_IO if the file cannot be read, DDPM_ERR_FORMAT with stb_image's reason if it
- * cannot be decoded (truncated, corrupt, unknown format); messages name the file. */
+ * Errors: DDPM_ERR_IO if the file cannot be read, DDPM_ERR_FORMAT with the decoder's reason if it
+ * cannot be decoded (truncated: shorter than its headers say, corrupt, unknown format, more than
+ * 2^25 pixels or 4096 pixels per byte of the file); messages name the file. */
 int ddpm_image_read(const char *path, int size, int channels, float *dst);
 /* ddpm_image_read at out_h x out_w (dst [channels, out_h, out_w]): the image is scaled by
  * max(out_h / h, out_w / w), so that it covers the output, and the centre out_h x out_w kept (the
@@ -268,7 +270,7 @@ int ddpm_dataset_fashion_mnist(const char *dir, int train, int max_items, ddpm_i
  * is its first-level sub-folder: the sub-folders holding images, in sorted order, are classes
  * 0, 1, ... with their names as class names; images directly in dir get label -1.
  * Errors: a missing directory (DDPM_ERR_IO), no images ("DIR: no images found (looked for .png
- * .jpg ...)", DDPM_ERR_INVALID), an unreadable image (the file and stb_image's reason). */
+ * .jpg ...)", DDPM_ERR_INVALID), an unreadable image (the file and the decoder's reason). */
 int ddpm_dataset_folder(const char *dir, int image_size, int channels, int labels_from_subdirs,
                         ddpm_image_dataset *out);
 /* ddpm_dataset_folder at height x width (ddpm_image_read_hw); height = width = image_size is

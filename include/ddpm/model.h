@@ -96,6 +96,13 @@ static inline size_t ddpm_model_out_numel(const ddpm_model *m) {
 int ddpm_model_create(const char *config_json, uint64_t seed, ddpm_model **out);
 void ddpm_model_free(ddpm_model *m);
 int ddpm_model_reserve(ddpm_model *m, int B);
+/* The activation memory one item takes in a network that runs on the tape (every image
+ * network), measured: the tape bytes of one forward of a single zero item (training: with its
+ * backward, i.e. what a training step records per item; else an eval forward, as sampling runs
+ * it). The model's gradients and buffers (batch-norm statistics) are restored afterwards, so a
+ * run's results do not change. 0 for the MLP, whose activations are allocated by
+ * ddpm_model_reserve. For the memory estimate of `ddpm train` and `ddpm sample`. */
+int ddpm_model_item_bytes(ddpm_model *m, int training, size_t *bytes);
 const ddpm_param_info *ddpm_model_find(const ddpm_model *m, const char *name);
 /* The number of trained weights (the sum of the parameter tensors' sizes, as PyTorch counts
  * them; n_params also holds each tensor's padding). */

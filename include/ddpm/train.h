@@ -203,6 +203,13 @@ int ddpm_checkpoint_save(const char *path, const ddpm_trainer *tr, const char *d
                          const char *const *extra_keys, const char *const *extra_values,
                          size_t n_extra);
 
+/* Removes what an interrupted atomic write of path left behind: the files PATH.tmp.PID (every
+ * file this library writes goes through such a temporary file) in path's directory whose
+ * process PID no longer runs; a live process's temporary file is left alone. *removed (if not
+ * NULL) gets how many went. Errors: DDPM_ERR_IO naming the file that could not be removed (a
+ * missing directory is no error: nothing to clean). */
+int ddpm_remove_stale_temporaries(const char *path, int *removed);
+
 /* A loaded checkpoint: the model (built from its stored config, weights loaded), the schedule and
  * the training state. */
 typedef struct {

@@ -1,7 +1,9 @@
 /* error.c - the thread-local last error message and small allocation and file helpers. */
 #include "core/internal.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdarg.h>
@@ -94,6 +96,26 @@ int ddpm_read_file(const char *path, unsigned char **data, size_t *size) {
     return DDPM_OK;
 }
 
+static long long fail_writes_after = -1;
+static int fail_writes_errno;
+
+void ddpm_test_fail_writes_after(long long after, int err) {
+    fail_writes_after = after;
+    fail_writes_errno = err;
+}
+
+/* write(), or the failure ddpm_test_fail_writes_after asked for once `done` bytes are written. */
+static ssize_t write_or_fail(int fd, const void *p, size_t n, long long done) {
+    if (fail_writes_after >= 0) {
+        if (done >= fail_writes_after) {
+            errno = fail_writes_errno;
+            return -1;
+        }
+        if ((long long)n > fail_writes_after - done) n = (size_t)(fail_writes_after - done);
+    }
+    return write(fd, p, n);
+}
+
 int ddpm_write_file_atomic(const char *path, const void *const *parts, const size_t *sizes,
                            size_t n_parts) {
     size_t len = strlen(path);
@@ -106,11 +128,12 @@ int ddpm_write_file_atomic(const char *path, const void *const *parts, const siz
         free(tmp);
         return rc;
     }
+    long long done = 0;
     for (size_t i = 0; i < n_parts; i++) {
         const unsigned char *p = parts[i];
         size_t left = sizes[i];
         while (left > 0) {
-            ssize_t w = write(fd, p, left);
+            ssize_t w = write_or_fail(fd, p, left, done);
             if (w < 0 && errno == EINTR) continue;
             if (w <= 0) {
                 int rc = ddpm_fail(DDPM_ERR_IO, "%s: write failed: %s", tmp,
@@ -122,6 +145,7 @@ int ddpm_write_file_atomic(const char *path, const void *const *parts, const siz
             }
             p += w;
             left -= (size_t)w;
+            done += w;
         }
     }
     if (fsync(fd) != 0 || close(fd) != 0) {
@@ -148,4 +172,47 @@ int ddpm_write_file_atomic(const char *path, const void *const *parts, const siz
     }
     free(tmp);
     return DDPM_OK;
+}
+
+int ddpm_remove_stale_temporaries(const char *path, int *removed) {
+    if (removed) *removed = 0;
+    char *dircopy = strdup(path), *basecopy = strdup(path);
+    if (!dircopy || !basecopy) {
+        free(dircopy);
+        free(basecopy);
+        return ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+    }
+    const char *dir = dirname(dircopy), *base = basename(basecopy);
+    const size_t blen = strlen(base);
+    int rc = DDPM_OK;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && !rc && (e = readdir(d))) {
+        /* BASE.tmp.DIGITS, as ddpm_write_file_atomic names them */
+        if (strncmp(e->d_name, base, blen) != 0 || strncmp(e->d_name + blen, ".tmp.", 5) != 0)
+            continue;
+        const char *digits = e->d_name + blen + 5;
+        char *end;
+        errno = 0;
+        const long pid = strtol(digits, &end, 10);
+        if (end == digits || *end || errno || pid <= 0 || pid == (long)getpid()) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* alive (or not ours to judge) */
+        const size_t n = strlen(dir) + 1 + strlen(e->d_name) + 1;
+        char *full = malloc(n);
+        if (!full) {
+            rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
+            break;
+        }
+        snprintf(full, n, "%s/%s", dir, e->d_name);
+        if (unlink(full) != 0 && errno != ENOENT)
+            rc = ddpm_fail(DDPM_ERR_IO, "%s: cannot remove a stale temporary file: %s", full,
+                           strerror(errno));
+        else if (removed)
+            (*removed)++;
+        free(full);
+    }
+    if (d) closedir(d);
+    free(dircopy);
+    free(basecopy);
+    return rc;
 }

@@ -32,6 +32,10 @@ void *ddpm_alloc_aligned(size_t n, size_t size);
 /* Reads a whole file into a malloc'd, NUL-terminated buffer. Errors name the path. */
 int ddpm_read_file(const char *path, unsigned char **data, size_t *size);
 /* Writes data to path atomically: path.tmp.<pid>, fsync, rename, fsync of the directory. */
+/* Tests only (tests/test_safetensors.c): from now on, every atomic write fails with errno err
+ * once it has written `after` bytes of its temporary file, as a full disk fails a write part
+ * way; after < 0 turns it off. Not in the public API. */
+void ddpm_test_fail_writes_after(long long after, int err);
 int ddpm_write_file_atomic(const char *path, const void *const *parts, const size_t *sizes,
                            size_t n_parts);
 

@@ -1,10 +1,11 @@
-/* images.c - images in and out: PNG writing (libpng), image grids, and reading any image
- * stb_image decodes (its header checked first), scaled and centre-cropped to a square. Animated
- * GIFs are in gif.c.
+/* images.c - images in and out: PNG writing (libpng), image grids, and reading image files
+ * (JPEG and PNG through image_decode.c, the other formats through stb_image, each header
+ * checked first), scaled and centre-cropped to a square. Animated GIFs are in gif.c.
  *
  * stb_image and stb_image_resize are compiled here, static, so their symbols stay private to
- * this file. */
+ * this file; stb_image without its JPEG and PNG decoders, so it can never be handed one. */
 #include "core/internal.h"
+#include "io/image_decode.h"
 
 #include <errno.h>
 #include <libgen.h>
@@ -27,12 +28,16 @@
 #define STB_IMAGE_STATIC
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_FAILURE_USERMSG
+#define STBI_NO_JPEG
+#define STBI_NO_PNG
+#define STBI_SUPPORT_ZLIB /* keeps its zlib functions defined (unused), else only declared */
 #include <stb_image.h>
-/* stb_image 2.27 declares this but defines it under a misspelt name; with STB_IMAGE_STATIC the
- * missing static definition is an error under -Werror. */
-__attribute__((unused)) static void stbi_set_unpremultiply_on_load_thread(int flag) {
-    stbi__unpremultiply_on_load_thread(flag);
-}
+/* With STB_IMAGE_STATIC a declared static function that is never defined is an error under
+ * -Werror: these four are PNG options, left out with the PNG decoder (never called). */
+__attribute__((unused)) static void stbi_set_unpremultiply_on_load(int flag) { (void)flag; }
+__attribute__((unused)) static void stbi_set_unpremultiply_on_load_thread(int flag) { (void)flag; }
+__attribute__((unused)) static void stbi_convert_iphone_png_to_rgb(int flag) { (void)flag; }
+__attribute__((unused)) static void stbi_convert_iphone_png_to_rgb_thread(int flag) { (void)flag; }
 #define STB_IMAGE_RESIZE_STATIC
 #define STB_IMAGE_RESIZE_IMPLEMENTATION
 #include <stb_image_resize.h>
@@ -166,106 +171,180 @@ int ddpm_image_ext_supported(const char *path) {
 #define IMAGE_MAX_PIXELS ((size_t)1 << 25)
 #define IMAGE_MAX_PIXELS_PER_BYTE 4096
 
-/* Checks the Huffman tables of a JPEG before stb_image sees them: stb_image 2.27 copies a DHT
- * table's 16 code counts without checking that they sum to at most 256, and then writes up to
- * 4,080 entries into its 257-entry arrays (issue 11, finding 8). Walks the marker segments (and
- * the entropy-coded data between them: progressive files define tables between scans); returns
- * NULL if every table is well formed, else why not. Other bytes are left for stb_image to judge. */
-static const char *jpeg_check_huffman(const unsigned char *p, size_t n) {
-    /* SOI as stb_image finds it: 0xFF, any number of 0xFF fill bytes, 0xD8 */
-    size_t i = 1;
-    while (i < n && p[i] == 0xFF) i++;
-    if (n < 2 || p[0] != 0xFF || i >= n || p[i] != 0xD8) return NULL; /* not a JPEG */
-    i++;
-    while (i + 1 < n) {
-        if (p[i] != 0xFF) { /* entropy-coded data: skip to the next marker */
-            i++;
-            continue;
-        }
-        const unsigned m = p[i + 1];
-        /* fill bytes, stuffed zeros, restart markers and the standalone markers have no length */
-        if (m == 0xFF) {
-            i++;
-            continue;
-        }
-        if (m == 0x00 || (m >= 0xD0 && m <= 0xD8) || m == 0x01) {
-            i += 2;
-            continue;
-        }
-        if (m == 0xD9) return NULL; /* end of image */
-        if (i + 4 > n) return NULL;  /* truncated: stb_image reports it */
-        const size_t len = (size_t)p[i + 2] << 8 | p[i + 3];
-        if (len < 2) return "bad marker segment length";
-        const size_t end = i + 2 + len < n ? i + 2 + len : n;
-        if (m == 0xC4) { /* DHT: tables of 1 + 16 + sum(counts) bytes */
-            size_t q = i + 4;
-            while (q < end) {
-                if (q + 17 > end) return "truncated Huffman table";
-                size_t count = 0;
-                for (int k = 1; k <= 16; k++) count += p[q + k];
-                if (count > 256) return "Huffman table with more than 256 codes";
-                q += 17 + count;
-            }
-        }
-        i += 2 + len;
-    }
-    return NULL;
-}
-
-/* Checks that every chunk of a PNG fits in the file before stb_image sees it: stb_image 2.27
- * allocates an IDAT chunk's announced length before reading it (found by fuzz_image: a 77-byte
- * file made it allocate 512 MB). Returns NULL if each chunk up to IEND (or the end of the file)
- * fits, else why not. */
-static const char *png_check_chunks(const unsigned char *p, size_t n) {
-    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
-    if (n < 8 || memcmp(p, sig, 8) != 0) return NULL; /* not a PNG */
-    size_t i = 8;
-    while (i + 8 <= n) {
-        const size_t len = (size_t)p[i] << 24 | (size_t)p[i + 1] << 16 | (size_t)p[i + 2] << 8 | p[i + 3];
-        if (len > n - i - 8) return "a chunk longer than the rest of the file";
-        if (memcmp(p + i + 4, "IEND", 4) == 0) return NULL;
-        i += 8 + len + 4; /* length, type, data, CRC */
-    }
-    return NULL; /* truncated: stb_image reports it */
-}
-
-/* Checks the three numbers of a binary PNM header (P5, P6) before stb_image sees them: stb_image
- * 2.27 reads them into an int with no overflow check (found by fuzz_image; UBSan: signed integer
- * overflow in stbi__pnm_getinteger). Skips whitespace and '#' comments as stb_image does; returns
- * NULL if no number has more than 9 digits (stb_image allows sides up to 2^24 and a maximum value
- * up to 65535), else why not. */
-static const char *pnm_check_header(const unsigned char *p, size_t n) {
-    if (n < 2 || p[0] != 'P' || (p[1] != '5' && p[1] != '6')) return NULL; /* not a PNM */
+/* Header numbers of a binary PNM (P5, P6) as stb_image reads them: whitespace and '#' comments
+ * skipped, the three numbers (digits counted), and where the pixel data starts (after the one
+ * whitespace byte that ends the maximum value). Returns 0 if it is no PNM or the header ends
+ * early (stb_image reports that), else 1 with digits[k] and *data_at set. */
+static int pnm_header(const unsigned char *p, size_t n, size_t digits[3], size_t *maxval,
+                      size_t *data_at) {
+    if (n < 2 || p[0] != 'P' || (p[1] != '5' && p[1] != '6')) return 0;
     size_t i = 2;
+    *maxval = 0;
     for (int k = 0; k < 3; k++) {
         for (;;) {
             while (i < n && (p[i] == ' ' || (p[i] >= '\t' && p[i] <= '\r'))) i++;
             if (i >= n || p[i] != '#') break;
             while (i < n && p[i] != '\n' && p[i] != '\r') i++;
         }
-        size_t digits = 0;
-        while (i < n && p[i] >= '0' && p[i] <= '9') i++, digits++;
-        if (digits > 9) return "a header number of more than 9 digits";
+        digits[k] = 0;
+        while (i < n && p[i] >= '0' && p[i] <= '9') {
+            if (k == 2 && digits[k] < 9) *maxval = *maxval * 10 + (size_t)(p[i] - '0');
+            i++, digits[k]++;
+        }
     }
-    return NULL;
+    *data_at = i + 1;
+    return 1;
+}
+
+/* The header numbers of a binary PNM, before stb_image sees them: stb_image 2.27 reads them into
+ * an int with no overflow check (found by fuzz_image; UBSan: signed integer overflow in
+ * stbi__pnm_getinteger). stb_image allows sides up to 2^24 and a maximum value up to 65535, so
+ * no number needs more than 9 digits. */
+static int pnm_check_numbers(const char *path, const unsigned char *p, size_t n) {
+    size_t digits[3], maxval, at;
+    if (!pnm_header(p, n, digits, &maxval, &at)) return DDPM_OK;
+    for (int k = 0; k < 3; k++)
+        if (digits[k] > 9)
+            return ddpm_fail(DDPM_ERR_FORMAT,
+                             "%s: cannot decode image: corrupt PNM (a header number of more than "
+                             "9 digits)",
+                             path);
+    return DDPM_OK;
+}
+
+static size_t le16(const unsigned char *p) { return (size_t)p[0] | (size_t)p[1] << 8; }
+static size_t le32(const unsigned char *p) { return le16(p) | le16(p + 2) << 16; }
+
+static int truncated(const char *path, const char *format, size_t need, size_t have) {
+    return ddpm_fail(DDPM_ERR_FORMAT,
+                     "%s: cannot decode image: truncated %s (%zu bytes; its headers need at least "
+                     "%zu)",
+                     path, format, have, need);
+}
+
+/* stb_image decodes a truncated BMP, TGA, PNM or GIF as if the missing bytes were zeros (or,
+ * for uncompressed TGA rows, leaves them uninitialised): each is checked here against what its
+ * header says the pixel data needs, after the size checks (so w x h is at most 2^25 and every
+ * product below fits in a size_t). Formats are told apart by their magic bytes in the order
+ * stb_image tries them (BMP, GIF, PSD, PIC, PNM, HDR, then TGA, which has none). PSD, HDR and
+ * PIC are not checked. */
+static int bmp_check_length(const char *path, const unsigned char *p, size_t n, size_t w,
+                            size_t h) {
+    const size_t hsz = le32(p + 14);
+    if (n < 14 + hsz) return truncated(path, "BMP", 14 + hsz, n);
+    const size_t offset = le32(p + 10);
+    const size_t bpp = hsz == 12 ? le16(p + 24) : le16(p + 28);
+    const size_t compression = hsz == 12 ? 0 : le32(p + 30);
+    if ((compression != 0 && compression != 3) || bpp == 0 || bpp > 32)
+        return DDPM_OK; /* stb_image refuses them */
+    const size_t header_end = 14 + hsz + (hsz == 40 && compression == 3 ? 12 : 0);
+    if (offset < header_end)
+        return ddpm_fail(DDPM_ERR_FORMAT,
+                         "%s: cannot decode image: corrupt BMP (pixel data at byte %zu, inside "
+                         "its %zu-byte header)",
+                         path, offset, header_end);
+    /* rows padded to 4 bytes; the last one may lack its padding */
+    const size_t row = (w * bpp + 7) / 8, stride = (w * bpp + 31) / 32 * 4;
+    const size_t need = offset + stride * (h - 1) + row;
+    return need > n ? truncated(path, "BMP", need, n) : DDPM_OK;
+}
+
+static int tga_check_length(const char *path, const unsigned char *p, size_t n, size_t w,
+                            size_t h) {
+    if (n < 18) return truncated(path, "TGA", 18, n);
+    const int indexed = p[1] != 0, rle = p[2] >= 8;
+    const size_t pal_start = le16(p + 3), pal_len = le16(p + 5), pal_bits = p[7], bpp = p[16];
+    /* bytes per palette entry and per pixel as stb_image reads them (15 and 16 bits: 2 bytes) */
+    const size_t pal_entry = pal_bits == 15 || pal_bits == 16 ? 2 : pal_bits / 8;
+    const size_t px = indexed ? (bpp == 8 ? 1 : 2) : bpp == 15 || bpp == 16 ? 2 : bpp / 8;
+    if (px == 0 || (indexed && pal_entry == 0)) return DDPM_OK; /* stb_image refuses them */
+    size_t at = 18 + p[0]; /* the image ID */
+    if (indexed) at += pal_start + pal_len * pal_entry;
+    const size_t npx = w * h;
+    if (!rle) {
+        const size_t need = at + npx * px;
+        return need > n ? truncated(path, "TGA", need, n) : DDPM_OK;
+    }
+    /* run-length packets: a count byte, then one pixel (a run) or count pixels (literal) */
+    for (size_t done = 0; done < npx;) {
+        if (at >= n) return truncated(path, "TGA", at + 1, n);
+        const size_t count = (size_t)(p[at] & 127) + 1;
+        at += 1 + (p[at] & 128 ? px : count * px);
+        done += count;
+        if (at > n) return truncated(path, "TGA", at, n);
+    }
+    return DDPM_OK;
+}
+
+static int pnm_check_length(const char *path, const unsigned char *p, size_t n, size_t w,
+                            size_t h) {
+    size_t digits[3], maxval, at;
+    if (!pnm_header(p, n, digits, &maxval, &at)) return DDPM_OK;
+    const size_t need = at + w * h * (p[1] == '6' ? 3 : 1) * (maxval > 255 ? 2 : 1);
+    return need > n ? truncated(path, "PNM", need, n) : DDPM_OK;
+}
+
+/* A GIF's blocks up to its trailer: the colour tables, each extension's and each image's data
+ * sub-blocks up to their zero terminator (stb_image returns the first frame, but a file cut in a
+ * later frame is truncated all the same). */
+static int gif_check_length(const char *path, const unsigned char *p, size_t n) {
+    size_t at = 13;
+    if (n < at) return truncated(path, "GIF", at, n);
+    if (p[10] & 0x80) at += (size_t)3 << ((p[10] & 7) + 1); /* global colour table */
+    for (;;) {
+        if (at >= n) return truncated(path, "GIF", at + 1, n);
+        const unsigned char block = p[at];
+        if (block == 0x21) { /* extension: label, then sub-blocks */
+            at += 2;
+        } else if (block == 0x2C) { /* image: descriptor, local colour table, LZW code size */
+            if (at + 10 > n) return truncated(path, "GIF", at + 10, n);
+            const unsigned char flags = p[at + 9];
+            at += 10 + (flags & 0x80 ? (size_t)3 << ((flags & 7) + 1) : 0) + 1;
+        } else {
+            return DDPM_OK; /* the trailer (0x3B), or a bad block: stb_image judges it */
+        }
+        for (;;) { /* data sub-blocks: a length byte, that many bytes; 0 ends them */
+            if (at >= n) return truncated(path, "GIF", at + 1, n);
+            const size_t len = p[at];
+            at += 1 + len;
+            if (len == 0) break;
+        }
+    }
+}
+
+static int stb_check_length(const char *path, const unsigned char *p, size_t n, int w, int h) {
+    static const unsigned char pic[4] = {0x53, 0x80, 0xF6, 0x34};
+    if (n >= 18 && p[0] == 'B' && p[1] == 'M') {
+        const size_t hsz = le32(p + 14);
+        if (hsz == 12 || hsz == 40 || hsz == 56 || hsz == 108 || hsz == 124)
+            return bmp_check_length(path, p, n, (size_t)w, (size_t)h);
+    }
+    if (n >= 6 && memcmp(p, "GIF8", 4) == 0 && (p[4] == '7' || p[4] == '9') && p[5] == 'a')
+        return gif_check_length(path, p, n);
+    if ((n >= 4 && memcmp(p, "8BPS", 4) == 0) || (n >= 4 && memcmp(p, pic, 4) == 0) ||
+        (n >= 2 && p[0] == '#' && p[1] == '?'))
+        return DDPM_OK; /* PSD, PIC, HDR: not checked */
+    if (n >= 2 && p[0] == 'P' && (p[1] == '5' || p[1] == '6'))
+        return pnm_check_length(path, p, n, (size_t)w, (size_t)h);
+    return tga_check_length(path, p, n, (size_t)w, (size_t)h);
 }
 
 /* DDPM_ERR_FORMAT naming the file unless a w x h image in a file of fsize bytes is readable: no
  * side of 0 (it would make the crop's scale NaN), at most IMAGE_MAX_PIXELS pixels and at most
  * IMAGE_MAX_PIXELS_PER_BYTE per byte of the file. */
-static int check_image_size(const char *path, int w, int h, size_t fsize) {
+int ddpm_image_check_size(const char *path, long long w, long long h, size_t fsize) {
     if (w < 1 || h < 1)
-        return ddpm_fail(DDPM_ERR_FORMAT, "%s: the image is %d x %d pixels (an empty side)", path,
-                         w, h);
-    const size_t npx = (size_t)w * (size_t)h;
-    if (npx > IMAGE_MAX_PIXELS)
+        return ddpm_fail(DDPM_ERR_FORMAT, "%s: the image is %lld x %lld pixels (an empty side)",
+                         path, w, h);
+    if (w > (long long)IMAGE_MAX_PIXELS || h > (long long)IMAGE_MAX_PIXELS ||
+        (size_t)w * (size_t)h > IMAGE_MAX_PIXELS)
         return ddpm_fail(DDPM_ERR_FORMAT,
-                         "%s: the image is %d x %d pixels, more than the limit of %zu (2^25)",
+                         "%s: the image is %lld x %lld pixels, more than the limit of %zu (2^25)",
                          path, w, h, IMAGE_MAX_PIXELS);
-    if (npx > fsize * IMAGE_MAX_PIXELS_PER_BYTE)
+    if ((size_t)w * (size_t)h > fsize * IMAGE_MAX_PIXELS_PER_BYTE)
         return ddpm_fail(DDPM_ERR_FORMAT,
-                         "%s: the header announces %d x %d pixels, more than a %zu-byte file can "
-                         "hold (truncated, or a decompression bomb)",
+                         "%s: the header announces %lld x %lld pixels, more than a %zu-byte file "
+                         "can hold (truncated, or a decompression bomb)",
                          path, w, h, fsize);
     return DDPM_OK;
 }
@@ -276,26 +355,53 @@ static int decode_error(const char *path) {
                      why ? why : "unknown error");
 }
 
+/* BMP, GIF, TGA, PSD, HDR, PIC, PNM through stb_image: the header checks, the header's size
+ * (no pixel decoded yet), the file's length against it, then (if rgba) the pixels; the
+ * decoder's own dimensions are checked again in case they differ from the header's. */
+static int stb_decode(const char *path, const unsigned char *p, size_t n, int *w, int *h,
+                      int *channels, unsigned char **rgba) {
+    int rc = pnm_check_numbers(path, p, n);
+    if (rc) return rc;
+    if (!stbi_info_from_memory(p, (int)n, w, h, channels)) return decode_error(path);
+    /* stb_image 2.27 reads 16-bit PNM files (maxval > 255) in the wrong byte order, and converts
+     * them to RGBA as if they were 8-bit, then reads twice that buffer (found by fuzz_image;
+     * ASan: heap-buffer-overflow in stbi__convert_16_to_8) */
+    if (p[0] == 'P' && stbi_is_16_bit_from_memory(p, (int)n))
+        return ddpm_fail(DDPM_ERR_FORMAT,
+                         "%s: 16-bit PNM images are not supported (convert it to 8 bits or to PNG)",
+                         path);
+    if ((rc = ddpm_image_check_size(path, *w, *h, n))) return rc;
+    if ((rc = stb_check_length(path, p, n, *w, *h)) || !rgba) return rc;
+    int dw, dh, dc;
+    if (!(*rgba = stbi_load_from_memory(p, (int)n, &dw, &dh, &dc, 4))) return decode_error(path);
+    if (dw != *w || dh != *h) {
+        stbi_image_free(*rgba);
+        *rgba = NULL;
+        return ddpm_fail(DDPM_ERR_FORMAT,
+                         "%s: cannot decode image: its header says %d x %d pixels, its data %d x %d",
+                         path, *w, *h, dw, dh);
+    }
+    return DDPM_OK;
+}
+
+/* Any image file held in memory: its size and channels, and with rgba its pixels as 8-bit RGBA
+ * (malloc'd; free()). JPEG and PNG go to libjpeg-turbo and libpng, the rest to stb_image. */
+static int decode_image(const char *path, const unsigned char *p, size_t n, int *w, int *h,
+                        int *channels, unsigned char **rgba) {
+    if (rgba) *rgba = NULL;
+    if (n > INT_MAX) return ddpm_fail(DDPM_ERR_FORMAT, "%s: image file too large", path);
+    if (ddpm_is_jpeg(p, n)) return ddpm_jpeg_decode(path, p, n, w, h, channels, rgba);
+    if (ddpm_is_png(p, n)) return ddpm_png_decode(path, p, n, w, h, channels, rgba);
+    return stb_decode(path, p, n, w, h, channels, rgba);
+}
+
 int ddpm_image_info(const char *path, int *width, int *height, int *channels) {
     unsigned char *file;
     size_t fsize;
     int rc = ddpm_read_file(path, &file, &fsize);
     if (rc) return rc;
     int w = 0, h = 0, comp = 0;
-    /* The same header checks as ddpm_image_read, without decoding a pixel. */
-    const char *bad_jpeg = fsize > INT_MAX ? NULL : jpeg_check_huffman(file, fsize);
-    const char *bad_pnm = fsize > INT_MAX ? NULL : pnm_check_header(file, fsize);
-    const char *bad_png = fsize > INT_MAX ? NULL : png_check_chunks(file, fsize);
-    if (fsize > INT_MAX)
-        rc = ddpm_fail(DDPM_ERR_FORMAT, "%s: image file too large", path);
-    else if (bad_jpeg || bad_pnm || bad_png)
-        rc = ddpm_fail(DDPM_ERR_FORMAT, "%s: cannot decode image: corrupt %s (%s)", path,
-                       bad_jpeg ? "JPEG" : bad_pnm ? "PNM" : "PNG",
-                       bad_jpeg ? bad_jpeg : bad_pnm ? bad_pnm : bad_png);
-    else if (!stbi_info_from_memory(file, (int)fsize, &w, &h, &comp))
-        rc = decode_error(path);
-    else
-        rc = check_image_size(path, w, h, fsize);
+    rc = decode_image(path, file, fsize, &w, &h, &comp, NULL);
     free(file);
     if (rc) return rc;
     *width = w, *height = h, *channels = comp;
@@ -311,40 +417,16 @@ int ddpm_image_read_hw(const char *path, int out_h, int out_w, int channels, flo
     size_t fsize;
     int rc = ddpm_read_file(path, &file, &fsize);
     if (rc) return rc;
-    if (fsize > INT_MAX) {
-        free(file);
-        return ddpm_fail(DDPM_ERR_FORMAT, "%s: image file too large", path);
-    }
-    /* The header's dimensions first (no pixel is decoded), then the pixels; the decoder's own
-     * dimensions are checked again in case they differ from the header's. */
     int w = 0, h = 0, comp;
-    stbi_uc *rgba = NULL;
-    const char *bad_jpeg = jpeg_check_huffman(file, fsize), *bad_pnm = pnm_check_header(file, fsize);
-    const char *bad_png = png_check_chunks(file, fsize);
-    if (bad_jpeg || bad_pnm || bad_png)
-        rc = ddpm_fail(DDPM_ERR_FORMAT, "%s: cannot decode image: corrupt %s (%s)", path,
-                       bad_jpeg ? "JPEG" : bad_pnm ? "PNM" : "PNG",
-                       bad_jpeg ? bad_jpeg : bad_pnm ? bad_pnm : bad_png);
-    else if (!stbi_info_from_memory(file, (int)fsize, &w, &h, &comp))
-        rc = decode_error(path);
-    /* stb_image 2.27 reads 16-bit PNM files (maxval > 255) in the wrong byte order, and converts
-     * them to RGBA as if they were 8-bit, then reads twice that buffer (found by fuzz_image;
-     * ASan: heap-buffer-overflow in stbi__convert_16_to_8) */
-    else if (file[0] == 'P' && stbi_is_16_bit_from_memory(file, (int)fsize))
-        rc = ddpm_fail(DDPM_ERR_FORMAT,
-                       "%s: 16-bit PNM images are not supported (convert it to 8 bits or to PNG)",
-                       path);
-    else if (!(rc = check_image_size(path, w, h, fsize)) &&
-             !(rgba = stbi_load_from_memory(file, (int)fsize, &w, &h, &comp, 4)))
-        rc = decode_error(path);
+    unsigned char *rgba = NULL;
+    rc = decode_image(path, file, fsize, &w, &h, &comp, &rgba);
     free(file);
-    if (!rc && (rc = check_image_size(path, w, h, fsize))) stbi_image_free(rgba);
     if (rc) return rc;
     /* Composite onto white and convert to the requested channels, as 0..255 floats. */
     const size_t npx = (size_t)w * (size_t)h;
     float *src = malloc(ddpm_size_mul(npx, (size_t)channels * sizeof(float)));
     if (!src) {
-        stbi_image_free(rgba);
+        free(rgba);
         return ddpm_fail(DDPM_ERR_NOMEM, "%s: out of memory for a %dx%d image", path, w, h);
     }
     for (size_t i = 0; i < npx; i++) {
@@ -365,7 +447,7 @@ int ddpm_image_read_hw(const char *path, int out_h, int out_w, int channels, flo
             src[i] = 0.299f * rgb[0] + 0.587f * rgb[1] + 0.114f * rgb[2];
         }
     }
-    stbi_image_free(rgba);
+    free(rgba);
     /* The largest centred region of the output's aspect ratio (the whole height, or the whole
      * width), scaled to out_h x out_w: scaling by max(out_h / h, out_w / w) so the image covers
      * the output, then a centre crop (for a square output torchvision's Resize(size) +
@@ -392,12 +474,30 @@ int ddpm_image_read_hw(const char *path, int out_h, int out_w, int channels, flo
         free(src);
         return ddpm_fail(DDPM_ERR_NOMEM, "%s: out of memory resizing", path);
     }
-    const float s0 = (float)((w - crop_w) / 2.0 / w), t0 = (float)((h - crop_h) / 2.0 / h);
-    const float s1 = (float)((w + crop_w) / 2.0 / w), t1 = (float)((h + crop_h) / 2.0 / h);
+    /* The region (its edges may fall between pixels) and a margin of 2 pixels for the filters,
+     * copied out first: stb_image_resize computes its filter over the whole input width, so a
+     * 62722 x 2 GIF took 15 s to give 2 x 2 pixels (found by fuzz_image). */
+    const double rx0 = (w - crop_w) / 2.0, ry0 = (h - crop_h) / 2.0;
+    const int cx0 = rx0 - 2 > 0 ? (int)rx0 - 2 : 0, cy0 = ry0 - 2 > 0 ? (int)ry0 - 2 : 0;
+    const int cx1 = (int)ceil(rx0 + crop_w) + 2 < w ? (int)ceil(rx0 + crop_w) + 2 : w;
+    const int cy1 = (int)ceil(ry0 + crop_h) + 2 < h ? (int)ceil(ry0 + crop_h) + 2 : h;
+    const int cw = cx1 - cx0, ch = cy1 - cy0;
+    float *crop = malloc(ddpm_size_mul((size_t)cw * (size_t)ch, (size_t)channels * sizeof(float)));
+    if (!crop) {
+        free(src);
+        free(sq);
+        return ddpm_fail(DDPM_ERR_NOMEM, "%s: out of memory resizing", path);
+    }
+    for (int y = 0; y < ch; y++)
+        memcpy(crop + (size_t)y * cw * channels, src + ((size_t)(cy0 + y) * w + cx0) * channels,
+               sizeof(float) * (size_t)cw * channels);
+    const float s0 = (float)((rx0 - cx0) / cw), t0 = (float)((ry0 - cy0) / ch);
+    const float s1 = (float)((rx0 + crop_w - cx0) / cw), t1 = (float)((ry0 + crop_h - cy0) / ch);
     const stbir_filter filter = crop_h > H ? STBIR_FILTER_BOX : STBIR_FILTER_TRIANGLE;
-    int ok = stbir_resize_region(src, w, h, 0, sq, W, H, 0, STBIR_TYPE_FLOAT, channels,
+    int ok = stbir_resize_region(crop, cw, ch, 0, sq, W, H, 0, STBIR_TYPE_FLOAT, channels,
                                  STBIR_ALPHA_CHANNEL_NONE, 0, STBIR_EDGE_CLAMP, STBIR_EDGE_CLAMP,
                                  filter, filter, STBIR_COLORSPACE_LINEAR, NULL, s0, t0, s1, t1);
+    free(crop);
     free(src);
     if (!ok) {
         free(sq);

@@ -357,3 +357,50 @@ ddpm_tape *ddpm_model_tape(ddpm_model *m, int k) {
     const ddpm_tape_net *tn = m->impl;
     return k < tn->n_slices ? tn->tape[k] : NULL;
 }
+
+int ddpm_model_item_bytes(ddpm_model *m, int training, size_t *bytes) {
+    *bytes = 0;
+    if (!ddpm_model_is_tape_net(m)) return DDPM_OK;
+    const size_t d = m->sample_numel, np = m->n_params, nb = m->n_buffers;
+    const size_t nout = ddpm_model_out_numel(m), cd = m->cond_dim > 0 ? (size_t)m->cond_dim : 1;
+    float *grads = ddpm_alloc_aligned(np, sizeof(float));
+    float *buffers = nb ? ddpm_alloc_aligned(nb, sizeof(float)) : NULL;
+    /* two items of x, self_cond, out, dout, cond */
+    float *x = ddpm_alloc(2 * (2 * d + 2 * nout + cd), sizeof(float));
+    if (!grads || (nb && !buffers) || !x) {
+        free(grads);
+        free(buffers);
+        free(x);
+        return DDPM_ERR_NOMEM;
+    }
+    memcpy(grads, m->grads, np * sizeof(float));
+    if (nb) memcpy(buffers, m->buffers, nb * sizeof(float));
+    const int t[2] = {0, 0};
+    int rc = DDPM_OK;
+    /* one item; a network that cannot train on one (batch norm over a 1 x 1 map needs two
+     * values a channel) is measured on two and halved */
+    for (int B = 1; B <= 2; B++) {
+        if (m->max_batch < B && (rc = ddpm_model_reserve(m, B))) break;
+        const ddpm_model_input in = {.x = x, .t = t, .B = B, .train = training,
+                                     .cond = m->cond_dim > 0 ? x + 2 * (2 * d + 2 * nout) : NULL,
+                                     .self_cond = m->self_cond ? x + 2 * d : NULL};
+        rc = m->ops->forward(m, &in, x + 4 * d);
+        if (!rc && training) rc = m->ops->backward(m, x + 4 * d + 2 * nout);
+        if (rc) continue;
+        size_t used = 0;
+        ddpm_tape *tp;
+        for (int k = 0; (tp = ddpm_model_tape(m, k)); k++) {
+            ddpm_tape_stats st;
+            ddpm_tape_get_stats(tp, &st);
+            used += st.arena_used;
+        }
+        *bytes = used / (size_t)B;
+        break;
+    }
+    memcpy(m->grads, grads, np * sizeof(float));
+    if (nb) memcpy(m->buffers, buffers, nb * sizeof(float));
+    free(grads);
+    free(buffers);
+    free(x);
+    return rc;
+}

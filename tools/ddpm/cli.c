@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 int cli_usage_error(const char *cmd, const char *fmt, ...) {
     va_list ap;
@@ -20,6 +21,10 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
     return CLI_EXIT_USAGE;
 }
 
+static int stop_signal = 2; /* SIGINT */
+
+void cli_set_stop_signal(int sig) { stop_signal = sig; }
+
 int cli_fail(const char *cmd, int status) {
     if (status == DDPM_OK) return CLI_EXIT_OK;
     fprintf(stderr, "ddpm %s: %s\n", cmd, ddpm_last_error()[0] ? ddpm_last_error()
@@ -28,7 +33,7 @@ int cli_fail(const char *cmd, int status) {
     case DDPM_ERR_INVALID:
     case DDPM_ERR_FORMAT:
     case DDPM_ERR_IO: return CLI_EXIT_USAGE;
-    case DDPM_ERR_INTERRUPTED: return CLI_EXIT_INTERRUPTED;
+    case DDPM_ERR_INTERRUPTED: return 128 + stop_signal;
     default: return CLI_EXIT_FAIL;
     }
 }
@@ -156,6 +161,37 @@ int cli_mkdirs(const char *path) {
     if (mkdir(buf, 0755) != 0 && errno != EEXIST)
         return ddpm_fail(DDPM_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
     return DDPM_OK;
+}
+
+int cli_check_out_dir(const char *cmd, const char *flag, const char *dir) {
+    struct stat st;
+    if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode))
+        return cli_usage_error(cmd, "%s %s is a file, not a directory", flag, dir);
+    if (cli_mkdirs(dir))
+        return cli_usage_error(cmd, "%s %s: cannot create it (%s)", flag, dir, ddpm_last_error());
+    if (access(dir, W_OK | X_OK) != 0)
+        return cli_usage_error(cmd, "%s %s: cannot write there: %s", flag, dir, strerror(errno));
+    return 0;
+}
+
+int cli_check_out_file(const char *cmd, const char *flag, const char *file) {
+    struct stat st;
+    if (stat(file, &st) == 0 && S_ISDIR(st.st_mode))
+        return cli_usage_error(cmd, "%s %s is a directory, not a file", flag, file);
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", file);
+    char *slash = strrchr(dir, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == dir) dir[1] = 0; /* a file in / */
+    else *slash = 0;
+    if (stat(dir, &st) != 0)
+        return cli_usage_error(cmd, "%s %s: its directory %s: %s", flag, file, dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return cli_usage_error(cmd, "%s %s: %s is not a directory", flag, file, dir);
+    if (access(dir, W_OK | X_OK) != 0)
+        return cli_usage_error(cmd, "%s %s: cannot write in %s: %s", flag, file, dir,
+                               strerror(errno));
+    return 0;
 }
 
 const char *cli_path(const char *dir, const char *name) {

@@ -19,8 +19,12 @@ typedef struct {
                           * the flag and the range); both 0: any value of the type */
 } cli_opt;
 
-/* Exit codes: 0 success, 1 a failure at run time, 2 bad usage or bad input, 130 interrupted. */
+/* Exit codes: 0 success, 1 a failure at run time, 2 bad usage or bad input, 128 + the signal
+ * when stopped by one (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP). */
 enum { CLI_EXIT_OK = 0, CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2, CLI_EXIT_INTERRUPTED = 130 };
+/* The signal that stopped the work (SIGINT unless set): cli_fail's DDPM_ERR_INTERRUPTED exits
+ * 128 + it. */
+void cli_set_stop_signal(int sig);
 
 /* Parses argv[1..argc) ("--name value" or "--name=value"). Returns -1 after printing help
  * (the caller exits 0), 0 on success, or CLI_EXIT_USAGE after printing a one-line error that names
@@ -35,6 +39,12 @@ int cli_fail(const char *cmd, int status);
 
 /* Creates a directory and its parents (like mkdir -p). */
 int cli_mkdirs(const char *path);
+/* Checked at start, before any work: an output directory (--out DIR) that is an existing file or
+ * cannot be created or written, or an output file (FILE) that is a directory or whose directory
+ * is missing or not writable, gets a one-line error naming the flag and the path (returns
+ * CLI_EXIT_USAGE; 0 if fine). The directory is created if missing. */
+int cli_check_out_dir(const char *cmd, const char *flag, const char *dir);
+int cli_check_out_file(const char *cmd, const char *flag, const char *file);
 /* Joins dir and name into a static rotating buffer. */
 const char *cli_path(const char *dir, const char *name);
 /* Prints "  wrote PATH" (the user sees every output file). */

@@ -4,6 +4,7 @@
 #include "sample_driver.h"
 #include "dist.h"
 #include "model_source.h"
+#include "memory_check.h"
 
 #include <cjson/cJSON.h>
 
@@ -39,7 +40,7 @@ static int load_diffusers(const char *dir, int quiet, const int *set, sampler_ar
 int cmd_sample(int argc, char **argv) {
     const char *ckpt = NULL, *traj = NULL, *plot = NULL, *diffusers = NULL, *preset = NULL;
     int set_sampler[3] = {0, 0, 0}; /* --sampler, --variance, --spacing given */
-    int quiet = 0, no_clip = 0, verbose = 0, threads = 0;
+    int quiet = 0, no_clip = 0, verbose = 0, threads = 0, allow_large_memory = 0;
     sampler_args sa = {.sampler = "ddpm", .variance = "small", .spacing = "leading",
                        .threshold_ratio = 0.995f, .threshold_max = 1.0f};
     sample_image_args ia = {.n = 1000, .class_id = -1, .jump_length = 10, .jump_n_sample = 10};
@@ -90,7 +91,8 @@ int cmd_sample(int argc, char **argv) {
         {"batch", CLI_INT, &ia.batch, "B", "images per forward pass (default 100)", NULL, 0, 65536},
         {"quiet", CLI_FLAG, &quiet, NULL, "print nothing but errors", NULL},
         {"threads", CLI_INT, &threads, "N", "threads (default: OMP_NUM_THREADS or every core); results do not depend on it", NULL, 1, 4096},
-        {"verbose", CLI_FLAG, &verbose, NULL, "print the sampler's timesteps and noise levels", NULL},
+        {"verbose", CLI_FLAG, &verbose, NULL, "print the sampler's timesteps and noise levels, and the memory estimate", NULL},
+        {"allow-large-memory", CLI_FLAG, &allow_large_memory, NULL, "start even if the memory estimate exceeds the memory available", NULL},
     };
     enum { N_SAMPLE = sizeof sample_opts / sizeof sample_opts[0] };
     cli_opt opts[N_SAMPLE + WEIGHTS_OPTS_N + MODEL_FLAGS_N];
@@ -105,6 +107,12 @@ int cmd_sample(int argc, char **argv) {
     if ((ckpt != NULL) + (wa.weights != NULL) + (diffusers != NULL) != 1)
         return cli_usage_error("sample", "give one of --ckpt FILE, --diffusers DIR or --weights FILE with --model");
     if (ia.n < 1) return cli_usage_error("sample", "-n must be at least 1");
+    /* outputs that cannot be written are refused before sampling (which can take minutes) */
+    if ((ia.out && (rc = cli_check_out_file("sample", "--out", ia.out))) ||
+        (ia.npy && (rc = cli_check_out_file("sample", "--npy", ia.npy))) ||
+        (ia.gif && (rc = cli_check_out_file("sample", "--gif", ia.gif))) ||
+        (plot && (rc = cli_check_out_file("sample", "--plot", plot))))
+        return rc;
 
     ddpm_checkpoint ck;
     int folder_clip = 1;
@@ -141,6 +149,29 @@ int cmd_sample(int argc, char **argv) {
         return cli_fail("sample", rc);
     }
     sampler_use_ema(&ck, sa.no_ema, quiet);
+    /* The memory the samples (and a GIF's frames of all of them) will take, before sampling */
+    {
+        const ddpm_model *m = ck.model;
+        const size_t n_all = !images ? (size_t)ia.n
+                             : ia.per_class > 0 && m->cond_dim > 0 ? (size_t)ia.per_class * (size_t)m->cond_dim
+                             : set_n ? (size_t)ia.n : 40;
+        size_t frames = 0;
+        if (images && ia.gif) {
+            const int steps = ddpm_sample_num_steps(&ck.schedule, &so);
+            const int every = ia.gif_every > 0 ? (ia.gif_every < steps ? ia.gif_every : steps) : (steps + 24) / 25;
+            frames = every > 0 ? (size_t)((steps + every - 1) / every) : 0;
+        }
+        memory_need need;
+        rc = memory_need_sample(ck.model, n_all, images ? (ia.batch > 0 ? ia.batch : 100) : (int)n_all,
+                                frames, &need);
+        if (!rc) rc = dist_agree(memory_check(&need, allow_large_memory,
+                                              "sample fewer (-n), or without --gif"));
+        if (rc) {
+            ddpm_checkpoint_free(&ck);
+            return cli_fail("sample", rc);
+        }
+        if (verbose && dist_lead()) memory_print(&need);
+    }
     if (images) {
         if (!set_n) ia.n = 40;
         ia.n_given = set_n;

@@ -3,6 +3,7 @@
 #include "model_flags.h"
 #include "dist.h"
 #include "sample_driver.h"
+#include "memory_check.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -36,6 +37,7 @@ typedef struct {
     const char *eval_sampler, *eval_features;
     float eval_guidance;
     uint64_t eval_seed;
+    int allow_large_memory;
 } train_args;
 
 /* --deterministic without --microbatch: micro-batches of this many items (U-Net, farm-bench CPU
@@ -170,7 +172,7 @@ int cmd_train(int argc, char **argv) {
         {"zero-terminal-snr", CLI_FLAG, &a.zero_snr, NULL, "rescale the schedule so its last step is pure noise (Lin et al. 2023; use --prediction v and sample with ddim --spacing trailing)", NULL},
         {"prediction", CLI_STRING, &a.prediction, "KIND", "training target: eps (default), x0 or v", NULL},
         {"loss", CLI_STRING, &a.loss, "KIND", "l2 (default; simple-unet: l1 as its tutorial) or l1", &a.set_loss},
-        {"min-snr-gamma", CLI_FLOAT, &a.min_snr, "G", "min-SNR-gamma loss weighting (5 is usual; default off)", NULL},
+        {"min-snr-gamma", CLI_FLOAT, &a.min_snr, "G", "min-SNR-gamma loss weighting (5 is usual; default off)", NULL, 0, 1e30},
         {"p2-gamma", CLI_FLOAT, &a.p2_gamma, "G", "P2 loss weight (k + SNR)^-G (Choi et al.; 1 is usual, 0 = off)", NULL, 0, 16},
         {"p2-k", CLI_FLOAT, &a.p2_k, "K", "k of the P2 weight (default 1)", NULL, 1e-6, 1e6},
         {"offset-noise", CLI_FLOAT, &a.offset_noise, "S", "images: add S times a per-channel normal draw to the noise (0.1 is usual; default off)", NULL, 0, 10},
@@ -178,12 +180,12 @@ int cmd_train(int argc, char **argv) {
         {"lr", CLI_DOUBLE, &a.lr, "LR", "learning rate (default 1e-3; unet 2e-4)", &a.set_lr},
         {"beta1", CLI_DOUBLE, &a.beta1, "B1", "Adam beta1 (default 0.9)", NULL},
         {"beta2", CLI_DOUBLE, &a.beta2, "B2", "Adam beta2 (default 0.999)", NULL},
-        {"adam-eps", CLI_DOUBLE, &a.adam_eps, "E", "Adam epsilon (default 1e-8)", NULL},
-        {"weight-decay", CLI_DOUBLE, &a.weight_decay, "W", "weight decay (L2 for adam, decoupled for adamw)", NULL},
-        {"warmup", CLI_INT, &a.warmup, "N", "linear learning-rate warm-up steps (default 0; unet 500)", &a.set_warmup},
+        {"adam-eps", CLI_DOUBLE, &a.adam_eps, "E", "Adam epsilon (default 1e-8)", NULL, 1e-30, 1},
+        {"weight-decay", CLI_DOUBLE, &a.weight_decay, "W", "weight decay (L2 for adam, decoupled for adamw)", NULL, 0, 1e30},
+        {"warmup", CLI_INT, &a.warmup, "N", "linear learning-rate warm-up steps (default 0; unet 500)", &a.set_warmup, 0, 2147483647},
         {"lr-decay", CLI_STRING, &a.lr_decay, "KIND", "constant (default), cosine or linear (context-unet, as the course) decay to --min-lr", &a.set_decay},
-        {"min-lr", CLI_DOUBLE, &a.min_lr, "LR", "final learning rate of the decay (default 0)", NULL},
-        {"grad-clip", CLI_FLOAT, &a.grad_clip, "N", "max gradient norm, 0 = off (default 1)", NULL},
+        {"min-lr", CLI_DOUBLE, &a.min_lr, "LR", "final learning rate of the decay (default 0)", NULL, 0, 1e30},
+        {"grad-clip", CLI_FLOAT, &a.grad_clip, "N", "max gradient norm, 0 = off (default 1)", NULL, 0, 1e30},
         {"ema-decay", CLI_FLOAT, &a.ema_decay, "D", "EMA decay of the weights, 0 = off (default 0.999)", NULL},
         {"no-ema-warmup", CLI_FLAG, &a.no_ema_warmup, NULL, "use the EMA decay from the first step", NULL},
         {"batch-size", CLI_INT, &a.batch, "B", "batch size (default 128; context-unet 100, unet 64)", &a.set_batch, 1, 65536},
@@ -208,6 +210,7 @@ int cmd_train(int argc, char **argv) {
         {"resume", CLI_STRING, &a.resume, "CKPT", "continue a run from its checkpoint (exactly)", NULL},
         {"quiet", CLI_FLAG, &a.quiet, NULL, "no progress display", NULL},
         {"threads", CLI_INT, &a.threads, "N", "threads (default: OMP_NUM_THREADS or every core); results do not depend on it", NULL, 1, 4096},
+        {"allow-large-memory", CLI_FLAG, &a.allow_large_memory, NULL, "start even if the run's memory estimate exceeds the memory available", NULL},
     };
     enum { N_DATA = sizeof data_opts / sizeof data_opts[0], N_TRAIN = sizeof train_opts / sizeof train_opts[0] };
     cli_opt opts[N_DATA + MODEL_FLAGS_N + N_TRAIN];
@@ -230,6 +233,8 @@ int cmd_train(int argc, char **argv) {
         return cli_usage_error("train", "--save-every, --sample-every and --log-every must be >= 0");
     if (a.channels != 1 && a.channels != 3) return cli_usage_error("train", "--channels must be 1 or 3");
     if ((rc = parse_image_size(&a))) return rc;
+    /* an --out that cannot take the run is refused before loading data or building a model */
+    if ((rc = cli_check_out_dir("train", "--out", a.out))) return rc;
 
     const int images = !a.resume && data_is_images(a.data);
     if (a.shard_data && !a.resume && !images)
@@ -343,6 +348,17 @@ int cmd_train(int argc, char **argv) {
         free(mj);
         if (rc) goto out;
     }
+    /* The memory the run needs, estimated before the trainer allocates its state and the first
+     * step its activations: a run too large for the machine stops here with the estimate. (The
+     * MLP's activations are allocated by reserving the batch, and so counted as in use.) */
+    memory_need need;
+    if ((rc = ddpm_model_reserve(model, tc.batch_size)) ||
+        (rc = memory_need_train(model, &tc, data.n, &need)))
+        goto out;
+    if ((rc = dist_agree(memory_check(&need, a.allow_large_memory,
+                                      "use a smaller --batch-size, or --microbatch M (M items a "
+                                      "thread at a time)"))))
+        goto out;
     ddpm_train_data td = {.x = data.x, .cond = data.cond, .n = data.n, .hflip = data.hflip,
                           .n_total = data.n_total};
     if ((rc = ddpm_trainer_init(&tr, model, &sched, &tc, &td))) goto out;
@@ -354,6 +370,7 @@ int cmd_train(int argc, char **argv) {
         if (data.n_total > 0)
             printf("shards    each of the %d processes holds its part of the %zu items (--shard-data; "
                    "this one %zu)\n", dist_size(), data.n_total, data.n);
+        memory_print(&need);
         if (resumed) printf("resuming %s at step %lld\n", a.resume, (long long)tr.step);
         printf("run dir   %s\n", a.out);
         fflush(stdout);
@@ -388,7 +405,8 @@ int cmd_train(int argc, char **argv) {
     }
     rc = job_train(&tr, &data, &ro);
     if (!rc && !quiet) {
-        printf("final loss %.5f after %lld steps\n", tr.last_loss, (long long)tr.step);
+        printf("final loss %.5f after %lld steps (peak resident memory %.3f GB)\n", tr.last_loss,
+               (long long)tr.step, memory_peak() / 1e9);
         cli_wrote(cli_path(a.out, "ckpt.safetensors"), "checkpoint (weights, EMA, optimizer state)");
         cli_wrote(cli_path(a.out, "loss.csv"), "loss per step");
     }
@@ -407,5 +425,7 @@ out:
         ddpm_model_free(model);
         ddpm_schedule_free(&sched);
     }
-    return usage_printed ? rc : cli_fail("train", rc);
+    if (usage_printed) return rc;
+    const int code = cli_fail("train", rc);
+    return rc == DDPM_ERR_IO && job_train_save_failed() ? CLI_EXIT_FAIL : code;
 }

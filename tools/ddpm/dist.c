@@ -141,6 +141,12 @@ int dist_agree(int rc) {
     return worst;
 }
 
+int dist_max(int v) {
+    int m = v;
+    if (g_size > 1) MPI_Allreduce(&v, &m, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    return m;
+}
+
 static uint64_t weights_hash(const ddpm_trainer *tr) {
     const ddpm_model *m = tr->model;
     uint64_t h = hash_bytes(HASH_SEED, m->params, sizeof(float) * m->n_params);
@@ -222,6 +228,7 @@ void dist_finish(int rc) {
     (void)g_agreed;
 }
 int dist_agree(int rc) { return rc; }
+int dist_max(int v) { return v; }
 int dist_check_weights(const ddpm_trainer *tr) {
     (void)tr;
     (void)hash_bytes;

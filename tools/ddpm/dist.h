@@ -20,6 +20,8 @@ int dist_lead(void); /* rank 0 */
 /* The worst (largest) of every rank's rc, on every rank: a failure of the rank that writes
  * becomes everyone's, at the same step. */
 int dist_agree(int rc);
+/* The largest of every rank's v (collective: every rank calls it at the same point). */
+int dist_max(int v);
 /* Marks the command's result as agreed by every rank (see dist_finish). */
 void dist_set_agreed(void);
 /* Makes tr a rank of the job (no-op for one process) after checking that every rank has the same

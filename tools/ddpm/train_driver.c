@@ -15,10 +15,13 @@
 
 #define LOSS_HEADER "step,loss,lr,grad_norm\n"
 
-static volatile sig_atomic_t interrupted;
+static volatile sig_atomic_t interrupted; /* the signal that asked to stop, or 0 */
+static int save_failed;
+
+int job_train_save_failed(void) { return save_failed; }
 
 static void on_sigint(int sig) {
-    interrupted = 1;
+    interrupted = sig;
     signal(sig, SIG_DFL); /* a second one stops at once */
 }
 
@@ -44,10 +47,12 @@ static void fmt_duration(char *buf, size_t n, double s) {
  * whose row the log could lose. */
 static int save(ddpm_trainer *tr, const job_data *data, const char *path, FILE *log,
                 const char *log_path, job_eval *ev) {
-    if (log && (fflush(log) != 0 || fsync(fileno(log)) != 0))
-        return ddpm_fail(DDPM_ERR_IO, "%s: write failed: %s", log_path, strerror(errno));
-    int rc = job_eval_sync(ev);
-    return rc ? rc : ddpm_checkpoint_save(path, tr, data->json, NULL, NULL, 0);
+    int rc = log && (fflush(log) != 0 || fsync(fileno(log)) != 0)
+                 ? ddpm_fail(DDPM_ERR_IO, "%s: write failed: %s", log_path, strerror(errno))
+                 : job_eval_sync(ev);
+    if (!rc) rc = ddpm_checkpoint_save(path, tr, data->json, NULL, NULL, 0);
+    if (rc) save_failed = 1; /* a run-time failure (a full disk), not bad input: exit 1 */
+    return rc;
 }
 
 /* A resumed run's log: the header and the complete rows up to the checkpoint's step, in order;
@@ -93,11 +98,17 @@ FILE *job_resume_csv(const char *path, int64_t step, const char *header) {
 }
 
 /* The run directory and the loss log (rank 0 only: the other ranks of a job write nothing). */
-static int open_run(ddpm_trainer *tr, const job_run_opts *o, const char *log_path, FILE **log) {
+static int open_run(ddpm_trainer *tr, const job_run_opts *o, const char *ckpt,
+                    const char *log_path, FILE **log) {
     *log = NULL;
     if (!dist_lead()) return DDPM_OK;
-    int rc = cli_mkdirs(o->out_dir);
+    int rc = cli_mkdirs(o->out_dir), removed = 0;
     if (rc) return rc;
+    /* a run killed while saving left its temporary checkpoint (as large as the checkpoint) */
+    if ((rc = ddpm_remove_stale_temporaries(ckpt, &removed))) return rc;
+    if (removed && !o->quiet)
+        fprintf(stderr, "removed %d temporary file%s of an interrupted save (%s.tmp.*)\n", removed,
+                removed == 1 ? "" : "s", ckpt);
     /* The loss log: a fresh run starts it, a resumed run continues it from its checkpoint. */
     FILE *f = tr->step > 0 ? job_resume_csv(log_path, tr->step, LOSS_HEADER) : fopen(log_path, "w");
     if (!f) return tr->step > 0 ? DDPM_ERR_IO
@@ -120,7 +131,8 @@ int job_train(ddpm_trainer *tr, const job_data *data, const job_run_opts *o) {
     const char *log_path = cli_path(o->out_dir, "loss.csv");
     FILE *log;
     job_eval *ev = NULL;
-    int rc = open_run(tr, o, log_path, &log);
+    save_failed = 0;
+    int rc = open_run(tr, o, ckpt, log_path, &log);
     if (!rc && o->eval.every > 0 && dist_lead()) rc = job_eval_open(&ev, tr, data, o);
     if ((rc = dist_agree(rc))) {
         if (log) fclose(log);
@@ -199,6 +211,9 @@ int job_train(ddpm_trainer *tr, const job_data *data, const job_run_opts *o) {
             if (!rc && lead)
                 fprintf(stderr, "interrupted at step %lld: saved %s (resume with --resume %s)\n",
                         (long long)tr->step, ckpt, ckpt);
+            /* exit 128 + the signal, on every rank of a job (the signalled one's) */
+            const int sig = dist_max(interrupted);
+            if (sig) cli_set_stop_signal(sig);
             if (!rc) {
                 rc = ddpm_fail(DDPM_ERR_INTERRUPTED, "interrupted at step %lld", (long long)tr->step);
             }
@@ -224,8 +239,12 @@ int job_train(ddpm_trainer *tr, const job_data *data, const job_run_opts *o) {
     dist_set_agreed();
     if (rc) {
         if (tty) fputc('\n', stderr);
-        if (rc == DDPM_ERR_NUMERIC && lead)
-            fprintf(stderr, "training stopped; the last good checkpoint (if any) is %s\n", ckpt);
+        if (rc == DDPM_ERR_NUMERIC && lead) {
+            if (access(ckpt, F_OK) == 0)
+                fprintf(stderr, "training stopped; the last good checkpoint is %s\n", ckpt);
+            else
+                fprintf(stderr, "training stopped before its first checkpoint (none written)\n");
+        }
     }
     return rc;
 }

@@ -32,6 +32,9 @@ typedef struct {
  * save_every steps and at the end, and a clean stop on Ctrl-C (checkpoint saved, status
  * DDPM_ERR_INTERRUPTED). Returns a ddpm_status. */
 int job_train(ddpm_trainer *tr, const job_data *data, const job_run_opts *o);
+/* Whether the last job_train failed writing a checkpoint or the loss log (a full disk: a
+ * failure at run time, exit 1, where an unwritable --out at the start is bad input, exit 2). */
+int job_train_save_failed(void);
 
 /* A grid of n samples (25 DDIM steps, x_0 clipped) from weights (e.g. the EMA copy; NULL: the
  * model's own), written to png. With a conditional model, sample i gets class i % cond_dim
