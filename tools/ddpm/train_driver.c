@@ -251,18 +251,19 @@ int job_train(ddpm_trainer *tr, const job_data *data, const job_run_opts *o) {
 
 /* ---- the loss curve ------------------------------------------------------------------------ */
 
-int job_plot_loss(const char *dir, int quiet) {
-    const char *csv = cli_path(dir, "loss.csv"), *png = cli_path(dir, "loss.png");
+int job_read_csv_curve(const char *csv, float **x_out, float **y_out, size_t *n_out) {
+    *x_out = *y_out = NULL;
+    *n_out = 0;
     FILE *f = fopen(csv, "r");
     if (!f) return ddpm_fail(DDPM_ERR_IO, "%s: cannot open: %s", csv, strerror(errno));
-    size_t cap = 4096, n = 0;
+    size_t cap = 1024, n = 0;
     float *x = malloc(cap * sizeof *x), *y = malloc(cap * sizeof *y);
-    char line[256];
+    char line[512];
     int rc = (x && y) ? DDPM_OK : ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
     while (!rc && fgets(line, sizeof line, f)) {
         long long step;
-        float loss;
-        if (sscanf(line, "%lld,%f", &step, &loss) != 2) continue; /* the header */
+        float v;
+        if (sscanf(line, "%lld,%f", &step, &v) != 2) continue; /* the header */
         if (n == cap) {
             cap *= 2;
             float *nx = realloc(x, cap * sizeof *x), *ny = realloc(y, cap * sizeof *y);
@@ -272,10 +273,24 @@ int job_plot_loss(const char *dir, int quiet) {
         }
         if (!rc) {
             x[n] = (float)step;
-            y[n++] = loss;
+            y[n++] = v;
         }
     }
     fclose(f);
+    if (rc) {
+        free(x);
+        free(y);
+        return rc;
+    }
+    *x_out = x, *y_out = y, *n_out = n;
+    return DDPM_OK;
+}
+
+int job_plot_loss(const char *dir, int quiet) {
+    const char *csv = cli_path(dir, "loss.csv"), *png = cli_path(dir, "loss.png");
+    float *x, *y;
+    size_t n;
+    int rc = job_read_csv_curve(csv, &x, &y, &n);
     if (!rc && n > 0) {
         /* An exponential moving average with a window of about 1% of the run. */
         float *sm = malloc(n * sizeof *sm);

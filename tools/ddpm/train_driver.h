@@ -64,6 +64,9 @@ int job_real_images(const job_data *data, size_t n, uint64_t seed, float **x, si
 int job_plot_eval(const char *dir, int quiet);
 
 /* Reads DIR/loss.csv and draws DIR/loss.png (the raw loss and a smoothed curve, log scale). */
+/* The first two columns (step, value) of a run's CSV log (loss.csv, eval.csv), the header
+ * skipped: x[n], y[n] malloc'd (both NULL on failure). */
+int job_read_csv_curve(const char *csv, float **x, float **y, size_t *n);
 int job_plot_loss(const char *dir, int quiet);
 
 #endif

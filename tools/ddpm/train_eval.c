@@ -213,29 +213,9 @@ void job_eval_close(job_eval *ev) {
 
 int job_plot_eval(const char *dir, int quiet) {
     const char *csv = cli_path(dir, "eval.csv"), *png = cli_path(dir, "eval.png");
-    FILE *f = fopen(csv, "r");
-    if (!f) return ddpm_fail(DDPM_ERR_IO, "%s: cannot open: %s", csv, strerror(errno));
-    size_t cap = 256, n = 0;
-    float *x = malloc(cap * sizeof *x), *y = malloc(cap * sizeof *y);
-    char line[512];
-    int rc = (x && y) ? DDPM_OK : ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
-    while (!rc && fgets(line, sizeof line, f)) {
-        long long step;
-        float fd;
-        if (sscanf(line, "%lld,%f", &step, &fd) != 2) continue; /* the header */
-        if (n == cap) {
-            cap *= 2;
-            float *nx = realloc(x, cap * sizeof *x), *ny = realloc(y, cap * sizeof *y);
-            if (nx) x = nx;
-            if (ny) y = ny;
-            if (!nx || !ny) rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory");
-        }
-        if (!rc) {
-            x[n] = (float)step;
-            y[n++] = fd;
-        }
-    }
-    fclose(f);
+    float *x, *y;
+    size_t n;
+    int rc = job_read_csv_curve(csv, &x, &y, &n);
     if (!rc && n > 0) {
         const float *ys[1] = {y};
         const char *labels[1] = {"FD (EMA weights)"};
