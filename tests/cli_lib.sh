@@ -23,3 +23,13 @@ finish() {
   echo "$passed passed, $failed failed"
   [ "$failed" -eq 0 ]
 }
+
+# ppm FILE W H R G B: a W x H image of one colour with a darker square in the middle
+ppm() {
+  local f=$1 w=$2 h=$3 r=$4 g=$5 b=$6
+  { printf 'P6\n%d %d\n255\n' "$w" "$h"
+    for ((y = 0; y < h; y++)); do for ((x = 0; x < w; x++)); do
+      if ((x > w / 4 && x < 3 * w / 4 && y > h / 4 && y < 3 * h / 4)); then printf "\\x$(printf %02x $((r / 2)))\\x$(printf %02x $((g / 2)))\\x$(printf %02x $((b / 2)))"
+      else printf "\\x$(printf %02x "$r")\\x$(printf %02x "$g")\\x$(printf %02x "$b")"; fi
+    done; done; } > "$f"
+}
