@@ -18,10 +18,11 @@ static int is_pointwise(const ddpm_conv_dims *d) {
  * a single-threaded sgemm on each thread (OpenBLAS runs single-threaded inside an OpenMP
  * region): one region costs one wake-up of the team, whereas a threaded sgemm per item costs
  * one per GEMM, and on a loaded 2-core machine each wake-up can cost a scheduler time slice
- * (measured: 110 ms instead of 7 ms for 8 items of a 64-channel 28x28 conv). Each slot has its
- * own column matrix and, for backward, its own dweight/dbias partial sums, reduced at the end
- * so the result does not depend on scheduling. With one item, BLAS's threads and a parallel
- * im2col share the work instead. */
+ * (measured: 110 ms instead of 7 ms for 8 items of a 64-channel 28x28 conv). Each slot (thread)
+ * has its own column matrix; the backward's dweight/dbias partial sums belong to item groups
+ * fixed by B (conv_groups), reduced in group order, so the result depends neither on scheduling
+ * nor on the thread count. With one item, BLAS's threads and a parallel im2col share the work
+ * instead. */
 typedef struct {
     int slots;   /* items in flight: min(B, threads) */
     int groups;  /* the backward's item groups (conv_groups) */
