@@ -304,7 +304,8 @@ static void test_no_allocation_after_first_step(void **s) {
     model_free(&m);
 }
 
-/* Activations larger than one arena block: earlier vars stay valid while the arena grows. */
+/* Activations larger than one arena block: earlier vars stay valid while the arena grows. And
+ * the backward recycles the gradients of intermediate vars: 20 activations, not 20 gradients. */
 static void test_arena_growth(void **s) {
     (void)s;
     const int B = 2, C = 8, H = 48, W = 40;
@@ -330,7 +331,8 @@ static void test_arena_growth(void **s) {
     ddpm_tape_stats st;
     ddpm_tape_get_stats(t, &st);
     assert_true(st.arena_bytes > ((size_t)1 << 20));
-    assert_true(st.arena_used > 40 * n * sizeof(float) - 1);
+    assert_true(st.arena_used >= 20 * n * sizeof(float));
+    assert_true(st.arena_used < 24 * n * sizeof(float));
     free(x);
     ddpm_tape_free(t);
 }

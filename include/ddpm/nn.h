@@ -400,8 +400,10 @@ ddpm_var *ddpm_tape_mean(ddpm_tape *t, ddpm_var *x);
 
 /* Backpropagates from out with gradient dout [out->numel] (NULL means ones, e.g. for a scalar
  * loss): replays the recorded nodes in reverse, ACCUMULATING (+=) into every trained param's g
- * and into var->grad of the vars that require grad. Call at most once per forward; zero the
- * parameter gradients yourself between steps. Returns the tape's status. */
+ * and into var->grad of the input vars (ddpm_tape_input) that require grad and of out. The
+ * gradients of intermediate vars are recycled as the backward goes (their grad is NULL after
+ * it), so it holds only the live ones. Call at most once per forward; zero the parameter
+ * gradients yourself between steps. Returns the tape's status. */
 int ddpm_tape_backward(ddpm_tape *t, ddpm_var *out, const float *dout);
 
 #ifdef __cplusplus

@@ -36,6 +36,8 @@ void ddpm_tape_free(ddpm_tape *t) {
     free(t->blocks);
     free(t->nodes);
     free(t->scratch);
+    free(t->spare);
+    free(t->spare_n);
     free(t);
 }
 
@@ -44,8 +46,10 @@ void ddpm_tape_reset(ddpm_tape *t) {
     t->off = 0;
     t->used = 0;
     t->n_nodes = 0;
+    t->n_spare = 0;
     t->n_dropout = 0;
     t->status = DDPM_OK;
+    tape_profile_reset(t);
 }
 
 void ddpm_tape_set_training(ddpm_tape *t, int training) {
@@ -226,6 +230,8 @@ int tape_wants_grad(const ddpm_tape *t, const ddpm_var *a, const ddpm_var *b,
  * remaining bookkeeping is then skipped) and sets out->requires_grad. */
 node *tape_record(ddpm_tape *t, int op, ddpm_var *out, ddpm_var *a, ddpm_var *b,
                   const ddpm_param *const *ps, int n_p) {
+    tape_profile_forward(t, op, t->prof_kernel, t->prof_stride);
+    t->prof_kernel = t->prof_stride = 0;
     out->requires_grad = tape_wants_grad(t, a, b, ps, n_p);
     if (!out->requires_grad) return NULL;
     if (t->n_nodes == t->cap_nodes) {
@@ -292,10 +298,44 @@ int tape_need_ndim(ddpm_tape *t, const char *op, const ddpm_var *x, int lo, int 
 /* ---- backward ---- */
 
 /* The gradient buffer of v if a gradient flows to it (zeroed on first use), else NULL. */
+/* The smallest spare gradient buffer of at least n floats, taken off the list; NULL if none. */
+static float *take_spare(ddpm_tape *t, size_t n) {
+    size_t best = t->n_spare;
+    for (size_t i = 0; i < t->n_spare; i++)
+        if (t->spare_n[i] >= n && (best == t->n_spare || t->spare_n[i] < t->spare_n[best])) best = i;
+    if (best == t->n_spare) return NULL;
+    float *p = t->spare[best];
+    t->n_spare--;
+    t->spare[best] = t->spare[t->n_spare];
+    t->spare_n[best] = t->spare_n[t->n_spare];
+    return p;
+}
+
+/* Gives v's gradient buffer back for reuse: called once v's producer has run its backward,
+ * after which nothing reads it (every consumer of v comes later on the tape, so its backward
+ * ran earlier). A full list only means the buffer is not reused. */
+static void give_spare(ddpm_tape *t, ddpm_var *v) {
+    if (!v->grad) return;
+    if (t->n_spare == t->cap_spare) {
+        size_t cap = t->cap_spare ? 2 * t->cap_spare : 64;
+        float **np = realloc(t->spare, cap * sizeof *np);
+        if (np) t->spare = np;
+        size_t *nn = np ? realloc(t->spare_n, cap * sizeof *nn) : NULL;
+        if (nn) t->spare_n = nn;
+        if (!np || !nn) return;
+        t->n_allocs++;
+        t->cap_spare = cap;
+    }
+    t->spare[t->n_spare] = v->grad;
+    t->spare_n[t->n_spare++] = v->numel;
+    v->grad = NULL;
+}
+
 static float *grad_of(ddpm_tape *t, ddpm_var *v) {
     if (!v || !v->requires_grad) return NULL;
     if (!v->grad) {
-        v->grad = tape_arena_floats(t, v->numel);
+        v->grad = take_spare(t, v->numel);
+        if (!v->grad) v->grad = tape_arena_floats(t, v->numel);
         if (v->grad) memset(v->grad, 0, v->numel * sizeof(float));
     }
     return v->grad;
@@ -428,7 +468,15 @@ int ddpm_tape_backward(ddpm_tape *t, ddpm_var *out, const float *dout) {
     for (size_t i = 0; i < out->numel; i++) g[i] += dout ? dout[i] : 1.0f;
     for (size_t k = t->n_nodes; k-- > 0 && !t->status;) {
         node *n = &t->nodes[k];
-        if (n->out->grad) backward_node(t, n);
+        if (n->out->grad) {
+            const int conv = n->op == OP_CONV2D || n->op == OP_CONVT2D;
+            const double start = tape_profile_start();
+            backward_node(t, n);
+            tape_profile_backward(n->op, conv ? n->dims.conv.KH : 0, conv ? n->dims.conv.stride : 0,
+                                  start);
+        }
+        /* the output's gradient is dead now, unless the caller asked for it (out) */
+        if (n->out != out) give_spare(t, n->out);
     }
     return t->status;
 }

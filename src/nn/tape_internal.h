@@ -59,10 +59,23 @@ struct ddpm_tape {
     float *scratch;
     size_t scratch_floats;
     size_t n_allocs;
+    /* Gradient buffers of vars whose producer's backward has run, free for the next var's
+     * gradient (tape.c grad_of): the backward then holds the live gradients, not all of them. */
+    float **spare;
+    size_t *spare_n, n_spare, cap_spare;
     int training, grad, status;
+    double prof_mark;            /* DDPM_PROFILE: when the previous op was recorded */
+    int prof_kernel, prof_stride; /* and the next conv's shape (tape_profile.c) */
     uint64_t seed, first_item;
     uint32_t step, n_dropout;
 };
+
+/* The op profile (tape_profile.c; all no-ops unless DDPM_PROFILE is set): the forward of op
+ * ends now, the tape was reset, a backward node starts (returns 0 when off) and ends. */
+void tape_profile_forward(ddpm_tape *t, int op, int kernel, int stride);
+void tape_profile_reset(ddpm_tape *t);
+double tape_profile_start(void);
+void tape_profile_backward(int op, int kernel, int stride, double start);
 
 /* Records the first failure (later ones are consequences) and returns NULL for the op. */
 ddpm_var *tape_fail(ddpm_tape *t, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

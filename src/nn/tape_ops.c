@@ -56,6 +56,8 @@ static ddpm_var *conv_common(ddpm_tape *t, ddpm_var *x, const ddpm_param *w, con
         ddpm_conv2d_scale_gelu_forward(y->data, x->data, w->w, scale, shift, &d, ws);
     else
         ddpm_conv2d_forward(y->data, x->data, w->w, pw(b), &d, ws);
+    t->prof_kernel = d.KH;
+    t->prof_stride = d.stride;
     node *n =
         tape_record(t, transposed ? OP_CONVT2D : OP_CONV2D, y, x, NULL, (const ddpm_param *[]){w, b}, 2);
     if (n) n->dims.conv = d;
