@@ -337,6 +337,46 @@ static void test_arena_growth(void **s) {
     ddpm_tape_free(t);
 }
 
+/* The fused batch norm + GELU equals the two ops bit for bit: output, running statistics, and
+ * every gradient, in training and in eval mode (odd sizes: the vector loops' tails too). */
+static void test_batchnorm_gelu_fused(void **s) {
+    (void)s;
+    enum { B = 3, C = 5, H = 6, W = 7, N = B * C * H * W };
+    float x[N], dout[N], gam[C], bet[C];
+    for (int i = 0; i < N; i++) {
+        x[i] = (float)((i * 7919) % 1013) / 300.0f - 1.5f + 0.2f * (float)((i / (H * W)) % C);
+        dout[i] = (float)((i * 104729) % 997) / 500.0f - 1.0f;
+    }
+    for (int c = 0; c < C; c++) gam[c] = 0.5f + 0.3f * c, bet[c] = 0.1f * c - 0.2f;
+    for (int training = 0; training < 2; training++) {
+        float out[2][N], dx[2][N], dg[2][C], db[2][C], rm[2][C], rv[2][C];
+        for (int fused = 0; fused < 2; fused++) {
+            for (int c = 0; c < C; c++) dg[fused][c] = db[fused][c] = 0, rm[fused][c] = 0.1f * c, rv[fused][c] = 1.0f + 0.2f * c;
+            ddpm_param pg = {gam, dg[fused], 1, {C}}, pb = {bet, db[fused], 1, {C}};
+            ddpm_tape *t = ddpm_tape_new();
+            ddpm_tape_set_training(t, training);
+            ddpm_tape_set_grad(t, 1);
+            ddpm_var *in = ddpm_tape_input(t, x, 4, (int[]){B, C, H, W}, 1);
+            ddpm_var *y = fused ? ddpm_tape_batchnorm_gelu(t, in, &pg, &pb, rm[fused], rv[fused])
+                                : ddpm_tape_gelu(t, ddpm_tape_batchnorm(t, in, &pg, &pb, rm[fused], rv[fused]));
+            assert_non_null(y);
+            memcpy(out[fused], y->data, sizeof out[fused]);
+            assert_int_equal(ddpm_tape_backward(t, y, dout), DDPM_OK);
+            memcpy(dx[fused], in->grad, sizeof dx[fused]);
+            ddpm_tape_free(t);
+        }
+        assert_memory_equal(out[0], out[1], sizeof out[0]);
+        assert_memory_equal(dx[0], dx[1], sizeof dx[0]);
+        assert_memory_equal(dg[0], dg[1], sizeof dg[0]);
+        assert_memory_equal(db[0], db[1], sizeof db[0]);
+        assert_memory_equal(rm[0], rm[1], sizeof rm[0]);
+        assert_memory_equal(rv[0], rv[1], sizeof rv[0]);
+        float nz = 0;
+        for (int i = 0; i < N; i++) nz += fabsf(dx[1][i]);
+        assert_true(nz > 0); /* the gradient is not trivially zero */
+    }
+}
+
 /* ---- errors and bookkeeping ---- */
 
 static void test_sticky_errors(void **s) {
@@ -576,6 +616,7 @@ int main(void) {
         cmocka_unit_test(test_composite_b),
         cmocka_unit_test(test_no_allocation_after_first_step),
         cmocka_unit_test(test_arena_growth),
+        cmocka_unit_test(test_batchnorm_gelu_fused),
         cmocka_unit_test(test_sticky_errors),
         cmocka_unit_test(test_grad_bookkeeping),
         cmocka_unit_test(test_dropout_on_tape),

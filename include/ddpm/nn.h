@@ -111,6 +111,17 @@ void ddpm_batchnorm_forward(float *out, float *mean, float *rstd, const float *i
 void ddpm_batchnorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                              const float *inp, const float *mean, const float *rstd,
                              const float *weight, int training, int B, int C, size_t HW);
+/* gelu(batchnorm(x)) in one pass: the values of ddpm_batchnorm_forward then ddpm_gelu_forward,
+ * bit for bit, without the batch norm's output. Its backward recomputes that output from inp and
+ * the statistics; dh [B, C, HW] is workspace. */
+void ddpm_batchnorm_gelu_forward(float *out, float *mean, float *rstd, const float *inp,
+                                 const float *weight, const float *bias, float *running_mean,
+                                 float *running_var, int training, float momentum, int B, int C,
+                                 size_t HW);
+void ddpm_batchnorm_gelu_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                                  const float *inp, const float *mean, const float *rstd,
+                                  const float *weight, const float *bias, int training, int B,
+                                  int C, size_t HW, float *dh);
 
 /* Group norm: G groups of C / G consecutive channels (C % G == 0), statistics over each group
  * of each item, biased variance, then per-channel affine weight/bias [C] (either may be NULL).
@@ -341,9 +352,10 @@ ddpm_var *ddpm_tape_conv_transpose2d(ddpm_tape *t, ddpm_var *x, const ddpm_param
 /* Linear (ddpm_linear_forward): x [B, ...] flattened to [B, in], w [out, in], b [out] or NULL;
  * out [B, out]. */
 ddpm_var *ddpm_tape_linear(ddpm_tape *t, ddpm_var *x, const ddpm_param *w, const ddpm_param *b);
-/* gelu(batchnorm(conv2d(x))), the ResidualConvBlock's unit: the three ops above, recorded as
- * such when the tape keeps gradients; otherwise (eval mode, nothing recorded) one pass through
- * ddpm_conv2d_scale_gelu_forward. The arguments are those of the two calls. */
+/* gelu(batchnorm(conv2d(x))), the ResidualConvBlock's unit: recorded as the conv and one fused
+ * batch norm + GELU (ddpm_tape_batchnorm_gelu) when the tape keeps gradients; otherwise (eval
+ * mode, nothing recorded) one pass through ddpm_conv2d_scale_gelu_forward. The arguments are
+ * those of the two calls. */
 ddpm_var *ddpm_tape_conv2d_bn_gelu(ddpm_tape *t, ddpm_var *x, const ddpm_param *w,
                                    const ddpm_param *b, int stride, int pad,
                                    const ddpm_param *gamma, const ddpm_param *beta,
@@ -353,6 +365,11 @@ ddpm_var *ddpm_tape_conv2d_bn_gelu(ddpm_tape *t, ddpm_var *x, const ddpm_param *
  * used in eval mode. */
 ddpm_var *ddpm_tape_batchnorm(ddpm_tape *t, ddpm_var *x, const ddpm_param *gamma,
                               const ddpm_param *beta, float *running_mean, float *running_var);
+/* gelu(batchnorm(x)) as one op (ddpm_batchnorm_gelu_forward): the same values as the two ops,
+ * one activation less kept for the backward. */
+ddpm_var *ddpm_tape_batchnorm_gelu(ddpm_tape *t, ddpm_var *x, const ddpm_param *gamma,
+                                   const ddpm_param *beta, float *running_mean,
+                                   float *running_var);
 /* Group norm: x [B, C, ...], C % groups == 0; gamma, beta [C] (either may be NULL). */
 /* group norm with eps in place of DDPM_NORM_EPS */
 ddpm_var *ddpm_tape_groupnorm_eps(ddpm_tape *t, ddpm_var *x, int groups, float eps,

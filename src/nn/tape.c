@@ -371,6 +371,15 @@ static void backward_node(ddpm_tape *t, node *n) {
                                 n->saved[0] + C, pw(&n->p[0]), n->i[0], x->shape[0], C, inner(x));
         break;
     }
+    case OP_BN_GELU: {
+        const int C = x->shape[1];
+        float *dh = tape_scratch(t, x->numel);
+        if (!dh) return;
+        ddpm_batchnorm_gelu_backward(dx, pg(&n->p[0]), pg(&n->p[1]), dy, x->data, n->saved[0],
+                                     n->saved[0] + C, pw(&n->p[0]), pw(&n->p[1]), n->i[0],
+                                     x->shape[0], C, inner(x), dh);
+        break;
+    }
     case OP_GROUPNORM: {
         const int B = x->shape[0], G = n->i[0];
         ddpm_groupnorm_backward(dx, pg(&n->p[0]), pg(&n->p[1]), dy, x->data, n->saved[0],

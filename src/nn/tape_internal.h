@@ -10,6 +10,7 @@ enum {
     OP_CONVT2D,
     OP_LINEAR,
     OP_BATCHNORM,
+    OP_BN_GELU, /* batch norm + GELU in one op */
     OP_GROUPNORM,
     OP_GELU,
     OP_RELU,

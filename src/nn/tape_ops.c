@@ -98,8 +98,10 @@ ddpm_var *ddpm_tape_linear(ddpm_tape *t, ddpm_var *x, const ddpm_param *w, const
     return t->status ? NULL : y;
 }
 
-ddpm_var *ddpm_tape_batchnorm(ddpm_tape *t, ddpm_var *x, const ddpm_param *gamma,
-                              const ddpm_param *beta, float *running_mean, float *running_var) {
+/* batch norm, followed by GELU in the same op when gelu is set */
+static ddpm_var *batchnorm_op(ddpm_tape *t, ddpm_var *x, const ddpm_param *gamma,
+                              const ddpm_param *beta, float *running_mean, float *running_var,
+                              int gelu) {
     if (!tape_ready(t, "batchnorm", x, NULL, 1) || !tape_need_ndim(t, "batchnorm", x, 2, 4)) return NULL;
     const int B = x->shape[0], C = x->shape[1];
     const size_t HW = inner(x);
@@ -115,9 +117,11 @@ ddpm_var *ddpm_tape_batchnorm(ddpm_tape *t, ddpm_var *x, const ddpm_param *gamma
     ddpm_var *y = tape_like(t, x);
     float *stats = y ? tape_arena_floats(t, 2 * (size_t)C) : NULL;
     if (!stats) return NULL;
-    ddpm_batchnorm_forward(y->data, stats, stats + C, x->data, pw(gamma), pw(beta), running_mean,
-                           running_var, t->training, DDPM_BN_MOMENTUM, B, C, HW);
-    node *n = tape_record(t, OP_BATCHNORM, y, x, NULL, (const ddpm_param *[]){gamma, beta}, 2);
+    (gelu ? ddpm_batchnorm_gelu_forward : ddpm_batchnorm_forward)(
+        y->data, stats, stats + C, x->data, pw(gamma), pw(beta), running_mean, running_var,
+        t->training, DDPM_BN_MOMENTUM, B, C, HW);
+    node *n = tape_record(t, gelu ? OP_BN_GELU : OP_BATCHNORM, y, x, NULL,
+                          (const ddpm_param *[]){gamma, beta}, 2);
     if (n) {
         n->saved[0] = stats;
         n->i[0] = t->training;
@@ -125,13 +129,24 @@ ddpm_var *ddpm_tape_batchnorm(ddpm_tape *t, ddpm_var *x, const ddpm_param *gamma
     return t->status ? NULL : y;
 }
 
+ddpm_var *ddpm_tape_batchnorm(ddpm_tape *t, ddpm_var *x, const ddpm_param *gamma,
+                              const ddpm_param *beta, float *running_mean, float *running_var) {
+    return batchnorm_op(t, x, gamma, beta, running_mean, running_var, 0);
+}
+
+ddpm_var *ddpm_tape_batchnorm_gelu(ddpm_tape *t, ddpm_var *x, const ddpm_param *gamma,
+                                   const ddpm_param *beta, float *running_mean,
+                                   float *running_var) {
+    return batchnorm_op(t, x, gamma, beta, running_mean, running_var, 1);
+}
+
 ddpm_var *ddpm_tape_conv2d_bn_gelu(ddpm_tape *t, ddpm_var *x, const ddpm_param *w,
                                    const ddpm_param *b, int stride, int pad,
                                    const ddpm_param *gamma, const ddpm_param *beta,
                                    float *running_mean, float *running_var) {
     if (t->grad)
-        return ddpm_tape_gelu(t, ddpm_tape_batchnorm(t, ddpm_tape_conv2d(t, x, w, b, stride, pad),
-                                                     gamma, beta, running_mean, running_var));
+        return ddpm_tape_batchnorm_gelu(t, ddpm_tape_conv2d(t, x, w, b, stride, pad), gamma, beta,
+                                        running_mean, running_var);
     /* Eval mode, nothing recorded: batch norm with the running statistics is a per-channel
      * affine map, folded with the conv's bias into the fused epilogue:
      * (conv + b - mean) g + beta = conv g + (beta + (b - mean) g), g = gamma / sqrt(var + eps). */

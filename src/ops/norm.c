@@ -8,6 +8,8 @@
 
 #include <math.h>
 
+#include "core/vmath.h"
+
 #define OMP_MIN_WORK 32768
 
 static inline float row_sum(const float *x, size_t n) {
@@ -39,10 +41,17 @@ static inline void row_dsums(const float *dy, const float *x, size_t n, float m,
 
 /* ---- batch norm: statistics per channel over (B, HW) ---- */
 
-void ddpm_batchnorm_forward(float *out, float *mean, float *rstd, const float *inp,
-                            const float *weight, const float *bias, float *running_mean,
-                            float *running_var, int training, float momentum, int B, int C,
-                            size_t HW) {
+/* GELU(h) = h Phi(h), the expression of ddpm_gelu_forward (so the fused op equals the two). */
+static inline float gelu_of(float h) {
+    float g;
+    return h * ddpm_vphi(h, &g);
+}
+
+/* Batch norm, then GELU when gelu is set, in the same pass over the output. */
+static void batchnorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                              const float *weight, const float *bias, float *running_mean,
+                              float *running_var, int training, float momentum, int B, int C,
+                              size_t HW, int gelu) {
     const size_t M = (size_t)B * HW;
     if (training)
         DDPM_CHECK(M > 1 || !running_var);
@@ -76,9 +85,30 @@ void ddpm_batchnorm_forward(float *out, float *mean, float *rstd, const float *i
         for (int b = 0; b < B; b++) {
             const float *x = inp + ((size_t)b * C + c) * HW;
             float *y = out + ((size_t)b * C + c) * HW;
-            for (size_t i = 0; i < HW; i++) y[i] = (x[i] - m) * g + sh;
+            if (gelu) {
+#pragma omp simd
+                for (size_t i = 0; i < HW; i++) y[i] = gelu_of((x[i] - m) * g + sh);
+            } else {
+                for (size_t i = 0; i < HW; i++) y[i] = (x[i] - m) * g + sh;
+            }
         }
     }
+}
+
+void ddpm_batchnorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                            const float *weight, const float *bias, float *running_mean,
+                            float *running_var, int training, float momentum, int B, int C,
+                            size_t HW) {
+    batchnorm_forward(out, mean, rstd, inp, weight, bias, running_mean, running_var, training,
+                      momentum, B, C, HW, 0);
+}
+
+void ddpm_batchnorm_gelu_forward(float *out, float *mean, float *rstd, const float *inp,
+                                 const float *weight, const float *bias, float *running_mean,
+                                 float *running_var, int training, float momentum, int B, int C,
+                                 size_t HW) {
+    batchnorm_forward(out, mean, rstd, inp, weight, bias, running_mean, running_var, training,
+                      momentum, B, C, HW, 1);
 }
 
 void ddpm_batchnorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
@@ -108,6 +138,35 @@ void ddpm_batchnorm_backward(float *dinp, float *dweight, float *dbias, const fl
             for (size_t i = 0; i < HW; i++) dx[i] += g * (dy[i] - a - (x[i] - m) * r * k);
         }
     }
+}
+
+/* The batch norm's output h is recomputed from its input and statistics exactly as the forward
+ * computed it, its gradient dh = dy GELU'(h) (ddpm_gelu_backward's expression) written to dh,
+ * and the batch norm's backward run on dh: the same values as the two ops' backwards, without
+ * keeping h. */
+void ddpm_batchnorm_gelu_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                                  const float *inp, const float *mean, const float *rstd,
+                                  const float *weight, const float *bias, int training, int B,
+                                  int C, size_t HW, float *dh) {
+    const float inv_sqrt_2pi = 0.3989422804014327f;
+#pragma omp parallel for schedule(static) if ((size_t)B * C * HW > OMP_MIN_WORK)
+    for (int c = 0; c < C; c++) {
+        const float m = mean[c], r = rstd[c];
+        const float g = weight ? weight[c] * r : r, sh = bias ? bias[c] : 0.0f;
+        for (int b = 0; b < B; b++) {
+            const size_t o = ((size_t)b * C + c) * HW;
+            const float *x = inp + o, *dy = dout + o;
+            float *d = dh + o;
+#pragma omp simd
+            for (size_t i = 0; i < HW; i++) {
+                const float h = (x[i] - m) * g + sh;
+                float e;
+                const float cdf = ddpm_vphi(h, &e);
+                d[i] = dy[i] * (cdf + h * inv_sqrt_2pi * e);
+            }
+        }
+    }
+    ddpm_batchnorm_backward(dinp, dweight, dbias, dh, inp, mean, rstd, weight, training, B, C, HW);
 }
 
 /* ---- group norm: statistics per (item, group); a group's channels are contiguous ---- */
