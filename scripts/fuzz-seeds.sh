@@ -9,7 +9,7 @@ bin="${1:-build}/ddpm"
 c=fuzz/corpus
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-mkdir -p $c/{safetensors,checkpoint,model_config,schedule_json,betas,npy,points,image,idx,classifier,torch_file}
+mkdir -p $c/{safetensors,checkpoint,model_config,schedule_json,betas,npy,points,image,idx,classifier,torch_file,inception}
 rm -f $c/*/seed-*
 
 # Checkpoints of the smallest models: an MLP with learned and one with sinusoidal embeddings.
@@ -180,6 +180,27 @@ for n in z.namelist():
         d = z.read(n)
         rec += struct.pack("<BH", int(parts[2]), len(d)) + d
 open(f"{c}/torch_file/seed-wrapped-dtypes.pth", "wb").write(bytes([1]) + rec)
+PY
+
+# Inception-v3 (fuzz_inception.c): the stem of the test fixture's narrow twin as safetensors (the
+# whole network is ~470 tensors, more than a fuzz input holds; the loader refuses it at the first
+# missing tensor after checking the stem's).
+"$bin" convert tests/fixtures/inception/w16.pth "$tmp/inception.safetensors" --quiet
+python3 - "$c" "$tmp/inception.safetensors" <<'PY'
+import json, struct, sys
+c, src = sys.argv[1:]
+b = open(src, "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h, data = json.loads(b[8:8 + n]), b[8 + n:]
+out, raw = {}, b""
+for k in h:
+    if k.startswith(("Conv2d_1a_3x3.", "Conv2d_2a_3x3.", "Conv2d_2b_3x3.")) and "num_batches" not in k:
+        s, e = h[k]["data_offsets"]
+        out[k] = {"dtype": h[k]["dtype"], "shape": h[k]["shape"], "data_offsets": [len(raw), len(raw) + e - s]}
+        raw += data[s:e]
+hj = json.dumps(out, separators=(",", ":")).encode()
+hj += b" " * (-len(hj) % 8)
+open(f"{c}/inception/seed-stem.safetensors", "wb").write(struct.pack("<Q", len(hj)) + hj + raw)
 PY
 
 # The smallest valid JPEG at hand: CPython's test image (PSF licence), if this machine has it.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages ddpm needs to build, test and run (as root, or with sudo).
-# python3-torch and python3-numpy are only for regenerating test fixtures and for the
+# python3-torch, python3-torchvision and python3-numpy are only for regenerating test fixtures and for the
 # PyTorch side of the benchmarks; the library and the tests never need Python.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config
@@ -9,7 +9,7 @@ pkgs=(build-essential cmake pkg-config
       libgif-dev libstb-dev dataset-fashion-mnist valgrind
       clang libclang-rt-14-dev libomp-dev # these three: libFuzzer for scripts/fuzz.sh
       libopenmpi-dev openmpi-bin) # MPI: data-parallel mpirun ddpm train / sample
-if [ "${DDPM_WITH_TORCH:-0}" = 1 ]; then pkgs+=(python3-torch python3-numpy); fi
+if [ "${DDPM_WITH_TORCH:-0}" = 1 ]; then pkgs+=(python3-torch python3-torchvision python3-numpy); fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -48,6 +48,8 @@ test $rc -eq 2 || { echo "valgrind: the diffusers error path exited $rc, expecte
 run classifier train --data fashion-mnist --max-items 64 --epochs 1 --batch 32 --conv-channels 2,2,2 \
   --features 4 --out "$tmp/cls.safetensors"
 run eval --samples "$tmp/g.npy" --features "$tmp/cls.safetensors" --per-class 1 --kid-subsets 5
+# the Inception-v3 of FID: the test fixture's narrow twin (~20 s of CPU under valgrind)
+run eval --samples "$tmp/g.npy" -n 4 --ref "$tmp/g.npy" --inception tests/fixtures/inception/w16.pth --kid-subsets 5
 # PyTorch files: a torch.save state dict converted and sampled from, a legacy nested one
 t=tests/fixtures/torch
 run convert "$t/context_unet.pth" "$tmp/cu.safetensors" --list

@@ -175,6 +175,42 @@ int ddpm_classifier_save(const char *path, const ddpm_model *m, const char *cons
  * metadata (free it with ddpm_safetensors_free). */
 int ddpm_classifier_load(const char *path, ddpm_model **out, ddpm_safetensors *st_out);
 
+/* ---- the Inception-v3 of pytorch-fid: the standard FID features (src/models/inception.c) ----
+ * torchvision's Inception3 with pytorch-fid's FID blocks (Mixed_5b-5d FIDInceptionA, 6b-6e
+ * FIDInceptionC, 7b/7c FIDInceptionE_1/_2; branch average pools without the padding, Mixed_7c's
+ * branch pool a max pool), eval mode, forward only: images resized to 299 x 299 (bilinear,
+ * align_corners=False), 2x - 1, up to the adaptive average pool: [2048] per image. Weights as
+ * pytorch-fid's pt_inception-2015-12-05-6726825d.pth names them (Conv2d_1a_3x3.conv.weight,
+ * Conv2d_1a_3x3.bn.{weight,bias,running_mean,running_var}, Mixed_5b.branch1x1.conv.weight, ...;
+ * other keys such as fc.* and num_batches_tracked are ignored). The channel counts come from the
+ * weights (each conv must take what its inputs give), so a narrower twin of the same topology
+ * loads too (the tests' fixture). */
+typedef struct ddpm_inception ddpm_inception;
+/* Images per chunk of ddpm_inception_features (bounds its memory; see ddpm_inception_memory). */
+#define DDPM_INCEPTION_CHUNK 8
+/* Reads the weights from a .pth (torch.save) or a safetensors file, told apart by content
+ * (ddpm_weights_read), and folds each batch norm into its conv. Errors name the file and the
+ * missing or misshapen tensor ("...: tensor 'Mixed_5b.branch5x5_2.conv.weight' has shape
+ * [64, 47, 5, 5], expected [C_out, 48, 5, 5]"), a negative running variance or a non-finite
+ * value. Free with ddpm_inception_free. */
+int ddpm_inception_load(const char *path, ddpm_inception **out);
+void ddpm_inception_free(ddpm_inception *net); /* NULL is fine */
+/* The feature width: 2048 for pytorch-fid's weights (0 for NULL). */
+int ddpm_inception_feature_dim(const ddpm_inception *net);
+/* The convolution weights (as PyTorch counts them, without the batch norms). */
+size_t ddpm_inception_weight_count(const ddpm_inception *net);
+/* Bytes a call holds for chunks of `batch` RGB images: the folded weights, two activation
+ * buffers and the scratch of the largest block (conv workspaces for the current
+ * omp_get_max_threads()). */
+size_t ddpm_inception_memory(const ddpm_inception *net, int batch);
+/* features [n, F] of n images x [n, C, H, W], C = 1 (gray, repeated to RGB) or 3, any H x W, in
+ * chunks of DDPM_INCEPTION_CHUNK. signed_range 0: values in [0, 1] as pytorch-fid takes them;
+ * 1: values in [-1, 1] (ddpm's images), the same images after (x + 1) / 2. The buffers are kept
+ * for the next call. OpenMP-parallel inside each operator; the result does not depend on n or
+ * the chunking to more than float rounding. */
+int ddpm_inception_features(ddpm_inception *net, const float *x, size_t n, int C, int H, int W,
+                            int signed_range, float *features);
+
 /* ---- sampling with a model ---- */
 
 /* The sampler callback for a model: ctx is a ddpm_model_sampler. With guidance w != 0 and a

@@ -355,10 +355,11 @@ int ddpm_check_finite(const float *v, size_t n, const char *path, const char *na
     return DDPM_OK;
 }
 
-static int shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
+int ddpm_shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
     int k = snprintf(buf, n, "[");
-    for (int i = 0; i < ndim; i++) k += snprintf(buf + k, n - (size_t)k, i ? ", %lld" : "%lld", (long long)shape[i]);
-    return k + snprintf(buf + k, n - (size_t)k, "]");
+    for (int i = 0; i < ndim && (size_t)k < n; i++)
+        k += snprintf(buf + k, n - (size_t)k, i ? ", %lld" : "%lld", (long long)shape[i]);
+    return (size_t)k < n ? k + snprintf(buf + k, n - (size_t)k, "]") : k;
 }
 
 int ddpm_model_load_tensors(ddpm_model *m, const ddpm_safetensors *st, const char *prefix,
@@ -380,8 +381,8 @@ int ddpm_model_load_tensors(ddpm_model *m, const ddpm_safetensors *st, const cha
         for (int k = 0; same && k < p->ndim; k++) same = t->shape[k] == p->shape[k];
         if (!same) {
             char a[96], b[96];
-            shape_str(a, sizeof a, t->ndim, t->shape);
-            shape_str(b, sizeof b, p->ndim, p->shape);
+            ddpm_shape_str(a, sizeof a, t->ndim, t->shape);
+            ddpm_shape_str(b, sizeof b, p->ndim, p->shape);
             return ddpm_fail(DDPM_ERR_FORMAT, "%s: tensor '%s' has shape %s, the model expects %s",
                              path, key, a, b);
         }

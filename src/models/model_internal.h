@@ -77,6 +77,8 @@ int ddpm_model_create_bounded(const char *config_json, uint64_t seed, size_t max
 /* DDPM_ERR_FORMAT naming path, tensor and element unless every v[0..n) is finite (weights read
  * from a file: a NaN would otherwise surface only as NaN samples). */
 int ddpm_check_finite(const float *v, size_t n, const char *path, const char *name);
+/* "[2, 3, 4]": a tensor's shape for messages, into buf[n]; returns the characters written. */
+int ddpm_shape_str(char *buf, size_t n, int ndim, const int64_t *shape);
 
 /* A new model of the given ops whose m->impl is a zeroed struct of impl_size bytes (both freed by
  * ddpm_model_free_common and free); NULL if out of memory. */

@@ -1,8 +1,9 @@
 /* eval_images.c - the image half of `ddpm eval`: samples (.npy or a folder of images) against a
  * reference (Fashion-MNIST's test files, another .npy or folder) in the feature space of a
- * classifier (`ddpm classifier train`; the shipped Fashion-MNIST one by default): N, the Frechet
- * distance, KID, precision and recall, and the class accuracy of conditional samples, each beside
- * its noise floor, the same metric between two disjoint real sets of the same N. */
+ * classifier (`ddpm classifier train`; the shipped Fashion-MNIST one by default) or, with
+ * --inception, of pytorch-fid's Inception-v3 (the standard FID): N, the Frechet distance, KID,
+ * precision and recall, and (classifier only) the class accuracy of conditional samples, each
+ * beside its noise floor, the same metric between two disjoint real sets of the same N. */
 #include "image_sets.h"
 
 #include <math.h>
@@ -86,19 +87,80 @@ static int npy_images(const char *path, image_set *out) {
     return rc;
 }
 
-/* Samples or a reference: fashion-mnist (test files), .npy, or a folder (read at the
- * classifier's size and channels; classes from sub-folders, if any). */
-static int load_images(const char *src, const ddpm_model *cls, image_set *out) {
+/* Samples or a reference: fashion-mnist (test files), .npy, or a folder (read at size x size
+ * with `channels`: the classifier's; classes from sub-folders, if any). */
+static int load_images(const char *src, int size, int channels, image_set *out) {
     const char *dot = strrchr(src, '.');
     if (dot && strcmp(dot, ".npy") == 0) return npy_images(src, out);
     if (strcmp(src, "fashion-mnist") == 0 || is_dir(src)) {
-        int rc = image_set_load(src, SPLIT_ALL, 0, cls->height, cls->channels, NULL, out);
+        int rc = image_set_load(src, SPLIT_ALL, 0, size, channels, NULL, out);
         if (!rc && is_dir(src))
-            printf("  %s: %d images read at %dx%d, %d channel%s\n", src, out->n, cls->height,
-                   cls->height, cls->channels, cls->channels > 1 ? "s" : "");
+            printf("  %s: %d images read at %dx%d, %d channel%s\n", src, out->n, size, size,
+                   channels, channels > 1 ? "s" : "");
         return rc;
     }
     return ddpm_fail(DDPM_ERR_INVALID, "%s: not images (an .npy array, a folder of images, or fashion-mnist)", src);
+}
+
+/* --inception: samples and reference of any sizes. A folder is read in RGB at --image-size, or
+ * at the size of the other set when that is an .npy or fashion-mnist (the network resizes
+ * everything to 299 x 299 anyway). fake may already hold the samples (an .npy). */
+static int inception_sets(const char *samples, const char **ref, int size, image_set *fake,
+                          image_set *real) {
+    if (!*ref) {
+        if (!(fake->x && fake->c == 1 && fake->h == 28 && fake->w == 28))
+            return ddpm_fail(DDPM_ERR_INVALID, "--ref is required with --inception (the default, "
+                             "fashion-mnist, is for 28x28 gray samples)");
+        *ref = "fashion-mnist";
+    }
+    int rc;
+    if (!is_dir(*ref) && (rc = load_images(*ref, 0, 3, real))) return rc;
+    if (!size) size = fake->x ? fake->h : real->x ? real->h : 0;
+    if (!size)
+        return ddpm_fail(DDPM_ERR_INVALID, "--image-size S is needed to read two folders for --inception");
+    if (!fake->x && (rc = load_images(samples, size, 3, fake))) return rc;
+    if (!real->x && (rc = load_images(*ref, size, 3, real))) return rc;
+    return DDPM_OK;
+}
+
+/* The classifier (--features, $DDPM_CLASSIFIER, or the shipped one for 28x28 gray samples), the
+ * samples (unless fake holds them already) and the reference, at its size and channels. */
+static int classifier_sets(const char *samples, const char **ref, const char **cls_path,
+                           ddpm_model **cls, ddpm_safetensors *meta, image_set *fake,
+                           image_set *real) {
+    if (!*cls_path) {
+        const char *env = getenv("DDPM_CLASSIFIER");
+        if (fake->x && !(fake->c == 1 && fake->h == 28 && fake->w == 28))
+            return ddpm_fail(DDPM_ERR_INVALID, "%s: images are %dx%dx%d; the shipped classifier takes 1x28x28 (Fashion-MNIST): give --features CLS.safetensors (ddpm classifier train) or --inception FILE",
+                             samples, fake->c, fake->h, fake->w);
+        *cls_path = env && *env ? env : DDPM_SHIPPED_CLASSIFIER;
+    }
+    int rc = ddpm_classifier_load(*cls_path, cls, meta);
+    if (rc) return rc;
+    const ddpm_model *m = *cls;
+    if (!fake->x && (rc = load_images(samples, m->height, m->channels, fake))) return rc;
+    if (fake->c != m->channels || fake->h != m->height || fake->w != m->width)
+        return ddpm_fail(DDPM_ERR_INVALID, "%s: images are %dx%dx%d, the classifier %s takes %dx%dx%d",
+                         samples, fake->c, fake->h, fake->w, *cls_path, m->channels, m->height, m->width);
+    if (!*ref) {
+        if (!(m->channels == 1 && m->height == 28))
+            return ddpm_fail(DDPM_ERR_INVALID, "--ref is required (the default, fashion-mnist, is 28x28 gray; %s takes %dx%dx%d)",
+                             *cls_path, m->channels, m->height, m->width);
+        *ref = "fashion-mnist";
+    }
+    if ((rc = load_images(*ref, m->height, m->channels, real))) return rc;
+    if (real->c != m->channels || real->h != m->height || real->w != m->width)
+        return ddpm_fail(DDPM_ERR_INVALID, "%s: reference images are %dx%dx%d, the classifier %s takes %dx%dx%d",
+                         *ref, real->c, real->h, real->w, *cls_path, m->channels, m->height, m->width);
+    return DDPM_OK;
+}
+
+/* The features [n, F] of n images [n, c, h, w] in [-1, 1], and with a classifier each one's
+ * predicted class (pred may be NULL). */
+static int set_features(ddpm_model *cls, ddpm_inception *inc, const float *x, int n, int c, int h,
+                        int w, float *f, int *pred) {
+    if (inc) return ddpm_inception_features(inc, x, (size_t)n, c, h, w, 1, f);
+    return ddpm_classifier_run(cls, x, (size_t)n, f, pred);
 }
 
 /* Wanted classes from --labels: [N] integers or [N, K] one-hot rows. */
@@ -164,13 +226,15 @@ static void print_row(const char *name, const ddpm_image_quality *q, const ddpm_
 }
 
 int eval_images(int argc, char **argv) {
-    const char *samples = NULL, *ref = NULL, *features = NULL, *labels = NULL;
-    int n_max = 0, per_class = 0, kid_subsets = 100, kid_size = 0, k = 3;
+    const char *samples = NULL, *ref = NULL, *features = NULL, *labels = NULL, *inception = NULL;
+    int n_max = 0, per_class = 0, kid_subsets = 100, kid_size = 0, k = 3, image_size = 0;
     uint64_t seed = 0;
     const cli_opt opts[] = {
         {"samples", CLI_STRING, &samples, "FILE.npy|DIR", "the images to measure: N x C x H x W .npy (floats in [-1, 1] or uint8) or a folder", NULL},
         {"ref", CLI_STRING, &ref, "SOURCE", "reference images: fashion-mnist (its test files; default for 28x28 gray), FILE.npy or a folder", NULL},
         {"features", CLI_STRING, &features, "CLS.safetensors", "the classifier whose features are compared (default for 28x28 gray: the shipped Fashion-MNIST one)", NULL},
+        {"inception", CLI_STRING, &inception, "FILE", "compare in the features of pytorch-fid's Inception-v3 (the standard FID): its weights pt_inception-2015-12-05-6726825d.pth or a safetensors copy", NULL},
+        {"image-size", CLI_INT, &image_size, "S", "with --inception: the size folders are read at (default: that of the other set, an .npy or fashion-mnist)", NULL, 1, 4096},
         {"labels", CLI_STRING, &labels, "FILE.npy", "the class each sample was asked for ([N] or one-hot [N, K]): class accuracy", NULL},
         {"per-class", CLI_INT, &per_class, "K", "the samples are K per class in class order (ddpm sample --per-class K): class accuracy", NULL, 1, 1000000},
         {"n", CLI_INT, &n_max, "N", "use the first N samples (default all; at most half the reference)", NULL, 0, 10000000},
@@ -180,7 +244,8 @@ int eval_images(int argc, char **argv) {
         {"seed", CLI_U64, &seed, "S", "seed of the reference split and KID's subsets (default 0)", NULL},
     };
     int rc = cli_parse("eval",
-                       "Images: the Frechet distance of a classifier's penultimate features, KID, "
+                       "Images: the Frechet distance of a classifier's penultimate features (with --inception: of "
+                       "pytorch-fid's Inception-v3, the standard FID), KID, "
                        "precision/recall and class accuracy of samples against real images, each "
                        "beside its noise floor (the same metric between two disjoint real sets of "
                        "the same N).",
@@ -188,8 +253,13 @@ int eval_images(int argc, char **argv) {
     if (rc) return rc < 0 ? 0 : rc;
     if (!samples) return cli_usage_error("eval", "--samples FILE.npy|DIR is required for images");
     if (labels && per_class) return cli_usage_error("eval", "give --labels or --per-class, not both");
+    if (inception && features) return cli_usage_error("eval", "give --features or --inception, not both");
+    if (inception && (labels || per_class))
+        return cli_usage_error("eval", "--labels and --per-class need a classifier's classes (--features), not --inception");
+    if (image_size && !inception) return cli_usage_error("eval", "--image-size is for --inception (folders are read at the classifier's size)");
     image_set fake = {0}, real = {0};
     ddpm_model *cls = NULL;
+    ddpm_inception *inc = NULL;
     ddpm_safetensors meta = {0};
     int *wanted = NULL, *pred = NULL, *pred_r = NULL;
     uint32_t *perm = NULL;
@@ -200,34 +270,11 @@ int eval_images(int argc, char **argv) {
     if (eval_is_images(samples) && strrchr(samples, '.') && strcmp(strrchr(samples, '.'), ".npy") == 0) {
         if ((rc = npy_images(samples, &fake))) goto done;
     }
-    if (!cls_path) {
-        const char *env = getenv("DDPM_CLASSIFIER");
-        if (fake.x && !(fake.c == 1 && fake.h == 28 && fake.w == 28)) {
-            rc = ddpm_fail(DDPM_ERR_INVALID, "%s: images are %dx%dx%d; the shipped classifier takes 1x28x28 (Fashion-MNIST): give --features CLS.safetensors (ddpm classifier train)",
-                           samples, fake.c, fake.h, fake.w);
+    if (inception) {
+        if ((rc = ddpm_inception_load(inception, &inc)) ||
+            (rc = inception_sets(samples, &ref, image_size, &fake, &real)))
             goto done;
-        }
-        cls_path = env && *env ? env : DDPM_SHIPPED_CLASSIFIER;
-    }
-    if ((rc = ddpm_classifier_load(cls_path, &cls, &meta))) goto done;
-    if (!fake.x && (rc = load_images(samples, cls, &fake))) goto done;
-    if (fake.c != cls->channels || fake.h != cls->height || fake.w != cls->width) {
-        rc = ddpm_fail(DDPM_ERR_INVALID, "%s: images are %dx%dx%d, the classifier %s takes %dx%dx%d",
-                       samples, fake.c, fake.h, fake.w, cls_path, cls->channels, cls->height, cls->width);
-        goto done;
-    }
-    if (!ref) {
-        if (!(cls->channels == 1 && cls->height == 28)) {
-            rc = ddpm_fail(DDPM_ERR_INVALID, "--ref is required (the default, fashion-mnist, is 28x28 gray; %s takes %dx%dx%d)",
-                           cls_path, cls->channels, cls->height, cls->width);
-            goto done;
-        }
-        ref = "fashion-mnist";
-    }
-    if ((rc = load_images(ref, cls, &real))) goto done;
-    if (real.c != cls->channels || real.h != cls->height || real.w != cls->width) {
-        rc = ddpm_fail(DDPM_ERR_INVALID, "%s: reference images are %dx%dx%d, the classifier %s takes %dx%dx%d",
-                       ref, real.c, real.h, real.w, cls_path, cls->channels, cls->height, cls->width);
+    } else if ((rc = classifier_sets(samples, &ref, &cls_path, &cls, &meta, &fake, &real))) {
         goto done;
     }
     int n = fake.n;
@@ -246,8 +293,8 @@ int eval_images(int argc, char **argv) {
         n = nn;
     }
     /* class accuracy: the classes asked for */
-    const int K = cls->n_classes;
-    const int folder_classes = fake.labels && fake.n_classes > 0; /* class sub-folders */
+    const int K = cls ? cls->n_classes : 0;
+    const int folder_classes = cls && fake.labels && fake.n_classes > 0; /* class sub-folders */
     if (labels || per_class || folder_classes) {
         if (!(wanted = malloc(sizeof(int) * (size_t)fake.n))) { rc = ddpm_fail(DDPM_ERR_NOMEM, "out of memory"); goto done; }
         if (labels) rc = read_wanted(labels, fake.n, K, wanted);
@@ -271,7 +318,7 @@ int eval_images(int argc, char **argv) {
         const uint32_t t = perm[i];
         perm[i] = perm[j], perm[j] = t;
     }
-    const int F = ddpm_classifier_feature_dim(cls);
+    const int F = inc ? ddpm_inception_feature_dim(inc) : ddpm_classifier_feature_dim(cls);
     ra = gather(&real, perm, n);
     rb = gather(&real, perm + n, n);
     ff = malloc(sizeof(float) * (size_t)n * F);
@@ -286,10 +333,18 @@ int eval_images(int argc, char **argv) {
     printf("reference  %s: two disjoint random sets of %d of its %d images (seed %llu)\n",
            strcmp(ref, "fashion-mnist") == 0 ? "Fashion-MNIST test (t10k) files" : ref, n, real.n,
            (unsigned long long)seed);
-    printf("features   %s: %d-d penultimate layer (classifier test accuracy %s)\n", cls_path, F, acc ? acc : "not stored");
-    if ((rc = ddpm_classifier_run(cls, fake.x, (size_t)n, ff, pred)) ||
-        (rc = ddpm_classifier_run(cls, ra, (size_t)n, fa, NULL)) ||
-        (rc = ddpm_classifier_run(cls, rb, (size_t)n, fb, pred_r)))
+    if (inc) {
+        printf("features   %s: Inception-v3 of pytorch-fid (%zu conv weights), %d-d pool features of "
+               "the images resized to 299x299 (%.0f MB for chunks of %d)\n",
+               inception, ddpm_inception_weight_count(inc), F,
+               ddpm_inception_memory(inc, DDPM_INCEPTION_CHUNK) / 1048576.0, DDPM_INCEPTION_CHUNK);
+        fflush(stdout);
+    } else {
+        printf("features   %s: %d-d penultimate layer (classifier test accuracy %s)\n", cls_path, F, acc ? acc : "not stored");
+    }
+    if ((rc = set_features(cls, inc, fake.x, n, fake.c, fake.h, fake.w, ff, pred)) ||
+        (rc = set_features(cls, inc, ra, n, real.c, real.h, real.w, fa, NULL)) ||
+        (rc = set_features(cls, inc, rb, n, real.c, real.h, real.w, fb, pred_r)))
         goto done;
     ddpm_points pf = {.x = ff, .n = (size_t)n, .dim = F}, pa = {.x = fa, .n = (size_t)n, .dim = F},
                 pb = {.x = fb, .n = (size_t)n, .dim = F};
@@ -300,7 +355,7 @@ int eval_images(int argc, char **argv) {
         goto done;
     printf("\n%-20s %-26s %s\n", "metric", "samples vs real", "noise floor (real vs real)");
     printf("%-20s %-26d %d\n", "N", n, n);
-    print_row("FD (features)", &q, &fl, 0);
+    print_row(inc ? "FID (Inception)" : "FD (features)", &q, &fl, 0);
     char kname[48];
     snprintf(kname, sizeof kname, "KID +- sd (%dx%d)", kid_subsets, kid_size);
     print_row(kname, &q, &fl, 1);
@@ -338,6 +393,7 @@ done:
     image_set_free(&fake);
     image_set_free(&real);
     ddpm_model_free(cls);
+    ddpm_inception_free(inc);
     ddpm_safetensors_free(&meta);
     free(wanted), free(pred), free(pred_r), free(perm), free(fx), free(ra), free(rb), free(ff), free(fa), free(fb);
     return cli_fail("eval", rc);
