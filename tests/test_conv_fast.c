@@ -6,6 +6,7 @@
 #include "core/internal.h"
 #include "core/test_hooks.h"
 #include "kernels/kernels.h"
+#include "ops/conv_internal.h"
 
 #include <math.h>
 #include <omp.h>
@@ -297,6 +298,98 @@ static void test_winograd_matches_references(void **s) {
            worst_y, worst_dx);
 }
 
+/* dweight += x (*) dy in double, the reference of the weight gradients. */
+static void dw_double(float *dw, const float *x, const float *dy, const ddpm_conv_dims *d) {
+    for (int co = 0; co < d->C_out; co++)
+        for (int ci = 0; ci < d->C_in; ci++)
+            for (int ki = 0; ki < 3; ki++)
+                for (int kj = 0; kj < 3; kj++) {
+                    double s = 0;
+                    for (int b = 0; b < d->B; b++)
+                        for (int oh = 0; oh < d->H_out; oh++)
+                            for (int ow = 0; ow < d->W_out; ow++) {
+                                const int ih = oh - d->pad + ki, iw = ow - d->pad + kj;
+                                if (ih < 0 || ih >= d->H || iw < 0 || iw >= d->W) continue;
+                                s += (double)x[(((size_t)b * d->C_in + ci) * d->H + ih) * d->W + iw] *
+                                     dy[(((size_t)b * d->C_out + co) * d->H_out + oh) * d->W_out + ow];
+                            }
+                    dw[((co * d->C_in + ci) * 3 + ki) * 3 + kj] += (float)s;
+                }
+}
+
+/* The Winograd weight gradient against the double-precision reference and the direct kernel's:
+ * paddings 0..2, odd and even outputs, 1 to 8 tile groups cut across items, chunks across
+ * items and several chunks a group, 1 to 3
+ * threads (the same bits at each), added to a non-zero dweight. Prints the worst error relative
+ * to max|ref|. */
+static void test_winograd_dw_matches_references(void **s) {
+    (void)s;
+    if (!ddpm_mk_fast()) {
+        print_message("no AVX2/FMA here: Winograd runs only on the own kernel\n");
+        return;
+    }
+    const int saved_threads = omp_get_max_threads();
+    const conv_shape shapes[] = {
+        {2, 48, 28, 28, 32, 3, 3, 1, 1},  {11, 16, 28, 28, 24, 3, 3, 1, 1},
+        {2, 20, 27, 25, 17, 3, 3, 1, 0},  {1, 16, 30, 30, 16, 3, 3, 1, 2},
+        {64, 32, 7, 7, 40, 3, 3, 1, 1},   {3, 128, 40, 36, 96, 3, 3, 1, 1},
+        {84, 16, 28, 28, 16, 3, 3, 1, 1}, /* 4116 tiles: 8 groups, across items */
+    };
+    double worst = 0;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const conv_shape *sh = &shapes[i];
+        ddpm_conv_dims d;
+        assert_int_equal(ddpm_conv2d_dims(&d, sh->B, sh->Ci, sh->H, sh->W, sh->Co, 3, 3, 1, sh->p),
+                         DDPM_OK);
+        assert_true(conv_winograd_dw_fits(&d)); /* the path under test runs */
+        const size_t nx = (size_t)d.B * d.C_in * d.H * d.W,
+                     ny = (size_t)d.B * d.C_out * d.H_out * d.W_out, nw = (size_t)d.C_in * d.C_out * 9;
+        float *x = tu_randn_alloc(nx, 1), *dy = tu_randn_alloc(ny, 1);
+        float *w = tu_randn_alloc(nw, 0.1f), *dw0 = tu_randn_alloc(nw, 1);
+        float *ref = malloc(nw * 4), *dir = malloc(nw * 4), *wg[3];
+        memcpy(ref, dw0, nw * 4);
+        dw_double(ref, x, dy, &d);
+        float *delta = malloc(nw * 4);
+        for (size_t k = 0; k < nw; k++) delta[k] = ref[k] - dw0[k];
+        const double m = tu_maxabs(delta, nw);
+        for (int t = 0; t < 3; t++) {
+            omp_set_num_threads(t + 1); /* before sizing: the workspace has a buffer per thread */
+            float *ws = calloc(ddpm_conv2d_workspace(&d) + 1, 4);
+            wg[t] = malloc(nw * 4);
+            memcpy(wg[t], dw0, nw * 4);
+            ddpm_conv2d_backward(NULL, wg[t], NULL, dy, x, w, &d, ws);
+            if (t == 0) {
+                memcpy(dir, dw0, nw * 4);
+                ddpm_conv_use_winograd(0);
+                ddpm_conv2d_backward(NULL, dir, NULL, dy, x, w, &d, ws);
+                ddpm_conv_use_winograd(1);
+            }
+            free(ws);
+        }
+        omp_set_num_threads(saved_threads);
+        char what[96];
+        snprintf(what, sizeof what, "winograd dw B%d Ci%d %dx%d Co%d p%d", sh->B, sh->Ci, sh->H,
+                 sh->W, sh->Co, sh->p);
+        tu_assert_close(wg[0], ref, nw, 0, 2e-5 * m, what);
+        tu_assert_close(dir, ref, nw, 0, 1e-5 * m, what);
+        for (size_t k = 0; k < nw; k++) {
+            const double e = fabs((double)wg[0][k] - ref[k]) / m;
+            worst = e > worst ? e : worst;
+        }
+        assert_memory_equal(wg[0], wg[1], nw * 4);
+        assert_memory_equal(wg[0], wg[2], nw * 4);
+        for (int t = 0; t < 3; t++) free(wg[t]);
+        free(x);
+        free(dy);
+        free(w);
+        free(dw0);
+        free(ref);
+        free(dir);
+        free(delta);
+    }
+    printf("[conv] winograd F(4x4,3x3) weight gradient worst |error| / max|ref|: %.2g\n", worst);
+}
+
 /* The gathered input transform (AVX-512) against the scalar reference copies: the same bits,
  * forward and input gradient, at every level the CPU has (at AVX2 both runs take the copies). */
 static void test_winograd_gather_same_bits(void **s) {
@@ -399,6 +492,7 @@ int main(void) {
         cmocka_unit_test(test_conv_scale_gelu),
         cmocka_unit_test(test_conv_same_bits_every_isa),
         cmocka_unit_test(test_winograd_matches_references),
+        cmocka_unit_test(test_winograd_dw_matches_references),
         cmocka_unit_test(test_winograd_same_bits_any_threads),
         cmocka_unit_test(test_winograd_gather_same_bits),
         cmocka_unit_test(test_dims_validation),

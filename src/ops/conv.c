@@ -136,6 +136,7 @@ static conv_algo conv_choose_algorithm(const ddpm_conv_dims *d, conv_pass pass) 
         if (own && conv_direct_dx_dims(&dd, d)) return CONV_DIRECT;
         break;
     case CONV_PASS_DW:
+        if (winograd && conv_winograd_dw_fits(d)) return CONV_WINOGRAD;
         if (own && conv_direct_dw_fits(d)) return CONV_DIRECT;
         break;
     case CONV_PASS_DBIAS:
@@ -153,8 +154,9 @@ size_t ddpm_conv2d_workspace(const ddpm_conv_dims *d) {
                            direct ? conv_direct_workspace(d) : 0,
                            direct ? conv_direct_dx_workspace(d) : 0,
                            direct ? conv_direct_dw_workspace(d) : 0,
-                           direct && winograd_on() ? conv_winograd_workspace(d) : 0};
-    for (int i = 0; i < 5; i++) w = more[i] > w ? more[i] : w;
+                           direct && winograd_on() ? conv_winograd_workspace(d) : 0,
+                           direct && winograd_on() ? conv_winograd_dw_workspace(d) : 0};
+    for (int i = 0; i < 6; i++) w = more[i] > w ? more[i] : w;
     return w;
 }
 size_t ddpm_conv_transpose2d_workspace(const ddpm_conv_dims *d) {
@@ -238,7 +240,8 @@ void ddpm_conv2d_backward(float *dinp, float *dweight, float *dbias, const float
     DDPM_CHECK(!d->transposed);
     const conv_algo dx_algo = dinp ? conv_choose_algorithm(d, CONV_PASS_DX) : CONV_IM2COL;
     const int own_dx = dinp && (dx_algo == CONV_DIRECT || dx_algo == CONV_WINOGRAD);
-    const int own_dw = dweight && conv_choose_algorithm(d, CONV_PASS_DW) == CONV_DIRECT;
+    const conv_algo dw_algo = dweight ? conv_choose_algorithm(d, CONV_PASS_DW) : CONV_IM2COL;
+    const int own_dw = dw_algo == CONV_DIRECT || dw_algo == CONV_WINOGRAD;
     const conv_algo blas = conv_choose_algorithm(d, CONV_PASS_DBIAS);
     if (!own_dx && !own_dw) {
         blas_backward(blas, dinp, dweight, dbias, dout, inp, weight, d, ws);
@@ -247,7 +250,8 @@ void ddpm_conv2d_backward(float *dinp, float *dweight, float *dbias, const float
     /* one after the other: the paths share the workspace */
     if (!own_dx && dinp) blas_backward(blas, dinp, NULL, NULL, dout, inp, weight, d, ws);
     if (!own_dw && dweight) blas_backward(blas, NULL, dweight, NULL, dout, inp, weight, d, ws);
-    if (own_dw) conv_direct_dw(dweight, dout, inp, d, ws);
+    if (dw_algo == CONV_WINOGRAD) conv_winograd_dw(dweight, dout, inp, d, ws);
+    if (dw_algo == CONV_DIRECT) conv_direct_dw(dweight, dout, inp, d, ws);
     if (dbias) dbias_all(dbias, dout, d);
     if (own_dx && dx_algo == CONV_WINOGRAD) conv_winograd_dx(dinp, dout, weight, d, ws);
     if (own_dx && dx_algo == CONV_DIRECT) conv_direct_dx(dinp, dout, weight, d, ws);

@@ -130,6 +130,11 @@ void conv_direct_dw(float *dweight, const float *dout, const float *inp, const d
 /* ---- conv_winograd.c ---- */
 /* 3x3, stride 1, padding <= 2, C_in and C_out >= 16 (and not too wide), outputs >= 2x2. */
 int conv_winograd_fits(const ddpm_conv_dims *d);
+/* The weight gradient (dweight +=), from its own workspace. */
+int conv_winograd_dw_fits(const ddpm_conv_dims *d);
+size_t conv_winograd_dw_workspace(const ddpm_conv_dims *d);
+void conv_winograd_dw(float *dweight, const float *dout, const float *inp, const ddpm_conv_dims *d,
+                      float *ws);
 size_t conv_winograd_workspace(const ddpm_conv_dims *d); /* forward and dx alike */
 void conv_winograd_forward(float *out, const float *inp, const float *weight, const float *bias,
                            const ddpm_conv_dims *d, float *ws);

@@ -184,10 +184,11 @@ static void lanes_of(wg_lanes *L, const wg_geom *g, int C_out, int Ho, int Wo, i
     } while (0)
 
 /* V for the panel's tiles and every channel: V_xi as GEMM panels, element (channel c, lane l)
- * at V + xi * xi_stride(C) + c * 16 + l (V already at the panel); lanes past nl are zero. */
-WG_TGT static void input_transform(float *V, const wg_geom *g, const wg_lanes *L, const float *x) {
+ * at V + xi * per_xi + c * 16 + l (V already at the panel); lanes past nl are zero. */
+WG_TGT static void input_transform(float *V, size_t per_xi, const wg_geom *g, const wg_lanes *L,
+                                   const float *x) {
     const int C = g->C, W = g->W;
-    const size_t per_xi = xi_stride(C), plane = (size_t)g->H * W;
+    const size_t plane = (size_t)g->H * W;
     for (int c = 0; c < C; c++) {
         const float *xc = x + c * plane;
         float d[WG_X][16]; /* [element][lane] */
@@ -246,11 +247,12 @@ __attribute__((target("avx512f"))) static inline void bt_vec(const wg_v16 d[6], 
  * gather (elements outside the image and lanes past nl read as 0), instead of 36 scalar copies
  * a lane. Needs every index below 2^31 (checked by the caller). The scalar input_transform stays
  * as the reference: the tests compare the levels bit for bit. */
-__attribute__((target("avx512f"))) static void input_transform_512(float *V, const wg_geom *g,
+__attribute__((target("avx512f"))) static void input_transform_512(float *V, size_t per_xi,
+                                                                  const wg_geom *g,
                                                                   const wg_lanes *L,
                                                                   const float *x) {
     const int C = g->C, W = g->W;
-    const size_t per_xi = xi_stride(C), plane = (size_t)g->H * W;
+    const size_t plane = (size_t)g->H * W;
     const __m512i base = _mm512_loadu_si512((const void *)L->idx);
     __m512i koff[WG_X];
     for (int k = 0; k < WG_X; k++) koff[k] = _mm512_add_epi32(base, _mm512_set1_epi32((k / WG_P) * W + k % WG_P));
@@ -359,10 +361,10 @@ static void winograd_run(float *y, const float *x, const float *bias, int acc, i
             lanes_of(&L[p], &g, C_out, Ho, Wo, t0 + p * 16, nt - p * 16 < 16 ? nt - p * 16 : 16);
 #if defined(__x86_64__) && defined(__GNUC__)
             if (gather == DDPM_ISA_AVX512)
-                input_transform_512(V + (size_t)p * C_in * 16, &g, &L[p], x);
+                input_transform_512(V + (size_t)p * C_in * 16, xi_stride(C_in), &g, &L[p], x);
             else
 #endif
-                input_transform(V + (size_t)p * C_in * 16, &g, &L[p], x);
+                input_transform(V + (size_t)p * C_in * 16, xi_stride(C_in), &g, &L[p], x);
         }
         for (int xi = 0; xi < WG_X; xi++) {
             const ddpm_mk_gemm gm = {.M = C_out, .N = nt, .K = C_in,
@@ -388,4 +390,192 @@ void conv_winograd_dx(float *dinp, const float *dout, const float *weight,
     weight_transform(ws, weight, d->C_in, d->C_out, 1);
     winograd_run(dinp, dout, NULL, 1, d->B, d->C_out, d->H_out, d->W_out, d->C_in, 2 - d->pad,
                  d->H, d->W, ws);
+}
+
+/* ---- the weight gradient ----
+ *
+ * With y = A^T (U (.) V) A per tile and U = G g G^T, the gradient of the filter g is
+ *   dg = G^T dU G,  dU_xi [C_out, C_in] = sum over tiles of E_xi [C_out, tile] V_xi [C_in, tile],
+ * E = A dy A^T the 4x4 block of dy of the tile taken back through the output transform (zero
+ * where the block leaves the output). The sum over tiles is again 36 GEMMs, here with the tiles
+ * as K: dU^T_xi [C_in, C_out] += V_xi [C_in, 16] E_xi [16, C_out] per panel of 16 tiles (V in
+ * the forward's panels, E row-major, tile by C_out). Chunks of many tiles (dw_chunk_tiles) keep
+ * each dU_xi in cache while a chunk's panels stream past it. The batch's tiles fall into
+ * dw_groups groups, each summed in tile order by one thread into its own dU and brought back to
+ * 3x3 at its end, and the groups' 3x3 partials are added in group order: the result does not
+ * depend on the thread count. */
+
+/* Tiles per weight-gradient chunk: its V and E (36 (C_in + C_out) floats a tile) in about 2.5 MB. */
+static int dw_chunk_tiles(int C_in, int C_out) {
+    const int nt = (int)(2.5e6 / (144.0 * (C_in + C_out))) / 16 * 16;
+    return nt < 32 ? 32 : nt > 256 ? 256 : nt;
+}
+
+typedef struct {
+    int NT;
+    size_t per_v, per_e; /* floats from one transform point's V (E) to the next */
+    size_t per_thread;   /* dU^T, V and E of one thread */
+    size_t part;         /* one group's 3x3 partial */
+    int T;
+} wg_dw_plan;
+
+static wg_dw_plan dw_plan(const ddpm_conv_dims *d) {
+    wg_dw_plan p;
+    p.NT = dw_chunk_tiles(d->C_in, d->C_out);
+    p.per_v = (size_t)d->C_in * p.NT + 16;
+    p.per_e = (size_t)p.NT * d->C_out + 16;
+    p.per_thread = (size_t)WG_X * ((size_t)d->C_in * d->C_out + p.per_v + p.per_e);
+    p.part = (size_t)d->C_out * d->C_in * 9;
+    p.T = omp_get_max_threads() > 0 ? omp_get_max_threads() : 1;
+    return p;
+}
+
+/* Tiles of the whole batch. */
+static long long dw_tiles(const ddpm_conv_dims *d) {
+    return (long long)d->B * ((d->H_out + WG_M - 1) / WG_M) * ((d->W_out + WG_M - 1) / WG_M);
+}
+
+/* Groups of consecutive tiles for the weight gradient: a power of two up to 8 with at least 256
+ * tiles each (or 1). Each group has a dU of its own to clear and bring back to 3x3, which only
+ * pays over many tiles: item groups (conv_groups) of one or two items at 14x14 made the U-Net's
+ * training step slower. Fixed by the shape alone, so results do not depend on threads. */
+static int dw_groups(const ddpm_conv_dims *d) {
+    int G = 1;
+    while (G < 8 && dw_tiles(d) / (2 * G) >= 256) G *= 2;
+    return G;
+}
+
+int conv_winograd_dw_fits(const ddpm_conv_dims *d) {
+    /* four panels of tiles at least: with fewer the dU and its transform back cost more than
+     * the multiplications saved */
+    return conv_winograd_fits(d) && dw_tiles(d) >= 64;
+}
+
+size_t conv_winograd_dw_workspace(const ddpm_conv_dims *d) {
+    if (!conv_winograd_dw_fits(d)) return 0;
+    const wg_dw_plan p = dw_plan(d);
+    return (size_t)p.T * p.per_thread + (size_t)dw_groups(d) * p.part;
+}
+
+/* E for the panel's tiles and every output channel: E_xi's rows (tile l, channel o) at
+ * E + xi * per_xi + l * C_out + o (E already at the panel); lanes past nl are not written. */
+WG_TGT static void dy_transform(float *E, size_t per_xi, const wg_lanes *L, const float *dy,
+                                int C_out, int Ho, int Wo) {
+    const size_t plane = (size_t)Ho * Wo;
+    for (int o = 0; o < C_out; o++) {
+        float d[WG_M * WG_M][16]; /* the 4x4 block, [element][lane] */
+        for (int l = 0; l < 16; l++) {
+            const int rows = l < L->nl ? (Ho - L->oy[l] < WG_M ? Ho - L->oy[l] : WG_M) : 0,
+                      cols = l < L->nl ? (Wo - L->ox[l] < WG_M ? Wo - L->ox[l] : WG_M) : 0;
+            const float *src = l < L->nl ? dy + o * plane + L->out_off[l] : dy;
+            for (int i = 0; i < WG_M; i++)
+                for (int j = 0; j < WG_M; j++)
+                    d[i * WG_M + j][l] = i < rows && j < cols ? src[i * Wo + j] : 0.0f;
+        }
+        float t[WG_P * WG_M][16]; /* A dy: each column of 4 to 6 rows (A = (A^T)^T of WG_AT) */
+        for (int j = 0; j < WG_M; j++)
+            for (int l = 0; l < 16; l++) {
+                const float d0 = d[j][l], d1 = d[WG_M + j][l], d2 = d[2 * WG_M + j][l],
+                            d3 = d[3 * WG_M + j][l];
+                t[0 * WG_M + j][l] = d0;
+                t[1 * WG_M + j][l] = d0 + d1 + d2 + d3;
+                t[2 * WG_M + j][l] = d0 - d1 + d2 - d3;
+                t[3 * WG_M + j][l] = d0 + 2.0f * d1 + 4.0f * d2 + 8.0f * d3;
+                t[4 * WG_M + j][l] = d0 - 2.0f * d1 + 4.0f * d2 - 8.0f * d3;
+                t[5 * WG_M + j][l] = d3;
+            }
+        float e[WG_X][16]; /* (A dy) A^T: each row of 4 to 6 columns */
+        for (int r = 0; r < WG_P; r++)
+            for (int l = 0; l < 16; l++) {
+                const float a0 = t[r * WG_M][l], a1 = t[r * WG_M + 1][l], a2 = t[r * WG_M + 2][l],
+                            a3 = t[r * WG_M + 3][l];
+                e[r * WG_P + 0][l] = a0;
+                e[r * WG_P + 1][l] = a0 + a1 + a2 + a3;
+                e[r * WG_P + 2][l] = a0 - a1 + a2 - a3;
+                e[r * WG_P + 3][l] = a0 + 2.0f * a1 + 4.0f * a2 + 8.0f * a3;
+                e[r * WG_P + 4][l] = a0 - 2.0f * a1 + 4.0f * a2 - 8.0f * a3;
+                e[r * WG_P + 5][l] = a3;
+            }
+        for (int xi = 0; xi < WG_X; xi++)
+            for (int l = 0; l < L->nl; l++) E[(size_t)xi * per_xi + (size_t)l * C_out + o] = e[xi][l];
+    }
+}
+
+/* r = G^T e for one column e of 6 (the adjoint of g_times). */
+static void gt_times(const float e[6], float r[3]) {
+    const float sixth = 1.0f / 6.0f, twelfth = 1.0f / 12.0f, t24 = 1.0f / 24.0f;
+    r[0] = 0.25f * e[0] - sixth * (e[1] + e[2]) + t24 * (e[3] + e[4]);
+    r[1] = sixth * (e[2] - e[1]) + twelfth * (e[3] - e[4]);
+    r[2] = sixth * (e[3] + e[4] - e[1] - e[2]) + e[5];
+}
+
+/* part [C_out, C_in, 3, 3] = G^T dU G per filter, from dU^T_xi [C_in, C_out] (xi = r 6 + s). */
+static void dw_filters_back(float *part, const float *dUt, int C_in, int C_out) {
+    const size_t per_xi = (size_t)C_in * C_out;
+    for (int i = 0; i < C_in; i++)
+        for (int o = 0; o < C_out; o++) {
+            float u[WG_P][WG_P], t[3][WG_P]; /* dU, then G^T dU column by column */
+            for (int xi = 0; xi < WG_X; xi++) u[xi / WG_P][xi % WG_P] = dUt[xi * per_xi + (size_t)i * C_out + o];
+            for (int c = 0; c < WG_P; c++) {
+                const float col[6] = {u[0][c], u[1][c], u[2][c], u[3][c], u[4][c], u[5][c]};
+                float r[3];
+                gt_times(col, r);
+                for (int k = 0; k < 3; k++) t[k][c] = r[k];
+            }
+            float *dst = part + ((size_t)o * C_in + i) * 9;
+            for (int k = 0; k < 3; k++) gt_times(t[k], dst + k * 3); /* (G^T dU) G, row by row */
+        }
+}
+
+void conv_winograd_dw(float *dweight, const float *dout, const float *inp, const ddpm_conv_dims *d,
+                      float *ws) {
+    const int C_in = d->C_in, C_out = d->C_out, Ho = d->H_out, Wo = d->W_out, G = dw_groups(d);
+    const wg_dw_plan p = dw_plan(d);
+    wg_geom g = {C_in, d->H, d->W, d->pad, (Ho + WG_M - 1) / WG_M, (Wo + WG_M - 1) / WG_M, 0};
+    const int per_item = g.th * g.tw;
+    g.tiles = d->B * per_item;
+    float *parts = ws + (size_t)p.T * p.per_thread;
+    const int gather = atomic_load_explicit(&gather_enabled, memory_order_relaxed) &&
+                               (double)d->B * C_in * d->H * d->W < 2147483647.0
+                           ? (int)ddpm_mk_isa()
+                           : 0;
+    const int T = p.T < G ? p.T : G;
+#pragma omp parallel for schedule(static) num_threads(T) if (T > 1)
+    for (int grp = 0; grp < G; grp++) {
+        float *dUt = ws + (size_t)omp_get_thread_num() * p.per_thread;
+        float *V = dUt + (size_t)WG_X * C_in * C_out, *E = V + (size_t)WG_X * p.per_v;
+        memset(dUt, 0, sizeof(float) * WG_X * C_in * C_out);
+        const int t_end = (int)((long long)g.tiles * (grp + 1) / G);
+        for (int t0 = (int)((long long)g.tiles * grp / G); t0 < t_end; t0 += p.NT) {
+            const int nt = t_end - t0 < p.NT ? t_end - t0 : p.NT, panels = (nt + 15) / 16;
+            wg_lanes L[256 / 16];
+            for (int q = 0; q < panels; q++) {
+                lanes_of(&L[q], &g, C_out, Ho, Wo, t0 + q * 16, nt - q * 16 < 16 ? nt - q * 16 : 16);
+#if defined(__x86_64__) && defined(__GNUC__)
+                if (gather == DDPM_ISA_AVX512)
+                    input_transform_512(V + (size_t)q * C_in * 16, p.per_v, &g, &L[q], inp);
+                else
+#endif
+                    input_transform(V + (size_t)q * C_in * 16, p.per_v, &g, &L[q], inp);
+                dy_transform(E + (size_t)q * 16 * C_out, p.per_e, &L[q], dout, C_out, Ho, Wo);
+            }
+            for (int xi = 0; xi < WG_X; xi++)
+                for (int q = 0; q < panels; q++) {
+                    const ddpm_mk_gemm gm = {.M = C_in, .N = C_out, .K = L[q].nl,
+                                             .a = V + (size_t)xi * p.per_v + (size_t)q * C_in * 16,
+                                             .sam = 16, .sak = 1,
+                                             .b = E + (size_t)xi * p.per_e + (size_t)q * 16 * C_out,
+                                             .ldb = C_out, .c = dUt + (size_t)xi * C_in * C_out,
+                                             .ldc = C_out, .accumulate = 1};
+                    ddpm_mk_gemm_run(&gm, 0, C_in, 0, C_out);
+                }
+        }
+        dw_filters_back(parts + (size_t)grp * p.part, dUt, C_in, C_out);
+    }
+#pragma omp parallel for schedule(static) if (p.part * G > 32768)
+    for (size_t k = 0; k < p.part; k++) {
+        float s = 0;
+        for (int grp = 0; grp < G; grp++) s += parts[(size_t)grp * p.part + k];
+        dweight[k] += s;
+    }
 }
