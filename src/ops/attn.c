@@ -3,11 +3,21 @@
  * Every product is an sgemm on channel-major [channels, N] matrices, the layout the image is
  * already in, so nothing is transposed in memory: a head's q, k and v are consecutive row blocks
  * of qkv. The attention matrix P [N, N] per head is saved for backward; at the 16x16 and 8x8
- * resolutions the DDPM U-Net uses attention at, it is small (N^2 = 65536 floats). */
+ * resolutions the DDPM U-Net uses attention at, it is small (N^2 = 65536 floats).
+ *
+ * Where the CPU has AVX2 + FMA the forward runs on the library's own GEMM kernel, parallel over
+ * items and then over (item, head) pairs, each product one call: every output is one fixed
+ * sequence of operations, whatever the threads. OpenBLAS's threads split its products by a
+ * thread-count dependent partition that rounds differently on Zen 3, so a sample of one image
+ * on two threads differed in the last bits from the same image sampled on one; and at the
+ * U-Net's 7x7 attention (N = 49, 32 channels a head) each sgemm call is mostly overhead. The
+ * backward (training, where the U-Net's slices run their ops on one thread) stays on BLAS. */
 #include "core/internal.h"
+#include "kernels/kernels.h"
 
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 
 #define OMP_MIN_WORK 32768
 
@@ -51,9 +61,78 @@ static void softmax_rows(float *P, int N) {
     }
 }
 
+/* y [M, N] = W [M, K] @ x [K, N] + bias [M] on the own kernel. */
+static void project_mk(float *y, const float *W, const float *bias, const float *x, int M, int K,
+                       int N) {
+    const ddpm_mk_gemm g = {.M = M, .N = N, .K = K, .a = W, .sam = K, .sak = 1, .b = x, .ldb = N,
+                            .c = y, .ldc = N, .bias_m = bias};
+    ddpm_mk_gemm_run(&g, 0, M, 0, N);
+}
+
+/* One head of one item on the own kernel: P = softmax(scale q^T k), o_h = v P^T; pt is room for
+ * P^T in the kernel's panels. */
+static void head_mk(float *o, float *P, const float *q, const float *k, const float *v, int N,
+                    int dh, float scale, float *pt) {
+    const ddpm_mk_gemm s = {.M = N, .N = N, .K = dh, .a = q, .sam = 1, .sak = N, .b = k, .ldb = N,
+                            .c = P, .ldc = N};
+    ddpm_mk_gemm_run(&s, 0, N, 0, N);
+    for (int i = 0; i < N; i++) { /* softmax(scale S) row by row */
+        float *row = P + (size_t)i * N;
+        float mx = row[0];
+        for (int j = 1; j < N; j++) mx = row[j] > mx ? row[j] : mx;
+        float sum = 0;
+        for (int j = 0; j < N; j++) {
+            row[j] = expf((row[j] - mx) * scale);
+            sum += row[j];
+        }
+        const float inv = 1.0f / sum;
+        for (int j = 0; j < N; j++) row[j] *= inv;
+    }
+    const int panels = (N + DDPM_MK_NR - 1) / DDPM_MK_NR;
+    ddpm_mk_pack_b_t(pt, P, N, N, N, 0, panels);
+    const ddpm_mk_gemm og = {.M = dh, .N = N, .K = N, .a = v, .sam = N, .sak = 1, .b = pt,
+                             .b_packed = 1, .c = o, .ldc = N};
+    ddpm_mk_gemm_run(&og, 0, dh, 0, N);
+}
+
+/* Returns 0, having done nothing, when the packing buffers cannot be had. */
+static int attention_forward_mk(float *out, float *saved, const float *inp, const float *wqkv,
+                                const float *bqkv, const float *wout, const float *bout,
+                                 const ddpm_attn_dims *d) {
+    const int N = d->N, C = d->C, dh = d->dim_head, hid = d->heads * d->dim_head, B = d->B;
+    const float scale = 1.0f / sqrtf((float)dh);
+    const size_t per = per_item_saved(d);
+    const double flops = 2.0 * B * N * ((double)4 * hid * C + 2.0 * hid * N);
+    const int T = flops > 2e6 ? omp_get_max_threads() : 1;
+    float *pts = malloc(sizeof(float) * (size_t)T * ddpm_mk_packed_size(N, N));
+    if (!pts) return 0; /* a few MB at most; the BLAS loop needs none */
+#pragma omp parallel num_threads(T) if (T > 1)
+    {
+#pragma omp for schedule(static)
+        for (int b = 0; b < B; b++)
+            project_mk(saved + b * per, wqkv, bqkv, inp + (size_t)b * C * N, 3 * hid, C, N);
+#pragma omp for schedule(static)
+        for (int bh = 0; bh < B * d->heads; bh++) {
+            const int b = bh / d->heads, h = bh % d->heads;
+            float *qkv = saved + b * per, *o = qkv + (size_t)3 * hid * N, *P = o + (size_t)hid * N;
+            head_mk(o + (size_t)h * dh * N, P + (size_t)h * N * N, qkv + (size_t)h * dh * N,
+                    qkv + (size_t)(hid + h * dh) * N, qkv + (size_t)(2 * hid + h * dh) * N, N, dh,
+                    scale, pts + (size_t)omp_get_thread_num() * ddpm_mk_packed_size(N, N));
+        }
+#pragma omp for schedule(static)
+        for (int b = 0; b < B; b++) {
+            const float *o = saved + b * per + (size_t)3 * hid * N;
+            project_mk(out + (size_t)b * C * N, wout, bout, o, C, hid, N);
+        }
+    }
+    free(pts);
+    return 1;
+}
+
 void ddpm_attention_forward(float *out, float *saved, const float *inp, const float *wqkv,
                             const float *bqkv, const float *wout, const float *bout,
                             const ddpm_attn_dims *d) {
+    if (ddpm_mk_fast() && attention_forward_mk(out, saved, inp, wqkv, bqkv, wout, bout, d)) return;
     const int N = d->N, C = d->C, dh = d->dim_head, hid = d->heads * d->dim_head;
     const float scale = 1.0f / sqrtf((float)dh);
     for (int b = 0; b < d->B; b++) {
