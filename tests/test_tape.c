@@ -377,6 +377,40 @@ static void test_batchnorm_gelu_fused(void **s) {
     }
 }
 
+/* The fused group norm + SiLU equals the two ops bit for bit: output and every gradient (odd
+ * sizes, 2 groups of 3 channels, eps 1e-6 as diffusers'). */
+static void test_groupnorm_silu_fused(void **s) {
+    (void)s;
+    enum { B = 3, C = 6, H = 5, W = 7, N = B * C * H * W };
+    float x[N], dout[N], gam[C], bet[C];
+    for (int i = 0; i < N; i++) {
+        x[i] = (float)((i * 7919) % 1013) / 300.0f - 1.5f + 0.3f * (float)((i / (H * W)) % C);
+        dout[i] = (float)((i * 104729) % 997) / 500.0f - 1.0f;
+    }
+    for (int c = 0; c < C; c++) gam[c] = 0.5f + 0.3f * c, bet[c] = 0.1f * c - 0.2f;
+    float out[2][N], dx[2][N], dg[2][C], db[2][C];
+    for (int fused = 0; fused < 2; fused++) {
+        for (int c = 0; c < C; c++) dg[fused][c] = db[fused][c] = 0;
+        ddpm_param pg = {gam, dg[fused], 1, {C}}, pb = {bet, db[fused], 1, {C}};
+        ddpm_tape *t = ddpm_tape_new();
+        ddpm_var *in = ddpm_tape_input(t, x, 4, (int[]){B, C, H, W}, 1);
+        ddpm_var *y = fused ? ddpm_tape_groupnorm_silu(t, in, 2, 1e-6f, &pg, &pb)
+                            : ddpm_tape_silu(t, ddpm_tape_groupnorm_eps(t, in, 2, 1e-6f, &pg, &pb));
+        assert_non_null(y);
+        memcpy(out[fused], y->data, sizeof out[fused]);
+        assert_int_equal(ddpm_tape_backward(t, y, dout), DDPM_OK);
+        memcpy(dx[fused], in->grad, sizeof dx[fused]);
+        ddpm_tape_free(t);
+    }
+    assert_memory_equal(out[0], out[1], sizeof out[0]);
+    assert_memory_equal(dx[0], dx[1], sizeof dx[0]);
+    assert_memory_equal(dg[0], dg[1], sizeof dg[0]);
+    assert_memory_equal(db[0], db[1], sizeof db[0]);
+    float nz = 0;
+    for (int i = 0; i < N; i++) nz += fabsf(dx[1][i]);
+    assert_true(nz > 0);
+}
+
 /* ---- errors and bookkeeping ---- */
 
 static void test_sticky_errors(void **s) {
@@ -617,6 +651,7 @@ int main(void) {
         cmocka_unit_test(test_no_allocation_after_first_step),
         cmocka_unit_test(test_arena_growth),
         cmocka_unit_test(test_batchnorm_gelu_fused),
+        cmocka_unit_test(test_groupnorm_silu_fused),
         cmocka_unit_test(test_sticky_errors),
         cmocka_unit_test(test_grad_bookkeeping),
         cmocka_unit_test(test_dropout_on_tape),

@@ -137,6 +137,15 @@ void ddpm_groupnorm_backward(float *dinp, float *dweight, float *dbias, const fl
 void ddpm_groupnorm_forward_eps(float *out, float *mean, float *rstd, const float *inp,
                                 const float *weight, const float *bias, int B, int C, size_t HW,
                                 int G, float eps);
+/* silu(groupnorm(x)) in one pass, bit for bit the two ops' values, without the group norm's
+ * output; its backward recomputes that from inp and the statistics (dh [B, C, HW]: workspace). */
+void ddpm_groupnorm_silu_forward(float *out, float *mean, float *rstd, const float *inp,
+                                 const float *weight, const float *bias, int B, int C, size_t HW,
+                                 int G, float eps);
+void ddpm_groupnorm_silu_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                                  const float *inp, const float *mean, const float *rstd,
+                                  const float *weight, const float *bias, int B, int C, size_t HW,
+                                  int G, float *dh);
 
 /* Elementwise activations over n floats (any shape); out may alias inp in the forward.
  * GELU is the exact form x Phi(x) = x (1 + erf(x / sqrt 2)) / 2 (nn.GELU()). ReLU's gradient at
@@ -376,6 +385,10 @@ ddpm_var *ddpm_tape_groupnorm_eps(ddpm_tape *t, ddpm_var *x, int groups, float e
                                   const ddpm_param *gamma, const ddpm_param *beta);
 ddpm_var *ddpm_tape_groupnorm(ddpm_tape *t, ddpm_var *x, int groups, const ddpm_param *gamma,
                               const ddpm_param *beta);
+/* silu(groupnorm(x)) as one op (ddpm_groupnorm_silu_forward): the same values as the two ops,
+ * one activation less kept for the backward. */
+ddpm_var *ddpm_tape_groupnorm_silu(ddpm_tape *t, ddpm_var *x, int groups, float eps,
+                                   const ddpm_param *gamma, const ddpm_param *beta);
 /* Elementwise, any shape. */
 ddpm_var *ddpm_tape_gelu(ddpm_tape *t, ddpm_var *x);
 ddpm_var *ddpm_tape_relu(ddpm_tape *t, ddpm_var *x);

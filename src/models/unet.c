@@ -85,10 +85,10 @@ static ddpm_var *resblock_fwd(ddpm_tape *tp, const unet *u, const ddpm_param *P0
                               const resblock *r, ddpm_var *x, ddpm_var *semb) {
     const ddpm_param *P = P0 + r->p0;
     const int G = u->c.groups;
-    ddpm_var *h = ddpm_tape_silu(tp, ddpm_tape_groupnorm(tp, x, G, &P[R_N1W], &P[R_N1B]));
+    ddpm_var *h = ddpm_tape_groupnorm_silu(tp, x, G, DDPM_NORM_EPS, &P[R_N1W], &P[R_N1B]);
     h = ddpm_tape_conv2d(tp, h, &P[R_C1W], &P[R_C1B], 1, 1);
     h = ddpm_tape_channel_add(tp, h, ddpm_tape_linear(tp, semb, &P[R_TW], &P[R_TB]));
-    h = ddpm_tape_silu(tp, ddpm_tape_groupnorm(tp, h, G, &P[R_N2W], &P[R_N2B]));
+    h = ddpm_tape_groupnorm_silu(tp, h, G, DDPM_NORM_EPS, &P[R_N2W], &P[R_N2B]);
     h = ddpm_tape_dropout(tp, h, (float)u->c.dropout);
     h = ddpm_tape_conv2d(tp, h, &P[R_C2W], &P[R_C2B], 1, 1);
     ddpm_var *skip = r->skip ? ddpm_tape_conv2d(tp, x, &P[R_SKW], &P[R_SKB], 1, 0) : x;
@@ -158,7 +158,7 @@ static ddpm_var *unet_net(ddpm_tape *tp, const unet *u, const ddpm_param *P, con
         }
     }
     DDPM_CHECK(n == 0);
-    h = ddpm_tape_silu(tp, ddpm_tape_groupnorm(tp, h, c->groups, &P[u->norm_out], &P[u->norm_out + 1]));
+    h = ddpm_tape_groupnorm_silu(tp, h, c->groups, DDPM_NORM_EPS, &P[u->norm_out], &P[u->norm_out + 1]);
     return ddpm_tape_conv2d(tp, h, &P[u->conv_out], &P[u->conv_out + 1], 1, 1);
 }
 

@@ -387,6 +387,15 @@ static void backward_node(ddpm_tape *t, node *n) {
                                 G);
         break;
     }
+    case OP_GN_SILU: {
+        float *dh = tape_scratch(t, x->numel);
+        if (!dh) return;
+        const int B = x->shape[0], G = n->i[0];
+        ddpm_groupnorm_silu_backward(dx, pg(&n->p[0]), pg(&n->p[1]), dy, x->data, n->saved[0],
+                                     n->saved[0] + (size_t)B * G, pw(&n->p[0]), pw(&n->p[1]), B,
+                                     x->shape[1], inner(x), G, dh);
+        break;
+    }
     case OP_GELU:
         if (dx) ddpm_gelu_backward(dx, dy, x->data, x->numel);
         break;

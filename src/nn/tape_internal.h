@@ -12,6 +12,7 @@ enum {
     OP_BATCHNORM,
     OP_BN_GELU, /* batch norm + GELU in one op */
     OP_GROUPNORM,
+    OP_GN_SILU, /* group norm + SiLU in one op */
     OP_GELU,
     OP_RELU,
     OP_SILU,

@@ -175,8 +175,9 @@ ddpm_var *ddpm_tape_groupnorm(ddpm_tape *t, ddpm_var *x, int groups, const ddpm_
     return ddpm_tape_groupnorm_eps(t, x, groups, DDPM_NORM_EPS, gamma, beta);
 }
 
-ddpm_var *ddpm_tape_groupnorm_eps(ddpm_tape *t, ddpm_var *x, int groups, float eps,
-                                  const ddpm_param *gamma, const ddpm_param *beta) {
+/* group norm, followed by SiLU in the same op when silu is set */
+static ddpm_var *groupnorm_op(ddpm_tape *t, ddpm_var *x, int groups, float eps,
+                              const ddpm_param *gamma, const ddpm_param *beta, int silu) {
     if (!tape_ready(t, "groupnorm", x, NULL, 1) || !tape_need_ndim(t, "groupnorm", x, 2, 4)) return NULL;
     const int B = x->shape[0], C = x->shape[1];
     if (groups < 1 || C % groups)
@@ -189,14 +190,26 @@ ddpm_var *ddpm_tape_groupnorm_eps(ddpm_tape *t, ddpm_var *x, int groups, float e
     ddpm_var *y = tape_like(t, x);
     float *stats = y ? tape_arena_floats(t, 2 * (size_t)B * groups) : NULL;
     if (!stats) return NULL;
-    ddpm_groupnorm_forward_eps(y->data, stats, stats + (size_t)B * groups, x->data, pw(gamma),
-                               pw(beta), B, C, inner(x), groups, eps);
-    node *n = tape_record(t, OP_GROUPNORM, y, x, NULL, (const ddpm_param *[]){gamma, beta}, 2);
+    (silu ? ddpm_groupnorm_silu_forward : ddpm_groupnorm_forward_eps)(
+        y->data, stats, stats + (size_t)B * groups, x->data, pw(gamma), pw(beta), B, C, inner(x),
+        groups, eps);
+    node *n = tape_record(t, silu ? OP_GN_SILU : OP_GROUPNORM, y, x, NULL,
+                          (const ddpm_param *[]){gamma, beta}, 2);
     if (n) {
         n->saved[0] = stats;
         n->i[0] = groups;
     }
     return t->status ? NULL : y;
+}
+
+ddpm_var *ddpm_tape_groupnorm_eps(ddpm_tape *t, ddpm_var *x, int groups, float eps,
+                                  const ddpm_param *gamma, const ddpm_param *beta) {
+    return groupnorm_op(t, x, groups, eps, gamma, beta, 0);
+}
+
+ddpm_var *ddpm_tape_groupnorm_silu(ddpm_tape *t, ddpm_var *x, int groups, float eps,
+                                   const ddpm_param *gamma, const ddpm_param *beta) {
+    return groupnorm_op(t, x, groups, eps, gamma, beta, 1);
 }
 
 static ddpm_var *unary(ddpm_tape *t, ddpm_var *x, int op, const char *name, float f) {

@@ -16,7 +16,7 @@
 
 static const char *const op_names[] = {
     [OP_CONV2D] = "conv2d",       [OP_CONVT2D] = "conv_transpose2d", [OP_LINEAR] = "linear",
-    [OP_BATCHNORM] = "batchnorm",  [OP_BN_GELU] = "batchnorm_gelu", [OP_GROUPNORM] = "groupnorm",      [OP_GELU] = "gelu",
+    [OP_BATCHNORM] = "batchnorm",  [OP_BN_GELU] = "batchnorm_gelu", [OP_GROUPNORM] = "groupnorm", [OP_GN_SILU] = "groupnorm_silu",      [OP_GELU] = "gelu",
     [OP_RELU] = "relu",           [OP_SILU] = "silu",                [OP_SCALE] = "scale",
     [OP_DROPOUT] = "dropout",     [OP_ADD] = "add",                  [OP_CHANNEL_MUL] = "channel_mul",
     [OP_CHANNEL_ADD] = "channel_add", [OP_CONCAT] = "concat",       [OP_SLICE] = "slice",

@@ -177,10 +177,11 @@ void ddpm_groupnorm_forward(float *out, float *mean, float *rstd, const float *i
     ddpm_groupnorm_forward_eps(out, mean, rstd, inp, weight, bias, B, C, HW, G, DDPM_NORM_EPS);
 }
 
-/* eps is only in the forward: the backward reads the rstd it saved. */
-void ddpm_groupnorm_forward_eps(float *out, float *mean, float *rstd, const float *inp,
-                                const float *weight, const float *bias, int B, int C, size_t HW,
-                                int G, float eps) {
+/* Group norm, then SiLU when silu is set, in the same pass over the output. eps is only in the
+ * forward: the backward reads the rstd it saved. */
+static void groupnorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                              const float *weight, const float *bias, int B, int C, size_t HW,
+                              int G, float eps, int silu) {
     const int Cg = C / G;
     DDPM_CHECK(Cg * G == C);
     const size_t n = (size_t)Cg * HW;
@@ -200,9 +201,54 @@ void ddpm_groupnorm_forward_eps(float *out, float *mean, float *rstd, const floa
             const float g = weight ? weight[c0 + c] * r : r, sh = bias ? bias[c0 + c] : 0.0f;
             const float *xr = x + c * HW;
             float *yr = y + c * HW;
-            for (size_t i = 0; i < HW; i++) yr[i] = (xr[i] - m) * g + sh;
+            if (silu) {
+#pragma omp simd
+                for (size_t i = 0; i < HW; i++) {
+                    const float h = (xr[i] - m) * g + sh;
+                    yr[i] = h * ddpm_vsigmoidf(h); /* ddpm_silu_forward's expression */
+                }
+            } else {
+                for (size_t i = 0; i < HW; i++) yr[i] = (xr[i] - m) * g + sh;
+            }
         }
     }
+}
+
+void ddpm_groupnorm_forward_eps(float *out, float *mean, float *rstd, const float *inp,
+                                const float *weight, const float *bias, int B, int C, size_t HW,
+                                int G, float eps) {
+    groupnorm_forward(out, mean, rstd, inp, weight, bias, B, C, HW, G, eps, 0);
+}
+
+void ddpm_groupnorm_silu_forward(float *out, float *mean, float *rstd, const float *inp,
+                                 const float *weight, const float *bias, int B, int C, size_t HW,
+                                 int G, float eps) {
+    groupnorm_forward(out, mean, rstd, inp, weight, bias, B, C, HW, G, eps, 1);
+}
+
+/* As ddpm_batchnorm_gelu_backward: the group norm's output recomputed, dh = dy SiLU'(h) (the
+ * expression of ddpm_silu_backward), then the group norm's backward on dh. */
+void ddpm_groupnorm_silu_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                                  const float *inp, const float *mean, const float *rstd,
+                                  const float *weight, const float *bias, int B, int C, size_t HW,
+                                  int G, float *dh) {
+    const int Cg = C / G;
+    DDPM_CHECK(Cg * G == C);
+#pragma omp parallel for schedule(static) if ((size_t)B * C * HW > OMP_MIN_WORK)
+    for (int bc = 0; bc < B * C; bc++) {
+        const int c = bc % C, bg = bc / C * G + c / Cg;
+        const float r = rstd[bg], m = mean[bg];
+        const float g = weight ? weight[c] * r : r, sh = bias ? bias[c] : 0.0f;
+        const float *x = inp + (size_t)bc * HW, *dy = dout + (size_t)bc * HW;
+        float *d = dh + (size_t)bc * HW;
+#pragma omp simd
+        for (size_t i = 0; i < HW; i++) {
+            const float h = (x[i] - m) * g + sh;
+            const float sg = ddpm_vsigmoidf(h);
+            d[i] = dy[i] * sg * (1.0f + h * (1.0f - sg));
+        }
+    }
+    ddpm_groupnorm_backward(dinp, dweight, dbias, dh, inp, mean, rstd, weight, B, C, HW, G);
 }
 
 void ddpm_groupnorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
