@@ -63,6 +63,12 @@ expect_fail 2 "npy of the wrong rank" "rank.npy" "$DDPM" train --data "$tmp/rank
 expect_fail 2 "labels count differs" "lab.npy has 3 rows but" "$DDPM" train --data "$tmp/img.npy" --labels "$tmp/lab.npy" "${tiny[@]}" --out "$tmp/r2"
 expect_fail 2 "image size the network cannot take" "height" "$DDPM" train --data "$tmp/data" --image-size 10 --model context-unet --n-feat 8 --quiet --out "$tmp/r2"
 expect_fail 2 "per-class beyond the sample limit" "--per-class 600000 x 2 classes is more than 1000000 samples" "$DDPM" sample --ckpt "$ck" --per-class 600000 --out "$tmp/x.png"
+expect_fail 2 "guidance beyond its range" "--guidance must be in -1..100 (got '1e30')" "$DDPM" sample --ckpt "$ck" --class 1 --guidance 1e30 --out "$tmp/x.png"
+expect_fail 2 "guidance beyond float" "--guidance expects a number, got '1e300'" "$DDPM" sample --ckpt "$ck" --class 1 --guidance 1e300 --out "$tmp/x.png"
+expect_fail 2 "eta beyond its range" "--eta must be in 0..1 (got '1e30')" "$DDPM" sample --ckpt "$ck" --sampler ddim --eta 1e30 --out "$tmp/x.png"
+expect_fail 2 "negative eta" "--eta must be in 0..1 (got '-0.5')" "$DDPM" sample --ckpt "$ck" --sampler ddim --eta -0.5 --out "$tmp/x.png"
+expect_fail 2 "interpolate guidance beyond its range" "--guidance must be in -1..100" "$DDPM" interpolate --ckpt "$ck" --seeds 1,2 --guidance 101 --out "$tmp/x.png"
+expect_fail 2 "train eval guidance beyond its range" "--eval-guidance must be in -1..100" "$DDPM" train --data "$tmp/data" --image-size 8 "${tiny[@]}" --eval-guidance 1e6 --out "$tmp/r2"
 expect_fail 2 "gif-every beyond its range" "--gif-every must be in 0..1000000" "$DDPM" sample --ckpt "$ck" -n 2 --gif "$tmp/x.gif" --gif-every 2147483647
 expect_fail 2 "weights of another model" "of the context-unet model is missing" "$DDPM" sample --weights "$ck" --model context-unet --n-feat 8 --n-cfeat 2 --height 8 --channels 3 --timesteps 40 --out "$tmp/x.png"
 finish
