@@ -202,6 +202,16 @@ static void test_bad_input(void **state) {
     f = fopen(path, "w");
     fclose(f);
     expect_error(ddpm_betas_read(path, &b, &n), DDPM_ERR_FORMAT, "found 0 betas");
+    /* A NUL byte ended the parse silently: "0.1\n0.2\0" "0.3\n0.4\n" read as two betas
+     * (issue 11; tests/fixtures/regress/, also in the fuzz corpus). It names the line and the
+     * offset; so does one inside a comment. */
+    char fixture[4096];
+    snprintf(fixture, sizeof fixture, "%s", tu_fixture_path("regress/betas-nul-byte.txt"));
+    expect_error(ddpm_betas_read(fixture, &b, &n), DDPM_ERR_FORMAT,
+                 "betas-nul-byte.txt:2: a NUL byte at offset 7: not a text file of betas");
+    assert_null(b);
+    tu_write_file(path, "0.1 0.2 # end\0 0.3\n", 19);
+    expect_error(ddpm_betas_read(path, &b, &n), DDPM_ERR_FORMAT, "bad.txt:1: a NUL byte at offset 13");
 }
 
 /* Schedules whose float buffers would hold NaN or inf are refused, naming the buffer, the step

@@ -340,6 +340,17 @@ int ddpm_betas_read(const char *path, double **betas, int *count) {
     size_t size;
     int rc = ddpm_read_file(path, &text, &size);
     if (rc) return rc;
+    /* The parse below walks a C string: a NUL byte inside the file would end it there, silently
+     * dropping every beta after it (a binary file, or a text file cut and padded with zeros). */
+    const unsigned char *nul = memchr(text, 0, size);
+    if (nul) {
+        int nul_line = 1;
+        for (const unsigned char *q = text; q < nul; q++) nul_line += *q == '\n';
+        rc = ddpm_fail(DDPM_ERR_FORMAT, "%s:%d: a NUL byte at offset %zu: not a text file of betas",
+                       path, nul_line, (size_t)(nul - text));
+        free(text);
+        return rc;
+    }
     size_t cap = 256, n = 0;
     double *v = malloc(cap * sizeof *v);
     if (!v) {
