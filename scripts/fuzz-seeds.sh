@@ -130,6 +130,19 @@ put("image/seed.ppm", b"P6\n3 2\n255\n" + bytes(range(18)))
 put("image/seed.pgm", b"P5 2 3 255 " + bytes([0, 50, 100, 150, 200, 250]))
 put("image/seed.tga", bytes([0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 2, 0, 24, 0]) + bytes(range(12)))
 put("image/seed.hdr", b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 2 +X 2\n" + bytes([128, 64, 32, 129] * 4))
+# 8 wide: run-length rows (2 2, the width, then per channel a run of 8 or 8 literal bytes)
+put("image/seed-rle.hdr", b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 2 +X 8\n" +
+    (bytes([2, 2, 0, 8, 8]) + bytes(range(0, 160, 20)) + bytes([136, 64, 136, 32, 136, 129])) * 2)
+# PSD: RGB, 8 bits, 3 x 2, raw planes; and PackBits rows (a literal row, a run row per channel)
+def psd(w, h, comp, data):
+    return (b"8BPS" + struct.pack(">H6xHIIHH", 1, 3, h, w, 8, 3) + struct.pack(">III", 0, 0, 0) +
+            struct.pack(">H", comp) + data)
+put("image/seed.psd", psd(3, 2, 0, bytes(range(10, 190, 10))))
+put("image/seed-rle.psd", psd(3, 2, 1, struct.pack(">6H", 4, 2, 4, 2, 4, 2) +
+    b"".join(bytes([2, 10 * c, 10 * c + 5, 10 * c + 9, 254, 40 + c]) for c in range(3))))
+# Softimage PIC: 3 x 2, one R G B packet, uncompressed
+put("image/seed.pic", struct.pack(">I", 0x5380F634) + bytes(84) + b"PICT" + struct.pack(">HHfHH", 3, 2, 1.0, 3, 0) +
+    bytes([0, 8, 0, 0xE0]) + bytes(range(20, 200, 10)))
 # A 2x2 GIF: global palette of 4 colours, LZW minimum code size 2, one image.
 put("image/seed.gif", b"GIF89a" + struct.pack("<HHBBB", 2, 2, 0x81, 0, 0) +
     bytes([0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 0, 255]) + b"\x2c" + struct.pack("<HHHHB", 0, 0, 2, 2, 0) +

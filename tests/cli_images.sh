@@ -63,6 +63,25 @@ expect_fail 2 "npy of the wrong rank" "rank.npy" "$DDPM" train --data "$tmp/rank
 expect_fail 2 "labels count differs" "lab.npy has 3 rows but" "$DDPM" train --data "$tmp/img.npy" --labels "$tmp/lab.npy" "${tiny[@]}" --out "$tmp/r2"
 expect_fail 2 "image size the network cannot take" "height" "$DDPM" train --data "$tmp/data" --image-size 10 --model context-unet --n-feat 8 --quiet --out "$tmp/r2"
 expect_fail 2 "per-class beyond the sample limit" "--per-class 600000 x 2 classes is more than 1000000 samples" "$DDPM" sample --ckpt "$ck" --per-class 600000 --out "$tmp/x.png"
+expect_fail 2 "guidance beyond its range" "--guidance must be in -1..100 (got '1e30')" "$DDPM" sample --ckpt "$ck" --class 1 --guidance 1e30 --out "$tmp/x.png"
+expect_fail 2 "guidance beyond float" "--guidance expects a number, got '1e300'" "$DDPM" sample --ckpt "$ck" --class 1 --guidance 1e300 --out "$tmp/x.png"
+expect_fail 2 "eta beyond its range" "--eta must be in 0..1 (got '1e30')" "$DDPM" sample --ckpt "$ck" --sampler ddim --eta 1e30 --out "$tmp/x.png"
+expect_fail 2 "negative eta" "--eta must be in 0..1 (got '-0.5')" "$DDPM" sample --ckpt "$ck" --sampler ddim --eta -0.5 --out "$tmp/x.png"
+expect_fail 2 "interpolate guidance beyond its range" "--guidance must be in -1..100" "$DDPM" interpolate --ckpt "$ck" --seeds 1,2 --guidance 101 --out "$tmp/x.png"
+expect_fail 2 "train eval guidance beyond its range" "--eval-guidance must be in -1..100" "$DDPM" train --data "$tmp/data" --image-size 8 "${tiny[@]}" --eval-guidance 1e6 --out "$tmp/r2"
 expect_fail 2 "gif-every beyond its range" "--gif-every must be in 0..1000000" "$DDPM" sample --ckpt "$ck" -n 2 --gif "$tmp/x.gif" --gif-every 2147483647
+expect_fail 2 "per-class beyond its range (int overflow of the count)" "--per-class must be in 0..1000000 (got '2147483647')" "$DDPM" sample --ckpt "$ck" --per-class 2147483647 --out "$tmp/x.png"
+expect_fail 2 "per-class at its limit, times the classes" "--per-class 1000000 x 2 classes is more than 1000000 samples" "$DDPM" sample --ckpt "$ck" --per-class 1000000 --out "$tmp/x.png" --allow-large-memory
+# a grid too large for a GIF is refused before sampling (issue 11: -n 100000 --gif sampled first)
+out=$("$DDPM" sample --ckpt "$ck" -n 100000 --gif "$tmp/big.gif" --allow-large-memory 2>&1); rc=$?
+check "-n 100000 --gif exits 2" test $rc -eq 2
+check "-n 100000 --gif names the grid size" grep -qF "big.gif: a grid of 100000 samples in rows of 10 is 182 x 180002 pixels, more than 65535 a side" <<<"$out"
+check "-n 100000 --gif is refused before sampling" bash -c '! grep -q "^sampling" <<<"$1"' _ "$out"
+check "-n 100000 --gif writes no GIF" test ! -e "$tmp/big.gif"
+out=$("$DDPM" sample --ckpt "$ck" -n 100000 --gif "$tmp/big.gif" 2>&1); rc=$?
+check "-n 100000 --gif, memory check on: refused before sampling too" bash -c 'test "$2" -eq 2 && ! grep -q "^sampling" <<<"$1"' _ "$out" "$rc"
+# --shard-data: images only, and a resumed run shards as its checkpoint says
+expect_fail 2 "shard-data with resume" "--shard-data is kept in the checkpoint: --resume shards as the run did" "$DDPM" train --resume "$ck" --shard-data --steps 30 --out "$tmp/r3"
+expect_fail 2 "shard-data on points" "--shard-data is for image data (a folder, an .npy file or fashion-mnist), not points" "$DDPM" train --data s-curve --shard-data --steps 1 --out "$tmp/r3" --quiet
 expect_fail 2 "weights of another model" "of the context-unet model is missing" "$DDPM" sample --weights "$ck" --model context-unet --n-feat 8 --n-cfeat 2 --height 8 --channels 3 --timesteps 40 --out "$tmp/x.png"
 finish

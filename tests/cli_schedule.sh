@@ -34,4 +34,15 @@ expect_fail 2 "malformed betas file" "b.txt:3: 'oops' is not a number" "$DDPM" s
 printf '0.1\n0.2\n0.3\n' > "$tmp/b.txt"
 expect_ok "custom betas" "$DDPM" schedule --betas "$tmp/b.txt" --csv
 expect_fail 2 "betas count vs T" "does not match the 3 betas" "$DDPM" schedule --betas "$tmp/b.txt" --timesteps 4
+printf '0.1\n0.2\0000.3\n0.4\n' > "$tmp/nul.txt"
+expect_fail 2 "NUL byte in a betas file" "nul.txt:2: a NUL byte at offset 7" "$DDPM" schedule --betas "$tmp/nul.txt"
+# schedules whose float buffers would be inf or NaN (issue 11, finding 10: printed and exit 0)
+expect_fail 2 "abar underflowing float" "the linear schedule of 40000 steps gives sqrt_recip_alphas_cumprod = inf at t =" \
+  "$DDPM" schedule --schedule linear --timesteps 40000
+printf '1e-20 1e-20 1e-20\n' > "$tmp/tiny.txt"
+expect_fail 2 "betas too small for double" "the custom schedule of 3 steps gives posterior_log_variance_clipped = NaN at t = 0: 1 - abar rounds to 0 there" \
+  "$DDPM" schedule --betas "$tmp/tiny.txt"
+"$DDPM" schedule --schedule linear --timesteps 17000 --csv > "$tmp/long.csv"
+check "17000 linear steps still print" test "$(wc -l < "$tmp/long.csv")" -eq 17001
+check "17000 linear steps: no nan or inf" bash -c "! grep -qiE 'nan|inf' \"\$1\"" _ "$tmp/long.csv"
 finish

@@ -371,6 +371,35 @@ static void test_ddim_inversion(void **state) {
     ddpm_schedule_free(&s);
 }
 
+/* ---- non-finite values ---------------------------------------------------------------------- */
+
+/* A network whose output is NaN at element 3 (item 1 of items of 2). */
+static int nan_net(void *ctx, const float *x, int B, int t, const float *x0_prev, float *out) {
+    (void)ctx, (void)t, (void)x0_prev;
+    for (int i = 0; i < B * 2; i++) out[i] = i == 3 ? NAN : 0.1f * x[i];
+    return 0;
+}
+
+/* A NaN from the network stops RePaint, DDIM inversion and img2img at the first step, with
+ * DDPM_ERR_NUMERIC naming the loop, the step and the item, instead of a NaN result. */
+static void test_non_finite(void **state) {
+    (void)state;
+    ddpm_schedule s;
+    make_schedule(&s, DDPM_SCHEDULE_LINEAR, 20);
+    const float known[4] = {0.5f, -0.5f, 0.25f, 0.0f}, mask[4] = {1, 0, 1, 0};
+    float x[4];
+    ddpm_sample_opts o;
+    opts_for(&o, DDPM_SAMPLER_DDPM, 0, 1);
+    tu_expect_status(ddpm_repaint(&s, &o, 5, 2, nan_net, NULL, 2, 2, known, mask, x),
+                     DDPM_ERR_NUMERIC, NULL, "RePaint: item 1 holds NaN after step 1 of ");
+    opts_for(&o, DDPM_SAMPLER_DDIM, 5, 1);
+    tu_expect_status(ddpm_ddim_invert(&s, &o, nan_net, NULL, 2, 2, known, x), DDPM_ERR_NUMERIC,
+                     NULL, "DDIM inversion: item 1 holds NaN after step 1 of 5");
+    tu_expect_status(ddpm_img2img(&s, &o, 0.6, nan_net, NULL, 2, 2, known, x), DDPM_ERR_NUMERIC,
+                     NULL, "sampler ddim: item 1 holds NaN after step 3 of 5");
+    ddpm_schedule_free(&s);
+}
+
 /* ---- slerp -------------------------------------------------------------------------------- */
 
 static double norm(const float *v, size_t n) {
@@ -422,6 +451,7 @@ int main(void) {
         cmocka_unit_test(test_repaint_inpaints),
         cmocka_unit_test(test_ddim_inversion),
         cmocka_unit_test(test_slerp),
+        cmocka_unit_test(test_non_finite),
     };
     tu_use_fixture("editing.safetensors", &fx);
     return cmocka_run_group_tests(tests, tu_fixture_setup, tu_fixture_teardown);

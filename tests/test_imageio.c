@@ -606,6 +606,10 @@ static void test_read_refused(void **state) {
         {"regress/image-truncated-gif.gif", "truncated GIF (28 bytes"},
         {"regress/image-truncated-png.png", "corrupt or truncated PNG (the file ends early"},
         {"regress/image-truncated-jpeg.jpg", "corrupt or truncated JPEG (Premature end of JPEG file)"},
+        /* the same for PSD and HDR (the fuzz seeds cut short): zeros, or uninitialised pixels */
+        {"regress/image-truncated-psd.psd", "truncated PSD (53 bytes; its headers need at least 58)"},
+        {"regress/image-truncated-hdr.hdr", "truncated HDR (55 bytes; its headers need at least 61)"},
+        {"regress/image-truncated-rle.hdr", "truncated HDR (76 bytes; its headers need at least 77)"},
     };
     float out[3 * 8 * 8];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -633,16 +637,105 @@ static void test_read_wide_gif(void **state) {
     for (int i = 0; i < 3 * 16 * 16; i++) assert_true(out[i] >= -1.0f && out[i] <= 1.0f);
 }
 
+/* Big-endian numbers into a byte buffer, for the files built by hand below. */
+static void put_be(unsigned char *b, size_t *n, unsigned v, int bytes) {
+    for (int k = bytes - 1; k >= 0; k--) b[(*n)++] = (unsigned char)(v >> (8 * k));
+}
+
+/* An 8 x 8 RGB PSD of px (interleaved), raw or PackBits-coded (even rows literal, odd rows one
+ * run of their first pixel), written by hand after the format's header (stb_image reads it). */
+static size_t psd_8x8(unsigned char *b, const unsigned char *px, int rle) {
+    size_t n = 0;
+    memcpy(b, "8BPS", 4), n = 4;
+    put_be(b, &n, 1, 2);                            /* version */
+    put_be(b, &n, 0, 4), put_be(b, &n, 0, 2);       /* reserved */
+    put_be(b, &n, 3, 2);                            /* channels */
+    put_be(b, &n, 8, 4), put_be(b, &n, 8, 4);       /* height, width */
+    put_be(b, &n, 8, 2), put_be(b, &n, 3, 2);       /* depth, RGB */
+    for (int k = 0; k < 3; k++) put_be(b, &n, 0, 4); /* mode data, resources, layers */
+    put_be(b, &n, (unsigned)rle, 2);
+    if (rle)
+        for (int r = 0; r < 8 * 3; r++) put_be(b, &n, r % 2 ? 2 : 9, 2); /* row byte counts */
+    for (int c = 0; c < 3; c++)
+        for (int y = 0; y < 8; y++) {
+            if (rle && y % 2) {
+                b[n++] = 257 - 8;
+                b[n++] = px[y * 24 + c];
+                continue;
+            }
+            if (rle) b[n++] = 7;
+            for (int x = 0; x < 8; x++) b[n++] = px[(y * 8 + x) * 3 + c];
+        }
+    return n;
+}
+
+/* A Radiance HDR of px: 4 x 2 flat (below 8 wide) or 8 x 8 run-length coded (per row: literal,
+ * run, literal + run, and a run of the exponent). */
+static size_t hdr_file(unsigned char *b, const unsigned char *px, int rle) {
+    size_t n = (size_t)sprintf((char *)b, "#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y %d +X %d\n",
+                               rle ? 8 : 2, rle ? 8 : 4);
+    if (!rle) {
+        for (int i = 0; i < 8; i++) {
+            memcpy(b + n, px + 3 * i, 3);
+            b[n + 3] = 129;
+            n += 4;
+        }
+        return n;
+    }
+    for (int y = 0; y < 8; y++) {
+        const unsigned char *row = px + y * 24;
+        b[n++] = 2, b[n++] = 2, put_be(b, &n, 8, 2);
+        b[n++] = 8;
+        for (int x = 0; x < 8; x++) b[n++] = row[x * 3];
+        b[n++] = 128 + 8, b[n++] = row[1];
+        b[n++] = 4;
+        for (int x = 0; x < 4; x++) b[n++] = row[x * 3 + 2];
+        b[n++] = 128 + 4, b[n++] = row[14];
+        b[n++] = 128 + 8, b[n++] = 129;
+    }
+    return n;
+}
+
+/* An 8 x 8 Softimage PIC of px: one RGB packet, uncompressed or mixed run-length (per row 4 raw
+ * pixels, then a run of 4). */
+static size_t pic_8x8(unsigned char *b, const unsigned char *px, int rle) {
+    size_t n = 0;
+    put_be(b, &n, 0x5380F634u, 4);
+    memset(b + n, 0, 84), n += 84; /* version, comment, id */
+    memcpy(b + n, "PICT", 4), n += 4;
+    put_be(b, &n, 8, 2), put_be(b, &n, 8, 2); /* width, height */
+    put_be(b, &n, 0x3F800000u, 4);              /* ratio 1.0 */
+    put_be(b, &n, 3, 2), put_be(b, &n, 0, 2);   /* fields, pad */
+    b[n++] = 0, b[n++] = 8, b[n++] = rle ? 2 : 0, b[n++] = 0xE0; /* one packet: R, G, B */
+    for (int y = 0; y < 8; y++) {
+        if (!rle) {
+            memcpy(b + n, px + y * 24, 24), n += 24;
+            continue;
+        }
+        b[n++] = 3;
+        memcpy(b + n, px + y * 24, 12), n += 12;
+        b[n++] = 127 + 4;
+        memcpy(b + n, px + y * 24 + 12, 3), n += 3;
+    }
+    return n;
+}
+
 /* Every truncation of a valid file of each format is refused, naming the file: a BMP, an
- * uncompressed and a run-length TGA, a PPM, a PNG, a JPEG and a two-frame GIF, each cut to every
- * length from 0 to one byte short. The whole file reads. */
+ * uncompressed and a run-length TGA, a PPM, a PNG, a JPEG, a two-frame GIF, a raw and a PackBits
+ * PSD, a flat and a run-length HDR (cut short, stb_image 2.27 read zeros, or uninitialised
+ * pixels, or looped for ever on the zeros) and an uncompressed and a run-length PIC (which
+ * stb_image refuses itself), each cut to every length from 0 to one byte short. The whole file
+ * reads. */
 static void test_read_truncated(void **state) {
     (void)state;
     unsigned char px[8 * 8 * 3];
     for (int i = 0; i < (int)sizeof px; i++) px[i] = (unsigned char)(i * 7919 % 251);
-    static const char *names[7] = {"t.bmp", "t.tga", "t-rle.tga", "t.ppm", "t.png", "t.jpg", "t.gif"};
-    char files[7][512];
-    for (int f = 0; f < 7; f++) snprintf(files[f], sizeof files[f], "%s", tu_tmp(names[f]));
+    enum { NF = 13 };
+    static const char *names[NF] = {"t.bmp", "t.tga",     "t-rle.tga", "t.ppm",     "t.png",
+                                    "t.jpg", "t.gif",     "t.psd",     "t-rle.psd", "t.hdr",
+                                    "t-rle.hdr", "t.pic", "t-rle.pic"};
+    char files[NF][512];
+    for (int f = 0; f < NF; f++) snprintf(files[f], sizeof files[f], "%s", tu_tmp(names[f]));
     assert_true(stbi_write_bmp(files[0], 8, 8, 3, px) != 0);
     stbi_write_tga_with_rle = 0;
     assert_true(stbi_write_tga(files[1], 8, 8, 3, px) != 0);
@@ -659,9 +752,25 @@ static void test_read_truncated(void **state) {
     assert_int_equal(ddpm_gif_add_frame(g, px), DDPM_OK);
     assert_int_equal(ddpm_gif_add_frame(g, px + 64), DDPM_OK);
     assert_int_equal(ddpm_gif_close(g), DDPM_OK);
+    unsigned char buf[1024];
+    for (int rle = 0; rle < 2; rle++) {
+        tu_write_file(files[7 + rle], buf, psd_8x8(buf, px, rle));
+        tu_write_file(files[9 + rle], buf, hdr_file(buf, px, rle));
+        tu_write_file(files[11 + rle], buf, pic_8x8(buf, px, rle));
+    }
     float out[3 * 8 * 8];
+    /* the hand-made PSD and PIC give their pixels back (HDR maps through a gamma curve) */
+    for (int f = 7; f < NF; f += f == 8 ? 3 : 1) {
+        if (ddpm_image_read(files[f], 8, 3, out)) fail_msg("%s", ddpm_last_error());
+        for (int y = 0; y < 8; y++)
+            for (int x = 0; x < 8; x++)
+                for (int c = 0; c < 3; c++) {
+                    const int src = f == 8 && y % 2 ? y * 8 : f == 12 && x >= 4 ? y * 8 + 4 : y * 8 + x;
+                    assert_float_equal(out[(c * 8 + y) * 8 + x], unit(px[src * 3 + c]), 1e-6);
+                }
+    }
     const char *cut = tu_tmp("cut.img");
-    for (int f = 0; f < 7; f++) {
+    for (int f = 0; f < NF; f++) {
         unsigned char *bytes;
         size_t n;
         assert_int_equal(ddpm_read_file(files[f], &bytes, &n), DDPM_OK);

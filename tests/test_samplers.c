@@ -911,19 +911,53 @@ static void test_errors(void **state) {
     o.sampler = (ddpm_sampler)DDPM_SAMPLER_COUNT;
     assert_int_equal(ddpm_sample_loop(&s, &o, fail_at, &left, 2, 4, x), DDPM_ERR_INVALID);
     ddpm_schedule_free(&s);
-    /* Betas of 1 - 1e-8: abar underflows to 0 even in double by t = 40, so sigma_max is
-     * infinite (1000 linear steps are fine: abar_T is 4e-5; even at 16000 its double keeps
-     * sigma finite, 1.4e35, though the float abar is 0). */
-    double betas[60];
-    for (int i = 0; i < 60; i++) betas[i] = 1.0 - 1e-8;
-    ddpm_schedule_config c;
-    ddpm_schedule_config_default(&c, DDPM_SCHEDULE_CUSTOM, 60);
-    c.betas = betas;
-    assert_int_equal(ddpm_schedule_init(&s, &c), DDPM_OK);
-    assert_true(isinf(ddpm_sigma(&s, 59)));
-    o.sampler = DDPM_SAMPLER_EULER;
-    assert_int_equal(ddpm_sample_loop(&s, &o, fail_at, &left, 2, 4, x), DDPM_ERR_INVALID);
-    assert_non_null(strstr(ddpm_last_error(), "not finite"));
+    /* (An infinite sigma_max, refused by the sigma-space samplers, now comes only from a
+     * zero-terminal-SNR schedule: test_train_options.c. A schedule whose abar underflows is
+     * refused when it is built: test_schedule.c.) */
+}
+
+/* A network whose output holds a NaN at element 5 (item 1); counts its calls in *ctx. */
+static int blow_up(void *ctx, const float *x, int B, int t, const float *x0_prev, float *out) {
+    int *calls = ctx;
+    ++*calls;
+    for (int i = 0; i < B * 4; i++) out[i] = i == 5 ? NAN : 0.5f * x[i];
+    (void)t, (void)x0_prev;
+    return 0;
+}
+
+/* A NaN or inf in x stops every sampler at the step that made it, with DDPM_ERR_NUMERIC and a
+ * message naming the sampler, the step and the item (issue 11, finding 10: a --guidance of
+ * 1e300 gave NaN samples and exit 0). DDIM's eta must lie in [0, 1]. */
+static void test_non_finite(void **state) {
+    (void)state;
+    ddpm_schedule s;
+    make_schedule(&s, DDPM_SCHEDULE_LINEAR, 50);
+    ddpm_sample_opts o;
+    ddpm_sample_opts_default(&o);
+    o.steps = 5;
+    o.first_item = 10;
+    float x[8];
+    const ddpm_sampler all[] = {DDPM_SAMPLER_DDPM, DDPM_SAMPLER_DDIM, DDPM_SAMPLER_DPMPP_2M,
+                                DDPM_SAMPLER_EULER, DDPM_SAMPLER_HEUN, DDPM_SAMPLER_UNIPC};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        o.sampler = all[i];
+        int calls = 0;
+        assert_int_equal(ddpm_sample_loop(&s, &o, blow_up, &calls, 2, 4, x), DDPM_ERR_NUMERIC);
+        char want[64];
+        snprintf(want, sizeof want, "sampler %s: item 11 holds NaN after step 1 of ",
+                 ddpm_sampler_name(all[i]));
+        if (!strstr(ddpm_last_error(), want))
+            fail_msg("'%s' lacks '%s'", ddpm_last_error(), want);
+        assert_non_null(strstr(ddpm_last_error(), "guidance or eta is too large"));
+        assert_int_equal(calls, all[i] == DDPM_SAMPLER_HEUN ? 2 : 1); /* stopped at once */
+    }
+    o.sampler = DDPM_SAMPLER_DDIM;
+    o.eta = 1.5f;
+    int calls = 0;
+    assert_int_equal(ddpm_sample_loop(&s, &o, blow_up, &calls, 2, 4, x), DDPM_ERR_INVALID);
+    assert_non_null(strstr(ddpm_last_error(), "eta must be in [0, 1] (got 1.5)"));
+    o.eta = 1.0f;
+    assert_int_equal(ddpm_sample_loop(&s, &o, blow_up, &calls, 2, 4, x), DDPM_ERR_NUMERIC);
     ddpm_schedule_free(&s);
 }
 
@@ -945,6 +979,7 @@ int main(void) {
         cmocka_unit_test(test_batch_and_threads),
         cmocka_unit_test(test_noise_streams),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_non_finite),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

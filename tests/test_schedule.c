@@ -202,6 +202,65 @@ static void test_bad_input(void **state) {
     f = fopen(path, "w");
     fclose(f);
     expect_error(ddpm_betas_read(path, &b, &n), DDPM_ERR_FORMAT, "found 0 betas");
+    /* A NUL byte ended the parse silently: "0.1\n0.2\0" "0.3\n0.4\n" read as two betas
+     * (issue 11; tests/fixtures/regress/, also in the fuzz corpus). It names the line and the
+     * offset; so does one inside a comment. */
+    char fixture[4096];
+    snprintf(fixture, sizeof fixture, "%s", tu_fixture_path("regress/betas-nul-byte.txt"));
+    expect_error(ddpm_betas_read(fixture, &b, &n), DDPM_ERR_FORMAT,
+                 "betas-nul-byte.txt:2: a NUL byte at offset 7: not a text file of betas");
+    assert_null(b);
+    tu_write_file(path, "0.1 0.2 # end\0 0.3\n", 19);
+    expect_error(ddpm_betas_read(path, &b, &n), DDPM_ERR_FORMAT, "bad.txt:1: a NUL byte at offset 13");
+}
+
+/* Schedules whose float buffers would hold NaN or inf are refused, naming the buffer, the step
+ * and the cause (issue 11, finding 10: `ddpm schedule --timesteps 40000` printed inf and exited
+ * 0; betas of 1e-20 gave NaN log variances). A zero-terminal-SNR schedule keeps its two
+ * infinities at the last step, and long schedules whose abar stays representable still build. */
+static void test_non_finite(void **state) {
+    (void)state;
+    ddpm_schedule s;
+    ddpm_schedule_config c;
+    ddpm_schedule_config_default(&c, DDPM_SCHEDULE_LINEAR, 40000);
+    expect_error(ddpm_schedule_init(&s, &c), DDPM_ERR_INVALID,
+                 "the linear schedule of 40000 steps gives sqrt_recip_alphas_cumprod = inf at t = ");
+    assert_non_null(strstr(ddpm_last_error(), " there underflows float; use fewer timesteps or smaller betas"));
+    assert_null(s.storage_); /* nothing left allocated */
+    const double tiny[3] = {1e-20, 1e-20, 1e-20};
+    ddpm_schedule_config_default(&c, DDPM_SCHEDULE_CUSTOM, 3);
+    c.betas = tiny;
+    expect_error(ddpm_schedule_init(&s, &c), DDPM_ERR_INVALID,
+                 "the custom schedule of 3 steps gives posterior_log_variance_clipped = NaN at t = 0");
+    assert_non_null(strstr(ddpm_last_error(), ": 1 - abar rounds to 0 there, the betas are too small"));
+    /* Betas of 1 - 1e-8: abar underflows even in double by t = 40 */
+    double big[60];
+    for (int i = 0; i < 60; i++) big[i] = 1.0 - 1e-8;
+    ddpm_schedule_config_default(&c, DDPM_SCHEDULE_CUSTOM, 60);
+    c.betas = big;
+    expect_error(ddpm_schedule_init(&s, &c), DDPM_ERR_INVALID, "sqrt_recip_alphas_cumprod = inf");
+    /* what still builds, every buffer finite: 17000 linear steps (abar_T ~ 2e-75, 0 in float)
+     * and the longest cosine schedule; zero terminal SNR with inf only where abar = 0 */
+    const int ok_T[2] = {17000, 1000000};
+    const ddpm_schedule_kind ok_kind[2] = {DDPM_SCHEDULE_LINEAR, DDPM_SCHEDULE_COSINE};
+    for (int k = 0; k < 2; k++) {
+        ddpm_schedule_config_default(&c, ok_kind[k], ok_T[k]);
+        if (ddpm_schedule_init(&s, &c)) fail_msg("%s", ddpm_last_error());
+        for (int b = 0; b < DDPM_SCHEDULE_NUM_BUFFERS; b++)
+            for (int i = 0; i < s.n; i++) assert_true(isfinite(ddpm_schedule_buffer(&s, b)[i]));
+        ddpm_schedule_free(&s);
+    }
+    ddpm_schedule_config_default(&c, DDPM_SCHEDULE_COSINE, 1000);
+    c.zero_terminal_snr = 1;
+    if (ddpm_schedule_init(&s, &c)) fail_msg("%s", ddpm_last_error());
+    for (int b = 0; b < DDPM_SCHEDULE_NUM_BUFFERS; b++)
+        for (int i = 0; i < s.n; i++) {
+            const float *v = ddpm_schedule_buffer(&s, b);
+            const int inf_ok = i == 999 && (v == s.sqrt_recip_alphas_cumprod ||
+                                            v == s.sqrt_recipm1_alphas_cumprod);
+            assert_true(inf_ok ? isinf(v[i]) : isfinite(v[i]));
+        }
+    ddpm_schedule_free(&s);
 }
 
 /* Schedule configs from a checkpoint's metadata: timesteps 1e74 (tests/fixtures/regress/) was
@@ -290,6 +349,7 @@ int main(void) {
         cmocka_unit_test(test_sigmoid_2d),      cmocka_unit_test(test_identities),
         cmocka_unit_test(test_custom_and_file), cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_timesteps),      cmocka_unit_test(test_schedule_json_bad),
+        cmocka_unit_test(test_non_finite),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

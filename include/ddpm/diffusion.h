@@ -75,7 +75,10 @@ const char *ddpm_schedule_buffer_name(int i);
 const float *ddpm_schedule_buffer(const ddpm_schedule *s, int i);
 
 /* Builds a schedule. Fails with DDPM_ERR_INVALID (and a message) for T < 2, betas outside
- * (0, 1), beta_start > beta_end, and the like. */
+ * (0, 1), beta_start > beta_end, and the like, and for a schedule any of whose buffers is not
+ * finite in float (abar underflowing over many steps, or 1 - abar rounding to 0 for tiny betas;
+ * the message names the buffer and the step). The only infinities kept are those of
+ * zero_terminal_snr at the last step: sqrt(1 / abar) and sqrt(1 / abar - 1) where abar = 0. */
 int ddpm_schedule_init(ddpm_schedule *s, const ddpm_schedule_config *c);
 void ddpm_schedule_free(ddpm_schedule *s);
 /* Reads a custom beta list: numbers separated by commas, spaces or newlines ('#' comments).
@@ -312,7 +315,7 @@ typedef struct {
     ddpm_sampler sampler;
     int steps;             /* all but DDPM: number of steps (DDPM always uses every step) */
     ddpm_spacing spacing;  /* all but DDPM: timestep spacing */
-    float eta;             /* DDIM: 0 = deterministic, 1 = DDPM-like */
+    float eta;             /* DDIM: 0 = deterministic, 1 = DDPM-like; in [0, 1] */
     ddpm_solver_type solver_type; /* DPM-Solver++ 2M (and its SDE): midpoint or Heun form */
     int lower_order_final; /* DPM-Solver++ below 15 steps, UniPC at any number: the last steps
                               of lower order (diffusers' lower_order_final, on by default) */
@@ -364,7 +367,8 @@ int ddpm_sample_timesteps(const ddpm_schedule *s, const ddpm_sample_opts *o, int
  * the sample on return. The noise of item i at step t is randn(seed, SAMPLE_STEP, first_item+i, t),
  * so a sample does not depend on the batch it was drawn in. The sigma-space samplers start from
  * the same x_T (their x_ve is x_T sqrt(1 + sigma_max^2)) and call the network on the usual
- * x_t at integer t. Returns a ddpm_status. */
+ * x_t at integer t. Returns a ddpm_status: DDPM_ERR_NUMERIC (naming the step and the item) as
+ * soon as a step leaves a NaN or inf in x (as do the editing loops below). */
 int ddpm_sample_loop(const ddpm_schedule *s, const ddpm_sample_opts *o, ddpm_denoise_fn f,
                      void *ctx, int B, size_t d, float *x);
 

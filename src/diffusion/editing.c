@@ -162,7 +162,8 @@ int ddpm_repaint(const ddpm_schedule *s, const ddpm_sample_opts *o, int jump_len
                 for (size_t k = 0; k < d; k++) xi[k] = ca * xi[k] + cb * zi[k];
             }
         }
-        if (o->progress && o->progress(o->progress_ctx, j + 1, len - 1, a, x, x0))
+        rc = ddpm_sample_check_finite("RePaint", o, j + 1, len - 1, a, x, B, d);
+        if (!rc && o->progress && o->progress(o->progress_ctx, j + 1, len - 1, a, x, x0))
             rc = ddpm_fail(DDPM_ERR_INTERRUPTED, "inpainting stopped at move %d of %d", j + 1,
                            len - 1);
     }
@@ -206,7 +207,8 @@ int ddpm_ddim_invert(const ddpm_schedule *s, const ddpm_sample_opts *o, ddpm_den
             x0[j] = (xT[j] - sa * eps[j]) / ra;
             xT[j] = rb * x0[j] + sb * eps[j];
         }
-        if (o->progress && o->progress(o->progress_ctx, K - k, K, b, xT, x0))
+        rc = ddpm_sample_check_finite("DDIM inversion", o, K - k, K, b, xT, B, d);
+        if (!rc && o->progress && o->progress(o->progress_ctx, K - k, K, b, xT, x0))
             rc = ddpm_fail(DDPM_ERR_INTERRUPTED, "inversion stopped at step %d of %d", K - k, K);
     }
     free(ts);

@@ -376,6 +376,21 @@ void ddpm_sample_draw_noise(const ddpm_sample_opts *o, int t, int B, size_t d, f
                    noise + (size_t)i * d, d);
 }
 
+int ddpm_sample_check_finite(const char *what, const ddpm_sample_opts *o, int k, int K, int t,
+                             const float *x, int B, size_t d) {
+    /* one pass over the batch per step: cheap beside the network call that precedes it */
+    const size_t n = (size_t)B * d;
+    size_t i = 0;
+    while (i < n && isfinite(x[i])) i++;
+    if (i == n) return DDPM_OK;
+    return ddpm_fail(DDPM_ERR_NUMERIC,
+                     "%s%s: item %llu holds %s after step %d of %d (t = %d): the network's output "
+                     "is not finite or too large (a diverged model?), or the guidance or eta is too "
+                     "large", what ? "" : "sampler ", what ? what : ddpm_sampler_name(o->sampler),
+                     (unsigned long long)(o->first_item + i / d),
+                     isnan(x[i]) ? "NaN" : "an infinity", k, K, t);
+}
+
 int ddpm_sample_loop(const ddpm_schedule *s, const ddpm_sample_opts *o, ddpm_denoise_fn f,
                      void *ctx, int B, size_t d, float *x) {
     if (B < 1 || d < 1) return ddpm_fail(DDPM_ERR_INVALID, "nothing to sample (B=%d, d=%zu)", B, d);
@@ -392,6 +407,9 @@ int ddpm_sample_loop(const ddpm_schedule *s, const ddpm_sample_opts *o, ddpm_den
     if (ddpm_sample_check_threshold(o)) return DDPM_ERR_INVALID;
     const size_t n = ddpm_size_mul((size_t)B, d);
     const int ddim = o->sampler == DDPM_SAMPLER_DDIM;
+    /* above 1 the step's noise would exceed its variance (1 - abar_prev - sigma^2 < 0) */
+    if (ddim && !(o->eta >= 0.0f && o->eta <= 1.0f))
+        return ddpm_fail(DDPM_ERR_INVALID, "DDIM's eta must be in [0, 1] (got %g)", o->eta);
     const int K = ddpm_sample_num_steps(s, o);
     int *ts = ddpm_alloc((size_t)K > 0 ? (size_t)K : 1, sizeof(int));
     float *out = ddpm_alloc_aligned(n, sizeof(float));
@@ -436,7 +454,8 @@ int ddpm_sample_loop(const ddpm_schedule *s, const ddpm_sample_opts *o, ddpm_den
         } else {
             ddpm_step_ddpm(s, &step, t, x, out, noise, B, d, x, x0);
         }
-        if (o->progress && o->progress(o->progress_ctx, k + 1, K, t, x, x0))
+        rc = ddpm_sample_check_finite(NULL, o, k + 1, K, t, x, B, d);
+        if (!rc && o->progress && o->progress(o->progress_ctx, k + 1, K, t, x, x0))
             rc = ddpm_fail(DDPM_ERR_INTERRUPTED, "sampling stopped at step %d of %d", k + 1, K);
     }
     free(ts);

@@ -165,7 +165,8 @@ int ddpm_sample_loop_sigma(const ddpm_schedule *s, const ddpm_sample_opts *o, dd
     for (int k = 0; !rc && k < K; k++)
         if (!isfinite(sig[k]))
             rc = ddpm_fail(DDPM_ERR_INVALID, "the schedule's sigma at t = %d is not finite (abar "
-                           "underflows to 0): use fewer timesteps or smaller betas", ts[k]);
+                           "is 0 there: a zero-terminal-SNR schedule): sample with ddpm or ddim",
+                           ts[k]);
         else if (!(sig[k + 1] < sig[k] || (k == K - 1 && sig[k + 1] == sig[k])))
             rc = ddpm_fail(DDPM_ERR_INVALID,
                            "the schedule's noise levels at t = %d and the next step are not "
@@ -229,7 +230,8 @@ int ddpm_sample_loop_sigma(const ddpm_schedule *s, const ddpm_sample_opts *o, dd
              * the correction would divide by sigma_next). */
             ddpm_step_euler(sg, sn, x, x0, n, x);
         }
-        if (o->progress && o->progress(o->progress_ctx, k + 1, K, t, x, x0))
+        rc = ddpm_sample_check_finite(NULL, o, k + 1, K, t, x, B, d);
+        if (!rc && o->progress && o->progress(o->progress_ctx, k + 1, K, t, x, x0))
             rc = ddpm_fail(DDPM_ERR_INTERRUPTED, "sampling stopped at step %d of %d", k + 1, K);
     }
     free(ts);

@@ -10,6 +10,12 @@
 void ddpm_sample_draw_init(const ddpm_sample_opts *o, int B, size_t d, float *x);
 /* The noise of the step at timestep t: randn(seed, SAMPLE_STEP, first_item + i, t). */
 void ddpm_sample_draw_noise(const ddpm_sample_opts *o, int t, int B, size_t d, float *noise);
+/* DDPM_ERR_NUMERIC unless x[0..B*d) is finite after step k of K (at timestep t) of `what`
+ * (NULL: the sampler o->sampler): a NaN or inf would run through every later step and be written
+ * out as the sample. The message names the sampler, the step and the item, and the likely
+ * causes. */
+int ddpm_sample_check_finite(const char *what, const ddpm_sample_opts *o, int k, int K, int t,
+                             const float *x, int B, size_t d);
 /* Fails (DDPM_ERR_INVALID, with a message) if thresholding is on with a ratio outside (0, 1] or
  * a max value below 1. */
 int ddpm_sample_check_threshold(const ddpm_sample_opts *o);

@@ -192,6 +192,41 @@ static int validate_config(const ddpm_schedule_config *c) {
     return DDPM_OK;
 }
 
+/* Every buffer must be finite: the samplers and the losses multiply by them, divide by them and
+ * take their logs, and a NaN or inf there comes out as NaN samples with exit 0. They are built in
+ * double and rounded to float, so a schedule whose abar underflows (many steps or large betas:
+ * linear over 40000 steps has abar = 1e-174, and sqrt(1 / abar) is inf in float) or whose 1 - abar
+ * rounds to 0 (betas below the double epsilon: the posterior variance is 0 / 0) is refused here,
+ * naming the buffer and the step. The one exception is by design: a zero-terminal-SNR schedule
+ * has abar = 0 at its last step, where sqrt(1 / abar) and sqrt(1 / abar - 1) are inf (the
+ * sampling loops refuse the eps network and the sigma-space samplers that would read them). ac:
+ * the double abar the buffers came from. */
+static int check_buffers_finite(const ddpm_schedule *s, const double *ac) {
+    for (int b = 0; b < DDPM_SCHEDULE_NUM_BUFFERS; b++) {
+        const float *v = ddpm_schedule_buffer(s, b);
+        const int terminal_inf_ok = s->config.zero_terminal_snr &&
+                                    (v == s->sqrt_recip_alphas_cumprod ||
+                                     v == s->sqrt_recipm1_alphas_cumprod);
+        for (int i = 0; i < s->n; i++) {
+            if (isfinite(v[i]) || (terminal_inf_ok && i == s->n - 1)) continue;
+            /* the clipped log variance of the first steps is taken from step t0 + 1 */
+            const int k = v == s->posterior_log_variance_clipped && i <= s->t0 ? s->t0 + 1 : i;
+            char why[160] = "";
+            if (ac[k] < 1e-30)
+                snprintf(why, sizeof why, ": abar = %.3g there underflows float; use fewer "
+                         "timesteps or smaller betas", ac[k]);
+            else if (1.0 - ac[k] == 0.0)
+                snprintf(why, sizeof why, ": 1 - abar rounds to 0 there, the betas are too small "
+                         "(1 - beta is 1 in double below about 1e-16)");
+            return ddpm_fail(DDPM_ERR_INVALID, "the %s schedule of %d steps gives %s = %s at t = %d%s",
+                             ddpm_schedule_kind_name(s->config.kind), s->config.timesteps,
+                             ddpm_schedule_buffer_name(b),
+                             isnan(v[i]) ? "NaN" : v[i] > 0 ? "inf" : "-inf", i, why);
+        }
+    }
+    return DDPM_OK;
+}
+
 int ddpm_schedule_init(ddpm_schedule *s, const ddpm_schedule_config *c) {
     memset(s, 0, sizeof *s);
     int rc = validate_config(c);
@@ -285,8 +320,10 @@ int ddpm_schedule_init(ddpm_schedule *s, const ddpm_schedule_config *c) {
         double pv = beta[j] * (1.0 - acp[j]) / (1.0 - ac[j]);
         s->posterior_log_variance_clipped[i] = (float)log(pv);
     }
+    rc = check_buffers_finite(s, ac);
     free(w);
-    return DDPM_OK;
+    if (rc) ddpm_schedule_free(s);
+    return rc;
 }
 
 void ddpm_schedule_free(ddpm_schedule *s) {
@@ -303,6 +340,17 @@ int ddpm_betas_read(const char *path, double **betas, int *count) {
     size_t size;
     int rc = ddpm_read_file(path, &text, &size);
     if (rc) return rc;
+    /* The parse below walks a C string: a NUL byte inside the file would end it there, silently
+     * dropping every beta after it (a binary file, or a text file cut and padded with zeros). */
+    const unsigned char *nul = memchr(text, 0, size);
+    if (nul) {
+        int nul_line = 1;
+        for (const unsigned char *q = text; q < nul; q++) nul_line += *q == '\n';
+        rc = ddpm_fail(DDPM_ERR_FORMAT, "%s:%d: a NUL byte at offset %zu: not a text file of betas",
+                       path, nul_line, (size_t)(nul - text));
+        free(text);
+        return rc;
+    }
     size_t cap = 256, n = 0;
     double *v = malloc(cap * sizeof *v);
     if (!v) {

@@ -222,12 +222,13 @@ static int truncated(const char *path, const char *format, size_t need, size_t h
                      path, format, have, need);
 }
 
-/* stb_image decodes a truncated BMP, TGA, PNM or GIF as if the missing bytes were zeros (or,
- * for uncompressed TGA rows, leaves them uninitialised): each is checked here against what its
+/* stb_image decodes a truncated BMP, TGA, PNM, GIF, PSD or HDR as if the missing bytes were
+ * zeros (or, for uncompressed TGA rows and flat HDR pixels, leaves them uninitialised; a
+ * run-length HDR cut short loops for ever on the zeros): each is checked here against what its
  * header says the pixel data needs, after the size checks (so w x h is at most 2^25 and every
  * product below fits in a size_t). Formats are told apart by their magic bytes in the order
- * stb_image tries them (BMP, GIF, PSD, PIC, PNM, HDR, then TGA, which has none). PSD, HDR and
- * PIC are not checked. */
+ * stb_image tries them (BMP, GIF, PSD, PIC, PNM, HDR, then TGA, which has none). PIC needs no
+ * check: stb_image tests for the end of the file before every pixel byte it reads. */
 static int bmp_check_length(const char *path, const unsigned char *p, size_t n, size_t w,
                             size_t h) {
     const size_t hsz = le32(p + 14);
@@ -312,6 +313,92 @@ static int gif_check_length(const char *path, const unsigned char *p, size_t n) 
     }
 }
 
+static size_t be16(const unsigned char *p) { return (size_t)p[0] << 8 | p[1]; }
+static size_t be32(const unsigned char *p) { return be16(p) << 16 | be16(p + 2); }
+
+/* A PSD as stb_image reads it: the 26-byte header, three sections each behind its 4-byte length
+ * (colour mode data, image resources, layers and masks), the compression, then every channel
+ * (stb_image keeps the first four) raw or PackBits-coded after a table of 2-byte row lengths. */
+static int psd_check_length(const char *path, const unsigned char *p, size_t n, size_t w,
+                            size_t h) {
+    size_t at = 26;
+    for (int k = 0; k < 3; k++) {
+        if (at + 4 > n) return truncated(path, "PSD", at + 4, n);
+        at += 4 + be32(p + at);
+    }
+    if (at + 2 > n) return truncated(path, "PSD", at + 2, n);
+    const size_t channels = be16(p + 12), depth = be16(p + 22), compression = be16(p + at);
+    at += 2;
+    const size_t npx = w * h;
+    if (compression == 0) {
+        const size_t need = at + channels * npx * (depth == 16 ? 2 : 1);
+        return need > n ? truncated(path, "PSD", need, n) : DDPM_OK;
+    }
+    if (compression != 1) return DDPM_OK; /* stb_image refuses it */
+    at += h * channels * 2;
+    /* PackBits: a count byte c, then c + 1 literal bytes (c < 128), or one byte for 257 - c
+     * pixels (c > 128); 128 is a no-op */
+    for (size_t c = 0; c < channels; c++) {
+        for (size_t done = 0; done < npx;) {
+            if (at >= n) return truncated(path, "PSD", at + 1, n);
+            const size_t len = p[at++];
+            if (len == 128) continue;
+            const size_t run = len < 128 ? len + 1 : 257 - len;
+            if (run > npx - done) return DDPM_OK; /* stb_image refuses it as bad RLE data */
+            at += len < 128 ? run : 1;
+            done += run;
+            if (at > n) return truncated(path, "PSD", at, n);
+        }
+    }
+    return DDPM_OK;
+}
+
+/* A Radiance HDR as stb_image reads it: header lines up to an empty one, the resolution line,
+ * then 4 bytes a pixel, flat (widths below 8 or from 32768) or, per row, 2 2 and the width as
+ * 16 bits followed by each of the 4 channels run-length coded (a count above 128: one byte for
+ * count - 128 pixels, else count literal bytes). A row without that marker makes stb_image read
+ * the rest of the image flat from there (its "goto main_decode_loop"). */
+static int hdr_check_length(const char *path, const unsigned char *p, size_t n, size_t w,
+                            size_t h) {
+    /* through the resolution line, which follows the first empty header line (stb_image reads
+     * lines as C strings: one starting with a NUL byte is empty too) */
+    size_t at = 0;
+    for (int empty_seen = 0, line = 0;; line++) {
+        const size_t start = at;
+        while (at < n && p[at] != '\n') at++;
+        if (at >= n) return truncated(path, "HDR", n + 1, n);
+        at++;
+        if (empty_seen) break;
+        empty_seen = line > 0 && (at - start == 1 || p[start] == 0);
+    }
+    const size_t npx = w * h;
+    if (w < 8 || w >= 32768) {
+        const size_t need = at + 4 * npx;
+        return need > n ? truncated(path, "HDR", need, n) : DDPM_OK;
+    }
+    for (size_t y = 0; y < h; y++) {
+        if (at + 4 > n) return truncated(path, "HDR", at + 4, n);
+        if (p[at] != 2 || p[at + 1] != 2 || (p[at + 2] & 0x80)) {
+            const size_t need = at + 4 * npx; /* this pixel, then all but the first, flat */
+            return need > n ? truncated(path, "HDR", need, n) : DDPM_OK;
+        }
+        if (be16(p + at + 2) != w) return DDPM_OK; /* stb_image refuses it */
+        at += 4;
+        for (int c = 0; c < 4; c++) {
+            for (size_t x = 0; x < w;) {
+                if (at >= n) return truncated(path, "HDR", at + 1, n);
+                const size_t count = p[at++];
+                const size_t run = count > 128 ? count - 128 : count;
+                if (run > w - x) return DDPM_OK; /* stb_image refuses it as bad RLE data */
+                at += count > 128 ? 1 : run;
+                x += run;
+                if (at > n) return truncated(path, "HDR", at, n);
+            }
+        }
+    }
+    return DDPM_OK;
+}
+
 static int stb_check_length(const char *path, const unsigned char *p, size_t n, int w, int h) {
     static const unsigned char pic[4] = {0x53, 0x80, 0xF6, 0x34};
     if (n >= 18 && p[0] == 'B' && p[1] == 'M') {
@@ -321,11 +408,11 @@ static int stb_check_length(const char *path, const unsigned char *p, size_t n, 
     }
     if (n >= 6 && memcmp(p, "GIF8", 4) == 0 && (p[4] == '7' || p[4] == '9') && p[5] == 'a')
         return gif_check_length(path, p, n);
-    if ((n >= 4 && memcmp(p, "8BPS", 4) == 0) || (n >= 4 && memcmp(p, pic, 4) == 0) ||
-        (n >= 2 && p[0] == '#' && p[1] == '?'))
-        return DDPM_OK; /* PSD, PIC, HDR: not checked */
+    if (n >= 4 && memcmp(p, "8BPS", 4) == 0) return psd_check_length(path, p, n, (size_t)w, (size_t)h);
+    if (n >= 4 && memcmp(p, pic, 4) == 0) return DDPM_OK; /* PIC: stb_image checks it */
     if (n >= 2 && p[0] == 'P' && (p[1] == '5' || p[1] == '6'))
         return pnm_check_length(path, p, n, (size_t)w, (size_t)h);
+    if (n >= 2 && p[0] == '#' && p[1] == '?') return hdr_check_length(path, p, n, (size_t)w, (size_t)h);
     return tga_check_length(path, p, n, (size_t)w, (size_t)h);
 }
 

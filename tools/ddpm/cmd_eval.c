@@ -34,7 +34,7 @@ int cmd_eval(int argc, char **argv) {
         {"projections", CLI_INT, &projections, "P", "random projections of the sliced Wasserstein distance (default 256)", NULL, 1, 100000},
         {"sampler", CLI_STRING, &sa.sampler, "NAME", "ddpm (default) or any of ddpm sample's samplers", NULL},
         {"steps", CLI_INT, &sa.steps, "K", "steps of every sampler but ddpm", NULL},
-        {"eta", CLI_FLOAT, &sa.eta, "E", "DDIM eta", NULL},
+        {"eta", CLI_FLOAT, &sa.eta, "E", "DDIM eta (0..1)", NULL, 0, SAMPLE_ETA_MAX},
         {"spacing", CLI_STRING, &sa.spacing, "KIND", "timestep spacing (as for ddpm sample)", NULL},
         {"variance", CLI_STRING, &sa.variance, "KIND", "DDPM variance: small or large", NULL},
         {"no-ema", CLI_FLAG, &sa.no_ema, NULL, "use the raw weights", NULL},

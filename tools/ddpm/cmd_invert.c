@@ -23,7 +23,7 @@ int cmd_invert(int argc, char **argv) {
         {"clip", CLI_FLAG, &clip, NULL, "--reconstruct: clamp the predicted x_0 as sample does by default (the inversion never clamps, so the round trip is then no longer its inverse)", NULL},
         {"class", CLI_INT, &class_id, "K", "conditional models: invert under class K", NULL, -1, 1000000},
         {"context", CLI_STRING, &context, "V", "conditional models: invert under this context vector", NULL},
-        {"guidance", CLI_FLOAT, &guidance, "W", "classifier-free guidance during inversion and reconstruction (default 0)", NULL},
+        {"guidance", CLI_FLOAT, &guidance, "W", "classifier-free guidance during inversion and reconstruction, -1..100 (default 0)", NULL, SAMPLE_GUIDANCE_MIN, SAMPLE_GUIDANCE_MAX},
         {"no-ema", CLI_FLAG, &sa.no_ema, NULL, "use the raw weights instead of the EMA weights", NULL},
         {"batch", CLI_INT, &batch, "B", "images per forward pass (default 100)", NULL, 0, 65536},
         {"scale", CLI_INT, &scale, "S", "--reconstruct .png: pixel scale (default 2 below 32 pixels)", NULL, 0, 64},

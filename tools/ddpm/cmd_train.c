@@ -202,7 +202,7 @@ int cmd_train(int argc, char **argv) {
         {"eval-n", CLI_INT, &a.eval_n, "N", "samples (and real images) per evaluation (default 1000)", NULL, 4, 1000000},
         {"eval-sampler", CLI_STRING, &a.eval_sampler, "NAME", "sampler of the evaluations (default ddim)", NULL},
         {"eval-steps", CLI_INT, &a.eval_steps, "K", "its steps (default 25; the ddpm sampler takes all)", NULL, 1, 100000},
-        {"eval-guidance", CLI_FLOAT, &a.eval_guidance, "W", "classifier-free guidance of the evaluations' labelled samples (default 0)", NULL},
+        {"eval-guidance", CLI_FLOAT, &a.eval_guidance, "W", "classifier-free guidance of the evaluations' labelled samples, -1..100 (default 0)", NULL, SAMPLE_GUIDANCE_MIN, SAMPLE_GUIDANCE_MAX},
         {"eval-seed", CLI_U64, &a.eval_seed, "S", "seed of the evaluations' samples, real subset and KID subsets (default 0)", NULL},
         {"eval-features", CLI_STRING, &a.eval_features, "CLS.safetensors", "classifier of the evaluations (default for 28x28 gray: the shipped Fashion-MNIST one)", NULL},
         {"keep-best", CLI_FLAG, &a.keep_best, NULL, "with --eval-every: keep DIR/best.safetensors, the checkpoint of the lowest FD so far", NULL},

@@ -38,7 +38,8 @@ int sampler_args_resolve(const char *cmd, const sampler_args *a, const ddpm_chec
         return cli_usage_error(cmd, "--steps must be in 1..%d for this schedule (got %d)", T, o->steps);
     if (every && a->steps > 0 && a->steps != T)
         return cli_usage_error(cmd, "the DDPM sampler takes every one of the %d steps; use --sampler ddim for fewer", T);
-    if (!(a->eta >= 0.0f)) return cli_usage_error(cmd, "--eta must be >= 0");
+    if (!(a->eta >= 0.0f && a->eta <= SAMPLE_ETA_MAX))
+        return cli_usage_error(cmd, "--eta must be in 0..%g (got %g)", SAMPLE_ETA_MAX, a->eta);
     o->eta = a->eta;
     o->lower_order_final = !a->no_lower_order_final;
     if (a->threshold) {

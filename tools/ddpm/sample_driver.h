@@ -34,6 +34,15 @@ int sampler_print_timesteps(const ddpm_schedule *s, const ddpm_sample_opts *o);
 /* Puts the checkpoint's EMA weights in place of the raw ones unless no_ema. */
 void sampler_use_ema(ddpm_checkpoint *ck, int no_ema, int quiet);
 
+/* The ranges of --eta and --guidance (every command that takes them). DDIM's eta runs from 0
+ * (deterministic) to 1 (DDPM's posterior variance); above 1 its noise exceeds what the step leaves
+ * room for (1 - abar_prev - sigma^2 < 0), and 1e30 gave samples of 1e30. Guidance W gives
+ * eps = (1 + W) eps_cond - W eps_uncond: -1 is the unconditional model, and papers use W up to
+ * about 10; 100 is far past any use, and a W of 1e30 made NaN or garbage samples. */
+#define SAMPLE_ETA_MAX 1.0
+#define SAMPLE_GUIDANCE_MIN -1.0
+#define SAMPLE_GUIDANCE_MAX 100.0
+
 /* The most samples one `ddpm sample` draws (-n, --per-class x classes, --context-file rows). */
 enum { SAMPLE_MAX_N = 1000000 };
 
