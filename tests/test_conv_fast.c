@@ -390,13 +390,16 @@ static void test_winograd_dw_matches_references(void **s) {
     printf("[conv] winograd F(4x4,3x3) weight gradient worst |error| / max|ref|: %.2g\n", worst);
 }
 
-/* The gathered input transform (AVX-512) against the scalar reference copies: the same bits,
- * forward and input gradient, at every level the CPU has (at AVX2 both runs take the copies). */
-static void test_winograd_gather_same_bits(void **s) {
+/* The vector input transform (AVX-512) against the scalar reference copies: the same bits,
+ * forward, input gradient and weight gradient, at every level the CPU has (at AVX2 both runs
+ * take the copies). */
+static void test_winograd_simd_input_same_bits(void **s) {
     (void)s;
     if (!ddpm_mk_fast()) return;
+    /* the last two have enough tiles for the Winograd weight gradient */
     const conv_shape shapes[] = {{3, 16, 9, 11, 24, 3, 3, 1, 1}, {2, 32, 14, 14, 16, 3, 3, 1, 2},
-                                 {5, 20, 7, 7, 20, 3, 3, 1, 0}};
+                                 {5, 20, 7, 7, 20, 3, 3, 1, 0}, {6, 24, 13, 10, 16, 3, 3, 1, 1},
+                                 {8, 16, 16, 16, 24, 3, 3, 1, 2}};
     for (int isa = DDPM_ISA_AVX2; isa <= (int)ddpm_mk_isa_cpu(); isa++) {
         ddpm_mk_set_isa(isa);
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
@@ -408,20 +411,24 @@ static void test_winograd_gather_same_bits(void **s) {
                          ny = (size_t)d.B * d.C_out * d.H_out * d.W_out;
             float *x = tu_randn_alloc(nx, 1), *w = tu_randn_alloc((size_t)d.C_in * d.C_out * 9, 0.2f);
             float *dy = tu_randn_alloc(ny, 1), *ws = calloc(ddpm_conv2d_workspace(&d) + 1, 4);
-            float *y[2], *dx[2];
+            const size_t nw = (size_t)d.C_in * d.C_out * 9;
+            float *y[2], *dx[2], *dw[2];
             for (int v = 0; v < 2; v++) {
-                ddpm_conv_winograd_gather(v);
+                ddpm_conv_winograd_simd_input(v);
                 y[v] = calloc(ny, 4);
                 dx[v] = calloc(nx, 4);
+                dw[v] = calloc(nw, 4);
                 ddpm_conv2d_forward(y[v], x, w, NULL, &d, ws);
-                ddpm_conv2d_backward(dx[v], NULL, NULL, dy, x, w, &d, ws);
+                ddpm_conv2d_backward(dx[v], dw[v], NULL, dy, x, w, &d, ws);
             }
-            ddpm_conv_winograd_gather(1);
+            ddpm_conv_winograd_simd_input(1);
             assert_memory_equal(y[0], y[1], ny * 4);
             assert_memory_equal(dx[0], dx[1], nx * 4);
+            assert_memory_equal(dw[0], dw[1], nw * 4);
             for (int v = 0; v < 2; v++) {
                 free(y[v]);
                 free(dx[v]);
+                free(dw[v]);
             }
             free(x);
             free(w);
@@ -494,7 +501,7 @@ int main(void) {
         cmocka_unit_test(test_winograd_matches_references),
         cmocka_unit_test(test_winograd_dw_matches_references),
         cmocka_unit_test(test_winograd_same_bits_any_threads),
-        cmocka_unit_test(test_winograd_gather_same_bits),
+        cmocka_unit_test(test_winograd_simd_input_same_bits),
         cmocka_unit_test(test_dims_validation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -11,9 +11,9 @@ ddpm_tape *ddpm_model_tape(ddpm_model *m, int k);
 /* models/unet.c: forward FLOPs per item of a DDPM U-Net (0 for other networks). */
 double ddpm_unet_flops(const ddpm_model *m);
 
-/* ops/conv_winograd.c: the Winograd input transform by gathers (1, the default) or by the
- * scalar reference copies (0); both give the same bits. */
-void ddpm_conv_winograd_gather(int on);
+/* ops/conv_winograd.c: the Winograd input transform in AVX-512 vector loads where the CPU has
+ * them (1, the default) or by the scalar reference copies (0); both give the same bits. */
+void ddpm_conv_winograd_simd_input(int on);
 /* ops/conv_naive.c: naive convolutions (direct loops, no workspace; the forwards sum in
  * double), the references every fast path is tested against. */
 void ddpm_conv2d_forward_ref(float *out, const float *inp, const float *weight,
