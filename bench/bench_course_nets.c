@@ -31,7 +31,6 @@
 #include <omp.h>
 #endif
 
-#define PEAK_GFLOPS 400.0 /* this machine's sgemm peak on 2 cores (OPENBLAS_CORETYPE unset) */
 
 static double now(void) {
     struct timespec ts;
@@ -169,9 +168,9 @@ static void run(const net *n, const char *mode, int repeats) {
         ddpm_tape_get_stats(ddpm_model_tape(m, 0), &ts);
         printf("{\"impl\":\"ddpm\",\"net\":\"%s\",\"mode\":\"%s\",\"B\":%d,\"median_ms\":%.3f,"
                "\"min_ms\":%.3f,\"ms_per_image\":%.4f,\"gflop\":%.4f,\"gflops\":%.2f,"
-               "\"frac_peak\":%.4f,\"threads\":%d,\"tape_mb\":%.1f}\n",
+               "\"threads\":%d,\"tape_mb\":%.1f}\n",
                n->name, bwd ? "fwdbwd" : "fwd", n->B, med, ms[1], med / n->B, gflop, gflops,
-               gflops / PEAK_GFLOPS, threads, ts.arena_bytes / 1048576.0);
+               threads, ts.arena_bytes / 1048576.0);
         fflush(stdout);
         free(ms);
     }

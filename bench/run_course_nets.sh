@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # run_course_nets.sh - ddpm against PyTorch on the two tutorial networks at their tutorial sizes:
-# forward and forward+backward, ms per image, GFLOP/s and the fraction of this machine's sgemm
-# peak (400 GFLOP/s on 2 cores). Runs are interleaved (ddpm, PyTorch, PyTorch, ddpm, ... per
+# forward and forward+backward, ms per image, GFLOP/s (direct-convolution FLOPs over time, so a
+# Winograd layer can show above the peak) and the fraction of this machine's FMA peak on 2
+# threads, measured first by fma_peak (PEAK_GFLOPS overrides). Runs are interleaved (ddpm, PyTorch, PyTorch, ddpm, ... per
 # measurement, `rounds` times) so that a busy shared machine slows both alike; the table shows the
 # median over rounds of each run's median.
 #
@@ -32,6 +33,9 @@ results=${RESULTS:-$(mktemp /tmp/course_nets.XXXXXX.jsonl)}
 echo "raw results: $results ($(nproc) CPUs, OMP_WAIT_POLICY=$OMP_WAIT_POLICY," \
   "load before: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
 
+peak=${PEAK_GFLOPS:-$(OMP_NUM_THREADS=2 "$build/fma_peak" 2 | sed 's/.*"fma_peak_gflops":\([0-9.]*\).*/\1/')}
+echo "FMA peak, 2 threads: $peak GFLOP/s ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)," \
+  "$(grep -q avx512f /proc/cpuinfo && echo AVX-512 || echo 'no AVX-512'))" >&2
 run_ddpm() { "$bin" "$1" "$2" "$repeats" >>"$results"; }
 run_torch() { $py bench/torch_course_nets.py --net "$1" --mode "$2" --repeats "$repeats" --threads 2 >>"$results"; }
 
@@ -46,12 +50,13 @@ for r in $(seq "$rounds"); do
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
-$py - "$results" <<'EOF'
+$py - "$results" "$peak" <<'EOF'
 import json, statistics, sys
+peak = float(sys.argv[2])
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 desc = {"sprites": "context-unet 16x16x3 nf64 (course)", "fmnist": "context-unet 28x28x1 nf64",
         "simple": "simple-unet 64x64x3 64..1024"}
-print(f"{'network':36} {'mode':7} {'B':>4} {'impl':6} {'ms/image':>9} {'GFLOP/s':>8} {'of peak':>8}"
+print(f"{'network':36} {'mode':7} {'B':>4} {'impl':6} {'ms/image':>9} {'GFLOP/s':>8} {'of ' + format(peak, '.0f'):>8}"
       f" {'torch/ddpm':>10}  runs")
 for net in ["sprites", "fmnist", "simple"]:
     for mode in ["fwd", "fwdbwd"]:
@@ -65,6 +70,6 @@ for net in ["sprites", "fmnist", "simple"]:
             ratio = ""
             if impl == "ddpm" and "torch" in med:
                 ratio = f"{med['torch'][0] / ms:.2f}x"
-            print(f"{desc[net]:36} {mode:7} {B:>4} {impl:6} {ms:9.2f} {gf:8.1f} {gf / 400:8.1%}"
+            print(f"{desc[net]:36} {mode:7} {B:>4} {impl:6} {ms:9.2f} {gf:8.1f} {gf / peak:8.1%}"
                   f" {ratio:>10}  {n}")
 EOF

@@ -5,8 +5,9 @@
 # Both sides use 2 threads. The medians show the typical time on the machine as it is (a shared
 # machine's load hits the two very differently: PyTorch's per-op thread synchronisation suffers
 # much more); the minima approximate an idle machine. GFLOP/s counts the convolution, linear and attention products
-# (2 FLOPs per multiply-add; forward + backward = 3 x forward); the peak is this machine's
-# 2-core sgemm peak, 400 GFLOP/s (OPENBLAS_CORETYPE unset).
+# (2 FLOPs per multiply-add; forward + backward = 3 x forward; direct-convolution FLOPs, so a
+# Winograd layer can show above the peak); the peak is this machine's FMA peak at the thread
+# count used, measured first by fma_peak (PEAK_GFLOPS overrides).
 #
 # Usage: bench/run_unet.sh [BUILD_DIR] [ROUNDS] [REPS]   (default build-unet 5 3)
 #        THREADS=1 bench/run_unet.sh ...   (both sides on one thread; default 2)
@@ -15,7 +16,6 @@ cd "$(dirname "$0")/.."
 BUILD=${1:-build-unet}
 ROUNDS=${2:-5}
 REPS=${3:-3}
-PEAK=${PEAK_GFLOPS:-400}
 if [ ! -x "$BUILD/bench_unet" ]; then
   echo "run_unet.sh: $BUILD/bench_unet not found; build first:" >&2
   echo "  cmake -S . -B $BUILD -DCMAKE_BUILD_TYPE=Release && cmake --build $BUILD -j2" >&2
@@ -24,6 +24,9 @@ fi
 unset OPENBLAS_CORETYPE
 export OMP_NUM_THREADS=${THREADS:-2}
 echo "threads: $OMP_NUM_THREADS (ddpm OMP_NUM_THREADS, torch.set_num_threads)" >&2
+PEAK=${PEAK_GFLOPS:-$("$BUILD/fma_peak" "$OMP_NUM_THREADS" | sed 's/.*"fma_peak_gflops":\([0-9.]*\).*/\1/')}
+echo "FMA peak, $OMP_NUM_THREADS threads: $PEAK GFLOP/s ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)," \
+  "$(grep -q avx512f /proc/cpuinfo && echo AVX-512 || echo 'no AVX-512'))" >&2
 OUT=$(mktemp /tmp/run_unet.XXXXXX.jsonl)
 trap 'rm -f "$OUT"' EXIT
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
