@@ -30,7 +30,6 @@
 
 #include <omp.h>
 #include <stdatomic.h>
-#include <stdlib.h>
 #include <stdint.h>
 
 /* Tests: 0 runs the scalar input transform (the reference of the vector loads) at every level. */
@@ -315,12 +314,9 @@ __attribute__((target("avx512f"))) static void input_transform_512(float *V, siz
         }
     for (int c = 0; c < C; c++) {
         const uintptr_t xc = (uintptr_t)(x + c * plane);
-        if (c + WG_PF < C) {
-            const uintptr_t xp = xc + (uintptr_t)(WG_PF * plane * 4);
+        if (c + WG_PF < C)
             for (int i = 0; i < WG_P; i++)
-                for (int l = 0; l < L->nl; l++)
-                    _mm_prefetch((const char *)(xp + (uintptr_t)(off[i][l] * 4)), _MM_HINT_T0);
-        }
+                for (int l = 0; l < L->nl; l++) prefetch_at(x + c * plane, WG_PF * plane + off[i][l], 0);
         wg_v16 d[WG_X], s[WG_X];
         for (int i = 0; i < WG_P; i++) patch_row_512(&d[i * WG_P], xc, off[i], m[i]);
         for (int j = 0; j < WG_P; j++) { /* column j through B^T */
