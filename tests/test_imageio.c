@@ -643,28 +643,31 @@ static void put_be(unsigned char *b, size_t *n, unsigned v, int bytes) {
 }
 
 /* An 8 x 8 RGB PSD of px (interleaved), raw or PackBits-coded (even rows literal, odd rows one
- * run of their first pixel), written by hand after the format's header (stb_image reads it). */
-static size_t psd_8x8(unsigned char *b, const unsigned char *px, int rle) {
+ * run of their first pixel), written by hand after the format's header (stb_image reads it);
+ * with alpha, a fourth channel of values between 1 and 254 (alpha(x, y)). */
+static unsigned char alpha_at(int y, int x) { return (unsigned char)(1 + (y * 8 + x) * 37 % 254); }
+static size_t psd_8x8(unsigned char *b, const unsigned char *px, int rle, int alpha) {
+    const int nch = alpha ? 4 : 3;
     size_t n = 0;
     memcpy(b, "8BPS", 4), n = 4;
     put_be(b, &n, 1, 2);                            /* version */
     put_be(b, &n, 0, 4), put_be(b, &n, 0, 2);       /* reserved */
-    put_be(b, &n, 3, 2);                            /* channels */
+    put_be(b, &n, (unsigned)nch, 2);                /* channels */
     put_be(b, &n, 8, 4), put_be(b, &n, 8, 4);       /* height, width */
     put_be(b, &n, 8, 2), put_be(b, &n, 3, 2);       /* depth, RGB */
     for (int k = 0; k < 3; k++) put_be(b, &n, 0, 4); /* mode data, resources, layers */
     put_be(b, &n, (unsigned)rle, 2);
     if (rle)
-        for (int r = 0; r < 8 * 3; r++) put_be(b, &n, r % 2 ? 2 : 9, 2); /* row byte counts */
-    for (int c = 0; c < 3; c++)
+        for (int r = 0; r < 8 * nch; r++) put_be(b, &n, r % 2 ? 2 : 9, 2); /* row byte counts */
+    for (int c = 0; c < nch; c++)
         for (int y = 0; y < 8; y++) {
             if (rle && y % 2) {
                 b[n++] = 257 - 8;
-                b[n++] = px[y * 24 + c];
+                b[n++] = c == 3 ? alpha_at(y, 0) : px[y * 24 + c];
                 continue;
             }
             if (rle) b[n++] = 7;
-            for (int x = 0; x < 8; x++) b[n++] = px[(y * 8 + x) * 3 + c];
+            for (int x = 0; x < 8; x++) b[n++] = c == 3 ? alpha_at(y, x) : px[(y * 8 + x) * 3 + c];
         }
     return n;
 }
@@ -720,6 +723,40 @@ static size_t pic_8x8(unsigned char *b, const unsigned char *px, int rle) {
     return n;
 }
 
+/* Found by fuzz_image (UBSan float-cast-overflow in stb_image.h, reproducer
+ * regress/image-psd-alpha-matte.psd): stb_image divides each colour of a PSD with alpha by its
+ * alpha and casts the result to 8 bits unclamped. The alpha channel is now left out before
+ * stb_image sees the file: a PSD stores colours composited onto white, the image this reader
+ * returns. Hand-made raw and PackBits PSDs with alpha below every colour give their colours back;
+ * the reproducer reads without undefined behaviour (the sanitized suite runs this). */
+static void test_read_psd_alpha(void **state) {
+    (void)state;
+    unsigned char px[8 * 8 * 3], buf[1024];
+    for (int i = 0; i < (int)sizeof px; i++) px[i] = (unsigned char)(255 - i % 7);
+    float out[3 * 8 * 8];
+    for (int rle = 0; rle < 2; rle++) {
+        const char *file = tu_tmp(rle ? "alpha-rle.psd" : "alpha.psd");
+        tu_write_file(file, buf, psd_8x8(buf, px, rle, 1));
+        int w, h, c;
+        assert_int_equal(ddpm_image_info(file, &w, &h, &c), DDPM_OK);
+        assert_int_equal(w, 8);
+        if (ddpm_image_read(file, 8, 3, out)) fail_msg("%s", ddpm_last_error());
+        for (int y = 0; y < 8; y++)
+            for (int x = 0; x < 8; x++)
+                for (int ch = 0; ch < 3; ch++) {
+                    const int src = rle && y % 2 ? y * 8 : y * 8 + x;
+                    assert_float_equal(out[(ch * 8 + y) * 8 + x], unit(px[src * 3 + ch]), 1e-6);
+                }
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s", tu_fixture_path("regress/image-psd-alpha-matte.psd"));
+    const int rc = ddpm_image_read(path, 8, 3, out);
+    if (rc == DDPM_OK)
+        for (int i = 0; i < 3 * 8 * 8; i++) assert_true(out[i] >= -1.0f && out[i] <= 1.0f);
+    else
+        assert_non_null(strstr(ddpm_last_error(), path));
+}
+
 /* Every truncation of a valid file of each format is refused, naming the file: a BMP, an
  * uncompressed and a run-length TGA, a PPM, a PNG, a JPEG, a two-frame GIF, a raw and a PackBits
  * PSD, a flat and a run-length HDR (cut short, stb_image 2.27 read zeros, or uninitialised
@@ -754,7 +791,7 @@ static void test_read_truncated(void **state) {
     assert_int_equal(ddpm_gif_close(g), DDPM_OK);
     unsigned char buf[1024];
     for (int rle = 0; rle < 2; rle++) {
-        tu_write_file(files[7 + rle], buf, psd_8x8(buf, px, rle));
+        tu_write_file(files[7 + rle], buf, psd_8x8(buf, px, rle, 0));
         tu_write_file(files[9 + rle], buf, hdr_file(buf, px, rle));
         tu_write_file(files[11 + rle], buf, pic_8x8(buf, px, rle));
     }
@@ -835,6 +872,7 @@ int main(void) {
         cmocka_unit_test(test_read_errors),   cmocka_unit_test(test_read_refused),
         cmocka_unit_test(test_read_pnm16),    cmocka_unit_test(test_read_flat_large),
         cmocka_unit_test(test_read_truncated), cmocka_unit_test(test_read_wide_gif),
+        cmocka_unit_test(test_read_psd_alpha),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -318,10 +318,13 @@ static size_t be32(const unsigned char *p) { return be16(p) << 16 | be16(p + 2);
 
 /* A PSD as stb_image reads it: the 26-byte header, three sections each behind its 4-byte length
  * (colour mode data, image resources, layers and masks), the compression, then every channel
- * (stb_image keeps the first four) raw or PackBits-coded after a table of 2-byte row lengths. */
+ * (stb_image keeps the first four) raw or PackBits-coded after a table of 2-byte row lengths.
+ * *table_at gets the offset of that table (or of the raw pixels), *rgb_end the offset where the
+ * fourth channel's data begins (0 when stb_image refuses the file anyway). */
 static int psd_check_length(const char *path, const unsigned char *p, size_t n, size_t w,
-                            size_t h) {
+                            size_t h, size_t *table_at, size_t *rgb_end) {
     size_t at = 26;
+    *table_at = *rgb_end = 0;
     for (int k = 0; k < 3; k++) {
         if (at + 4 > n) return truncated(path, "PSD", at + 4, n);
         at += 4 + be32(p + at);
@@ -329,9 +332,11 @@ static int psd_check_length(const char *path, const unsigned char *p, size_t n, 
     if (at + 2 > n) return truncated(path, "PSD", at + 2, n);
     const size_t channels = be16(p + 12), depth = be16(p + 22), compression = be16(p + at);
     at += 2;
+    *table_at = at;
     const size_t npx = w * h;
     if (compression == 0) {
-        const size_t need = at + channels * npx * (depth == 16 ? 2 : 1);
+        const size_t bytes = npx * (depth == 16 ? 2 : 1), need = at + channels * bytes;
+        if (channels >= 3) *rgb_end = at + 3 * bytes;
         return need > n ? truncated(path, "PSD", need, n) : DDPM_OK;
     }
     if (compression != 1) return DDPM_OK; /* stb_image refuses it */
@@ -349,7 +354,32 @@ static int psd_check_length(const char *path, const unsigned char *p, size_t n, 
             done += run;
             if (at > n) return truncated(path, "PSD", at, n);
         }
+        if (c == 2) *rgb_end = at;
     }
+    return DDPM_OK;
+}
+
+/* A PSD with an alpha channel (4 or more channels) as the same image without it: the header's
+ * channel count set to 3, the first three channels' rows and data kept (malloc'd into *out).
+ * Why: stb_image 2.27 "removes the white matte" of such files by dividing each colour by alpha
+ * and casting the result to an 8-bit sample unclamped, undefined behaviour when a colour exceeds
+ * its alpha (found by fuzz_image: UBSan float-cast-overflow at stb_image.h:6225). A PSD stores
+ * its colours already composited onto white, which is what ddpm_image_read makes of alpha
+ * anyway, so the colours without alpha are the image this reader returns for every format. */
+static int psd_drop_alpha(const char *path, const unsigned char *p, size_t h,
+                          size_t table_at, size_t rgb_end, unsigned char **out, size_t *out_n) {
+    const size_t channels = be16(p + 12);
+    const int rle = be16(p + table_at - 2) == 1;
+    /* raw: everything up to the fourth channel; PackBits: the header, the first three
+     * channels' row lengths, then their data (after the whole table) */
+    const size_t rows = rle ? 3 * h * 2 : 0, data_at = table_at + (rle ? channels * h * 2 : 0);
+    *out_n = table_at + rows + (rgb_end - data_at);
+    if (!(*out = malloc(*out_n)))
+        return ddpm_fail(DDPM_ERR_NOMEM, "%s: out of memory reading the PSD", path);
+    memcpy(*out, p, table_at);
+    (*out)[12] = 0, (*out)[13] = 3;
+    memcpy(*out + table_at, p + table_at, rows);
+    memcpy(*out + table_at + rows, p + data_at, rgb_end - data_at);
     return DDPM_OK;
 }
 
@@ -399,8 +429,12 @@ static int hdr_check_length(const char *path, const unsigned char *p, size_t n, 
     return DDPM_OK;
 }
 
-static int stb_check_length(const char *path, const unsigned char *p, size_t n, int w, int h) {
+/* The file's length against the pixels its header announces; for a PSD, *psd_table and
+ * *psd_rgb_end get psd_check_length's offsets (else 0). */
+static int stb_check_length(const char *path, const unsigned char *p, size_t n, int w, int h,
+                            size_t *psd_table, size_t *psd_rgb_end) {
     static const unsigned char pic[4] = {0x53, 0x80, 0xF6, 0x34};
+    *psd_table = *psd_rgb_end = 0;
     if (n >= 18 && p[0] == 'B' && p[1] == 'M') {
         const size_t hsz = le32(p + 14);
         if (hsz == 12 || hsz == 40 || hsz == 56 || hsz == 108 || hsz == 124)
@@ -408,7 +442,8 @@ static int stb_check_length(const char *path, const unsigned char *p, size_t n, 
     }
     if (n >= 6 && memcmp(p, "GIF8", 4) == 0 && (p[4] == '7' || p[4] == '9') && p[5] == 'a')
         return gif_check_length(path, p, n);
-    if (n >= 4 && memcmp(p, "8BPS", 4) == 0) return psd_check_length(path, p, n, (size_t)w, (size_t)h);
+    if (n >= 4 && memcmp(p, "8BPS", 4) == 0)
+        return psd_check_length(path, p, n, (size_t)w, (size_t)h, psd_table, psd_rgb_end);
     if (n >= 4 && memcmp(p, pic, 4) == 0) return DDPM_OK; /* PIC: stb_image checks it */
     if (n >= 2 && p[0] == 'P' && (p[1] == '5' || p[1] == '6'))
         return pnm_check_length(path, p, n, (size_t)w, (size_t)h);
@@ -458,9 +493,19 @@ static int stb_decode(const char *path, const unsigned char *p, size_t n, int *w
                          "%s: 16-bit PNM images are not supported (convert it to 8 bits or to PNG)",
                          path);
     if ((rc = ddpm_image_check_size(path, *w, *h, n))) return rc;
-    if ((rc = stb_check_length(path, p, n, *w, *h)) || !rgba) return rc;
+    size_t psd_table, psd_rgb_end;
+    if ((rc = stb_check_length(path, p, n, *w, *h, &psd_table, &psd_rgb_end)) || !rgba) return rc;
+    unsigned char *no_alpha = NULL;
+    if (psd_rgb_end && be16(p + 12) > 3) {
+        size_t len;
+        if ((rc = psd_drop_alpha(path, p, (size_t)*h, psd_table, psd_rgb_end, &no_alpha, &len)))
+            return rc;
+        p = no_alpha, n = len;
+    }
     int dw, dh, dc;
-    if (!(*rgba = stbi_load_from_memory(p, (int)n, &dw, &dh, &dc, 4))) return decode_error(path);
+    *rgba = stbi_load_from_memory(p, (int)n, &dw, &dh, &dc, 4);
+    free(no_alpha);
+    if (!*rgba) return decode_error(path);
     if (dw != *w || dh != *h) {
         stbi_image_free(*rgba);
         *rgba = NULL;
