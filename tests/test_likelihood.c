@@ -3,7 +3,8 @@
  * gen_likelihood.py): the normal KL, the discretized Gaussian log-likelihood, each step's term,
  * the prior and the total of a tiny analytic model for both fixed variances; the whole loop
  * equals the prior plus its terms at the noise it documents, per item whatever the batch; the
- * 256 bins hold all the mass; a step outside the schedule is refused. */
+ * 256 bins hold all the mass; a step outside the schedule is refused; the course schedule's
+ * decoder term is the bin of x_0 under the model's x_0. */
 #include "testutil.h"
 
 #include <math.h>
@@ -119,6 +120,48 @@ static void check_variance(ddpm_variance var, const char *name) {
     free(x0), free(xt), free(W), free(b), free(terms), free(total), free(prior);
 }
 
+/* The decoder term of the course's schedule (T + 1 points, t0 = 1, abar_1 = a_0 a_1): with a
+ * model whose x_0 estimate is exact, -log p(x_0 | x_1) is the bin of x_0 under N(x_0, the model's
+ * variance). The posterior formula's mean there used to be 0.58 x_0 (beta_1 / (1 - abar_1)),
+ * which put every black or white pixel 40 bits/dim away (ddpm eval --nll of a course model). */
+static int exact_x0(void *ctx, const float *x, int nb, int t, const float *x0_prev, float *out) {
+    (void)x, (void)t, (void)x0_prev;
+    memcpy(out, ctx, sizeof(float) * (size_t)nb * D);
+    return 0;
+}
+static void test_course_decoder(void **state) {
+    (void)state;
+    ddpm_schedule_config c;
+    ddpm_schedule_config_default(&c, DDPM_SCHEDULE_LINEAR_COURSE, 50);
+    ddpm_schedule s;
+    assert_int_equal(ddpm_schedule_init(&s, &c), DDPM_OK);
+    assert_int_equal(s.t0, 1);
+    float x0[B * D], xt[B * D];
+    for (int i = 0; i < B * D; i++) x0[i] = (float)((i * 37 % 256) / 127.5 - 1), xt[i] = 0.5f * x0[i];
+    x0[0] = -1.0f, x0[1] = 1.0f; /* the end bins */
+    for (int v = 0; v < 2; v++) {
+        const ddpm_variance var = v ? DDPM_VAR_LARGE : DDPM_VAR_SMALL;
+        const double lv = v ? log(s.posterior_variance[2]) : s.posterior_log_variance_clipped[1];
+        double got[B], prior[B], bpd[B];
+        assert_int_equal(ddpm_vb_terms_bpd(&s, DDPM_PRED_X0, var, 1, 1, x0, xt, x0, B, D, got), DDPM_OK);
+        ddpm_prior_bpd(&s, x0, B, D, prior);
+        assert_int_equal(ddpm_nll_bpd(&s, DDPM_PRED_X0, var, 1, exact_x0, x0, x0, B, D, 1, 0, bpd, NULL), DDPM_OK);
+        for (int i = 0; i < B; i++) {
+            double ref = 0;
+            for (int j = 0; j < D; j++)
+                ref -= ddpm_discretized_gaussian_log_likelihood(x0[i * D + j], x0[i * D + j], 0.5 * lv);
+            near(got[i], ref / D / M_LN2, 1e-6, "course decoder", i);
+            assert_true(got[i] < 3.0);
+            /* the whole bound: with the posterior variance every KL term is 0 (the model's mean
+             * is the posterior's), so it is the prior plus the decoder; with beta_t the KLs of
+             * the variances add to it (a few bits at T = 50, not 40) */
+            if (var == DDPM_VAR_SMALL) near(bpd[i], prior[i] + got[i], 1e-9, "exact model bound", i);
+            else if (!(bpd[i] > prior[i] + got[i] && bpd[i] < 5.0)) fail_msg("bound %g bits", bpd[i]);
+        }
+    }
+    ddpm_schedule_free(&s);
+}
+
 static void test_bound_small(void **state) { (void)state; check_variance(DDPM_VAR_SMALL, "small"); }
 static void test_bound_large(void **state) { (void)state; check_variance(DDPM_VAR_LARGE, "large"); }
 
@@ -128,6 +171,7 @@ int main(void) {
         cmocka_unit_test(test_discretized_gaussian),
         cmocka_unit_test(test_bound_small),
         cmocka_unit_test(test_bound_large),
+        cmocka_unit_test(test_course_decoder),
     };
     tu_use_fixture("likelihood.safetensors", &fx);
     return cmocka_run_group_tests(tests, tu_fixture_setup, tu_fixture_teardown);

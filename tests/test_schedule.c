@@ -119,8 +119,9 @@ static void test_identities(void **state) {
         ddpm_schedule_config_default(&c, (ddpm_schedule_kind)k, 200);
         ddpm_schedule s;
         assert_int_equal(ddpm_schedule_init(&s, &c), DDPM_OK);
-        /* The course's first step is the exception: its abar_1 keeps a_0 in the product. */
-        for (int t = k == DDPM_SCHEDULE_LINEAR_COURSE ? 2 : s.t0; t < s.n; t++) {
+        /* every step from t0, the course's first one too (its abar_1 keeps a_0 in the product,
+         * and the posterior there is still x_0 itself) */
+        for (int t = s.t0; t < s.n; t++) {
             double ab = s.alphas_cumprod[t];
             assert_float_equal(s.sqrt_alphas_cumprod[t] * s.sqrt_alphas_cumprod[t], ab, 1e-6);
             assert_float_equal(s.sqrt_one_minus_alphas_cumprod[t] * s.sqrt_one_minus_alphas_cumprod[t],

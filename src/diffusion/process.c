@@ -156,12 +156,8 @@ void ddpm_step_ddpm(const ddpm_schedule *s, const ddpm_step_opts *o, int t, cons
      * mean of the clipped x_0. The two agree for every schedule whose abar is the product of its
      * alphas; the course's T+1-point schedule is not (abar_1 keeps a_0), and its own sampler uses
      * the first form. */
-    float c1 = s->posterior_mean_coef1[t], c2 = s->posterior_mean_coef2[t];
-    /* The last step (abar_{t-1} = 1): the posterior mean is x_0 itself whatever the betas. The
-     * buffers, built from beta_t, say the same where 1 - abar_t = beta_t, but the course's
-     * schedule has 1 - abar_1 = 1 - a_0 a_1 there, which made them give 0.58 x_0: every clipped
-     * DDPM sample of a course-schedule model came out grey where the data is black. */
-    if (t == s->t0) c1 = 1.0f, c2 = 0.0f;
+    /* at t0 the coefficients are 1 and 0 (the schedule sets them so): the mean is x_0 itself */
+    const float c1 = s->posterior_mean_coef1[t], c2 = s->posterior_mean_coef2[t];
     const float ra = 1.0f / sqrtf(s->alphas[t]);
     const float ce = s->betas[t] / s->sqrt_one_minus_alphas_cumprod[t];
     float sigma = 0.0f;

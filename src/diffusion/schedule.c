@@ -302,11 +302,15 @@ int ddpm_schedule_init(ddpm_schedule *s, const ddpm_schedule_config *c) {
         s->log_one_minus_alphas_cumprod[i] = (float)log(one_m_safe);
         s->sqrt_recip_alphas_cumprod[i] = (float)sqrt(1.0 / ac[i]);
         s->sqrt_recipm1_alphas_cumprod[i] = (float)sqrt(1.0 / ac[i] - 1.0);
-        if (one_m > 0.0) {
+        /* Where abar_{t-1} = 1 (the first step) q(x_{t-1} | x_t, x_0) is x_0 itself, whatever the
+         * betas say: beta_t / (1 - abar_t) is 1 only where 1 - abar_t = beta_t, and the course's
+         * abar_1 keeps a_0 (1 - abar_1 = 1 - a_0 a_1), which made the formula's mean 0.58 x_0
+         * there (grey DDPM samples, and a decoder term of 40 bits/dim in ddpm eval --nll). */
+        if (one_m > 0.0 && acp[i] < 1.0) {
             s->posterior_variance[i] = (float)(beta[i] * (1.0 - acp[i]) / one_m);
             s->posterior_mean_coef1[i] = (float)(beta[i] * sqrt(acp[i]) / one_m);
             s->posterior_mean_coef2[i] = (float)((1.0 - acp[i]) * sqrt(alpha[i]) / one_m);
-        } else { /* q(x_{t-1} | x_t, x_0) is x_0 itself */
+        } else {
             s->posterior_variance[i] = 0.0f;
             s->posterior_mean_coef1[i] = 1.0f;
             s->posterior_mean_coef2[i] = 0.0f;
