@@ -516,50 +516,62 @@ size_t conv_winograd_dw_workspace(const ddpm_conv_dims *d) {
 }
 
 /* E for the panel's tiles and every output channel: E_xi's rows (tile l, channel o) at
- * E + xi * per_xi + l * C_out + o (E already at the panel); lanes past nl are not written. */
+ * E + xi * per_xi + l * C_out + o (E already at the panel); lanes past nl are not written.
+ * Channels 16 at a time: their E (36 x 16 tiles each, 36 KB) is written out tile by tile, 16
+ * contiguous channels a row (channel by channel, each wrote one float into 576 cache lines). */
 WG_TGT static void dy_transform(float *E, size_t per_xi, const wg_lanes *L, const float *dy,
                                 int C_out, int Ho, int Wo) {
     const size_t plane = (size_t)Ho * Wo;
-    for (int o = 0; o < C_out; o++) {
-        if (o + WG_PF < C_out) /* the 4x4 blocks of a channel ahead */
-            for (int l = 0; l < L->nl; l++)
+    int rows[16], cols[16];
+    for (int l = 0; l < 16; l++) {
+        rows[l] = l < L->nl ? (Ho - L->oy[l] < WG_M ? Ho - L->oy[l] : WG_M) : 0;
+        cols[l] = l < L->nl ? (Wo - L->ox[l] < WG_M ? Wo - L->ox[l] : WG_M) : 0;
+    }
+    for (int o0 = 0; o0 < C_out; o0 += 16) {
+        const int no = C_out - o0 < 16 ? C_out - o0 : 16;
+        float e[16][WG_X][16]; /* [channel][transform point][lane] */
+        for (int oo = 0; oo < no; oo++) {
+            const int o = o0 + oo;
+            if (o + WG_PF < C_out) /* the 4x4 blocks of a channel ahead */
+                for (int l = 0; l < L->nl; l++)
+                    for (int i = 0; i < WG_M; i++)
+                        prefetch_at(dy, (o + WG_PF) * plane + L->out_off[l] + i * Wo, 0);
+            float d[WG_M * WG_M][16]; /* the 4x4 block, [element][lane] */
+            for (int l = 0; l < 16; l++) {
+                const float *src = l < L->nl ? dy + o * plane + L->out_off[l] : dy;
                 for (int i = 0; i < WG_M; i++)
-                    prefetch_at(dy, (o + WG_PF) * plane + L->out_off[l] + i * Wo, 0);
-        float d[WG_M * WG_M][16]; /* the 4x4 block, [element][lane] */
-        for (int l = 0; l < 16; l++) {
-            const int rows = l < L->nl ? (Ho - L->oy[l] < WG_M ? Ho - L->oy[l] : WG_M) : 0,
-                      cols = l < L->nl ? (Wo - L->ox[l] < WG_M ? Wo - L->ox[l] : WG_M) : 0;
-            const float *src = l < L->nl ? dy + o * plane + L->out_off[l] : dy;
-            for (int i = 0; i < WG_M; i++)
-                for (int j = 0; j < WG_M; j++)
-                    d[i * WG_M + j][l] = i < rows && j < cols ? src[i * Wo + j] : 0.0f;
+                    for (int j = 0; j < WG_M; j++)
+                        d[i * WG_M + j][l] = i < rows[l] && j < cols[l] ? src[i * Wo + j] : 0.0f;
+            }
+            float t[WG_P * WG_M][16]; /* A dy: each column of 4 to 6 rows (A = (A^T)^T of WG_AT) */
+            for (int j = 0; j < WG_M; j++)
+                for (int l = 0; l < 16; l++) {
+                    const float d0 = d[j][l], d1 = d[WG_M + j][l], d2 = d[2 * WG_M + j][l],
+                                d3 = d[3 * WG_M + j][l];
+                    t[0 * WG_M + j][l] = d0;
+                    t[1 * WG_M + j][l] = d0 + d1 + d2 + d3;
+                    t[2 * WG_M + j][l] = d0 - d1 + d2 - d3;
+                    t[3 * WG_M + j][l] = d0 + 2.0f * d1 + 4.0f * d2 + 8.0f * d3;
+                    t[4 * WG_M + j][l] = d0 - 2.0f * d1 + 4.0f * d2 - 8.0f * d3;
+                    t[5 * WG_M + j][l] = d3;
+                }
+            for (int r = 0; r < WG_P; r++) /* (A dy) A^T: each row of 4 to 6 columns */
+                for (int l = 0; l < 16; l++) {
+                    const float a0 = t[r * WG_M][l], a1 = t[r * WG_M + 1][l], a2 = t[r * WG_M + 2][l],
+                                a3 = t[r * WG_M + 3][l];
+                    e[oo][r * WG_P + 0][l] = a0;
+                    e[oo][r * WG_P + 1][l] = a0 + a1 + a2 + a3;
+                    e[oo][r * WG_P + 2][l] = a0 - a1 + a2 - a3;
+                    e[oo][r * WG_P + 3][l] = a0 + 2.0f * a1 + 4.0f * a2 + 8.0f * a3;
+                    e[oo][r * WG_P + 4][l] = a0 - 2.0f * a1 + 4.0f * a2 - 8.0f * a3;
+                    e[oo][r * WG_P + 5][l] = a3;
+                }
         }
-        float t[WG_P * WG_M][16]; /* A dy: each column of 4 to 6 rows (A = (A^T)^T of WG_AT) */
-        for (int j = 0; j < WG_M; j++)
-            for (int l = 0; l < 16; l++) {
-                const float d0 = d[j][l], d1 = d[WG_M + j][l], d2 = d[2 * WG_M + j][l],
-                            d3 = d[3 * WG_M + j][l];
-                t[0 * WG_M + j][l] = d0;
-                t[1 * WG_M + j][l] = d0 + d1 + d2 + d3;
-                t[2 * WG_M + j][l] = d0 - d1 + d2 - d3;
-                t[3 * WG_M + j][l] = d0 + 2.0f * d1 + 4.0f * d2 + 8.0f * d3;
-                t[4 * WG_M + j][l] = d0 - 2.0f * d1 + 4.0f * d2 - 8.0f * d3;
-                t[5 * WG_M + j][l] = d3;
-            }
-        float e[WG_X][16]; /* (A dy) A^T: each row of 4 to 6 columns */
-        for (int r = 0; r < WG_P; r++)
-            for (int l = 0; l < 16; l++) {
-                const float a0 = t[r * WG_M][l], a1 = t[r * WG_M + 1][l], a2 = t[r * WG_M + 2][l],
-                            a3 = t[r * WG_M + 3][l];
-                e[r * WG_P + 0][l] = a0;
-                e[r * WG_P + 1][l] = a0 + a1 + a2 + a3;
-                e[r * WG_P + 2][l] = a0 - a1 + a2 - a3;
-                e[r * WG_P + 3][l] = a0 + 2.0f * a1 + 4.0f * a2 + 8.0f * a3;
-                e[r * WG_P + 4][l] = a0 - 2.0f * a1 + 4.0f * a2 - 8.0f * a3;
-                e[r * WG_P + 5][l] = a3;
-            }
         for (int xi = 0; xi < WG_X; xi++)
-            for (int l = 0; l < L->nl; l++) E[(size_t)xi * per_xi + (size_t)l * C_out + o] = e[xi][l];
+            for (int l = 0; l < L->nl; l++) {
+                float *dst = E + (size_t)xi * per_xi + (size_t)l * C_out + o0;
+                for (int oo = 0; oo < no; oo++) dst[oo] = e[oo][xi][l];
+            }
     }
 }
 
@@ -572,23 +584,40 @@ static void gt_times(const float e[6], float r[3]) {
 }
 
 /* dweight [C_out, C_in, 3, 3] += G^T dU G for the input channels i0..i1-1, from dU^T_xi
- * [C_in, C_out] (xi = r 6 + s). */
+ * [C_in, C_out] (xi = r 6 + s), 16 output channels at a time: their 36 elements are 16
+ * contiguous floats of each dU^T_xi (one filter at a time read 36 floats C_in C_out apart, a
+ * page apart at 32 channels and more: a fifth of the weight gradient's time at 128 channels). */
 static void dw_filters_back(float *dweight, const float *dUt, int C_in, int C_out, int i0,
                             int i1) {
     const size_t per_xi = (size_t)C_in * C_out;
     for (int i = i0; i < i1; i++)
-        for (int o = 0; o < C_out; o++) {
-            float u[WG_P][WG_P], t[3][WG_P]; /* dU, then G^T dU column by column */
-            for (int xi = 0; xi < WG_X; xi++) u[xi / WG_P][xi % WG_P] = dUt[xi * per_xi + (size_t)i * C_out + o];
-            for (int c = 0; c < WG_P; c++) {
-                const float col[6] = {u[0][c], u[1][c], u[2][c], u[3][c], u[4][c], u[5][c]};
-                float r[3];
-                gt_times(col, r);
-                for (int k = 0; k < 3; k++) t[k][c] = r[k];
+        for (int o0 = 0; o0 < C_out; o0 += 16) {
+            const int n = C_out - o0 < 16 ? C_out - o0 : 16;
+            float u[WG_X][16], t[3 * WG_P][16], g[9][16]; /* [element][filter] */
+            for (int xi = 0; xi < WG_X; xi++) {
+                const float *src = dUt + xi * per_xi + (size_t)i * C_out + o0;
+                for (int l = 0; l < 16; l++) u[xi][l] = l < n ? src[l] : 0.0f;
             }
-            float *dst = dweight + ((size_t)o * C_in + i) * 9, g[9];
-            for (int k = 0; k < 3; k++) gt_times(t[k], g + k * 3); /* (G^T dU) G, row by row */
-            for (int k = 0; k < 9; k++) dst[k] += g[k];
+            for (int c = 0; c < WG_P; c++) /* G^T dU, column c: t[k][c] */
+                for (int l = 0; l < 16; l++) {
+                    const float col[6] = {u[c][l],          u[WG_P + c][l],     u[2 * WG_P + c][l],
+                                          u[3 * WG_P + c][l], u[4 * WG_P + c][l], u[5 * WG_P + c][l]};
+                    float r[3];
+                    gt_times(col, r);
+                    for (int k = 0; k < 3; k++) t[k * WG_P + c][l] = r[k];
+                }
+            for (int k = 0; k < 3; k++) /* (G^T dU) G, row k */
+                for (int l = 0; l < 16; l++) {
+                    const float row[6] = {t[k * WG_P][l],     t[k * WG_P + 1][l], t[k * WG_P + 2][l],
+                                          t[k * WG_P + 3][l], t[k * WG_P + 4][l], t[k * WG_P + 5][l]};
+                    float r[3];
+                    gt_times(row, r);
+                    for (int j = 0; j < 3; j++) g[k * 3 + j][l] = r[j];
+                }
+            for (int l = 0; l < n; l++) {
+                float *dst = dweight + ((size_t)(o0 + l) * C_in + i) * 9;
+                for (int k = 0; k < 9; k++) dst[k] += g[k][l];
+            }
         }
 }
 
