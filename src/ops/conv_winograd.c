@@ -461,14 +461,15 @@ void conv_winograd_dx(float *dinp, const float *dout, const float *weight,
  * where the block leaves the output). The sum over tiles is again 36 GEMMs, here with the tiles
  * as K: dU^T_xi [C_in, C_out] += V_xi [C_in, tiles] E_xi [tiles, C_out] per chunk of tiles (V
  * row-major, E tile by C_out), chunks small enough (dw_chunk_tiles) to stay in cache beside
- * dU. The threads share each chunk: its panels' transforms split between them, then its 36
- * GEMMs, one transform point per thread at a time, and at the end the filters' transforms back
- * to 3x3. The batch's tiles fall into dw_groups groups, each summed into a dU of its own and
- * added to the total in group order (shorter float sums: without groups the error of the
- * 4116-tile test shape grew from 1.0e-5 to 4.5e-5 of the gradient's largest element). Every
- * dU_xi is summed in that fixed order by one thread, so the result does not depend on the
- * thread count; and a batch of few tiles (the 8 x 8 levels of a ContextUnet: 400) keeps every
- * thread busy, which groups run one per thread did not (one group, one thread). */
+ * dU. The batch's tiles fall into dw_groups groups (fixed by the shape), each summed chunk by
+ * chunk into a dU of its own, brought back to 3x3, and the groups' 3x3 partials added in group
+ * order (shorter float sums than one over all tiles: 1.0e-5 of the largest element against
+ * 4.5e-5 on the 4116-tile test shape). With at least as many groups as threads, each thread
+ * takes whole groups (no barrier; measured faster, Zen 5, 2 threads: 10.3 against 11.9 ms at 100
+ * x 64 x 28 x 28); with fewer (the 8 x 8 levels of a ContextUnet, 400 tiles, one group), the
+ * threads share each chunk: its panels' transforms, then its 36 GEMMs, one transform point per
+ * thread. Both sum every dU_xi over the same chunks in the same order, so the result does not
+ * depend on the thread count. */
 
 /* Tiles per weight-gradient chunk: its V and E (36 (C_in + C_out) floats a tile) in about 2.5 MB. */
 static int dw_chunk_tiles(int C_in, int C_out) {
@@ -480,6 +481,11 @@ typedef struct {
     int NT;
     size_t per_v, per_e; /* floats from one transform point's V (E) to the next */
 } wg_dw_plan;
+
+/* One thread's (or one shared) working set: dU^T, V and E. */
+static size_t dw_set_floats(const ddpm_conv_dims *d, const wg_dw_plan *p) {
+    return (size_t)WG_X * ((size_t)d->C_in * d->C_out + p->per_v + p->per_e);
+}
 
 static wg_dw_plan dw_plan(const ddpm_conv_dims *d) {
     wg_dw_plan p;
@@ -511,8 +517,8 @@ int conv_winograd_dw_fits(const ddpm_conv_dims *d) {
 size_t conv_winograd_dw_workspace(const ddpm_conv_dims *d) {
     if (!conv_winograd_dw_fits(d)) return 0;
     const wg_dw_plan p = dw_plan(d);
-    const size_t dU = (size_t)WG_X * d->C_in * d->C_out;
-    return (dw_groups(d) > 1 ? 2 : 1) * dU + (size_t)WG_X * (p.per_v + p.per_e);
+    const size_t T = (size_t)(omp_get_max_threads() > 0 ? omp_get_max_threads() : 1);
+    return (size_t)dw_groups(d) * 9 * d->C_in * d->C_out + T * dw_set_floats(d, &p);
 }
 
 /* E for the panel's tiles and every output channel: E_xi's rows (tile l, channel o) at
@@ -583,11 +589,11 @@ static void gt_times(const float e[6], float r[3]) {
     r[2] = sixth * (e[3] + e[4] - e[1] - e[2]) + e[5];
 }
 
-/* dweight [C_out, C_in, 3, 3] += G^T dU G for the input channels i0..i1-1, from dU^T_xi
+/* part [C_out, C_in, 3, 3] = G^T dU G for the input channels i0..i1-1, from dU^T_xi
  * [C_in, C_out] (xi = r 6 + s), 16 output channels at a time: their 36 elements are 16
  * contiguous floats of each dU^T_xi (one filter at a time read 36 floats C_in C_out apart, a
  * page apart at 32 channels and more: a fifth of the weight gradient's time at 128 channels). */
-static void dw_filters_back(float *dweight, const float *dUt, int C_in, int C_out, int i0,
+static void dw_filters_back(float *part, const float *dUt, int C_in, int C_out, int i0,
                             int i1) {
     const size_t per_xi = (size_t)C_in * C_out;
     for (int i = i0; i < i1; i++)
@@ -615,10 +621,49 @@ static void dw_filters_back(float *dweight, const float *dUt, int C_in, int C_ou
                     for (int j = 0; j < 3; j++) g[k * 3 + j][l] = r[j];
                 }
             for (int l = 0; l < n; l++) {
-                float *dst = dweight + ((size_t)(o0 + l) * C_in + i) * 9;
-                for (int k = 0; k < 9; k++) dst[k] += g[k][l];
+                float *dst = part + ((size_t)(o0 + l) * C_in + i) * 9;
+                for (int k = 0; k < 9; k++) dst[k] = g[k][l];
             }
         }
+}
+
+/* dU^T of the tiles [ta, tb) into dU, chunk by chunk: thread tid of nth does its share of each
+ * chunk's panels (their transforms into V and E), then of its 36 GEMMs, each transform point
+ * summed over the chunks in order by whichever thread has it. With nth > 1 every thread of the
+ * enclosing parallel region calls this, and the barriers keep the phases apart. */
+static void dw_group(float *dU, float *V, float *E, wg_lanes *L, const wg_geom *g,
+                     const wg_dw_plan *p, int C_out, int Ho, int Wo, const float *inp,
+                     const float *dout, int ta, int tb, int simd_in, int tid, int nth) {
+    const int C_in = g->C;
+    const size_t per_dU = (size_t)C_in * C_out;
+    for (int xi = WG_X * tid / nth; xi < WG_X * (tid + 1) / nth; xi++)
+        memset(dU + (size_t)xi * per_dU, 0, sizeof(float) * per_dU);
+    for (int t0 = ta; t0 < tb; t0 += p->NT) {
+        const int nt = tb - t0 < p->NT ? tb - t0 : p->NT, panels = (nt + 15) / 16;
+        for (int q = panels * tid / nth; q < panels * (tid + 1) / nth; q++) {
+            lanes_of(&L[q], g, C_out, Ho, Wo, t0 + q * 16, nt - q * 16 < 16 ? nt - q * 16 : 16);
+#if defined(__x86_64__) && defined(__GNUC__)
+            if (simd_in == DDPM_ISA_AVX512)
+                input_transform_512(V + (size_t)q * 16, p->per_v, (size_t)p->NT, g, &L[q], inp);
+            else
+#endif
+                input_transform(V + (size_t)q * 16, p->per_v, (size_t)p->NT, g, &L[q], inp);
+            dy_transform(E + (size_t)q * 16 * C_out, p->per_e, &L[q], dout, C_out, Ho, Wo);
+        }
+        if (nth > 1) {
+#pragma omp barrier
+        }
+        for (int xi = WG_X * tid / nth; xi < WG_X * (tid + 1) / nth; xi++) {
+            const ddpm_mk_gemm gm = {.M = C_in, .N = C_out, .K = nt,
+                                     .a = V + (size_t)xi * p->per_v, .sam = p->NT, .sak = 1,
+                                     .b = E + (size_t)xi * p->per_e, .ldb = C_out,
+                                     .c = dU + (size_t)xi * per_dU, .ldc = C_out, .accumulate = 1};
+            ddpm_mk_gemm_run(&gm, 0, C_in, 0, C_out);
+        }
+        if (nth > 1) { /* the next chunk's transforms overwrite V and E */
+#pragma omp barrier
+        }
+    }
 }
 
 void conv_winograd_dw(float *dweight, const float *dout, const float *inp, const ddpm_conv_dims *d,
@@ -627,54 +672,45 @@ void conv_winograd_dw(float *dweight, const float *dout, const float *inp, const
     const wg_dw_plan p = dw_plan(d);
     wg_geom g = {C_in, d->H, d->W, d->pad, (Ho + WG_M - 1) / WG_M, (Wo + WG_M - 1) / WG_M, 0};
     g.tiles = d->B * g.th * g.tw;
-    const size_t per_dU = (size_t)C_in * C_out;
-    /* the total (group 0 sums straight into it), the current group's dU, then V and E */
-    float *tot = ws, *cur = tot + (size_t)WG_X * per_dU;
-    float *V = cur + (G > 1 ? (size_t)WG_X * per_dU : 0), *E = V + (size_t)WG_X * p.per_v;
+    const size_t per_dU = (size_t)C_in * C_out, part = 9 * per_dU, set = dw_set_floats(d, &p);
+    float *parts = ws, *sets = ws + (size_t)G * part; /* G 3x3 partials, then working sets */
     const int simd_in =
         atomic_load_explicit(&simd_input_enabled, memory_order_relaxed) ? (int)ddpm_mk_isa() : 0;
     const int T = ddpm_mk_threads(2.0 * WG_X * C_in * C_out * (double)g.tiles);
-    wg_lanes L[256 / 16];
-#pragma omp parallel num_threads(T) if (T > 1)
-    {
+    if (T > 1 && G >= T) {
+        /* as many groups as threads: one group per thread at a time, each in its own set */
+#pragma omp parallel for schedule(static) num_threads(T)
         for (int grp = 0; grp < G; grp++) {
-            float *acc = grp == 0 ? tot : cur;
-#pragma omp for schedule(static)
-            for (int xi = 0; xi < WG_X; xi++) memset(acc + (size_t)xi * per_dU, 0, sizeof(float) * per_dU);
-            const int t_end = (int)((long long)g.tiles * (grp + 1) / G);
-            for (int t0 = (int)((long long)g.tiles * grp / G); t0 < t_end; t0 += p.NT) {
-                const int nt = t_end - t0 < p.NT ? t_end - t0 : p.NT, panels = (nt + 15) / 16;
-#pragma omp for schedule(static)
-                for (int q = 0; q < panels; q++) {
-                    lanes_of(&L[q], &g, C_out, Ho, Wo, t0 + q * 16, nt - q * 16 < 16 ? nt - q * 16 : 16);
-#if defined(__x86_64__) && defined(__GNUC__)
-                    if (simd_in == DDPM_ISA_AVX512)
-                        input_transform_512(V + (size_t)q * 16, p.per_v, (size_t)p.NT, &g, &L[q], inp);
-                    else
-#endif
-                        input_transform(V + (size_t)q * 16, p.per_v, (size_t)p.NT, &g, &L[q], inp);
-                    dy_transform(E + (size_t)q * 16 * C_out, p.per_e, &L[q], dout, C_out, Ho, Wo);
-                }
-#pragma omp for schedule(static)
-                for (int xi = 0; xi < WG_X; xi++) {
-                    const ddpm_mk_gemm gm = {.M = C_in, .N = C_out, .K = nt,
-                                             .a = V + (size_t)xi * p.per_v, .sam = p.NT, .sak = 1,
-                                             .b = E + (size_t)xi * p.per_e, .ldb = C_out,
-                                             .c = acc + (size_t)xi * per_dU, .ldc = C_out,
-                                             .accumulate = 1};
-                    ddpm_mk_gemm_run(&gm, 0, C_in, 0, C_out);
-                }
-            }
-            if (grp > 0) {
-#pragma omp for schedule(static)
-                for (int xi = 0; xi < WG_X; xi++) {
-                    float *t = tot + (size_t)xi * per_dU;
-                    const float *c = cur + (size_t)xi * per_dU;
-                    for (size_t k = 0; k < per_dU; k++) t[k] += c[k];
+            float *dU = sets + (size_t)omp_get_thread_num() * set, *V = dU + (size_t)WG_X * per_dU;
+            wg_lanes L[256 / 16];
+            dw_group(dU, V, V + (size_t)WG_X * p.per_v, L, &g, &p, C_out, Ho, Wo, inp, dout,
+                     (int)((long long)g.tiles * grp / G), (int)((long long)g.tiles * (grp + 1) / G),
+                     simd_in, 0, 1);
+            dw_filters_back(parts + (size_t)grp * part, dU, C_in, C_out, 0, C_in);
+        }
+    } else {
+        /* fewer groups than threads: the threads share each group's chunks */
+        float *dU = sets, *V = dU + (size_t)WG_X * per_dU, *E = V + (size_t)WG_X * p.per_v;
+        wg_lanes L[256 / 16];
+#pragma omp parallel num_threads(T) if (T > 1)
+        {
+            const int nth = omp_get_num_threads(), tid = omp_get_thread_num();
+            for (int grp = 0; grp < G; grp++) {
+                dw_group(dU, V, E, L, &g, &p, C_out, Ho, Wo, inp, dout,
+                         (int)((long long)g.tiles * grp / G),
+                         (int)((long long)g.tiles * (grp + 1) / G), simd_in, tid, nth);
+                dw_filters_back(parts + (size_t)grp * part, dU, C_in, C_out, C_in * tid / nth,
+                                C_in * (tid + 1) / nth);
+                if (nth > 1) { /* the next group clears dU */
+#pragma omp barrier
                 }
             }
         }
-        const int nth = omp_get_num_threads(), tid = omp_get_thread_num();
-        dw_filters_back(dweight, tot, C_in, C_out, C_in * tid / nth, C_in * (tid + 1) / nth);
+    }
+#pragma omp parallel for schedule(static) if (part * G > 32768)
+    for (size_t k = 0; k < part; k++) {
+        float sum = 0;
+        for (int grp = 0; grp < G; grp++) sum += parts[(size_t)grp * part + k];
+        dweight[k] += sum;
     }
 }
