@@ -331,12 +331,25 @@ static void give_spare(ddpm_tape *t, ddpm_var *v) {
     v->grad = NULL;
 }
 
+/* memset in parallel pieces for large buffers: an activation's gradient is a few MB, zeroed
+ * by the thread walking the tape while the others wait (1% of a ContextUnet training step's
+ * samples on one thread, Zen 5, 2 threads) */
+static void zero_floats(float *p, size_t n) {
+    const size_t piece = (size_t)1 << 16;
+    const long long pieces = (long long)((n + piece - 1) / piece);
+#pragma omp parallel for schedule(static) if (pieces > 4)
+    for (long long k = 0; k < pieces; k++) {
+        const size_t a = (size_t)k * piece, len = n - a < piece ? n - a : piece;
+        memset(p + a, 0, len * sizeof(float));
+    }
+}
+
 static float *grad_of(ddpm_tape *t, ddpm_var *v) {
     if (!v || !v->requires_grad) return NULL;
     if (!v->grad) {
         v->grad = take_spare(t, v->numel);
         if (!v->grad) v->grad = tape_arena_floats(t, v->numel);
-        if (v->grad) memset(v->grad, 0, v->numel * sizeof(float));
+        if (v->grad) zero_floats(v->grad, v->numel);
     }
     return v->grad;
 }

@@ -107,8 +107,10 @@ static void g_times(const float g[3], float u[6]) {
 static void weight_transform(float *U, const float *w, int n_out, int n_in, int flip) {
     /* 16 filters at a time, so each of the 36 rows of U gets one whole cache line per block:
      * the rows are n_out n_in floats apart, and a power of two apart they share one L1 set
-     * (storing filter by filter, 36 lines of a set each time, was 9% of a training step) */
-#pragma omp parallel for schedule(static) if ((size_t)n_out * n_in > 4096)
+     * (storing filter by filter, 36 lines of a set each time, was 9% of a training step).
+     * Threads from 32 x 32 filters (~0.2 MFLOP; the 64 x 64 convs of a ContextUnet ran it on
+     * one thread while the other waited: 1% of the step's samples, Zen 5) */
+#pragma omp parallel for schedule(static) if ((size_t)n_out * n_in >= 1024)
     for (int o = 0; o < n_out; o++)
         for (int i0 = 0; i0 < n_in; i0 += 16) {
             const int ni = n_in - i0 < 16 ? n_in - i0 : 16;
