@@ -109,6 +109,14 @@ static void test_fast_vs_naive_conv(void **s) {
             {2, 8, 1, 1, 6, 7, 7, 7, 0},   {1, 3, 5, 4, 4, 3, 3, 1, 1},
             {2, 5, 4, 3, 3, 3, 2, 3, 1},   {1, 24, 8, 8, 16, 4, 4, 2, 1},
             {7, 6, 4, 4, 5, 2, 2, 2, 0},   {5, 4, 2, 3, 3, 4, 4, 2, 1},
+            /* kernel == stride, padding 0 (conv_patch.c with the own kernel on): up0 of the
+             * ContextUnet (1 x 1 in, 4 x 4 and 7 x 7 out), Ng = C_out s s not a multiple of 16,
+             * more than one row block (M = B H W > 96) and K block (M > 256 in dW's K, C_in > 256
+             * in the forward's), a 3 x 3 stride 3 kernel, 1 x 1 stride 1 */
+            {7, 20, 1, 1, 17, 4, 4, 4, 0}, {3, 9, 1, 1, 6, 7, 7, 7, 0},
+            {4, 33, 3, 5, 7, 2, 2, 2, 0},  {6, 24, 7, 7, 70, 2, 2, 2, 0},
+            {2, 5, 4, 6, 3, 3, 3, 3, 0},   {1, 3, 2, 2, 1, 1, 1, 1, 0},
+            {2, 260, 2, 3, 3, 2, 2, 2, 0},
         };
         for (size_t i = 0; i < sizeof tshapes / sizeof tshapes[0]; i++)
             fast_vs_naive(&tshapes[i], 1);

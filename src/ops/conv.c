@@ -9,7 +9,8 @@
  * convolutions with small outputs one GEMM per kernel row on shifted copies of the zero-padded
  * input (conv_shifted.c). The transposed convolution is the adjoint of conv2d's input
  * gradient, so it reuses the same im2col/col2im pair with the roles of input and output
- * swapped. Naive direct-loop references sit in conv_naive.c; the tests compare every path
+ * swapped; with kernel == stride and no padding its windows do not overlap and the whole batch
+ * is one GEMM on the own kernel (conv_patch.c). Naive direct-loop references sit in conv_naive.c; the tests compare every path
  * with them. */
 #include "ops/conv_internal.h"
 #include "kernels/kernels.h"
@@ -96,7 +97,8 @@ typedef enum {
 } conv_pass;
 
 /* Which algorithm runs a pass of a convolution of shape d:
- *  - transposed conv: im2col, every pass.
+ *  - transposed conv: im2col, every pass (kernel == stride with padding 0 never gets here: it
+ *    runs on the own kernel, conv_patch.c, when ddpm_conv_use_direct is on and the CPU fast).
  *  - forward and input gradient of a 3x3 stride-1 conv with 16 or more channels in and out:
  *    Winograd F(4x4, 3x3) when it and the own kernel are on (ddpm_conv_use_winograd): 36
  *    multiplications a 4x4 tile instead of 144 (Zen 4, 1 thread: the U-Net's training step
@@ -159,8 +161,14 @@ size_t ddpm_conv2d_workspace(const ddpm_conv_dims *d) {
     for (int i = 0; i < 6; i++) w = more[i] > w ? more[i] : w;
     return w;
 }
+/* The own kernel's transposed conv (conv_patch.c) where it fits and the kernel is fast. */
+static int patch_on(const ddpm_conv_dims *d) {
+    return direct_on() && ddpm_mk_fast() && conv_patch_fits(d);
+}
+
 size_t ddpm_conv_transpose2d_workspace(const ddpm_conv_dims *d) {
-    return conv_im2col_workspace(d);
+    const size_t w = conv_im2col_workspace(d), p = patch_on(d) ? conv_patch_workspace(d) : 0;
+    return p > w ? p : w;
 }
 
 /* The forward on a BLAS path. */
@@ -257,16 +265,25 @@ void ddpm_conv2d_backward(float *dinp, float *dweight, float *dbias, const float
     if (own_dx && dx_algo == CONV_DIRECT) conv_direct_dx(dinp, dout, weight, d, ws);
 }
 
-/* The transposed conv always runs through im2col (conv_choose_algorithm's first rule). */
+/* The transposed conv: non-overlapping patches (kernel == stride, padding 0) on the own kernel,
+ * the rest through im2col. */
 void ddpm_conv_transpose2d_forward(float *out, const float *inp, const float *weight,
                                    const float *bias, const ddpm_conv_dims *d, float *ws) {
     DDPM_CHECK(d->transposed);
-    conv_transpose_im2col_forward(out, inp, weight, bias, d, ws);
+    if (patch_on(d))
+        conv_patch_forward(out, inp, weight, bias, d, ws);
+    else
+        conv_transpose_im2col_forward(out, inp, weight, bias, d, ws);
 }
 
 void ddpm_conv_transpose2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                                     const float *inp, const float *weight, const ddpm_conv_dims *d,
                                     float *ws) {
     DDPM_CHECK(d->transposed);
-    conv_transpose_im2col_backward(dinp, dweight, dbias, dout, inp, weight, d, ws);
+    if (patch_on(d)) {
+        conv_patch_backward(dinp, dweight, dout, inp, weight, d, ws);
+        if (dbias) dbias_all(dbias, dout, d);
+    } else {
+        conv_transpose_im2col_backward(dinp, dweight, dbias, dout, inp, weight, d, ws);
+    }
 }

@@ -9,6 +9,8 @@
  *                   stride 1 the input and weight gradients
  *   conv_winograd.c 3x3 stride-1 conv2d forward and input gradient by Winograd F(4x4, 3x3),
  *                   the products as 36 GEMMs on the own kernel
+ *   conv_patch.c    the transposed conv with kernel == stride, padding 0 (non-overlapping
+ *                   patches): the whole batch as one GEMM on the own kernel
  *   conv_naive.c    the naive direct-loop references the tests compare every path with
  * The shape predicates and workspace sizes below are pure functions of the shape: the
  * process-global switches (ddpm_conv_use_shifted / ddpm_conv_use_direct) and the CPU's kernel
@@ -141,5 +143,15 @@ void conv_winograd_forward(float *out, const float *inp, const float *weight, co
 /* dinp += the input gradient */
 void conv_winograd_dx(float *dinp, const float *dout, const float *weight,
                       const ddpm_conv_dims *d, float *ws);
+
+/* ---- conv_patch.c ---- */
+/* Transposed, kernel == stride on both axes, padding 0, and its matrices' indices fit an int. */
+int conv_patch_fits(const ddpm_conv_dims *d);
+size_t conv_patch_workspace(const ddpm_conv_dims *d); /* forward and backward alike */
+void conv_patch_forward(float *out, const float *inp, const float *weight, const float *bias,
+                        const ddpm_conv_dims *d, float *ws);
+/* dinp += and dweight += (either may be NULL); the bias gradient is the caller's. */
+void conv_patch_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                         const float *weight, const ddpm_conv_dims *d, float *ws);
 
 #endif
