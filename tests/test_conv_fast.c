@@ -102,6 +102,9 @@ static void test_fast_vs_naive_conv(void **s) {
             {2, 3, 17, 1, 8, 3, 1, 1, 1},    {2, 5, 7, 1, 13, 1, 1, 1, 0},
             {1, 33, 11, 9, 14, 3, 3, 2, 1},  {2, 20, 13, 12, 9, 4, 4, 3, 2}, /* strided */
             {3, 5, 12, 12, 7, 3, 3, 1, 1}, /* 9 panels an item: a full chunk and one more */
+            /* pointwise on the own kernel (conv_pointwise.c): C_out > 96 (two row blocks of the
+             * weight gradient), C_in not a multiple of 16, positions 35 (a 3-column panel) */
+            {3, 40, 5, 7, 100, 1, 1, 1, 0}, {4, 17, 7, 7, 12, 1, 1, 1, 0},
         };
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) fast_vs_naive(&shapes[i], 0);
         const conv_shape tshapes[] = {

@@ -87,6 +87,7 @@ typedef enum {
     CONV_SHIFTED, /* one BLAS GEMM per kernel row on shifted padded copies (conv_shifted.c) */
     CONV_DIRECT,  /* the library's own GEMM kernel, implicit im2col (conv_direct.c) */
     CONV_WINOGRAD, /* F(4x4, 3x3): 36 GEMMs on the own kernel (conv_winograd.c) */
+    CONV_POINTWISE, /* 1x1 stride 1: plain GEMMs on the own kernel (conv_pointwise.c) */
 } conv_algo;
 
 typedef enum {
@@ -99,6 +100,8 @@ typedef enum {
 /* Which algorithm runs a pass of a convolution of shape d:
  *  - transposed conv: im2col, every pass (kernel == stride with padding 0 never gets here: it
  *    runs on the own kernel, conv_patch.c, when ddpm_conv_use_direct is on and the CPU fast).
+ *  - every pass but the bias gradient of a 1x1 stride-1 conv without padding: plain GEMMs on
+ *    the own kernel when it is on and the CPU fast (conv_pointwise.c; no copies).
  *  - forward and input gradient of a 3x3 stride-1 conv with 16 or more channels in and out:
  *    Winograd F(4x4, 3x3) when it and the own kernel are on (ddpm_conv_use_winograd): 36
  *    multiplications a 4x4 tile instead of 144 (Zen 4, 1 thread: the U-Net's training step
@@ -128,6 +131,7 @@ static conv_algo conv_choose_algorithm(const ddpm_conv_dims *d, conv_pass pass) 
     const int shifted = shifted_on() && conv_shifted_fits(d);
     ddpm_conv_dims dd;
     const int winograd = own && winograd_on() && conv_winograd_fits(d);
+    if (own && conv_pointwise_fits(d) && pass != CONV_PASS_DBIAS) return CONV_POINTWISE;
     switch (pass) {
     case CONV_PASS_FORWARD:
         if (winograd) return CONV_WINOGRAD;
@@ -157,8 +161,9 @@ size_t ddpm_conv2d_workspace(const ddpm_conv_dims *d) {
                            direct ? conv_direct_dx_workspace(d) : 0,
                            direct ? conv_direct_dw_workspace(d) : 0,
                            direct && winograd_on() ? conv_winograd_workspace(d) : 0,
-                           direct && winograd_on() ? conv_winograd_dw_workspace(d) : 0};
-    for (int i = 0; i < 6; i++) w = more[i] > w ? more[i] : w;
+                           direct && winograd_on() ? conv_winograd_dw_workspace(d) : 0,
+                           direct ? conv_pointwise_workspace(d) : 0};
+    for (int i = 0; i < 7; i++) w = more[i] > w ? more[i] : w;
     return w;
 }
 /* The own kernel's transposed conv (conv_patch.c) where it fits and the kernel is fast. */
@@ -186,6 +191,8 @@ void ddpm_conv2d_forward(float *out, const float *inp, const float *weight, cons
     const conv_algo a = conv_choose_algorithm(d, CONV_PASS_FORWARD);
     if (a == CONV_WINOGRAD)
         conv_winograd_forward(out, inp, weight, bias, d, ws);
+    else if (a == CONV_POINTWISE)
+        conv_pointwise_forward(out, inp, weight, bias, d);
     else if (a == CONV_DIRECT)
         conv_direct_forward(out, inp, weight, bias, d, ws, 0, NULL, NULL);
     else
@@ -201,9 +208,11 @@ void ddpm_conv2d_scale_gelu_forward(float *out, const float *inp, const float *w
         conv_direct_forward(out, inp, weight, NULL, d, ws, 0, scale, shift);
         return;
     }
-    /* Winograd and BLAS: the epilogue as a pass over the output */
+    /* Winograd, pointwise and BLAS: the epilogue as a pass over the output */
     if (a == CONV_WINOGRAD)
         conv_winograd_forward(out, inp, weight, NULL, d, ws);
+    else if (a == CONV_POINTWISE)
+        conv_pointwise_forward(out, inp, weight, NULL, d);
     else
         blas_forward(a, out, inp, weight, NULL, d, ws);
     const size_t N = (size_t)d->H_out * d->W_out;
@@ -247,9 +256,9 @@ void ddpm_conv2d_backward(float *dinp, float *dweight, float *dbias, const float
                           float *ws) {
     DDPM_CHECK(!d->transposed);
     const conv_algo dx_algo = dinp ? conv_choose_algorithm(d, CONV_PASS_DX) : CONV_IM2COL;
-    const int own_dx = dinp && (dx_algo == CONV_DIRECT || dx_algo == CONV_WINOGRAD);
+    const int own_dx = dinp && dx_algo != CONV_IM2COL && dx_algo != CONV_SHIFTED;
     const conv_algo dw_algo = dweight ? conv_choose_algorithm(d, CONV_PASS_DW) : CONV_IM2COL;
-    const int own_dw = dw_algo == CONV_DIRECT || dw_algo == CONV_WINOGRAD;
+    const int own_dw = dw_algo != CONV_IM2COL && dw_algo != CONV_SHIFTED;
     const conv_algo blas = conv_choose_algorithm(d, CONV_PASS_DBIAS);
     if (!own_dx && !own_dw) {
         blas_backward(blas, dinp, dweight, dbias, dout, inp, weight, d, ws);
@@ -260,9 +269,11 @@ void ddpm_conv2d_backward(float *dinp, float *dweight, float *dbias, const float
     if (!own_dw && dweight) blas_backward(blas, NULL, dweight, NULL, dout, inp, weight, d, ws);
     if (dw_algo == CONV_WINOGRAD) conv_winograd_dw(dweight, dout, inp, d, ws);
     if (dw_algo == CONV_DIRECT) conv_direct_dw(dweight, dout, inp, d, ws);
+    if (dw_algo == CONV_POINTWISE) conv_pointwise_dw(dweight, dout, inp, d, ws);
     if (dbias) dbias_all(dbias, dout, d);
     if (own_dx && dx_algo == CONV_WINOGRAD) conv_winograd_dx(dinp, dout, weight, d, ws);
     if (own_dx && dx_algo == CONV_DIRECT) conv_direct_dx(dinp, dout, weight, d, ws);
+    if (own_dx && dx_algo == CONV_POINTWISE) conv_pointwise_dx(dinp, dout, weight, d);
 }
 
 /* The transposed conv: non-overlapping patches (kernel == stride, padding 0) on the own kernel,

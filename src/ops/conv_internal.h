@@ -9,6 +9,7 @@
  *                   stride 1 the input and weight gradients
  *   conv_winograd.c 3x3 stride-1 conv2d forward and input gradient by Winograd F(4x4, 3x3),
  *                   the products as 36 GEMMs on the own kernel
+ *   conv_pointwise.c the 1x1 stride-1 conv as plain GEMMs on the own kernel, no copies
  *   conv_patch.c    the transposed conv with kernel == stride, padding 0 (non-overlapping
  *                   patches): the whole batch as one GEMM on the own kernel
  *   conv_naive.c    the naive direct-loop references the tests compare every path with
@@ -143,6 +144,17 @@ void conv_winograd_forward(float *out, const float *inp, const float *weight, co
 /* dinp += the input gradient */
 void conv_winograd_dx(float *dinp, const float *dout, const float *weight,
                       const ddpm_conv_dims *d, float *ws);
+
+/* ---- conv_pointwise.c ---- */
+/* 1 x 1, stride 1, padding 0, and the indices fit an int. */
+int conv_pointwise_fits(const ddpm_conv_dims *d);
+size_t conv_pointwise_workspace(const ddpm_conv_dims *d); /* the weight gradient's */
+void conv_pointwise_forward(float *out, const float *inp, const float *weight, const float *bias,
+                            const ddpm_conv_dims *d);
+void conv_pointwise_dx(float *dinp, const float *dout, const float *weight,
+                       const ddpm_conv_dims *d); /* dinp += */
+void conv_pointwise_dw(float *dweight, const float *dout, const float *inp,
+                       const ddpm_conv_dims *d, float *ws); /* dweight += */
 
 /* ---- conv_patch.c ---- */
 /* Transposed, kernel == stride on both axes, padding 0, and its matrices' indices fit an int. */
